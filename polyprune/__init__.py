@@ -5,6 +5,19 @@ The public API is listed in ``__all__``; everything else is private.
 
 from __future__ import annotations
 
+from .receptive_field import Crop, ReceptiveField, ReceptiveFieldError
+from .recording import ActivationRecorder, TopActivations, top_activating
+from .targets import Unit
+
 __version__ = "0.1.0.dev0"
 
-__all__: list[str] = ["__version__"]
+__all__ = [
+    "ActivationRecorder",
+    "Crop",
+    "ReceptiveField",
+    "ReceptiveFieldError",
+    "TopActivations",
+    "Unit",
+    "__version__",
+    "top_activating",
+]

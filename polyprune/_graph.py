@@ -1,0 +1,143 @@
+"""Private: the model's graph, traced with :mod:`torch.fx`, up to one named module.
+
+Everything that needs to know *which computations feed a layer* (receptive fields, which
+parameters can reach a unit) goes through :func:`trace_to`, so the question "what is upstream"
+is answered from the data flow, never from module registration order.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+import torch.fx as fx
+from torch import nn
+
+__all__ = [
+    "MASKABLE_TYPES",
+    "GraphError",
+    "check_layer",
+    "is_maskable",
+    "reachable_parameters",
+    "trace_to",
+    "upstream",
+]
+
+#: Module types whose ``weight`` can be masked. Other layers pass through unmasked.
+MASKABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+class GraphError(ValueError):
+    """The model's graph cannot answer the question asked (untraceable, or unsupported op)."""
+
+
+def is_maskable(module: nn.Module) -> bool:
+    """Whether ``module`` is a Conv/Linear layer with a weight that polyprune can mask."""
+    return isinstance(module, MASKABLE_TYPES) and isinstance(
+        getattr(module, "weight", None), nn.Parameter
+    )
+
+
+def check_layer(model: nn.Module, layer: str) -> nn.Module:
+    """Return the submodule called ``layer``, or raise a ``ValueError`` naming close valid names."""
+    if not isinstance(layer, str):
+        raise TypeError(f"layer must be a module name (str), got {type(layer).__name__}")
+    modules: dict[str, nn.Module] = dict(model.named_modules())
+    modules.pop("", None)
+    if layer in modules:
+        return modules[layer]
+    close = difflib.get_close_matches(layer, list(modules), n=5, cutoff=0.5)
+    hint = f"closest: {close}" if close else f"valid names include: {list(modules)[:12]}"
+    raise ValueError(
+        f"unknown layer {layer!r} in {type(model).__name__}; use a name from "
+        f"model.named_modules(), {hint}"
+    )
+
+
+class _StopAt(fx.Tracer):
+    """A tracer that treats the module ``layer`` as a leaf, so it appears as one node."""
+
+    def __init__(self, layer: str) -> None:
+        super().__init__()
+        self._layer = layer
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if module_qualified_name == self._layer:
+            return True
+        return super().is_leaf_module(m, module_qualified_name)
+
+
+def trace_to(model: nn.Module, layer: str) -> tuple[fx.GraphModule, fx.Node]:
+    """Trace ``model`` with the module ``layer`` as a leaf; return the graph and its node.
+
+    Raises
+    ------
+    GraphError
+        If the model cannot be traced symbolically (data-dependent control flow, ...), or
+        ``layer`` is called more than once (a shared module has no single position in the graph).
+    """
+    check_layer(model, layer)
+    try:
+        graph = _StopAt(layer).trace(model)
+    except Exception as exc:  # fx raises many exception types for untraceable code
+        raise GraphError(
+            f"cannot trace {type(model).__name__} with torch.fx ({type(exc).__name__}: {exc}). "
+            "polyprune needs the data flow up to the layer; use ReceptiveField.probe(...) to "
+            "measure a unit's receptive field empirically instead"
+        ) from exc
+    gm = fx.GraphModule(model, graph)
+    nodes = [n for n in gm.graph.nodes if n.op == "call_module" and n.target == layer]
+    if not nodes:
+        raise GraphError(f"layer {layer!r} is never called in {type(model).__name__}.forward")
+    if len(nodes) > 1:
+        raise GraphError(
+            f"layer {layer!r} is called {len(nodes)} times in the forward; a unit needs a module "
+            "that is called once (give the repeated computation its own module)"
+        )
+    return gm, nodes[0]
+
+
+def upstream(node: fx.Node) -> list[fx.Node]:
+    """All nodes ``node`` depends on (itself included), in graph order."""
+    seen: set[fx.Node] = set()
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        stack.extend(n.all_input_nodes)
+    return [n for n in node.graph.nodes if n in seen]
+
+
+def _owner(model: nn.Module, qualified: str) -> nn.Module:
+    owner_name, _, _ = qualified.rpartition(".")
+    return model.get_submodule(owner_name) if owner_name else model
+
+
+def reachable_parameters(model: nn.Module, layer: str) -> list[str]:
+    """Names of the maskable weights (``"features.0.weight"``...) that can reach ``layer``.
+
+    Found from the traced data flow: a weight is listed when its module's output is an
+    ancestor of the layer's output (or the layer itself, or inside it). Returned in
+    ``model.named_parameters()`` order.
+    """
+    gm, node = trace_to(model, layer)
+    names: set[str] = set()
+    for n in upstream(node):
+        if n.op == "call_module":
+            sub = model.get_submodule(str(n.target))
+            names.update(f"{qual}.weight" for qual in _maskable_names(sub, str(n.target)))
+        elif n.op == "get_attr":
+            owner = _owner(model, str(n.target))
+            if is_maskable(owner) and str(n.target).endswith(".weight"):
+                names.add(str(n.target))
+    del gm  # the GraphModule shares the model's submodules; nothing to clean up
+    order = [name for name, _ in model.named_parameters()]
+    return [name for name in order if name in names]
+
+
+def _maskable_names(module: nn.Module, prefix: str) -> Iterable[str]:
+    for name, sub in module.named_modules(prefix=prefix):
+        if is_maskable(sub):
+            yield name

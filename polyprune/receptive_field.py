@@ -1,0 +1,431 @@
+"""Exact receptive fields of a layer's units, and crops that keep a unit's activation unchanged.
+
+The field is computed over the model's data-flow graph (:mod:`torch.fx`), so residual additions,
+concatenations and parallel branches are handled exactly; operations that make the field
+undefined or non-uniform raise an error that names the node instead of guessing.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._graph import GraphError, check_layer, trace_to
+from ._hooks import eval_mode, first_in_channels, forward_until, model_dtype_device
+from ._rf_rules import FUNCTION_RULES, METHOD_RULES, Field, module_rule
+
+__all__ = ["Crop", "ReceptiveField", "ReceptiveFieldError"]
+
+
+class ReceptiveFieldError(GraphError):
+    """The receptive field of a layer is undefined, non-uniform, or cannot be derived."""
+
+
+class Crop(NamedTuple):
+    """Images cropped to a unit's receptive field, and where that unit sits in the crop's map."""
+
+    images: Tensor
+    unit: tuple[int, int]
+
+
+class _Reached(Exception):
+    def __init__(self, value: Any) -> None:
+        super().__init__("reached the target node")
+        self.value = value
+
+
+class _FieldInterpreter(fx.Interpreter):
+    """Runs the graph on real tensors and propagates a :class:`Field` alongside each value."""
+
+    def __init__(
+        self, gm: fx.GraphModule, stop: fx.Node | None, placeholder_fields: list[Field | None]
+    ) -> None:
+        super().__init__(gm)
+        self.fields: dict[fx.Node, Field | None] = {}
+        self._stop = stop
+        self._placeholders = iter(placeholder_fields)
+
+    def run_node(self, n: fx.Node) -> Any:
+        value = super().run_node(n)
+        self.fields[n] = self._field(n, value)
+        if n is self._stop:
+            raise _Reached(value)
+        return value
+
+    def _field(self, n: fx.Node, value: Any) -> Field | None:
+        if n.op == "placeholder":
+            return next(self._placeholders, None)
+        if n.op == "output":
+            fields = [self.fields[a] for a in n.all_input_nodes]
+            return fields[0] if len(fields) == 1 else None
+        inputs = [a for a in n.all_input_nodes if self.fields.get(a) is not None]
+        if n.op == "get_attr" or not inputs or not isinstance(value, Tensor):
+            return None
+        where = f"node {n.name!r} ({_describe(n)})"
+        if value.dim() < 3:
+            raise ReceptiveFieldError(
+                f"{where} has no spatial dimensions (output shape {tuple(value.shape)}): after a "
+                "flatten or linear layer every unit sees the whole input; choose an earlier layer"
+            )
+        in_fields = [self.fields[a] for a in inputs]
+        in_values = [self.env[a] for a in inputs]
+        if n.op == "call_module":
+            module = self.fetch_attr(str(n.target))
+            rule = module_rule(module)
+            if rule is None and next(module.children(), None) is not None:
+                return _through_module(module, self, n)  # a container used as the layer
+            op: Any = module
+        elif n.op == "call_function":
+            rule, op = FUNCTION_RULES.get(n.target), n.target
+        else:
+            rule, op = METHOD_RULES.get(str(n.target)), n.target
+        if rule is None:
+            raise ReceptiveFieldError(
+                f"{where}: no receptive-field rule for this operation; polyprune does not guess. "
+                "Use ReceptiveField.probe(...) to measure the field empirically"
+            )
+        return rule(op, [f for f in in_fields if f is not None], in_values, value, where)
+
+
+def _describe(n: fx.Node) -> str:
+    if n.op == "call_module":
+        return f"module {n.target}"
+    target = getattr(n.target, "__name__", str(n.target))
+    return f"{'method' if n.op == 'call_method' else 'function'} {target}"
+
+
+def _through_module(module: nn.Module, outer: _FieldInterpreter, n: fx.Node) -> Field | None:
+    """Propagate a field through a non-leaf module (e.g. a ResNet block used as the layer)."""
+    try:
+        gm = fx.symbolic_trace(module)
+    except Exception as exc:
+        raise ReceptiveFieldError(f"cannot trace module {n.target!r}: {exc}") from exc
+    args, _ = outer.fetch_args_kwargs_from_env(n)
+    fields = [outer.fields.get(a) if isinstance(a, fx.Node) else None for a in n.args]
+    inner = _FieldInterpreter(gm, None, fields)
+    inner.run(*args)
+    output = next(node for node in gm.graph.nodes if node.op == "output")
+    return inner.fields[output]
+
+
+def _pair(value: Any, name: str) -> tuple[int, int]:
+    if isinstance(value, int):
+        value = (value, value)
+    if (
+        not isinstance(value, tuple | list)
+        or len(value) != 2
+        or not all(isinstance(v, int) and v > 0 for v in value)
+    ):
+        raise ValueError(f"{name} must be a positive int or a pair (height, width), got {value!r}")
+    return int(value[0]), int(value[1])
+
+
+@dataclass(frozen=True)
+class ReceptiveField:
+    """The exact receptive field of the units of one layer, for one input size.
+
+    Sizes are bounding boxes in input pixels, per spatial dimension ``(height, width)``.
+
+    Attributes
+    ----------
+    layer : str
+        Module name, as in ``model.named_modules()``.
+    input_size : tuple[int, int]
+        The image size ``(H, W)`` this field was computed for.
+    size : tuple[int, int]
+        Extent of the input region one unit can see (padding included).
+    stride : tuple[int, int]
+        Input-pixel distance between neighbouring units of the map.
+    start : tuple[int, int]
+        Input coordinate of the top-left pixel seen by unit ``(0, 0)``; negative where the
+        field reaches into padding.
+    output_size : tuple[int, int]
+        ``(H, W)`` of the layer's map at ``input_size``.
+
+    Examples
+    --------
+    >>> import torchvision, polyprune as pp
+    >>> rf = pp.ReceptiveField.of(torchvision.models.alexnet(), "features.10", (224, 224))
+    >>> rf.size, rf.stride, rf.output_size, rf.center
+    ((163, 163), (16, 16), (13, 13), (6, 6))
+    """
+
+    layer: str
+    input_size: tuple[int, int]
+    size: tuple[int, int]
+    stride: tuple[int, int]
+    start: tuple[int, int]
+    output_size: tuple[int, int]
+
+    @classmethod
+    def of(
+        cls,
+        model: nn.Module,
+        layer: str,
+        input_size: int | tuple[int, int],
+        *,
+        in_channels: int | None = None,
+    ) -> ReceptiveField:
+        """Compute the receptive field of ``layer`` for images of ``input_size``.
+
+        ``in_channels`` defaults to the first declared ``in_channels`` in the model (3 if none).
+        The model is run once on a zero image of that size (in eval mode, gradients off; every
+        module's training flag is restored afterwards).
+
+        Raises
+        ------
+        ValueError
+            Unknown layer or invalid size, or the layer has no map at that input size.
+        ReceptiveFieldError
+            The model cannot be traced, or an operation makes the field undefined or non-uniform.
+        """
+        check_layer(model, layer)
+        size_hw = _pair(input_size, "input_size")
+        try:
+            gm, node = trace_to(model, layer)
+        except GraphError as exc:
+            raise ReceptiveFieldError(str(exc)) from exc
+        dtype, device = model_dtype_device(model)
+        channels = in_channels if in_channels is not None else first_in_channels(model)
+        x = torch.zeros(1, channels, *size_hw, dtype=dtype, device=device)
+        interp = _FieldInterpreter(gm, node, [Field.identity(2)])
+        with eval_mode(model), torch.no_grad():
+            try:
+                interp.run(x)
+            except _Reached as reached:
+                out = reached.value
+            except RuntimeError as exc:
+                raise ValueError(
+                    f"{type(model).__name__} fails on a {channels}×{size_hw[0]}×{size_hw[1]} "
+                    f"input before reaching {layer!r} (input too small, or wrong in_channels?): "
+                    f"{exc}"
+                ) from exc
+        field = interp.fields[node]
+        if field is None or not isinstance(out, Tensor) or out.dim() != 4:
+            raise ReceptiveFieldError(f"layer {layer!r} does not produce a 2-D map (N, C, H, W)")
+        return cls(
+            layer=layer,
+            input_size=size_hw,
+            size=(field.size[0], field.size[1]),
+            stride=(field.stride[0], field.stride[1]),
+            start=(field.start[0], field.start[1]),
+            output_size=(int(out.shape[2]), int(out.shape[3])),
+        )
+
+    @property
+    def center(self) -> tuple[int, int]:
+        """The unit in the middle of the map: ``((H - 1) // 2, (W - 1) // 2)``."""
+        return (self.output_size[0] - 1) // 2, (self.output_size[1] - 1) // 2
+
+    def _unit(self, unit: tuple[int, int] | None) -> tuple[int, int]:
+        if unit is None:
+            return self.center
+        i, j = unit
+        h, w = self.output_size
+        if not (0 <= i < h and 0 <= j < w):
+            raise ValueError(
+                f"unit {tuple(unit)} is outside the {h}×{w} map of {self.layer!r} "
+                f"(valid: 0 ≤ i < {h}, 0 ≤ j < {w})"
+            )
+        return int(i), int(j)
+
+    def box(self, unit: tuple[int, int] | None = None) -> tuple[int, int, int, int]:
+        """``(top, left, bottom, right)`` of the unit's field, clamped to the image.
+
+        Bottom and right are exclusive, so ``images[..., top:bottom, left:right]`` is the field.
+        ``unit`` defaults to :attr:`center`.
+        """
+        i, j = self._unit(unit)
+        top, left = self.start[0] + i * self.stride[0], self.start[1] + j * self.stride[1]
+        h, w = self.input_size
+        return (
+            max(top, 0),
+            max(left, 0),
+            min(top + self.size[0], h),
+            min(left + self.size[1], w),
+        )
+
+    def crop_box(self, unit: tuple[int, int] | None = None) -> tuple[int, int, int, int]:
+        """The region :meth:`crop` cuts: the field, with top/left moved back to the stride lattice.
+
+        Starting on a multiple of the stride keeps every intermediate map aligned with the full
+        image's, so the unit's activation is unchanged; at the image border the crop is clamped,
+        which keeps the same zero padding there.
+        """
+        i, j = self._unit(unit)
+        top, left, bottom, right = self.box((i, j))
+        raw_top = self.start[0] + i * self.stride[0]
+        raw_left = self.start[1] + j * self.stride[1]
+        top = max(0, (raw_top // self.stride[0]) * self.stride[0])
+        left = max(0, (raw_left // self.stride[1]) * self.stride[1])
+        return top, left, bottom, right
+
+    def crop(
+        self,
+        images: Tensor,
+        unit: tuple[int, int] | None = None,
+        *,
+        mode: Literal["exact", "shrink"] = "exact",
+    ) -> Crop:
+        """Cut ``images`` (N, C, H, W) down to what one unit sees.
+
+        ``mode="exact"`` (default): the crop of :meth:`crop_box`; the layer's activation at
+        ``Crop.unit`` on the crop equals its activation at ``unit`` on the full images.
+        ``mode="shrink"``: the paper's own preprocessing, for faithful reproduction: the whole
+        image is resized (bilinear, antialiased) into the unit's field box of a zero canvas of the
+        original size; ``Crop.unit`` is then ``unit`` itself. This is not activation-preserving.
+
+        Examples
+        --------
+        >>> import torch, torchvision, polyprune as pp
+        >>> model = torchvision.models.alexnet().eval()
+        >>> rf = pp.ReceptiveField.of(model, "features.10", (224, 224))
+        >>> crop = rf.crop(torch.rand(2, 3, 224, 224))
+        >>> tuple(crop.images.shape), crop.unit
+        ((2, 3, 177, 177), (5, 5))
+        """
+        if not isinstance(images, Tensor) or images.dim() != 4:
+            shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+            raise ValueError(f"images must be a 4-D tensor (N, C, H, W), got {shape}")
+        if tuple(images.shape[2:]) != self.input_size:
+            raise ValueError(
+                f"images are {tuple(images.shape[2:])} but this ReceptiveField was computed for "
+                f"input_size {self.input_size}; compute it with ReceptiveField.of(..., "
+                f"input_size={tuple(images.shape[2:])})"
+            )
+        if self.output_size == (1, 1):
+            raise ValueError(
+                f"the map of {self.layer!r} is 1×1 at input size {self.input_size}: its only unit "
+                "sees the whole image, there is nothing to crop to"
+            )
+        i, j = self._unit(unit)
+        if mode == "shrink":
+            top, left, bottom, right = self.box((i, j))
+            canvas = images.new_zeros(images.shape)
+            small = F.interpolate(
+                images, size=(bottom - top, right - left), mode="bilinear", antialias=True
+            )
+            canvas[..., top:bottom, left:right] = small
+            return Crop(canvas, (i, j))
+        if mode != "exact":
+            raise ValueError(f"mode must be 'exact' or 'shrink', got {mode!r}")
+        top, left, bottom, right = self.crop_box((i, j))
+        unit_in_crop = (i - top // self.stride[0], j - left // self.stride[1])
+        return Crop(images[..., top:bottom, left:right], unit_in_crop)
+
+    @staticmethod
+    def probe(
+        model: nn.Module,
+        layer: str,
+        input_size: int | tuple[int, int],
+        unit: tuple[int, int] | None = None,
+        *,
+        in_channels: int | None = None,
+        trials: int = 4,
+        seed: int = 0,
+    ) -> tuple[int, int, int, int]:
+        """Measure a unit's field empirically, without tracing: ``(top, left, bottom, right)``.
+
+        Works on a float64 copy of the model in eval mode (the model itself is not touched):
+
+        1. input gradients of the unit (all channels at that position, randomly weighted) on
+           ``trials`` random images; every pixel with a non-zero gradient is in the field, so
+           their bounding box is an inner bound;
+        2. all pixels outside that box are replaced by large random values: if the unit does not
+           change, nothing outside can change it and the box is exact;
+        3. otherwise (a gradient was zero at the border, e.g. behind max pooling), binary search
+           over blocks of rows and columns finds the first and last that change the unit.
+
+        The result is the clamped field box (exclusive bottom/right), comparable to :meth:`box`.
+        ``unit`` defaults to the map's center.
+
+        Raises
+        ------
+        ValueError
+            If the unit does not respond to any pixel (e.g. a dead unit): nothing to measure.
+        """
+        check_layer(model, layer)
+        h, w = _pair(input_size, "input_size")
+        channels = in_channels if in_channels is not None else first_in_channels(model)
+        probe = _Probe(copy.deepcopy(model).double().eval(), layer, unit, seed)
+        base = probe.images(trials, channels, h, w)
+        if not probe.changes(base, slice(None), slice(None)):
+            raise ValueError(f"no input pixel changes the unit {unit} of {layer!r}; cannot probe")
+        box = probe.gradient_box(base)
+        if box is not None and not probe.changes_outside(base, box):
+            return box
+        return probe.search(base)
+
+
+class _Probe:
+    """The measurements behind :meth:`ReceptiveField.probe` (see there)."""
+
+    def __init__(self, twin: nn.Module, layer: str, unit: tuple[int, int] | None, seed: int):
+        self.twin, self.layer, self.unit = twin, layer, unit
+        self.gen = torch.Generator().manual_seed(seed)
+        self.reference: Tensor | None = None
+
+    def images(self, n: int, c: int, h: int, w: int) -> Tensor:
+        base = torch.rand(n, c, h, w, generator=self.gen, dtype=torch.float64)
+        self.noise = 10.0 * torch.randn(base.shape, generator=self.gen, dtype=torch.float64)
+        self.reference = self.value(base).detach()
+        return base
+
+    def value(self, x: Tensor) -> Tensor:
+        act = forward_until(self.twin, x, [self.layer])[self.layer]
+        i, j = self.unit if self.unit is not None else _middle(act)
+        return act[:, :, i, j]
+
+    def changes(self, base: Tensor, rows: slice, cols: slice, outside: bool = False) -> bool:
+        x = base.clone()
+        region = torch.zeros(base.shape[2:], dtype=torch.bool)
+        region[rows, cols] = True
+        if outside:
+            region = ~region
+        x[..., region] = self.noise[..., region]
+        assert self.reference is not None
+        with torch.no_grad():
+            delta = (self.value(x) - self.reference).abs()
+        return bool((delta > 1e-9 * (1.0 + self.reference.abs())).any())
+
+    def changes_outside(self, base: Tensor, box: tuple[int, int, int, int]) -> bool:
+        top, left, bottom, right = box
+        return self.changes(base, slice(top, bottom), slice(left, right), outside=True)
+
+    def gradient_box(self, base: Tensor) -> tuple[int, int, int, int] | None:
+        x = base.clone().requires_grad_(True)
+        value = self.value(x)
+        weights = torch.randn(value.shape, generator=self.gen, dtype=value.dtype)
+        (grad,) = torch.autograd.grad((value * weights).sum(), x)
+        seen = grad.abs().sum(dim=(0, 1)) > 0
+        rows, cols = seen.any(dim=1).nonzero(), seen.any(dim=0).nonzero()
+        if rows.numel() == 0:
+            return None
+        return int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1
+
+    def search(self, base: Tensor) -> tuple[int, int, int, int]:
+        h, w = base.shape[2:]
+        every = slice(None)
+
+        def first(n: int, changed: Any) -> int:  # smallest r in [1, n] with changed(r) true
+            lo, hi = 1, n
+            while lo < hi:
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if changed(mid) else (mid + 1, hi)
+            return lo
+
+        top = first(h, lambda r: self.changes(base, slice(0, r), every)) - 1
+        left = first(w, lambda c: self.changes(base, every, slice(0, c))) - 1
+        bottom = h - first(h, lambda r: self.changes(base, slice(h - r, h), every)) + 1
+        right = w - first(w, lambda c: self.changes(base, every, slice(w - c, w))) + 1
+        return top, left, bottom, right
+
+
+def _middle(act: Tensor) -> tuple[int, int]:
+    return (act.shape[2] - 1) // 2, (act.shape[3] - 1) // 2

@@ -1,0 +1,320 @@
+"""Record layer activations with forward hooks, stopping the forward early; streaming top-k."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from ._hooks import LayerHooks, model_dtype_device, warn_if_training
+from .receptive_field import ReceptiveField
+from .targets import Unit, layer_output_shape
+
+__all__ = ["ActivationRecorder", "TopActivations", "top_activating"]
+
+Reduction = Literal["center", "mean", "max"] | Callable[[Tensor], Tensor] | None
+_NAMED = ("center", "mean", "max")
+
+
+def _reducer(reduce: Reduction, position: tuple[int, int] | None) -> Callable[[Tensor], Tensor]:
+    if callable(reduce):
+        return reduce
+    if reduce is None:
+        return lambda t: t
+    if reduce not in _NAMED:
+        raise ValueError(f"reduce must be one of {_NAMED}, None or a callable, got {reduce!r}")
+
+    def named(t: Tensor) -> Tensor:
+        if t.dim() < 3:  # (N, C): nothing spatial to reduce
+            return t
+        spatial = tuple(range(2, t.dim()))
+        if reduce == "mean":
+            return t.mean(dim=spatial)
+        if reduce == "max":
+            return t.amax(dim=spatial)
+        index: tuple[int, ...] = (
+            position if position is not None else tuple((s - 1) // 2 for s in t.shape[2:])
+        )
+        if len(index) != t.dim() - 2 or any(
+            not 0 <= i < s for i, s in zip(index, t.shape[2:], strict=True)
+        ):
+            raise ValueError(f"position {index} is outside the map of shape {tuple(t.shape[2:])}")
+        return t[(slice(None), slice(None), *index)]  # type: ignore[index]
+
+    return named
+
+
+def _check_finite(batch: Any) -> None:
+    if isinstance(batch, Tensor) and batch.is_floating_point() and not torch.isfinite(batch).all():
+        raise ValueError("the batch contains NaN or infinite values")
+
+
+class ActivationRecorder:
+    """Record the outputs of named modules, detached and cloned.
+
+    Use as a context manager: hooks are attached on entry and removed on exit (also when the
+    body raises). :meth:`run` does one forward pass that stops right after the last recorded
+    layer; plain ``model(x)`` calls inside the ``with`` block are recorded too (without early
+    stop). Outside a ``with`` block, :meth:`run` attaches and removes hooks itself.
+
+    Parameters
+    ----------
+    model : nn.Module
+    layers : str or sequence of str
+        Module names from ``model.named_modules()``.
+    reduce : {"center", "mean", "max"}, None or callable
+        ``"center"``: the map position ``position`` (default: the middle,
+        ``((H - 1) // 2, (W - 1) // 2)``) → ``(N, C)``; ``"mean"``/``"max"`` over the map →
+        ``(N, C)``; ``None``: the full output ``(N, C, H, W)``; a callable gets the detached output.
+    position : tuple[int, int], optional
+        The map position for ``reduce="center"``.
+    accumulate : bool
+        Keep every run's records (default) or only the last run's.
+
+    Examples
+    --------
+    >>> import torch, torchvision, polyprune as pp
+    >>> model = torchvision.models.alexnet().eval()
+    >>> with pp.ActivationRecorder(model, ["features.6", "features.10"]) as rec:
+    ...     _ = rec.run(torch.rand(4, 3, 224, 224))
+    >>> tuple(rec.activations["features.10"].shape)
+    (4, 256)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: str | Sequence[str],
+        reduce: Reduction = "center",
+        *,
+        position: tuple[int, int] | None = None,
+        accumulate: bool = True,
+    ) -> None:
+        names = [layers] if isinstance(layers, str) else list(layers)
+        if len(set(names)) != len(names):
+            raise ValueError(f"layers contains duplicates: {names}")
+        self.model = model
+        self.layers = names
+        self._reduce = _reducer(reduce, position)
+        self._accumulate = accumulate
+        self._records: dict[str, list[Tensor]] = {name: [] for name in names}
+        self._hooks = LayerHooks(model, names, self._record)
+        self._inside = False
+
+    def _record(self, name: str, output: Tensor) -> None:
+        # clone: a view of the output would be overwritten by a following in-place ReLU
+        self._records[name].append(self._reduce(output.detach()).clone())
+
+    def __enter__(self) -> ActivationRecorder:
+        self._hooks.attach()
+        self._inside = True
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._inside = False
+        self._hooks.detach()
+
+    def run(self, batch: Any) -> dict[str, Tensor]:
+        """Forward ``batch`` up to the last recorded layer; return this batch's records.
+
+        Raises ``ValueError`` for NaN/inf inputs or a layer that never runs.
+        """
+        _check_finite(batch)
+        warn_if_training(self.model)
+        if isinstance(batch, Tensor):
+            batch = batch.to(model_dtype_device(self.model)[1])
+        if not self._accumulate:
+            self.clear()
+        counts = {name: len(r) for name, r in self._records.items()}
+        try:
+            self._hooks.attach()
+            self._hooks.run(batch)
+        finally:
+            if not self._inside:
+                self._hooks.detach()
+        return {name: torch.cat(r[counts[name] :]) for name, r in self._records.items()}
+
+    @property
+    def activations(self) -> dict[str, Tensor]:
+        """Records by layer name, concatenated over runs along the batch dimension."""
+        return {name: torch.cat(r) for name, r in self._records.items() if r}
+
+    def clear(self) -> None:
+        """Forget all records."""
+        for records in self._records.values():
+            records.clear()
+
+
+@dataclass(frozen=True)
+class TopActivations:
+    """The ``k`` items of a data set on which a unit is highest, best first.
+
+    Attributes
+    ----------
+    unit : Unit
+        The unit, with its position resolved (in full-image map coordinates).
+    indices : Tensor
+        ``(k,)`` int64 positions of the items in the data's iteration order (the dataset indices
+        for a Dataset, a tensor, or an unshuffled DataLoader). Ties go to the lower index.
+    values : Tensor
+        ``(k,)`` the unit's activation on each item.
+    codes : Tensor
+        ``(k, C)`` every channel of ``unit.layer`` at the unit's position: the paper's
+        "center activations of all filters", recorded in the same pass (no second pass).
+    field : ReceptiveField or None
+        The field used for cropping (``None`` with ``crop=False``).
+    """
+
+    unit: Unit
+    indices: Tensor
+    values: Tensor
+    codes: Tensor
+    field: ReceptiveField | None
+
+    def __len__(self) -> int:
+        return int(self.indices.numel())
+
+
+def _first(item: Any) -> Tensor:
+    image = item[0] if isinstance(item, tuple | list) else item
+    if not isinstance(image, Tensor):
+        raise TypeError(f"data must yield tensors or (tensor, ...) tuples, got {type(image)}")
+    return image
+
+
+def _length(data: Any) -> int | None:
+    if isinstance(data, DataLoader):
+        return len(data.dataset) if hasattr(data.dataset, "__len__") else None
+    if isinstance(data, Tensor):
+        return int(data.shape[0]) if data.dim() > 0 else 0
+    return len(data) if hasattr(data, "__len__") else None
+
+
+def iter_batches(data: Any, batch_size: int) -> Iterator[Tensor]:
+    """Batches of images from a tensor (N, C, H, W), a Dataset, a DataLoader or an iterable."""
+    if isinstance(data, Tensor):
+        yield from torch.split(data, batch_size)
+    elif isinstance(data, Dataset) and not isinstance(data, Iterable):
+        yield from (_first(b) for b in DataLoader(data, batch_size=batch_size, shuffle=False))
+    else:
+        yield from (_first(b) for b in data)
+
+
+def top_activating(
+    model: nn.Module,
+    unit: Unit,
+    data: Tensor | Dataset[Any] | DataLoader[Any] | Iterable[Any],
+    k: int = 1000,
+    *,
+    crop: bool = True,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> TopActivations:
+    """Stream ``data`` once and keep the ``k`` items that excite ``unit`` most.
+
+    Each batch is cropped to the unit's receptive field (``crop=True``, exact: the activation is
+    the one of the full image), run only up to ``unit.layer``, and merged into a running top-k;
+    memory is O(k + batch), independent of the data set's length.
+
+    Examples
+    --------
+    >>> import torch, torchvision, polyprune as pp
+    >>> model = torchvision.models.alexnet().eval()
+    >>> top = pp.top_activating(model, pp.Unit("features.6", 3), torch.rand(20, 3, 224, 224),
+    ...                         k=5, progress=False)
+    >>> tuple(top.codes.shape), bool((top.values[:-1] >= top.values[1:]).all())
+    ((5, 384), True)
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    unit.validate(model)
+    n = _length(data)
+    if n == 0:
+        raise ValueError("the data set is empty")
+    if n is not None and k > n:
+        raise ValueError(f"k={k} is larger than the data set ({n} items)")
+    warn_if_training(model)
+    state = _TopK(k)
+    field: ReceptiveField | None = None
+    position = (0, 0)
+    seen = 0
+    with tqdm(total=n, disable=not progress, unit="img", desc=f"top-{k} {unit}") as bar:
+        for batch in iter_batches(data, batch_size):
+            if batch.dim() != 4:
+                raise ValueError(f"images must be 4-D (N, C, H, W), got {tuple(batch.shape)}")
+            if seen == 0:
+                field, position = _resolve(model, unit, batch, crop)
+            images, at = field.crop(batch, position) if field else (batch, position)
+            rec = ActivationRecorder(model, [unit.layer], "center", position=at, accumulate=False)
+            codes = rec.run(images)[unit.layer]
+            state.push(codes, unit.channel, seen)
+            seen += batch.shape[0]
+            bar.update(batch.shape[0])
+    if seen == 0:
+        raise ValueError("the data set is empty")
+    if k > seen:
+        raise ValueError(f"k={k} is larger than the data set ({seen} items)")
+    assert state.codes is not None
+    resolved = Unit(unit.layer, unit.channel, position)
+    return TopActivations(resolved, state.indices, state.values, state.codes, field)
+
+
+def _resolve(
+    model: nn.Module, unit: Unit, batch: Tensor, crop: bool
+) -> tuple[ReceptiveField | None, tuple[int, int]]:
+    """The field to crop with (if any) and the unit's position in the full image's map."""
+    size = (int(batch.shape[2]), int(batch.shape[3]))
+    if not crop:
+        shape = layer_output_shape(model, unit.layer, size, int(batch.shape[1]))
+        position = unit.position or ((shape[2] - 1) // 2, (shape[3] - 1) // 2)
+        return None, position
+    field = ReceptiveField.of(model, unit.layer, size, in_channels=int(batch.shape[1]))
+    if size[0] < field.size[0] or size[1] < field.size[1]:
+        raise ValueError(
+            f"images are {size[0]}×{size[1]}, smaller than the {field.size[0]}×{field.size[1]} "
+            f"receptive field of {unit.layer!r}: a crop would be the whole image; pass larger "
+            "images, an earlier layer, or crop=False"
+        )
+    position = unit.position or field.center
+    field.box(position)  # validates the position against the map
+    return field, position
+
+
+class _TopK:
+    """Running top-k by value (ties: lower index first), with each item's code vector."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.values = torch.empty(0)
+        self.indices = torch.empty(0, dtype=torch.long)
+        self.codes: Tensor | None = None
+
+    def push(self, codes: Tensor, channel: int, offset: int) -> None:
+        codes = codes.float().cpu()
+        values = codes[:, channel]
+        if not torch.isfinite(values).all():
+            raise ValueError("the model produced NaN or infinite activations")
+        indices = torch.arange(offset, offset + codes.shape[0])
+        all_codes = codes if self.codes is None else torch.cat([self.codes, codes])
+        all_values = torch.cat([self.values, values])
+        all_indices = torch.cat([self.indices, indices])
+        order = torch.argsort(all_indices, stable=True)
+        order = order[torch.argsort(-all_values[order], stable=True)][: self.k]
+        self.values, self.indices, self.codes = (
+            all_values[order],
+            all_indices[order],
+            all_codes[order],
+        )

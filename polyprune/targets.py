@@ -1,0 +1,104 @@
+"""Units (one channel of one layer at one map position) and the objectives built on them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ._graph import check_layer
+from ._hooks import eval_mode, first_in_channels, forward_until, model_dtype_device
+
+__all__ = ["Unit"]
+
+_CHANNEL_ATTRS = ("out_channels", "out_features", "num_features")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One unit of a CNN: ``channel`` of the module ``layer`` at map ``position``.
+
+    Parameters
+    ----------
+    layer : str
+        Module name as in ``model.named_modules()``, e.g. ``"features.10"``. The unit reads that
+        module's output (for a Conv2d followed by an in-place ReLU: the pre-activation; name the
+        ReLU module instead to read post-activation values).
+    channel : int
+        Output channel of ``layer``.
+    position : tuple[int, int] or None
+        ``(i, j)`` in the layer's map; ``None`` means the map's center,
+        :attr:`ReceptiveField.center`.
+
+    Examples
+    --------
+    >>> import torchvision, polyprune as pp
+    >>> unit = pp.Unit("features.10", 255).validate(torchvision.models.alexnet())
+    >>> unit
+    Unit(layer='features.10', channel=255, position=None)
+    """
+
+    layer: str
+    channel: int
+    position: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.layer, str) or not self.layer:
+            raise TypeError(f"Unit.layer must be a non-empty module name, got {self.layer!r}")
+        if isinstance(self.channel, bool) or not isinstance(self.channel, int):
+            raise TypeError(f"Unit.channel must be an int, got {self.channel!r}")
+        if self.channel < 0:
+            raise ValueError(f"Unit.channel must be ≥ 0, got {self.channel}")
+        if self.position is not None:
+            pos = tuple(self.position)
+            if len(pos) != 2 or not all(isinstance(p, int) and p >= 0 for p in pos):
+                raise ValueError(
+                    f"Unit.position must be None or a pair of ints ≥ 0, got {self.position!r}"
+                )
+            object.__setattr__(self, "position", (int(pos[0]), int(pos[1])))
+
+    def validate(self, model: nn.Module, input_size: tuple[int, int] | None = None) -> Unit:
+        """Check the layer exists and the channel (and position) are in range; return ``self``.
+
+        The channel count is read from the module (``out_channels``/``out_features``/
+        ``num_features``); for other modules, or when ``position`` is set and ``input_size`` is
+        given, one forward pass on a zero image finds the map's shape.
+
+        Raises
+        ------
+        ValueError
+            Unknown layer (closest names listed), channel or position out of range.
+        """
+        module = check_layer(model, self.layer)
+        channels = next(
+            (v for a in _CHANNEL_ATTRS if isinstance(v := getattr(module, a, None), int)), None
+        )
+        shape: tuple[int, ...] | None = None
+        if channels is None or (self.position is not None and input_size is not None):
+            shape = layer_output_shape(model, self.layer, input_size or (224, 224))
+            channels = shape[1]
+        if self.channel >= channels:
+            raise ValueError(
+                f"channel {self.channel} is out of range for {self.layer!r}, which has "
+                f"{channels} channels (valid: 0..{channels - 1})"
+            )
+        if shape is not None and self.position is not None and len(shape) == 4:
+            i, j = self.position
+            if i >= shape[2] or j >= shape[3]:
+                raise ValueError(
+                    f"position {self.position} is outside the {shape[2]}×{shape[3]} map of "
+                    f"{self.layer!r} at input size {input_size}"
+                )
+        return self
+
+
+def layer_output_shape(
+    model: nn.Module, layer: str, input_size: tuple[int, int], in_channels: int | None = None
+) -> tuple[int, ...]:
+    """Shape of ``layer``'s output for one zero image of ``input_size`` (model left unchanged)."""
+    dtype, device = model_dtype_device(model)
+    channels = in_channels if in_channels is not None else first_in_channels(model)
+    x = torch.zeros(1, channels, *input_size, dtype=dtype, device=device)
+    with eval_mode(model), torch.no_grad():
+        return tuple(forward_until(model, x, [layer])[layer].shape)
