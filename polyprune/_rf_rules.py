@@ -155,6 +155,19 @@ _POINTWISE_MODULES: tuple[type[nn.Module], ...] = (
     nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity,
 )  # fmt: skip
 
+#: Operations that act on each channel on its own (a unit's channel depends only on the same
+#: channel of their input). LocalResponseNorm and Softmax2d mix channels, so they are not here.
+CHANNELWISE_MODULES: tuple[type[nn.Module], ...] = tuple(
+    m for m in _POINTWISE_MODULES if m not in (nn.LocalResponseNorm, nn.Softmax2d)
+)
+CHANNELWISE_FUNCTIONS = frozenset(
+    (torch.relu, torch.sigmoid, torch.tanh, F.relu, F.relu6, F.leaky_relu, F.gelu, F.silu,
+     F.elu, F.hardtanh, F.hardswish, F.sigmoid, F.tanh, F.dropout, F.dropout2d)
+)  # fmt: skip
+CHANNELWISE_METHODS = frozenset(
+    ("relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "contiguous", "clone", "float")
+)
+
 MODULE_RULES: dict[type[nn.Module], Rule] = {
     nn.modules.conv._ConvNd: _conv,
     nn.MaxPool1d: _pool, nn.MaxPool2d: _pool, nn.MaxPool3d: _pool,
@@ -199,4 +212,13 @@ def module_rule(module: nn.Module) -> Rule | None:
     return None
 
 
-__all__ = ["FUNCTION_RULES", "METHOD_RULES", "MODULE_RULES", "Field", "module_rule"]
+__all__ = [
+    "CHANNELWISE_FUNCTIONS",
+    "CHANNELWISE_METHODS",
+    "CHANNELWISE_MODULES",
+    "FUNCTION_RULES",
+    "METHOD_RULES",
+    "MODULE_RULES",
+    "Field",
+    "module_rule",
+]

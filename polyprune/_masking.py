@@ -1,0 +1,181 @@
+"""Private: granularity arithmetic and parametrize-based weight masking that restores exactly."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from typing import Literal, get_args
+
+import torch
+import torch.fx as fx
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from ._graph import is_maskable, reachable_parameters, trace_to
+from ._rf_rules import CHANNELWISE_FUNCTIONS, CHANNELWISE_METHODS, CHANNELWISE_MODULES
+
+__all__ = [
+    "GRANULARITIES",
+    "Granularity",
+    "attach",
+    "element_sizes",
+    "expand",
+    "mask_shape",
+    "owner",
+    "unit_regions",
+]
+
+Granularity = Literal["weight", "kernel", "filter"]
+GRANULARITIES: tuple[str, ...] = get_args(Granularity)
+
+
+def check_granularity(granularity: str) -> Granularity:
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    return granularity  # type: ignore[return-value]
+
+
+def mask_shape(weight_shape: tuple[int, ...], granularity: str) -> tuple[int, ...]:
+    """Shape of a mask over a weight: like it (weight), (out, in) (kernel) or (out,) (filter)."""
+    check_granularity(granularity)
+    return {"weight": weight_shape, "kernel": weight_shape[:2], "filter": weight_shape[:1]}[
+        granularity
+    ]
+
+
+def element_sizes(weight_shape: tuple[int, ...], granularity: str) -> int:
+    """How many weights one mask element stands for."""
+    n = 1
+    for s in weight_shape[len(mask_shape(weight_shape, granularity)) :]:
+        n *= s
+    return n
+
+
+def expand(mask: Tensor, weight_shape: tuple[int, ...]) -> Tensor:
+    """Broadcast a kernel/filter mask over the trailing dimensions of a weight."""
+    return mask.reshape(*mask.shape, *(1,) * (len(weight_shape) - mask.dim())).expand(weight_shape)
+
+
+def owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    """The module owning parameter ``name`` and the attribute name (``"features.0.weight"``)."""
+    module_name, _, attr = name.rpartition(".")
+    try:
+        module = model.get_submodule(module_name) if module_name else model
+    except AttributeError:
+        module = None
+    if module is None or attr != "weight" or not is_maskable(module):
+        valid = [n for n, m in model.named_modules() if is_maskable(m)]
+        raise ValueError(
+            f"{name!r} is not the weight of a maskable (Conv/Linear) layer of "
+            f"{type(model).__name__}; maskable weights: {[f'{v}.weight' for v in valid][:12]}"
+            + (" ..." if len(valid) > 12 else "")
+        )
+    return module, attr
+
+
+class WeightMask(nn.Module):
+    """``w ↦ w · mask`` as a parametrization; ``mask`` is a fixed tensor or a callable."""
+
+    def __init__(self, mask: Tensor | Callable[[], Tensor]) -> None:
+        super().__init__()
+        self._mask = mask
+
+    def forward(self, weight: Tensor) -> Tensor:
+        mask = self._mask() if callable(self._mask) else self._mask
+        return weight * mask
+
+
+@contextlib.contextmanager
+def attach(
+    model: nn.Module, parametrizations: Mapping[str, nn.Module]
+) -> Iterator[dict[str, nn.Module]]:
+    """Register one parametrization per named weight; on exit restore the model exactly.
+
+    Every name is validated before anything is registered. On exit (also on error) every
+    parametrization is removed, the original ``Parameter`` objects are back in place and the
+    parameters' registration order (hence ``state_dict`` key order) is as before.
+    """
+    owners = {name: owner(model, name) for name in parametrizations}
+    for name, (module, attr) in owners.items():
+        if parametrize.is_parametrized(module, attr):
+            raise ValueError(
+                f"{name!r} already carries a parametrization (masks applied twice, or another "
+                "tool's); remove it first"
+            )
+    orders = {id(m): (m, list(m._parameters)) for m, _ in owners.values()}
+    done: list[tuple[nn.Module, str]] = []
+    try:
+        for name, (module, attr) in owners.items():
+            parametrize.register_parametrization(module, attr, parametrizations[name])
+            done.append((module, attr))
+        yield {name: parametrizations[name] for name in parametrizations}
+    finally:
+        for module, attr in reversed(done):
+            parametrize.remove_parametrizations(module, attr, leave_parametrized=False)
+        for module, order in orders.values():
+            params = module._parameters
+            for key in order:
+                params[key] = params.pop(key)
+
+
+def as_bool(mask: Tensor, name: str) -> Tensor:
+    if not isinstance(mask, Tensor):
+        raise TypeError(f"mask {name!r} must be a tensor, got {type(mask).__name__}")
+    if mask.dtype == torch.bool:
+        return mask.detach().cpu()
+    if mask.is_floating_point() and not torch.isfinite(mask).all():
+        raise ValueError(f"mask {name!r} contains NaN or infinite values")
+    if not ((mask == 0) | (mask == 1)).all():
+        raise ValueError(f"mask {name!r} must be boolean (or 0/1), got other values")
+    return mask.detach().cpu().bool()
+
+
+def _producer(node: fx.Node, model: nn.Module) -> fx.Node | None:
+    """Walk back from ``node`` through channel-wise ops to the maskable layer that makes it."""
+    while True:
+        if node.op == "call_module":
+            module = model.get_submodule(str(node.target))
+            if is_maskable(module):
+                return node
+            if not isinstance(module, CHANNELWISE_MODULES):
+                return None
+        elif node.op == "call_function" and node.target in CHANNELWISE_FUNCTIONS:
+            pass
+        elif not (node.op == "call_method" and node.target in CHANNELWISE_METHODS):
+            return None
+        tensors = [a for a in node.all_input_nodes if a.op != "get_attr"]
+        if len(tensors) != 1:
+            return None
+        node = tensors[0]
+
+
+def unit_regions(
+    model: nn.Module, layer: str, channel: int, granularity: str
+) -> tuple[dict[str, tuple[int, ...]], dict[str, Tensor]]:
+    """Weight shapes and regions (mask elements that can reach the unit) for a unit's subnetwork.
+
+    Every maskable weight upstream of ``layer`` in the traced graph is in; the layer that
+    produces the unit's channel (``layer`` itself, or the Conv/Linear behind channel-wise ops
+    such as ReLU/BatchNorm when ``layer`` names one of those) contributes only the fan-in of
+    ``channel``.
+    """
+    check_granularity(granularity)
+    gm, node = trace_to(model, layer)
+    producer = _producer(node, model)
+    restricted = f"{producer.target}.weight" if producer is not None else None
+    shapes: dict[str, tuple[int, ...]] = {}
+    regions: dict[str, Tensor] = {}
+    params = dict(model.named_parameters())
+    for name in reachable_parameters(model, layer):
+        shape = tuple(params[name].shape)
+        region = torch.ones(mask_shape(shape, granularity), dtype=torch.bool)
+        if name == restricted:
+            if not 0 <= channel < shape[0]:
+                raise ValueError(
+                    f"channel {channel} is out of range for {layer!r} ({shape[0]} channels)"
+                )
+            region.zero_()
+            region[channel] = True
+        shapes[name], regions[name] = shape, region
+    del gm
+    return shapes, regions

@@ -1,0 +1,379 @@
+"""Binary masks over a model's maskable weights: a subnetwork.
+
+A :class:`Masks` maps weight names (``"features.0.weight"``) to boolean tensors shaped by the
+granularity (``weight``: like the weight; ``kernel``: ``(out, in)``; ``filter``: ``(out,)``).
+Applying it multiplies each weight by its (broadcast) mask through
+:mod:`torch.nn.utils.parametrize`; removing it restores the model bit for bit.
+
+**Kept fraction** (the paper's "sparsity"): kept weights / weights that can reach the target
+unit. Each mask element counts for the weights it stands for (a 5×5 kernel counts 25). Only
+elements in the mask's *region* count: for a unit, every reachable layer before the unit's layer
+and, in that layer, only the unit channel's fan-in. Elements outside the region are kept (so the
+rest of the model is untouched) and ignored by every count.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from . import _masking as mk
+from .targets import Unit
+
+__all__ = ["Masks", "Scores"]
+
+_FORMAT = "polyprune.masks/1"
+
+
+class Scores(dict[str, Tensor]):
+    """Scores keyed by weight name (a plain ``dict``) that also carry what :class:`Masks` needs.
+
+    Attributes
+    ----------
+    granularity : str
+        ``"weight"``, ``"kernel"`` or ``"filter"``.
+    weight_shapes : dict[str, tuple[int, ...]]
+        Full shape of each weight (so kept fractions count weights, not mask elements).
+    regions : dict[str, Tensor]
+        Boolean, mask-shaped: which elements can reach the unit. Missing: all of them.
+    unit : Unit or None
+        The unit the scores were computed for.
+    """
+
+    def __init__(
+        self,
+        scores: Mapping[str, Tensor],
+        granularity: str,
+        *,
+        weight_shapes: Mapping[str, tuple[int, ...]] | None = None,
+        regions: Mapping[str, Tensor] | None = None,
+        unit: Unit | None = None,
+    ) -> None:
+        super().__init__(scores)
+        self.granularity: mk.Granularity = mk.check_granularity(granularity)
+        self.weight_shapes = {k: tuple(v) for k, v in (weight_shapes or {}).items()}
+        self.regions = dict(regions or {})
+        self.unit = unit
+
+
+class Masks(Mapping[str, Tensor]):
+    """A subnetwork: one boolean mask per maskable weight.
+
+    Parameters
+    ----------
+    masks : mapping of str to Tensor
+        Boolean (or 0/1) masks keyed by weight name, shaped by ``granularity``.
+    granularity : {"weight", "kernel", "filter"}
+    weight_shapes : mapping, optional
+        Full weight shapes; without them each mask element counts as one weight.
+    regions : mapping, optional
+        Boolean mask-shaped tensors: the elements that count (see module docstring).
+    unit : Unit, optional
+        The unit this subnetwork is for (kept in :meth:`save`).
+
+    Examples
+    --------
+    >>> import torch, polyprune as pp
+    >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Conv2d(2, 1, 3))
+    >>> masks = pp.Masks({"0.weight": torch.tensor([[True], [False]])}, "kernel")
+    >>> with masks.applied(model):
+    ...     bool((model[0].weight[1] == 0).all())
+    True
+    >>> masks.kept_fraction()
+    0.5
+    """
+
+    def __init__(
+        self,
+        masks: Mapping[str, Tensor],
+        granularity: str = "kernel",
+        *,
+        weight_shapes: Mapping[str, tuple[int, ...]] | None = None,
+        regions: Mapping[str, Tensor] | None = None,
+        unit: Unit | None = None,
+    ) -> None:
+        self.granularity: mk.Granularity = mk.check_granularity(granularity)
+        if not masks:
+            raise ValueError("masks is empty: a subnetwork needs at least one masked weight")
+        self._masks = {name: mk.as_bool(m, name) for name, m in masks.items()}
+        self.weight_shapes = {k: tuple(int(s) for s in v) for k, v in (weight_shapes or {}).items()}
+        self.regions = {k: mk.as_bool(v, k) for k, v in (regions or {}).items()}
+        self.unit = unit
+        self._active: dict[int, AbstractContextManager[nn.Module]] = {}
+        for name, m in self._masks.items():
+            want = {"kernel": 2, "filter": 1}.get(self.granularity)
+            if want is not None and m.dim() != want:
+                raise ValueError(
+                    f"mask {name!r} has shape {tuple(m.shape)}: {self.granularity} masks are "
+                    f"{want}-D ({'(out, in)' if want == 2 else '(out,)'})"
+                )
+            shape = self.weight_shapes.get(name)
+            if shape is not None and tuple(m.shape) != mk.mask_shape(shape, self.granularity):
+                raise ValueError(
+                    f"mask {name!r} has shape {tuple(m.shape)}, expected "
+                    f"{mk.mask_shape(shape, self.granularity)} for weight {shape}"
+                )
+            region = self.regions.get(name)
+            if region is not None and region.shape != m.shape:
+                raise ValueError(f"region of {name!r} has shape {tuple(region.shape)} != mask's")
+
+    # -- Mapping -----------------------------------------------------------------------------
+    def __getitem__(self, name: str) -> Tensor:
+        return self._masks[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._masks)
+
+    def __len__(self) -> int:
+        return len(self._masks)
+
+    def __repr__(self) -> str:
+        return (
+            f"Masks({len(self)} weights, granularity={self.granularity!r}, "
+            f"kept_fraction={self.kept_fraction():.4f}, unit={self.unit})"
+        )
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_scores(
+        cls,
+        scores: Mapping[str, Tensor],
+        keep: float,
+        scope: Literal["global", "layer"] = "global",
+        *,
+        normalize: Literal["none", "layer"] = "none",
+        granularity: str | None = None,
+    ) -> Masks:
+        """Keep the highest-scoring elements until a fraction ``keep`` of the weights is kept.
+
+        ``keep`` is the kept fraction (density) in (0, 1]. The target is
+        ``round(keep × weights in the region)``; elements are taken best first until at least
+        that many weights are kept (exact for ``weight`` granularity; for ``kernel``/``filter``
+        at most one element's worth above). Ties go to the earlier weight (in ``scores`` order),
+        then the lower flat index, so the result is deterministic.
+
+        ``scope="global"`` ranks all elements together; ``"layer"`` keeps ``keep`` of each layer.
+        ``normalize="none"`` ranks raw scores. This equals Hamblin et al.'s circuit_explorer,
+        whose ``mask_from_scores`` divides every score by the sum of all absolute scores (a
+        common factor that leaves the ranking unchanged). ``normalize="layer"`` divides each
+        layer's scores by that layer's sum of absolute scores first, so no layer dominates by
+        scale alone.
+
+        ``scores`` is ideally a :class:`Scores` (from a scorer), which carries the granularity,
+        weight shapes and regions; a plain dict needs ``granularity`` and counts mask elements.
+        """
+        gran = mk.check_granularity(granularity or getattr(scores, "granularity", None) or "kernel")
+        if isinstance(keep, bool) or not isinstance(keep, int | float) or not 0 < keep <= 1:
+            raise ValueError(f"keep (the kept fraction) must be in (0, 1], got {keep!r}")
+        if scope not in ("global", "layer"):
+            raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
+        if normalize not in ("none", "layer"):
+            raise ValueError(f"normalize must be 'none' or 'layer', got {normalize!r}")
+        if not scores:
+            raise ValueError("scores is empty")
+        shapes: dict[str, tuple[int, ...]] = dict(getattr(scores, "weight_shapes", {}))
+        regions: dict[str, Tensor] = dict(getattr(scores, "regions", {}))
+        flat, sizes, inside = [], [], []
+        for name, s in scores.items():
+            s = s.detach().float().cpu()
+            if not torch.isfinite(s).all():
+                raise ValueError(f"scores for {name!r} contain NaN or infinite values")
+            region = regions.get(name, torch.ones(s.shape, dtype=torch.bool)).reshape(-1)
+            if normalize == "layer":
+                total = s.reshape(-1)[region].abs().sum()
+                s = s / total if total > 0 else s
+            size = mk.element_sizes(shapes[name], gran) if name in shapes else 1
+            flat.append(s.reshape(-1))
+            sizes.append(torch.full((s.numel(),), size, dtype=torch.long))
+            inside.append(region)
+        groups = [list(range(len(flat)))] if scope == "global" else [[i] for i in range(len(flat))]
+        chosen = [torch.zeros(f.numel(), dtype=torch.bool) for f in flat]
+        names = list(scores)
+        for group in groups:
+            _choose(flat, sizes, inside, chosen, group, keep, [names[i] for i in group])
+        masks = {
+            name: (chosen[i] | ~inside[i]).reshape(scores[name].shape)
+            for i, name in enumerate(names)
+        }
+        return cls(
+            masks, gran, weight_shapes=shapes or None, regions=regions or None,
+            unit=getattr(scores, "unit", None),
+        )  # fmt: skip
+
+    # -- counts ------------------------------------------------------------------------------
+    def _counts(self, name: str, mask: Tensor) -> tuple[int, int]:
+        region = self.regions.get(name)
+        size = (
+            mk.element_sizes(self.weight_shapes[name], self.granularity)
+            if name in self.weight_shapes
+            else 1
+        )
+        kept = int((mask & region).sum()) if region is not None else int(mask.sum())
+        total = int(region.sum()) if region is not None else mask.numel()
+        return kept * size, total * size
+
+    def kept_weights(self) -> int:
+        """Number of kept weights in the region."""
+        return sum(self._counts(n, m)[0] for n, m in self._masks.items())
+
+    def total_weights(self) -> int:
+        """Number of weights in the region (the kept fraction's denominator)."""
+        return sum(self._counts(n, m)[1] for n, m in self._masks.items())
+
+    def kept_fraction(self) -> float:
+        """Kept weights / weights in the region (module docstring)."""
+        total = self.total_weights()
+        return self.kept_weights() / total if total else 0.0
+
+    def layer_kept_fractions(self) -> dict[str, float]:
+        """The kept fraction of each masked weight on its own."""
+        out = {}
+        for name, mask in self._masks.items():
+            kept, total = self._counts(name, mask)
+            out[name] = kept / total if total else 0.0
+        return out
+
+    # -- applying ----------------------------------------------------------------------------
+    def _check_fits(self, model: nn.Module) -> dict[str, Tensor]:
+        expanded = {}
+        for name, mask in self._masks.items():
+            module, attr = mk.owner(model, name)
+            weight: Tensor = getattr(module, attr)
+            want = mk.mask_shape(tuple(weight.shape), self.granularity)
+            if tuple(mask.shape) != want:
+                raise ValueError(
+                    f"mask {name!r} has shape {tuple(mask.shape)} but the model's weight "
+                    f"{tuple(weight.shape)} needs a {self.granularity} mask of shape {want}"
+                )
+            m = mask.to(device=weight.device, dtype=weight.dtype)
+            expanded[name] = mk.expand(m, tuple(weight.shape))
+        return expanded
+
+    def applied(self, model: nn.Module) -> AbstractContextManager[nn.Module]:
+        """Context manager: the model with these masks applied; restored exactly on exit.
+
+        Restored means: the same ``Parameter`` objects, the same ``state_dict`` keys (in the
+        same order) and values, no parametrizations or hooks left, also when the body raises.
+        """
+        expanded = self._check_fits(model)
+        params = {name: mk.WeightMask(m) for name, m in expanded.items()}
+
+        @contextmanager
+        def scope() -> Iterator[nn.Module]:
+            with mk.attach(model, params):
+                yield model
+
+        return scope()
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        """Apply the masks until :meth:`remove` (prefer :meth:`applied`, which cannot leak)."""
+        if id(model) in self._active:
+            raise ValueError("these masks are already applied to this model")
+        ctx = self.applied(model)
+        ctx.__enter__()
+        self._active[id(model)] = ctx
+        return model
+
+    def remove(self, model: nn.Module) -> nn.Module:
+        """Undo :meth:`apply`, restoring the model exactly."""
+        ctx = self._active.pop(id(model), None)
+        if ctx is None:
+            raise ValueError("these masks are not applied to this model (see Masks.apply)")
+        ctx.__exit__(None, None, None)
+        return model
+
+    # -- comparing ---------------------------------------------------------------------------
+    def iou(self, other: Masks) -> float:
+        """Intersection over union of the kept weights in the shared region."""
+        if other.granularity != self.granularity or set(other) != set(self):
+            raise ValueError(
+                "iou needs masks over the same weights at the same granularity; got "
+                f"{self.granularity}/{sorted(self)} vs {other.granularity}/{sorted(other)}"
+            )
+        inter = union = 0
+        for name, mask in self._masks.items():
+            region = self.regions.get(name, torch.ones_like(mask))
+            a, b = mask & region, other[name] & region
+            inter += self._counts(name, a & b)[0]
+            union += self._counts(name, a | b)[0]
+        return inter / union if union else 1.0
+
+    # -- persistence -------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write to ``path`` (``torch.save`` of plain containers: loads with weights_only)."""
+        unit = None if self.unit is None else [self.unit.layer, self.unit.channel]
+        position = None if self.unit is None or self.unit.position is None else self.unit.position
+        torch.save(
+            {
+                "format": _FORMAT,
+                "granularity": self.granularity,
+                "masks": dict(self._masks),
+                "weight_shapes": {k: list(v) for k, v in self.weight_shapes.items()},
+                "regions": dict(self.regions),
+                "unit": unit,
+                "position": None if position is None else list(position),
+            },
+            path,
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], model: nn.Module | None = None) -> Masks:
+        """Read masks written by :meth:`save`; with ``model``, check they fit it."""
+        data: Any = torch.load(path, weights_only=True)
+        if not isinstance(data, dict) or data.get("format") != _FORMAT:
+            raise ValueError(f"{os.fspath(path)!r} is not a polyprune masks file ({_FORMAT})")
+        unit = None
+        if data["unit"] is not None:
+            pos = data["position"]
+            unit = Unit(str(data["unit"][0]), int(data["unit"][1]), tuple(pos) if pos else None)
+        masks = cls(
+            data["masks"], data["granularity"], weight_shapes=data["weight_shapes"],
+            regions=data["regions"], unit=unit,
+        )  # fmt: skip
+        if model is not None:
+            masks._check_fits(model)
+        return masks
+
+
+def _choose(
+    flat: list[Tensor],
+    sizes: list[Tensor],
+    inside: list[Tensor],
+    chosen: list[Tensor],
+    group: list[int],
+    keep: float,
+    names: list[str],
+) -> None:
+    """Mark the best elements of ``group`` (in-region only) until the weight target is met."""
+    scores = torch.cat([flat[i][inside[i]] for i in group])
+    weights = torch.cat([sizes[i][inside[i]] for i in group])
+    total = int(weights.sum())
+    target = math.floor(keep * total + 0.5)
+    if target == 0:
+        raise ValueError(
+            f"keep={keep} keeps 0 of the {total} weights in {names if len(names) > 1 else names[0]}"
+            f"; the smallest usable keep is about {1 / total:.3g}"
+        )
+    order = torch.argsort(-scores, stable=True)
+    n = int(torch.searchsorted(torch.cumsum(weights[order], 0), target)) + 1
+    picked = torch.zeros(scores.numel(), dtype=torch.bool)
+    picked[order[:n]] = True
+    if bool((scores[order[:n]] == 0).any()) and bool((scores != 0).any()):
+        warnings.warn(
+            f"{int((scores[order[:n]] == 0).sum())} kept elements have score 0 (the objective's "
+            "gradient is sparse): which of those are kept is decided by order, not by score",
+            UserWarning,
+            stacklevel=3,
+        )
+    offset = 0
+    for i in group:
+        count = int(inside[i].sum())
+        chosen[i][inside[i].nonzero().squeeze(1)] = picked[offset : offset + count]
+        offset += count
