@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ._graph import check_layer
 from ._hooks import eval_mode, first_in_channels, forward_until, model_dtype_device
 
-__all__ = ["Unit"]
+__all__ = ["OBJECTIVE_KINDS", "Objective", "Unit", "as_objective"]
 
 _CHANNEL_ATTRS = ("out_channels", "out_features", "num_features")
 
@@ -102,3 +104,97 @@ def layer_output_shape(
     x = torch.zeros(1, channels, *input_size, dtype=dtype, device=device)
     with eval_mode(model), torch.no_grad():
         return tuple(forward_until(model, x, [layer])[layer].shape)
+
+
+# -- objectives --------------------------------------------------------------------------------
+
+#: Named objectives: the unit's activation at its position, or the sum / sum of |·| of its map.
+OBJECTIVE_KINDS: tuple[str, ...] = ("position", "sum", "abs_sum")
+
+
+@dataclass(frozen=True)
+class Objective:
+    """The scalar a subnetwork must preserve, computed from one unit's channel of its layer.
+
+    Parameters
+    ----------
+    unit : Unit
+        The layer and channel (and position) to read.
+    kind : {"position", "sum", "abs_sum"} or callable
+        ``"position"`` (default): the unit's activation at ``unit.position`` (default: the
+        map's center ``((H - 1) // 2, (W - 1) // 2)`` for the inputs given); ``"sum"``: the
+        sum of the channel's whole map; ``"abs_sum"``: the sum of its absolute values
+        (Hamblin et al.'s objective). A callable gets the channel's map ``(N, *spatial)`` and
+        returns a scalar. Every kind is summed over the batch.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from polyprune.targets import Objective, Unit
+    >>> objective = Objective(Unit("conv", 1), "sum")
+    >>> output = torch.arange(2 * 3 * 2 * 2.0).reshape(2, 3, 2, 2)  # a layer's (N, C, H, W)
+    >>> float(objective(output))  # channel 1 of both images: 4+5+6+7 + 16+17+18+19
+    92.0
+    >>> float(Objective(Unit("conv", 1))(output))  # center (0, 0), both images: 4 + 16
+    20.0
+    """
+
+    unit: Unit
+    kind: str | Callable[[Tensor], Tensor] = "position"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.unit, Unit):
+            raise TypeError(f"Objective.unit must be a Unit, got {type(self.unit).__name__}")
+        if not callable(self.kind) and self.kind not in OBJECTIVE_KINDS:
+            raise ValueError(
+                f"Objective.kind must be one of {OBJECTIVE_KINDS} or a callable, got {self.kind!r}"
+            )
+
+    def __call__(self, output: Tensor) -> Tensor:
+        """The objective's value for ``output``, the layer's output ``(N, C, *spatial)``."""
+        if output.dim() < 2 or not 0 <= self.unit.channel < output.shape[1]:
+            raise ValueError(
+                f"channel {self.unit.channel} is out of range for {self.unit.layer!r}, whose "
+                f"output has shape {tuple(output.shape)} (channels are dimension 1)"
+            )
+        channel_map = output[:, self.unit.channel]
+        if callable(self.kind):
+            value = self.kind(channel_map)
+            if not isinstance(value, Tensor) or value.numel() != 1:
+                raise ValueError("a callable Objective.kind must return a one-element tensor")
+            return value.reshape(())
+        if self.kind == "sum":
+            return channel_map.sum()
+        if self.kind == "abs_sum":
+            return channel_map.abs().sum()
+        index: tuple[Any, ...] = (slice(None), *self._index(tuple(channel_map.shape[1:])))
+        return channel_map[index].sum()
+
+    def _index(self, spatial: tuple[int, ...]) -> tuple[int, ...]:
+        position = self.unit.position
+        if position is None:
+            return tuple((s - 1) // 2 for s in spatial)
+        if len(position) != len(spatial) or any(
+            p >= s for p, s in zip(position, spatial, strict=True)
+        ):
+            raise ValueError(
+                f"position {position} of {self.unit} is outside the map of {self.unit.layer!r}, "
+                f"which has spatial shape {spatial} for these inputs"
+            )
+        return position
+
+    def value(self, model: nn.Module, inputs: Tensor) -> Tensor:
+        """The objective on ``model(inputs)`` (no gradient; the forward stops at the layer)."""
+        with eval_mode(model), torch.no_grad():
+            return self(forward_until(model, inputs, [self.unit.layer])[self.unit.layer])
+
+
+def as_objective(objective: Objective | Unit) -> Objective:
+    """An :class:`Objective` as given, or the default one (``"position"``) for a :class:`Unit`."""
+    if isinstance(objective, Objective):
+        return objective
+    if isinstance(objective, Unit):
+        return Objective(objective)
+    raise TypeError(
+        f"objective must be a polyprune Objective or Unit, got {type(objective).__name__}"
+    )

@@ -1,0 +1,57 @@
+"""Random baseline: uniform scores from a seeded generator."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .. import _masking as mk
+from ._base import BaseScorer, Job
+
+__all__ = ["Random"]
+
+
+class Random(BaseScorer):
+    """Independent uniform ``[0, 1)`` scores per mask element; the same ``seed``, the same scores.
+
+    Scores are drawn on the CPU from ``torch.Generator().manual_seed(seed)``, one weight after
+    the other in ``model.named_parameters()`` order, so they depend only on the seed, the
+    granularity and the weight shapes (not on the images, which may be ``None``). Elements
+    outside the unit's region score 0.
+
+    Parameters
+    ----------
+    seed : int
+
+    Examples
+    --------
+    >>> import torch
+    >>> from polyprune import Unit
+    >>> from polyprune.scoring import Random
+    >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Conv2d(4, 2, 3))
+    >>> a = Random(seed=3).score(model, None, Unit("1", 0))
+    >>> b = Random(seed=3).score(model, None, Unit("1", 0))
+    >>> all(torch.equal(a[k], b[k]) for k in a)
+    True
+    """
+
+    uses_inputs = False
+
+    def __init__(self, seed: int = 0, *, progress: bool = True) -> None:
+        super().__init__(progress=progress)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, got {seed!r}")
+        self.seed = seed
+
+    def _compute(self, job: Job, **options: Any) -> Mapping[str, Tensor]:
+        generator = torch.Generator().manual_seed(self.seed)
+        return {
+            name: torch.rand(mk.mask_shape(shape, job.granularity), generator=generator)
+            for name, shape in job.shapes.items()
+        }
+
+    def __repr__(self) -> str:
+        return f"Random(seed={self.seed})"
