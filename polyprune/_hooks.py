@@ -81,12 +81,13 @@ class LayerHooks:
 
         return hook
 
-    def run(self, inputs: Any) -> None:
-        """One forward pass of ``model(inputs)``, stopped right after the last layer ran."""
+    def run(self, inputs: Any, call: Callable[[Any], Any] | None = None) -> None:
+        """One forward pass of ``model(inputs)`` (or ``call(inputs)``), stopped right after the
+        last layer ran."""
         self._seen = set()
         try:
             with contextlib.suppress(_Stop):
-                self.model(inputs)
+                (call or self.model)(inputs)
             missing = [name for name in self.modules if name not in self._seen]
         finally:
             self._seen = None
@@ -99,11 +100,14 @@ def forward_until(
     inputs: Any,
     layers: Sequence[str],
     capture: Capture = lambda name, out: out,
+    call: Callable[[Any], Any] | None = None,
 ) -> dict[str, Tensor]:
     """Run ``model(inputs)`` and stop right after the last of ``layers`` has run.
 
     Each layer's output is passed through ``capture(name, output)`` (e.g. detach + clone) and
-    returned by name. Hooks are removed in ``finally``, whatever the forward raises.
+    returned by name. ``call`` replaces ``model`` as the callable that runs the forward (e.g. a
+    :func:`torch.func.functional_call`). Hooks are removed in ``finally``, whatever the forward
+    raises.
 
     Raises
     ------
@@ -114,7 +118,7 @@ def forward_until(
     hooks = LayerHooks(model, layers, lambda name, t: out.__setitem__(name, capture(name, t)))
     try:
         hooks.attach()
-        hooks.run(inputs)
+        hooks.run(inputs, call)
     finally:
         hooks.detach()
     return out

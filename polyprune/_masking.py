@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import math
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Literal, get_args
 
@@ -18,6 +20,7 @@ __all__ = [
     "GRANULARITIES",
     "Granularity",
     "attach",
+    "choose_best",
     "element_sizes",
     "expand",
     "mask_shape",
@@ -179,3 +182,40 @@ def unit_regions(
         shapes[name], regions[name] = shape, region
     del gm
     return shapes, regions
+
+
+def choose_best(
+    flat: list[Tensor],
+    sizes: list[Tensor],
+    inside: list[Tensor],
+    chosen: list[Tensor],
+    group: list[int],
+    keep: float,
+    names: list[str],
+) -> None:
+    """Mark the best elements of ``group`` (in-region only) until the weight target is met."""
+    scores = torch.cat([flat[i][inside[i]] for i in group])
+    weights = torch.cat([sizes[i][inside[i]] for i in group])
+    total = int(weights.sum())
+    target = math.floor(keep * total + 0.5)
+    if target == 0:
+        raise ValueError(
+            f"keep={keep} keeps 0 of the {total} weights in {names if len(names) > 1 else names[0]}"
+            f"; the smallest usable keep is about {1 / total:.3g}"
+        )
+    order = torch.argsort(-scores, stable=True)
+    n = int(torch.searchsorted(torch.cumsum(weights[order], 0), target)) + 1
+    picked = torch.zeros(scores.numel(), dtype=torch.bool)
+    picked[order[:n]] = True
+    if bool((scores[order[:n]] == 0).any()) and bool((scores != 0).any()):
+        warnings.warn(
+            f"{int((scores[order[:n]] == 0).sum())} kept elements have score 0 (the objective's "
+            "gradient is sparse): which of those are kept is decided by order, not by score",
+            UserWarning,
+            stacklevel=3,
+        )
+    offset = 0
+    for i in group:
+        count = int(inside[i].sum())
+        chosen[i][inside[i].nonzero().squeeze(1)] = picked[offset : offset + count]
+        offset += count

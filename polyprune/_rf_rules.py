@@ -3,7 +3,8 @@
 A receptive field of a feature map is kept per spatial dimension as three integers in input
 pixels: ``size`` (bounding box of the pixels one map position can see), ``stride`` (distance in
 pixels between neighbouring map positions) and ``start`` (first pixel seen by position 0; negative
-where the field reaches into padding). A window operation with kernel ``k``, stride ``s``,
+where the field reaches into padding), plus the exact first/last pixel of every map position
+(see :class:`Field`). A window operation with kernel ``k``, stride ``s``,
 padding ``p`` and dilation ``d`` maps ``(size, stride, start)`` to
 ``(size + d*(k-1)*stride, stride*s, start - p*stride)``.
 
@@ -25,17 +26,34 @@ from torch import Tensor, nn
 from ._graph import GraphError
 
 
-@dataclass(frozen=True)
+class ReceptiveFieldError(GraphError):
+    """The receptive field of a layer is undefined, non-uniform, or cannot be derived."""
+
+
+_EMPTY = 1 << 40  # sentinel bound of a position that sees only padding
+
+
+@dataclass(frozen=True, eq=False)
 class Field:
-    """Receptive field of a map, one entry per spatial dimension, in input pixels."""
+    """Receptive field of a map, one entry per spatial dimension, in input pixels.
+
+    ``size``/``stride``/``start`` describe the uniform field (padding included). ``lo``/``hi``
+    hold, for every position of the map, the first and last input pixel it actually depends on
+    (exact at borders, where windows reach into padding or floor-mode drops rows); a position
+    that sees only padding has ``lo > hi``.
+    """
 
     size: tuple[int, ...]
     stride: tuple[int, ...]
     start: tuple[int, ...]
+    lo: tuple[Tensor, ...]
+    hi: tuple[Tensor, ...]
 
     @staticmethod
-    def identity(ndim: int) -> Field:
-        return Field((1,) * ndim, (1,) * ndim, (0,) * ndim)
+    def identity(sizes: Sequence[int]) -> Field:
+        n = len(sizes)
+        spans = tuple(torch.arange(s) for s in sizes)
+        return Field((1,) * n, (1,) * n, (0,) * n, spans, spans)
 
     def window(
         self,
@@ -43,14 +61,26 @@ class Field:
         stride: Sequence[int],
         padding: Sequence[int],
         dilation: Sequence[int],
+        out_sizes: Sequence[int],
     ) -> Field:
+        dims = range(len(self.size))
+        lo, hi = [], []
+        for i in dims:
+            taps = (
+                torch.arange(out_sizes[i])[:, None] * stride[i]
+                - padding[i]
+                + dilation[i] * torch.arange(kernel[i])[None, :]
+            )
+            valid = (taps >= 0) & (taps < self.lo[i].numel())
+            safe = taps.clamp(0, self.lo[i].numel() - 1)
+            lo.append(torch.where(valid, self.lo[i][safe], _EMPTY).amin(dim=1))
+            hi.append(torch.where(valid, self.hi[i][safe], -_EMPTY).amax(dim=1))
         return Field(
-            tuple(
-                sz + d * (k - 1) * j
-                for sz, j, k, d in zip(self.size, self.stride, kernel, dilation, strict=True)
-            ),
-            tuple(j * s for j, s in zip(self.stride, stride, strict=True)),
-            tuple(st - p * j for st, j, p in zip(self.start, self.stride, padding, strict=True)),
+            tuple(self.size[i] + dilation[i] * (kernel[i] - 1) * self.stride[i] for i in dims),
+            tuple(self.stride[i] * stride[i] for i in dims),
+            tuple(self.start[i] - padding[i] * self.stride[i] for i in dims),
+            tuple(lo),
+            tuple(hi),
         )
 
 
@@ -63,7 +93,7 @@ def _tuple(value: Any, n: int) -> tuple[int, ...]:
         return (value,) * n
     out = tuple(int(v) for v in value)
     if len(out) != n:
-        raise GraphError(f"expected {n} values, got {value!r}")
+        raise ReceptiveFieldError(f"expected {n} values, got {value!r}")
     return out
 
 
@@ -73,7 +103,7 @@ def _spatial(t: Tensor) -> int:
 
 def _only(fields: list[Field], where: str) -> Field:
     if len(fields) != 1:
-        raise GraphError(f"{where}: expected one spatial input, got {len(fields)}")
+        raise ReceptiveFieldError(f"{where}: expected one spatial input, got {len(fields)}")
     return fields[0]
 
 
@@ -82,7 +112,7 @@ def _conv(m: nn.Module, fields: list[Field], ins: list[Tensor], out: Tensor, whe
     f = _only(fields, where)
     n = len(m.kernel_size)
     if m.padding_mode != "zeros":
-        raise GraphError(
+        raise ReceptiveFieldError(
             f"{where}: padding_mode={m.padding_mode!r} copies pixels from inside the image into "
             "the border, so receptive fields are not uniform there; only 'zeros' is supported"
         )
@@ -94,7 +124,7 @@ def _conv(m: nn.Module, fields: list[Field], ins: list[Tensor], out: Tensor, whe
         )
     else:
         padding = _tuple(m.padding, n)
-    return f.window(kernel, _tuple(m.stride, n), padding, dilation)
+    return f.window(kernel, _tuple(m.stride, n), padding, dilation, out.shape[2:])
 
 
 def _pool(m: nn.Module, fields: list[Field], ins: list[Tensor], out: Tensor, where: str) -> Field:
@@ -103,7 +133,7 @@ def _pool(m: nn.Module, fields: list[Field], ins: list[Tensor], out: Tensor, whe
     kernel = _tuple(m.kernel_size, n)
     stride = _tuple(m.stride if m.stride else m.kernel_size, n)
     dilation = _tuple(getattr(m, "dilation", 1), n)
-    return f.window(kernel, stride, _tuple(m.padding, n), dilation)
+    return f.window(kernel, stride, _tuple(m.padding, n), dilation, out.shape[2:])
 
 
 def _adaptive(
@@ -112,38 +142,43 @@ def _adaptive(
     f = _only(fields, where)
     in_size, out_size = ins[0].shape[2:], out.shape[2:]
     if any(i % o for i, o in zip(in_size, out_size, strict=True)):
-        raise GraphError(
+        raise ReceptiveFieldError(
             f"{where}: adaptive pooling from {tuple(in_size)} to {tuple(out_size)} uses windows "
             "of unequal size, so the receptive field is not uniform; choose an input size at "
             "which the map divides evenly"
         )
     kernel = tuple(i // o for i, o in zip(in_size, out_size, strict=True))
-    return f.window(kernel, kernel, (0,) * len(kernel), (1,) * len(kernel))
+    return f.window(kernel, kernel, (0,) * len(kernel), (1,) * len(kernel), out.shape[2:])
 
 
 def _pointwise(op: Any, fields: list[Field], ins: list[Tensor], out: Tensor, where: str) -> Field:
     """Element-wise (spatially) operations; several inputs are merged by union of their fields."""
     shapes = {tuple(t.shape[2:]) for t in ins if t.dim() >= 3}
     if len(shapes) > 1 or (shapes and tuple(out.shape[2:]) not in shapes):
-        raise GraphError(f"{where}: combines maps of different sizes {sorted(shapes)}")
+        raise ReceptiveFieldError(f"{where}: combines maps of different sizes {sorted(shapes)}")
     first = fields[0]
     for other in fields[1:]:
         if other.stride != first.stride:
-            raise GraphError(
+            raise ReceptiveFieldError(
                 f"{where}: maps with strides {first.stride} and {other.stride} meet here, so one "
                 "output position sees differently spaced inputs; the receptive field is not uniform"
             )
     if len(fields) == 1:
         return first
-    start = tuple(min(f.start[i] for f in fields) for i in range(len(first.start)))
-    end = tuple(max(f.start[i] + f.size[i] for f in fields) for i in range(len(first.start)))
-    return Field(tuple(e - s for s, e in zip(start, end, strict=True)), first.stride, start)
+    dims = range(len(first.start))
+    start = tuple(min(f.start[i] for f in fields) for i in dims)
+    end = tuple(max(f.start[i] + f.size[i] for f in fields) for i in dims)
+    lo = tuple(torch.stack([f.lo[i] for f in fields]).amin(dim=0) for i in dims)
+    hi = tuple(torch.stack([f.hi[i] for f in fields]).amax(dim=0) for i in dims)
+    return Field(tuple(e - s for s, e in zip(start, end, strict=True)), first.stride, start, lo, hi)
 
 
 def _cat(op: Any, fields: list[Field], ins: list[Tensor], out: Tensor, where: str) -> Field:
     # concatenation along channels is a union; along a spatial dim it shifts positions
     if any(t.dim() >= 3 and t.shape[2:] != out.shape[2:] for t in ins):
-        raise GraphError(f"{where}: concatenation along a spatial dimension is not supported")
+        raise ReceptiveFieldError(
+            f"{where}: concatenation along a spatial dimension is not supported"
+        )
     return _pointwise(op, fields, ins, out, where)
 
 
@@ -220,5 +255,6 @@ __all__ = [
     "METHOD_RULES",
     "MODULE_RULES",
     "Field",
+    "ReceptiveFieldError",
     "module_rule",
 ]

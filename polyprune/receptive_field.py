@@ -7,8 +7,7 @@ undefined or non-uniform raise an error that names the node instead of guessing.
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 import torch
@@ -17,14 +16,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._graph import GraphError, check_layer, trace_to
-from ._hooks import eval_mode, first_in_channels, forward_until, model_dtype_device
-from ._rf_rules import FUNCTION_RULES, METHOD_RULES, Field, module_rule
+from ._hooks import eval_mode, first_in_channels, model_dtype_device
+from ._probe import Probe as _Probe
+from ._rf_rules import FUNCTION_RULES, METHOD_RULES, Field, ReceptiveFieldError, module_rule
 
 __all__ = ["Crop", "ReceptiveField", "ReceptiveFieldError"]
-
-
-class ReceptiveFieldError(GraphError):
-    """The receptive field of a layer is undefined, non-uniform, or cannot be derived."""
 
 
 class Crop(NamedTuple):
@@ -162,6 +158,7 @@ class ReceptiveField:
     stride: tuple[int, int]
     start: tuple[int, int]
     output_size: tuple[int, int]
+    _spans: tuple[tuple[tuple[int, int], ...], ...] = field(default=(), repr=False, compare=False)
 
     @classmethod
     def of(
@@ -194,12 +191,15 @@ class ReceptiveField:
         dtype, device = model_dtype_device(model)
         channels = in_channels if in_channels is not None else first_in_channels(model)
         x = torch.zeros(1, channels, *size_hw, dtype=dtype, device=device)
-        interp = _FieldInterpreter(gm, node, [Field.identity(2)])
+        interp = _FieldInterpreter(gm, node, [Field.identity(size_hw)])
         with eval_mode(model), torch.no_grad():
             try:
                 interp.run(x)
             except _Reached as reached:
                 out = reached.value
+            except ReceptiveFieldError as exc:  # drop torch.fx's "While executing ..." addendum
+                message = str(exc.args[0]).split("\n\nWhile executing")[0]
+                raise ReceptiveFieldError(message) from None
             except RuntimeError as exc:
                 raise ValueError(
                     f"{type(model).__name__} fails on a {channels}×{size_hw[0]}×{size_hw[1]} "
@@ -216,6 +216,10 @@ class ReceptiveField:
             stride=(field.stride[0], field.stride[1]),
             start=(field.start[0], field.start[1]),
             output_size=(int(out.shape[2]), int(out.shape[3])),
+            _spans=tuple(
+                tuple(zip(lo.tolist(), hi.tolist(), strict=True))
+                for lo, hi in zip(field.lo, field.hi, strict=True)
+            ),
         )
 
     @property
@@ -236,35 +240,46 @@ class ReceptiveField:
         return int(i), int(j)
 
     def box(self, unit: tuple[int, int] | None = None) -> tuple[int, int, int, int]:
-        """``(top, left, bottom, right)`` of the unit's field, clamped to the image.
+        """``(top, left, bottom, right)`` of the image pixels the unit depends on.
 
         Bottom and right are exclusive, so ``images[..., top:bottom, left:right]`` is the field.
+        Exact also at the border: it is the uniform field clamped to the image, shrunk further
+        where intermediate windows reach only into padding or floor-mode pooling skips the last
+        rows. A unit that sees only padding has an empty box (``top >= bottom``).
         ``unit`` defaults to :attr:`center`.
         """
         i, j = self._unit(unit)
-        top, left = self.start[0] + i * self.stride[0], self.start[1] + j * self.stride[1]
-        h, w = self.input_size
-        return (
-            max(top, 0),
-            max(left, 0),
-            min(top + self.size[0], h),
-            min(left + self.size[1], w),
-        )
+        if not self._spans:  # constructed by hand: the uniform field clamped to the image
+            top, left = self.start[0] + i * self.stride[0], self.start[1] + j * self.stride[1]
+            h, w = self.input_size
+            return (
+                max(top, 0),
+                max(left, 0),
+                min(top + self.size[0], h),
+                min(left + self.size[1], w),
+            )
+        (top, last_row), (left, last_col) = self._spans[0][i], self._spans[1][j]
+        if top > last_row or left > last_col:
+            return 0, 0, 0, 0
+        return top, left, last_row + 1, last_col + 1
 
     def crop_box(self, unit: tuple[int, int] | None = None) -> tuple[int, int, int, int]:
-        """The region :meth:`crop` cuts: the field, with top/left moved back to the stride lattice.
+        """The region :meth:`crop` cuts: the uniform field clamped to the image, with top/left
+        moved back to the stride lattice. It contains :meth:`box`.
 
         Starting on a multiple of the stride keeps every intermediate map aligned with the full
-        image's, so the unit's activation is unchanged; at the image border the crop is clamped,
-        which keeps the same zero padding there.
+        image's, and every window the unit depends on lies inside, so the unit's activation is
+        unchanged; at the image border the crop is clamped, which keeps the same zero padding.
         """
         i, j = self._unit(unit)
-        top, left, bottom, right = self.box((i, j))
         raw_top = self.start[0] + i * self.stride[0]
         raw_left = self.start[1] + j * self.stride[1]
-        top = max(0, (raw_top // self.stride[0]) * self.stride[0])
-        left = max(0, (raw_left // self.stride[1]) * self.stride[1])
-        return top, left, bottom, right
+        return (
+            max(0, (raw_top // self.stride[0]) * self.stride[0]),
+            max(0, (raw_left // self.stride[1]) * self.stride[1]),
+            min(raw_top + self.size[0], self.input_size[0]),
+            min(raw_left + self.size[1], self.input_size[1]),
+        )
 
     def crop(
         self,
@@ -305,8 +320,13 @@ class ReceptiveField:
                 "sees the whole image, there is nothing to crop to"
             )
         i, j = self._unit(unit)
+        top, left, bottom, right = self.box((i, j))
+        if top >= bottom or left >= right:
+            raise ValueError(
+                f"unit {(i, j)} of {self.layer!r} sees only padding at input size "
+                f"{self.input_size}: no pixel of the image is in its field"
+            )
         if mode == "shrink":
-            top, left, bottom, right = self.box((i, j))
             canvas = images.new_zeros(images.shape)
             small = F.interpolate(
                 images, size=(bottom - top, right - left), mode="bilinear", antialias=True
@@ -327,12 +347,14 @@ class ReceptiveField:
         unit: tuple[int, int] | None = None,
         *,
         in_channels: int | None = None,
-        trials: int = 4,
+        trials: int = 8,
         seed: int = 0,
     ) -> tuple[int, int, int, int]:
         """Measure a unit's field empirically, without tracing: ``(top, left, bottom, right)``.
 
-        Works on a float64 copy of the model in eval mode (the model itself is not touched):
+        Runs the model in float64 and eval mode through :func:`torch.func.functional_call`
+        (float64 copies of the parameters of the modules that run; the model itself keeps its
+        parameters, and its training flags are restored):
 
         1. input gradients of the unit (all channels at that position, randomly weighted) on
            ``trials`` random images; every pixel with a non-zero gradient is in the field, so
@@ -353,7 +375,7 @@ class ReceptiveField:
         check_layer(model, layer)
         h, w = _pair(input_size, "input_size")
         channels = in_channels if in_channels is not None else first_in_channels(model)
-        probe = _Probe(copy.deepcopy(model).double().eval(), layer, unit, seed)
+        probe = _Probe(model, layer, unit, seed)
         base = probe.images(trials, channels, h, w)
         if not probe.changes(base, slice(None), slice(None)):
             raise ValueError(f"no input pixel changes the unit {unit} of {layer!r}; cannot probe")
@@ -361,71 +383,3 @@ class ReceptiveField:
         if box is not None and not probe.changes_outside(base, box):
             return box
         return probe.search(base)
-
-
-class _Probe:
-    """The measurements behind :meth:`ReceptiveField.probe` (see there)."""
-
-    def __init__(self, twin: nn.Module, layer: str, unit: tuple[int, int] | None, seed: int):
-        self.twin, self.layer, self.unit = twin, layer, unit
-        self.gen = torch.Generator().manual_seed(seed)
-        self.reference: Tensor | None = None
-
-    def images(self, n: int, c: int, h: int, w: int) -> Tensor:
-        base = torch.rand(n, c, h, w, generator=self.gen, dtype=torch.float64)
-        self.noise = 10.0 * torch.randn(base.shape, generator=self.gen, dtype=torch.float64)
-        self.reference = self.value(base).detach()
-        return base
-
-    def value(self, x: Tensor) -> Tensor:
-        act = forward_until(self.twin, x, [self.layer])[self.layer]
-        i, j = self.unit if self.unit is not None else _middle(act)
-        return act[:, :, i, j]
-
-    def changes(self, base: Tensor, rows: slice, cols: slice, outside: bool = False) -> bool:
-        x = base.clone()
-        region = torch.zeros(base.shape[2:], dtype=torch.bool)
-        region[rows, cols] = True
-        if outside:
-            region = ~region
-        x[..., region] = self.noise[..., region]
-        assert self.reference is not None
-        with torch.no_grad():
-            delta = (self.value(x) - self.reference).abs()
-        return bool((delta > 1e-9 * (1.0 + self.reference.abs())).any())
-
-    def changes_outside(self, base: Tensor, box: tuple[int, int, int, int]) -> bool:
-        top, left, bottom, right = box
-        return self.changes(base, slice(top, bottom), slice(left, right), outside=True)
-
-    def gradient_box(self, base: Tensor) -> tuple[int, int, int, int] | None:
-        x = base.clone().requires_grad_(True)
-        value = self.value(x)
-        weights = torch.randn(value.shape, generator=self.gen, dtype=value.dtype)
-        (grad,) = torch.autograd.grad((value * weights).sum(), x)
-        seen = grad.abs().sum(dim=(0, 1)) > 0
-        rows, cols = seen.any(dim=1).nonzero(), seen.any(dim=0).nonzero()
-        if rows.numel() == 0:
-            return None
-        return int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1
-
-    def search(self, base: Tensor) -> tuple[int, int, int, int]:
-        h, w = base.shape[2:]
-        every = slice(None)
-
-        def first(n: int, changed: Any) -> int:  # smallest r in [1, n] with changed(r) true
-            lo, hi = 1, n
-            while lo < hi:
-                mid = (lo + hi) // 2
-                lo, hi = (lo, mid) if changed(mid) else (mid + 1, hi)
-            return lo
-
-        top = first(h, lambda r: self.changes(base, slice(0, r), every)) - 1
-        left = first(w, lambda c: self.changes(base, every, slice(0, c))) - 1
-        bottom = h - first(h, lambda r: self.changes(base, slice(h - r, h), every)) + 1
-        right = w - first(w, lambda c: self.changes(base, every, slice(w - c, w))) + 1
-        return top, left, bottom, right
-
-
-def _middle(act: Tensor) -> tuple[int, int]:
-    return (act.shape[2] - 1) // 2, (act.shape[3] - 1) // 2

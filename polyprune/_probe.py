@@ -1,0 +1,120 @@
+"""Private: measure a unit's receptive field empirically (see ``ReceptiveField.probe``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from ._hooks import eval_mode, forward_until
+
+__all__ = ["Probe"]
+
+
+def _float64_state(model: nn.Module, layer: str, x: Tensor) -> dict[str, Tensor]:
+    """float64 copies of the parameters and buffers of the modules that run up to ``layer``."""
+    ran: set[str] = set()
+    handles = [
+        m.register_forward_pre_hook(lambda mod, args, name=name: ran.add(name))
+        for name, m in model.named_modules()
+    ]
+    try:
+        with torch.no_grad():
+            forward_until(model, x, [layer])
+    finally:
+        for handle in handles:
+            handle.remove()
+    state: dict[str, Tensor] = {}
+    for name in ran:
+        module = model.get_submodule(name) if name else model
+        prefix = f"{name}." if name else ""
+        for key, t in [
+            *module.named_parameters(recurse=False),
+            *module.named_buffers(recurse=False),
+        ]:
+            if t.is_floating_point():
+                state[prefix + key] = t.detach().double()
+    return state
+
+
+class Probe:
+    """The measurements behind :meth:`ReceptiveField.probe` (see there)."""
+
+    def __init__(self, model: nn.Module, layer: str, unit: tuple[int, int] | None, seed: int):
+        self.model, self.layer, self.unit = model, layer, unit
+        self.gen = torch.Generator().manual_seed(seed)
+        self.reference: Tensor | None = None
+        self.state: dict[str, Tensor] | None = None
+
+    def images(self, n: int, c: int, h: int, w: int) -> Tensor:
+        base = torch.rand(n, c, h, w, generator=self.gen, dtype=torch.float64)
+        # large values, positive in half of the images (they win max pools behind positive
+        # weights) and of random sign in the other half (behind negative weights)
+        noise = 100.0 * torch.randn(base.shape, generator=self.gen, dtype=torch.float64)
+        noise[: n // 2] = noise[: n // 2].abs()
+        self.noise = noise
+        self.reference = self.value(base).detach()
+        return base
+
+    def value(self, x: Tensor) -> Tensor:
+        with eval_mode(self.model):
+            if self.state is None:
+                self.state = _float64_state(self.model, self.layer, x[:1].float())
+            state = self.state
+            call: Callable[[Any], Any] = lambda inputs: functional_call(  # noqa: E731
+                self.model, state, (inputs,), strict=False
+            )
+            act = forward_until(self.model, x, [self.layer], call=call)[self.layer]
+        i, j = (
+            self.unit
+            if self.unit is not None
+            else ((act.shape[2] - 1) // 2, (act.shape[3] - 1) // 2)
+        )
+        return act[:, :, i, j]
+
+    def changes(self, base: Tensor, rows: slice, cols: slice, outside: bool = False) -> bool:
+        x = base.clone()
+        region = torch.zeros(base.shape[2:], dtype=torch.bool)
+        region[rows, cols] = True
+        if outside:
+            region = ~region
+        x[..., region] = self.noise[..., region]
+        assert self.reference is not None
+        with torch.no_grad():
+            delta = (self.value(x) - self.reference).abs()
+        return bool((delta > 1e-9 * (1.0 + self.reference.abs())).any())
+
+    def changes_outside(self, base: Tensor, box: tuple[int, int, int, int]) -> bool:
+        top, left, bottom, right = box
+        return self.changes(base, slice(top, bottom), slice(left, right), outside=True)
+
+    def gradient_box(self, base: Tensor) -> tuple[int, int, int, int] | None:
+        x = base.clone().requires_grad_(True)
+        value = self.value(x)
+        weights = torch.randn(value.shape, generator=self.gen, dtype=value.dtype)
+        (grad,) = torch.autograd.grad((value * weights).sum(), x)
+        seen = grad.abs().sum(dim=(0, 1)) > 0
+        rows, cols = seen.any(dim=1).nonzero(), seen.any(dim=0).nonzero()
+        if rows.numel() == 0:
+            return None
+        return int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1
+
+    def search(self, base: Tensor) -> tuple[int, int, int, int]:
+        h, w = base.shape[2:]
+        every = slice(None)
+
+        def first(n: int, changed: Any) -> int:  # smallest r in [1, n] with changed(r) true
+            lo, hi = 1, n
+            while lo < hi:
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if changed(mid) else (mid + 1, hi)
+            return lo
+
+        top = first(h, lambda r: self.changes(base, slice(0, r), every)) - 1
+        left = first(w, lambda c: self.changes(base, every, slice(0, c))) - 1
+        bottom = h - first(h, lambda r: self.changes(base, slice(h - r, h), every)) + 1
+        right = w - first(w, lambda c: self.changes(base, every, slice(w - c, w))) + 1
+        return top, left, bottom, right

@@ -1,0 +1,68 @@
+"""Shared fixtures: random-init torchvision models (no downloads) and helpers."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torchvision
+from hypothesis import settings
+from torch import Tensor, nn
+
+settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True)
+settings.register_profile("dev", max_examples=25, deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+def _random_init(factory: object, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    model = factory()  # type: ignore[operator]
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def alexnet() -> nn.Module:
+    return _random_init(torchvision.models.alexnet)
+
+
+@pytest.fixture(scope="session")
+def vgg11() -> nn.Module:
+    return _random_init(torchvision.models.vgg11)
+
+
+@pytest.fixture(scope="session")
+def resnet18() -> nn.Module:
+    return _random_init(torchvision.models.resnet18)
+
+
+class _Done(Exception):
+    pass
+
+
+def layer_output(model: nn.Module, layer: str, x: Tensor) -> Tensor:
+    """The output of ``layer``, computed independently of polyprune (a plain forward hook)."""
+    out: list[Tensor] = []
+
+    def hook(module: nn.Module, args: object, output: Tensor) -> None:
+        out.append(output.detach().clone())
+        raise _Done
+
+    handle = model.get_submodule(layer).register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            model(x)
+    except _Done:
+        pass
+    finally:
+        handle.remove()
+    return out[0]
+
+
+def no_hooks_anywhere(model: nn.Module) -> bool:
+    return all(
+        not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
+        for m in model.modules()
+    )
