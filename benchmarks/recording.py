@@ -1,0 +1,123 @@
+"""Benchmark: recording center activations with exact crops + early stop vs the naive way.
+
+1. Center activations of AlexNet ``features.6`` (random init) over N generated 224×224 images:
+   polyprune (crop to the unit's receptive field, forward stops after the layer) against the
+   naive baseline (full-size forward through the whole model with a hook, then index the
+   center), measured in the same run. Prints the speed ratio and the largest difference.
+2. Peak memory growth of ``top_activating`` from 1,000 to 10,000 images (each in a fresh
+   subprocess, ``ru_maxrss``): it streams, so memory must not grow with the data set.
+
+Run: ``python benchmarks/recording.py`` (``--quick`` for a seconds-long smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import torch
+import torchvision
+
+import polyprune as pp
+
+LAYER = "features.6"
+
+
+def _images(n: int, batch: int, seed: int = 0) -> Iterator[torch.Tensor]:
+    """Deterministic generated images, made batch by batch (never all in memory)."""
+    gen = torch.Generator().manual_seed(seed)
+    for start in range(0, n, batch):
+        yield torch.rand(min(batch, n - start), 3, 224, 224, generator=gen)
+
+
+def _naive(model: torch.nn.Module, n: int, batch: int) -> torch.Tensor:
+    out: list[torch.Tensor] = []
+    module = model.get_submodule(LAYER)
+    handle = module.register_forward_hook(lambda m, a, o: out.append(o[:, :, 6, 6].clone()))
+    try:
+        with torch.no_grad():
+            for x in _images(n, batch):
+                model(x)
+    finally:
+        handle.remove()
+    return torch.cat(out)
+
+
+def _polyprune(model: torch.nn.Module, n: int, batch: int) -> torch.Tensor:
+    rf = pp.ReceptiveField.of(model, LAYER, (224, 224))
+    out: list[torch.Tensor] = []
+    with torch.no_grad():
+        for x in _images(n, batch):
+            crop = rf.crop(x)
+            rec = pp.ActivationRecorder(model, LAYER, "center", position=crop.unit)
+            out.append(rec.run(crop.images)[LAYER])
+    return torch.cat(out)
+
+
+def speed(n: int, batch: int, repeats: int) -> None:
+    torch.manual_seed(0)
+    model = torchvision.models.alexnet().eval()
+    _polyprune(model, batch, batch), _naive(model, batch, batch)  # warm up
+    naive_times, ours_times = [], []
+    for _ in range(repeats):  # interleaved, so load changes hit both
+        t = time.perf_counter()
+        ref = _naive(model, n, batch)
+        naive_times.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        got = _polyprune(model, n, batch)
+        ours_times.append(time.perf_counter() - t)
+    naive, ours = min(naive_times), min(ours_times)
+    diff = float((got - ref).abs().max() / ref.abs().max())
+    print(f"center activations of alexnet {LAYER}, {n} images 224×224, batch {batch}")
+    print(f"  naive (full forward + hook): {naive:8.2f} s  ({n / naive:7.1f} img/s)")
+    print(f"  polyprune (crop + stop)    : {ours:8.2f} s  ({n / ours:7.1f} img/s)")
+    print(f"  speed-up                   : {naive / ours:8.2f}×   (goal ≥ 5×)")
+    print(f"  max relative difference    : {diff:.2e}  (identical values up to float rounding)")
+
+
+def _child(n: int, layer: str) -> None:
+    torch.manual_seed(0)
+    model = torchvision.models.alexnet().eval()
+    data = _images(n, 50)
+    top = pp.top_activating(model, pp.Unit(layer, 0), data, k=100, progress=False)
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"n": n, "rss_mb": rss_kb / 1024, "k": len(top)}))
+
+
+def memory(sizes: tuple[int, int], layer: str) -> None:
+    peaks = []
+    for n in sizes:
+        cmd = [sys.executable, __file__, "--child", str(n), "--layer", layer]
+        line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        peaks.append(json.loads(line.strip().splitlines()[-1])["rss_mb"])
+    print(f"top_activating(k=100) peak RSS, alexnet {layer}:")
+    for n, mb in zip(sizes, peaks, strict=True):
+        print(f"  {n:6d} images: {mb:8.1f} MB")
+    print(f"  growth {sizes[0]} → {sizes[1]}: {peaks[1] - peaks[0]:+.1f} MB   (goal < 50 MB)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds")
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--layer", default=LAYER, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child is not None:
+        _child(args.child, args.layer)
+        return
+    if args.quick:
+        speed(64, 32, repeats=1)
+        memory((100, 300), "features.2")
+    else:
+        speed(args.images, 64, repeats=2)
+        memory((1000, 10000), LAYER)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""top_activating: equals brute force, crops are exact, streaming and tie-breaking."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import layer_output
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+import polyprune as pp
+
+
+def _small() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 5, stride=2, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 4, 3),
+    ).eval()  # fmt: skip
+
+
+class Images(Dataset[tuple[torch.Tensor, int]]):
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x = x
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.x[i], i % 3
+
+
+def _brute_force(model: nn.Module, layer: str, x: torch.Tensor, channel: int, k: int):
+    full = layer_output(model, layer, x)
+    i, j = (full.shape[2] - 1) // 2, (full.shape[3] - 1) // 2
+    values = full[:, channel, i, j]
+    order = torch.argsort(-values, stable=True)[:k]
+    return order, values[order], full[order, :, i, j]
+
+
+def test_equals_brute_force_on_full_images():
+    model = _small()
+    x = torch.randn(50, 3, 40, 40)
+    top = pp.top_activating(model, pp.Unit("5", 2), x, k=7, batch_size=8, progress=False)
+    order, values, codes = _brute_force(model, "5", x, 2, 7)
+    assert torch.equal(top.indices, order)
+    torch.testing.assert_close(top.values, values, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(top.codes, codes, rtol=1e-5, atol=1e-6)
+    assert top.unit == pp.Unit("5", 2, (3, 3))
+    assert top.field is not None and top.field.output_size == (8, 8)
+    assert len(top) == 7
+
+
+def test_alexnet_paper_unit(alexnet):
+    torch.manual_seed(3)
+    x = torch.rand(12, 3, 224, 224)
+    top = pp.top_activating(alexnet, pp.Unit("features.10", 255), x, k=4, progress=False)
+    order, values, _ = _brute_force(alexnet, "features.10", x, 255, 4)
+    assert torch.equal(top.indices, order)
+    torch.testing.assert_close(top.values, values, rtol=1e-5, atol=1e-7)
+    assert top.codes.shape == (4, 256)
+
+
+def test_same_result_from_tensor_dataset_loader_and_generator():
+    model = _small()
+    x = torch.randn(30, 3, 40, 40)
+    unit = pp.Unit("3", 1, (2, 5))
+    results = [
+        pp.top_activating(model, unit, data, k=5, batch_size=4, progress=False)
+        for data in (
+            x,
+            Images(x),
+            TensorDataset(x),
+            DataLoader(Images(x), batch_size=7),
+            (x[i : i + 9] for i in range(0, 30, 9)),
+        )
+    ]
+    for other in results[1:]:
+        assert torch.equal(other.indices, results[0].indices)
+        torch.testing.assert_close(other.values, results[0].values)
+
+
+def test_crop_false_gives_the_same_values_as_exact_crops():
+    model = _small()
+    x = torch.randn(20, 3, 40, 40)
+    for position in [None, (0, 0), (7, 4)]:
+        unit = pp.Unit("5", 0, position)
+        a = pp.top_activating(model, unit, x, k=6, progress=False)
+        b = pp.top_activating(model, unit, x, k=6, crop=False, progress=False)
+        assert torch.equal(a.indices, b.indices) and a.unit == b.unit
+        torch.testing.assert_close(a.values, b.values, rtol=1e-5, atol=1e-6)
+        assert b.field is None
+
+
+def test_ties_go_to_the_lower_index_across_batches():
+    model = _small()
+    x = torch.zeros(40, 3, 40, 40)  # every image gives the same activation
+    top = pp.top_activating(model, pp.Unit("5", 3), x, k=10, batch_size=3, progress=False)
+    assert top.indices.tolist() == list(range(10))
+
+
+def test_memory_is_bounded_by_k():
+    model = _small()
+    seen: list[int] = []
+
+    def stream():
+        for i in range(50):  # 400 images, never held at once
+            seen.append(i)
+            yield torch.randn(8, 3, 40, 40)
+
+    top = pp.top_activating(model, pp.Unit("5", 1), stream(), k=3, progress=False)
+    assert len(seen) == 50 and len(top) == 3 and top.codes.shape == (3, 4)
+    assert int(top.indices.max()) < 400
+
+
+def test_progress_bar_can_be_turned_off(capsys):
+    model = _small()
+    pp.top_activating(model, pp.Unit("5", 1), torch.randn(9, 3, 40, 40), k=2, progress=False)
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out == ""
+    pp.top_activating(model, pp.Unit("5", 1), torch.randn(9, 3, 40, 40), k=2, progress=True)
+    assert "top-2" in capsys.readouterr().err
+
+
+def test_bad_input_is_refused_before_work():
+    model = _small()
+    x = torch.randn(5, 3, 40, 40)
+    unit = pp.Unit("5", 1)
+    for k in (0, -1, 6):
+        with pytest.raises(ValueError, match="k"):
+            pp.top_activating(model, unit, x, k=k, progress=False)
+    with pytest.raises(ValueError, match="empty"):
+        pp.top_activating(model, unit, torch.empty(0, 3, 40, 40), k=1, progress=False)
+    with pytest.raises(ValueError, match="empty"):
+        pp.top_activating(model, unit, iter([]), k=1, progress=False)
+    with pytest.raises(ValueError, match="larger than the data set"):
+        pp.top_activating(model, unit, iter([x]), k=6, progress=False)
+    with pytest.raises(ValueError, match="out of range"):
+        pp.top_activating(model, pp.Unit("5", 4), x, k=1, progress=False)
+    with pytest.raises(ValueError, match="unknown layer"):
+        pp.top_activating(model, pp.Unit("6", 0), x, k=1, progress=False)
+    with pytest.raises(ValueError, match="4-D"):
+        pp.top_activating(model, unit, torch.randn(5, 40, 40), k=1, progress=False)
+    with pytest.raises(ValueError, match="smaller than the"):
+        pp.top_activating(model, unit, torch.randn(5, 3, 18, 18), k=1, progress=False)
+    nan = x.clone()
+    nan[2, 0, 5, 5] = float("inf")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        pp.top_activating(model, unit, nan, k=1, progress=False)
