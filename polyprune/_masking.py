@@ -66,6 +66,13 @@ def owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
         module = model.get_submodule(module_name) if module_name else model
     except AttributeError:
         module = None
+    if module is not None and (
+        parametrize.is_parametrized(module, attr) or hasattr(module, f"{attr}_orig")
+    ):
+        raise ValueError(
+            f"{name!r} is already masked or pruned (a parametrization, or "
+            "torch.nn.utils.prune's weight_orig); remove that first"
+        )
     if module is None or attr != "weight" or not is_maskable(module):
         valid = [n for n, m in model.named_modules() if is_maskable(m)]
         raise ValueError(

@@ -14,17 +14,17 @@ rest of the model is untouched) and ignored by every count.
 
 from __future__ import annotations
 
-import math
 import os
-import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import prune
 
 from . import _masking as mk
+from . import _paths
 from .targets import Unit
 
 __all__ = ["Masks", "Scores"]
@@ -197,7 +197,7 @@ class Masks(Mapping[str, Tensor]):
         chosen = [torch.zeros(f.numel(), dtype=torch.bool) for f in flat]
         names = list(scores)
         for group in groups:
-            _choose(flat, sizes, inside, chosen, group, keep, [names[i] for i in group])
+            mk.choose_best(flat, sizes, inside, chosen, group, keep, [names[i] for i in group])
         masks = {
             name: (chosen[i] | ~inside[i]).reshape(scores[name].shape)
             for i, name in enumerate(names)
@@ -289,6 +289,56 @@ class Masks(Mapping[str, Tensor]):
         ctx.__exit__(None, None, None)
         return model
 
+    def to_torch_prune(self, model: nn.Module) -> nn.Module:
+        """Export to :mod:`torch.nn.utils.prune` (``custom_from_mask``), in place.
+
+        Each masked module gets ``weight_orig``, a ``weight_mask`` buffer and a forward
+        pre-hook, as other pruning tools expect; undo with ``prune.remove(module, "weight")``
+        (which keeps the zeros). Everything is checked before the first module is changed.
+        """
+        expanded = self._check_fits(model)  # also refuses weights already masked or pruned
+        owners = {name: mk.owner(model, name) for name in expanded}
+        for name, (module, attr) in owners.items():
+            prune.custom_from_mask(module, attr, mask=expanded[name].contiguous())  # type: ignore[no-untyped-call]
+        return model
+
+    def effective(self, model: nn.Module, unit: Unit | None = None) -> Masks:
+        """Hamblin et al.'s effective mask: drop kept elements on no input→unit path.
+
+        A kept kernel stays only if its input channel is reached from the input through kept
+        kernels and its output channel reaches ``unit`` (default: :attr:`unit`) through kept
+        kernels; followed per channel over the traced graph (Conv/Linear, channel-wise
+        activations/normalization/pooling, residual additions, channel concatenation; other
+        operations raise ``GraphError``). At ``weight`` granularity a kernel is kept if any
+        of its weights is, and its weights stay as they were; at ``filter`` granularity a
+        filter stays if it has a live input and a useful output. Elements outside the
+        region are left as they are.
+        """
+        unit = unit if unit is not None else self.unit
+        if unit is None:
+            raise ValueError("effective() needs the unit: these masks carry none, pass unit=")
+        self._check_fits(model)
+        shapes = {n: tuple(getattr(*mk.owner(model, n)).shape) for n in self._masks}
+        views = {
+            n: _paths.kernel_view(m, self.granularity, shapes[n]) for n, m in self._masks.items()
+        }
+        paths = _paths.effective_kernels(model, unit.layer, unit.channel, views)
+        out = {}
+        for name, mask in self._masks.items():
+            kernels = paths.get(name)
+            if kernels is None:  # cannot reach the unit at all
+                new = torch.zeros_like(mask)
+            elif self.granularity == "weight":
+                new = mask & mk.expand(kernels, tuple(mask.shape))
+            else:
+                new = kernels if self.granularity == "kernel" else kernels.any(1)
+            region = self.regions.get(name)
+            out[name] = torch.where(region, new, mask) if region is not None else new.clone()
+        return Masks(
+            out, self.granularity, weight_shapes=self.weight_shapes or None,
+            regions=self.regions or None, unit=unit,
+        )  # fmt: skip
+
     # -- comparing ---------------------------------------------------------------------------
     def iou(self, other: Masks) -> float:
         """Intersection over union of the kept weights in the shared region."""
@@ -340,40 +390,3 @@ class Masks(Mapping[str, Tensor]):
         if model is not None:
             masks._check_fits(model)
         return masks
-
-
-def _choose(
-    flat: list[Tensor],
-    sizes: list[Tensor],
-    inside: list[Tensor],
-    chosen: list[Tensor],
-    group: list[int],
-    keep: float,
-    names: list[str],
-) -> None:
-    """Mark the best elements of ``group`` (in-region only) until the weight target is met."""
-    scores = torch.cat([flat[i][inside[i]] for i in group])
-    weights = torch.cat([sizes[i][inside[i]] for i in group])
-    total = int(weights.sum())
-    target = math.floor(keep * total + 0.5)
-    if target == 0:
-        raise ValueError(
-            f"keep={keep} keeps 0 of the {total} weights in {names if len(names) > 1 else names[0]}"
-            f"; the smallest usable keep is about {1 / total:.3g}"
-        )
-    order = torch.argsort(-scores, stable=True)
-    n = int(torch.searchsorted(torch.cumsum(weights[order], 0), target)) + 1
-    picked = torch.zeros(scores.numel(), dtype=torch.bool)
-    picked[order[:n]] = True
-    if bool((scores[order[:n]] == 0).any()) and bool((scores != 0).any()):
-        warnings.warn(
-            f"{int((scores[order[:n]] == 0).sum())} kept elements have score 0 (the objective's "
-            "gradient is sparse): which of those are kept is decided by order, not by score",
-            UserWarning,
-            stacklevel=3,
-        )
-    offset = 0
-    for i in group:
-        count = int(inside[i].sum())
-        chosen[i][inside[i].nonzero().squeeze(1)] = picked[offset : offset + count]
-        offset += count

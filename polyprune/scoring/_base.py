@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 
 from .. import _masking as mk
@@ -193,6 +194,11 @@ def prepare(
     goal = as_objective(objective)
     gran = mk.check_granularity(granularity)
     goal.unit.validate(model)
+    if any(parametrize.is_parametrized(m) for m in model.modules()):
+        raise ValueError(
+            "the model carries parametrizations (masks applied?); scorers need the plain "
+            "model: score first, or remove them (Masks.remove / leave the `with` block)"
+        )
     shapes, regions = mk.unit_regions(model, goal.unit.layer, goal.unit.channel, gran)
     if not shapes:
         raise ValueError(

@@ -73,8 +73,10 @@ def _conv_kernel(module: nn.Module, x: Tensor, g: Tensor, rows: Tensor, chunk: i
         slice(b.start * s, (b.stop - 1) * s + d * (k - 1) + 1)
         for b, s, d, k in zip(box, module.stride, module.dilation, module.kernel_size, strict=True)
     ]
-    x, full = x[(..., *spans)], g[0, 0].numel()
-    g = g[(..., *box)]
+    x_index: tuple[Any, ...] = (..., *spans)
+    g_index: tuple[Any, ...] = (..., *box)
+    x, full = x[x_index], g[0, 0].numel()
+    g = g[g_index]
     conv = _CONV[len(module.kernel_size)]
     per_group = out_ch // module.groups
     n, length = g.shape[0], g[0, 0].numel()

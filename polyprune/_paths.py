@@ -1,0 +1,245 @@
+"""Private: which kernels lie on a path from the input to a unit, over the traced graph.
+
+Hamblin et al.'s *effective* mask drops every kept kernel that has no path from the input to
+the target through kept kernels. Paths are followed per channel: a channel is *live* when some
+kept kernel connects it to a live channel of the layer before (the input's channels are live),
+and *useful* when some kept kernel connects it to a useful channel of the layer after (the
+unit's channel is useful). A kept kernel ``(o, i)`` is effective when its input channel is
+live and its output channel useful. Biases are constants, not paths from the input.
+
+Operations are classified by a small registry: Conv/Linear mix channels through their kernel
+mask; channel-wise operations (activations, normalization, dropout, pooling) keep them;
+element-wise merges (``+``, ``*``, ...) take the union; concatenation along channels stacks.
+Anything else raises :class:`~polyprune._graph.GraphError` naming the operation.
+"""
+
+from __future__ import annotations
+
+import itertools
+import operator
+from collections.abc import Mapping
+
+import torch
+import torch.fx as fx
+from torch import Tensor, nn
+
+from ._graph import GraphError, is_maskable, trace_to, upstream
+from ._rf_rules import CHANNELWISE_FUNCTIONS, CHANNELWISE_METHODS, CHANNELWISE_MODULES
+
+__all__ = ["effective_kernels", "kernel_view"]
+
+#: A per-channel boolean vector, or True / False for "every / no channel" of unknown width.
+Channels = Tensor | bool
+
+_POOLS: tuple[type[nn.Module], ...] = (
+    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+)  # fmt: skip
+_KEEP_MODULES = (*CHANNELWISE_MODULES, *_POOLS)
+_MERGE_FUNCTIONS = frozenset(
+    (operator.add, operator.sub, operator.mul, operator.iadd, operator.imul, operator.truediv,
+     torch.add, torch.sub, torch.mul, torch.div, torch.maximum, torch.minimum)
+)  # fmt: skip
+_MERGE_METHODS = frozenset(("add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_"))
+_CAT = frozenset((torch.cat, torch.concat))
+
+
+def kernel_view(mask: Tensor, granularity: str, weight_shape: tuple[int, ...]) -> Tensor:
+    """A mask as ``(out, in/groups)`` kernel connectivity (a kernel is on if any weight is)."""
+    out, fan_in = weight_shape[:2]
+    if granularity == "filter":
+        return mask[:, None].expand(out, fan_in)
+    if granularity == "kernel":
+        return mask
+    return mask.reshape(out, fan_in, -1).any(2)
+
+
+def _kind(node: fx.Node, model: nn.Module) -> str:
+    if node.op in ("placeholder", "get_attr"):
+        return node.op
+    if node.op == "call_module":
+        module = model.get_submodule(str(node.target))
+        if is_maskable(module):
+            return "maskable"
+        if isinstance(module, _KEEP_MODULES):
+            return "keep"
+    elif node.op == "call_function":
+        if node.target in CHANNELWISE_FUNCTIONS:
+            return "keep"
+        if node.target in _MERGE_FUNCTIONS:
+            return "merge"
+        if node.target in _CAT and _cat_dim(node) == 1:
+            return "cat"
+    elif node.op == "call_method":
+        if node.target in CHANNELWISE_METHODS:
+            return "keep"
+        if node.target in _MERGE_METHODS:
+            return "merge"
+    raise GraphError(
+        f"effective masks cannot follow channels through {_describe(node, model)}; supported: "
+        "Conv/Linear, channel-wise activations/normalization/dropout/pooling, element-wise "
+        "add/sub/mul/div, and concatenation along channels"
+    )
+
+
+def _describe(node: fx.Node, model: nn.Module) -> str:
+    if node.op == "call_module":
+        return f"module {node.target!r} ({type(model.get_submodule(str(node.target))).__name__})"
+    if node.op == "call_method":
+        return f"the method .{node.target}()"
+    return f"the function {getattr(node.target, '__name__', node.target)}"
+
+
+def _cat_dim(node: fx.Node) -> object:
+    return node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+
+
+def _tensors(node: fx.Node) -> list[fx.Node]:
+    args = node.args[0] if _is_cat(node) else node.args
+    flat = list(args) if isinstance(args, list | tuple) else [args]
+    return [a for a in flat if isinstance(a, fx.Node)]
+
+
+def _is_cat(node: fx.Node) -> bool:
+    return node.op == "call_function" and node.target in _CAT
+
+
+def _vector(channels: Channels, width: int) -> Tensor:
+    if isinstance(channels, bool):
+        return torch.full((width,), channels)
+    if channels.numel() == 1 and width != 1:
+        return channels.expand(width)
+    if channels.numel() != width:
+        raise GraphError(f"a map with {channels.numel()} channels feeds a layer expecting {width}")
+    return channels
+
+
+def _union(a: Channels, b: Channels) -> Channels:
+    if isinstance(a, bool) or isinstance(b, bool):
+        if a is True or b is True:
+            return True
+        return b if a is False else a
+    return a | b
+
+
+class _Layer:
+    """A Conv/Linear's kernel connectivity, with its groups."""
+
+    def __init__(self, module: nn.Module, kernels: Tensor | None) -> None:
+        weight: Tensor = module.weight  # type: ignore[assignment]
+        self.out, self.fan_in = weight.shape[:2]
+        self.groups = int(getattr(module, "groups", 1))
+        self.width = self.fan_in * self.groups
+        self.k = (
+            kernels if kernels is not None else torch.ones(self.out, self.fan_in, dtype=torch.bool)
+        )
+
+    def per_row(self, inputs: Channels) -> Tensor:
+        """(out, fan_in): whether the input channel each kernel reads is live."""
+        grouped = _vector(inputs, self.width).reshape(self.groups, self.fan_in)
+        return grouped.repeat_interleave(self.out // self.groups, dim=0)
+
+    def forward(self, inputs: Channels) -> Tensor:
+        return (self.k & self.per_row(inputs)).any(1)
+
+    def backward(self, useful: Tensor) -> Tensor:
+        m = self.k & useful[:, None]
+        return m.reshape(self.groups, self.out // self.groups, self.fan_in).any(1).reshape(-1)
+
+
+def effective_kernels(
+    model: nn.Module, layer: str, channel: int, kernels: Mapping[str, Tensor]
+) -> dict[str, Tensor]:
+    """For each maskable weight upstream of ``layer``: its kernels on an input→unit path.
+
+    ``kernels`` gives the kept kernels ``(out, in/groups)`` by weight name (missing: all kept).
+    """
+    gm, target = trace_to(model, layer)
+    nodes = upstream(target)
+    layers: dict[fx.Node, tuple[str, _Layer]] = {}
+    kinds = {node: _kind(node, model) for node in nodes}
+    for node, kind in kinds.items():
+        if kind == "maskable":
+            name = f"{node.target}.weight"
+            if any(n == name for n, _ in layers.values()):
+                raise GraphError(f"{node.target!r} is called more than once; shared layers are "
+                                 "not supported by effective masks")  # fmt: skip
+            layers[node] = (name, _Layer(model.get_submodule(str(node.target)), kernels.get(name)))
+    live: dict[fx.Node, Channels] = {}
+    for node in nodes:
+        live[node] = _live(node, kinds[node], live, layers)
+    useful: dict[fx.Node, Channels] = {target: _target(target, live[target], channel, layers)}
+    for node in reversed(nodes):
+        _spread(node, kinds[node], useful.get(node, False), useful, live, layers)
+    out: dict[str, Tensor] = {}
+    for node, (name, lay) in layers.items():
+        source = _tensors(node)[0]
+        wanted = _vector(useful.get(node, False), lay.out)
+        out[name] = lay.k & wanted[:, None] & lay.per_row(live[source])
+    del gm
+    return out
+
+
+def _live(
+    node: fx.Node,
+    kind: str,
+    live: dict[fx.Node, Channels],
+    layers: dict[fx.Node, tuple[str, _Layer]],
+) -> Channels:
+    inputs = [live[a] for a in _tensors(node)] if kind not in ("placeholder", "get_attr") else []
+    if kind == "placeholder":
+        return True
+    if kind == "get_attr" or not inputs:
+        return False
+    if kind == "maskable":
+        return layers[node][1].forward(inputs[0])
+    if kind == "cat":
+        if any(isinstance(c, bool) for c in inputs):
+            raise GraphError(
+                f"{node.format_node()}: cannot tell the channel counts it concatenates"
+            )
+        return torch.cat([c for c in inputs if isinstance(c, Tensor)])
+    result: Channels = False
+    for c in inputs:  # keep (one input) or merge (union)
+        result = _union(result, c)
+    return result
+
+
+def _target(
+    node: fx.Node, live: Channels, channel: int, layers: dict[fx.Node, tuple[str, _Layer]]
+) -> Tensor:
+    width = live.numel() if isinstance(live, Tensor) else None
+    if node in layers:
+        width = layers[node][1].out
+    if width is None:
+        raise GraphError(f"cannot tell how many channels {node.format_node()} has")
+    return torch.arange(width) == channel
+
+
+def _spread(
+    node: fx.Node,
+    kind: str,
+    mine: Channels,
+    useful: dict[fx.Node, Channels],
+    live: dict[fx.Node, Channels],
+    layers: dict[fx.Node, tuple[str, _Layer]],
+) -> None:
+    """Pass the useful channels of ``node``'s output on to its inputs."""
+    if mine is False or kind in ("placeholder", "get_attr"):
+        return
+    sources = _tensors(node)
+    if kind == "maskable":
+        lay = layers[node][1]
+        parts: list[Channels] = [lay.backward(_vector(mine, lay.out))]
+    elif kind == "cat":
+        widths = [int(c.numel()) for c in (live[s] for s in sources) if isinstance(c, Tensor)]
+        vector, starts = _vector(mine, sum(widths)), [0, *itertools.accumulate(widths)]
+        parts = [vector[a:b] for a, b in itertools.pairwise(starts)]
+    else:
+        parts = [mine] * len(sources)
+    for source, part in zip(sources, parts, strict=True):
+        if isinstance(part, Tensor) and isinstance(live[source], Tensor):
+            width = int(live[source].numel())  # type: ignore[union-attr]
+            part = part.reshape(-1, width).any(0) if part.numel() != width else part
+        useful[source] = _union(useful.get(source, False), part)

@@ -1,0 +1,274 @@
+"""Scorer contracts: a network with a known circuit, the model left as found, bad input."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from polyprune import Masks, Unit
+from polyprune.scoring import FORCE, SNIP, ActGrad, Magnitude, Random, Scorer
+from polyprune.targets import Objective
+
+GRADIENT_SCORERS = [ActGrad(progress=False), SNIP(progress=False), FORCE(4, keep=0.1)]
+ALL_SCORERS = [*GRADIENT_SCORERS, Magnitude(), Random(seed=0)]
+GRANULARITIES = ("weight", "kernel", "filter")
+
+# The unit "4", channel 0 reads conv2 channels 1 and 4; those read conv1 channels {0, 2}, {2, 5}.
+KNOWN = {
+    "4.weight": {(0, 1), (0, 4)},
+    "2.weight": {(1, 0), (1, 2), (4, 2), (4, 5)},
+    "0.weight": {(o, i) for o in (0, 2, 5) for i in range(3)},
+}
+
+
+def handbuilt() -> tuple[nn.Sequential, Unit, Tensor]:
+    """Three convs whose unit ("4", 0) depends exactly on the kernels in ``KNOWN``.
+
+    Known kernels are positive (with positive images every path is active); every other
+    kernel is random with a larger magnitude, and the kernels that would add a path to the
+    unit are zero.
+    """
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3)
+    ).eval()
+    with torch.no_grad():
+        for name, known in KNOWN.items():
+            w = net.get_submodule(name.split(".")[0]).weight
+            w.normal_(0, 1.5)
+            rows = {o for o, _ in known}
+            for o, i in ((o, i) for o in range(w.shape[0]) for i in range(w.shape[1])):
+                if (o, i) in known:
+                    w[o, i] = torch.rand_like(w[o, i]) * 0.5 + 0.05
+                elif o in rows and name != "0.weight":
+                    w[o, i] = 0.0
+        for m in net:
+            if isinstance(m, nn.Conv2d):
+                m.bias.abs_()
+    return net, Unit("4", 0), torch.rand(6, 3, 11, 11)
+
+
+def kept_kernels(masks: Masks) -> set[tuple[str, int, int]]:
+    out = set()
+    for name, m in masks.items():
+        kernel = m.reshape(m.shape[0], m.shape[1], -1).any(2) if m.dim() > 2 else m
+        region = masks.regions[name].reshape(kernel.shape[0], kernel.shape[1], -1).any(2)
+        for o, i in (kernel & region).nonzero().tolist():
+            out.add((name, o, i))
+    return out
+
+
+def known_kernels() -> set[tuple[str, int, int]]:
+    return {(name, o, i) for name, pairs in KNOWN.items() for o, i in pairs}
+
+
+@pytest.mark.parametrize("scorer", GRADIENT_SCORERS, ids=repr)
+@pytest.mark.parametrize("granularity", ["weight", "kernel"])
+def test_only_the_known_circuit_scores(scorer: Scorer, granularity: str) -> None:
+    net, unit, x = handbuilt()
+    scores = scorer.score(net, x, unit, granularity=granularity)
+    for name, s in scores.items():
+        per_kernel = s.reshape(s.shape[0], s.shape[1], -1).amax(2) if s.dim() > 2 else s
+        nonzero = {(o, i) for o, i in (per_kernel != 0).nonzero().tolist()}
+        assert nonzero <= KNOWN[name], name  # every other kernel scores exactly 0
+        if not isinstance(scorer, FORCE):  # (FORCE's last round may cut a known path)
+            assert nonzero == KNOWN[name], name
+
+
+@pytest.mark.parametrize("scorer", GRADIENT_SCORERS, ids=repr)
+def test_only_the_known_filters_score(scorer: Scorer) -> None:
+    net, unit, x = handbuilt()
+    scores = scorer.score(net, x, unit, granularity="filter")
+    for name, s in scores.items():
+        nonzero = set(s.nonzero().squeeze(1).tolist())
+        assert nonzero <= {o for o, _ in KNOWN[name]}, name
+        if not isinstance(scorer, FORCE):
+            assert nonzero == {o for o, _ in KNOWN[name]}, name
+
+
+@pytest.mark.parametrize("scorer", [ActGrad(progress=False), SNIP(progress=False)], ids=repr)
+def test_gradient_scorers_keep_only_the_circuit_at_small_keep_and_all_of_it_at_large(
+    scorer: Scorer,
+) -> None:
+    net, unit, x = handbuilt()
+    scores = scorer.score(net, x, unit, granularity="kernel")
+    known = known_kernels()
+    share = len(known) / sum(int(r.sum()) for r in scores.regions.values())  # 15 / 96
+    small = kept_kernels(Masks.from_scores(scores, keep=0.9 * share))
+    assert small and small <= known  # precision 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zero-score elements fill the rest
+        large = kept_kernels(Masks.from_scores(scores, keep=0.5))
+    assert known <= large  # recall 1
+
+
+def test_force_keeps_only_circuit_kernels() -> None:
+    net, unit, x = handbuilt()
+    scores = FORCE(5, keep=0.1, progress=False).score(net, x, unit)
+    assert kept_kernels(Masks.from_scores(scores, keep=0.1)) <= known_kernels()
+
+
+def snapshot(model: nn.Module) -> dict[str, object]:
+    return {
+        "params": [(n, id(p), p.requires_grad, p.grad) for n, p in model.named_parameters()],
+        "state": [(k, v.clone()) for k, v in model.state_dict().items()],
+        "training": [m.training for m in model.modules()],
+        "hooks": [
+            (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
+            for m in model.modules()
+        ],
+        "parametrized": [parametrize.is_parametrized(m) for m in model.modules()],
+    }
+
+
+def assert_same(model: nn.Module, before: dict[str, object]) -> None:
+    after = snapshot(model)
+    assert after["params"] == before["params"]
+    assert [k for k, _ in after["state"]] == [k for k, _ in before["state"]]  # type: ignore[attr-defined]
+    for (_, a), (_, b) in zip(after["state"], before["state"], strict=True):  # type: ignore[call-overload]
+        assert torch.equal(a, b)
+    for key in ("training", "hooks", "parametrized"):
+        assert after[key] == before[key], key
+
+
+def bn_net() -> nn.Module:
+    torch.manual_seed(2)
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(inplace=True), nn.Conv2d(4, 3, 3)
+    )
+    net.train()  # BatchNorm in training mode would update its running stats
+    net[0].weight.requires_grad_(False)  # a frozen weight stays frozen
+    net[3].weight.grad = torch.full_like(net[3].weight, 7.0)  # an existing .grad is kept
+    return net
+
+
+@pytest.mark.parametrize("scorer", ALL_SCORERS, ids=repr)
+@pytest.mark.parametrize("granularity", GRANULARITIES)
+def test_scorers_leave_the_model_exactly_as_found(scorer: Scorer, granularity: str) -> None:
+    net = bn_net()
+    before = snapshot(net)
+    scorer.score(net, torch.rand(3, 3, 9, 9), Unit("3", 1), granularity=granularity)
+    assert_same(net, before)
+
+
+@pytest.mark.parametrize("scorer", GRADIENT_SCORERS, ids=repr)
+def test_a_failure_mid_way_leaves_the_model_as_found(scorer: Scorer) -> None:
+    net = bn_net()
+    before = snapshot(net)
+    bad = torch.rand(2, 3, 9, 9)
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="batch 1 contains NaN"):
+        scorer.score(net, [torch.rand(2, 3, 9, 9), bad], Unit("3", 1))
+    assert_same(net, before)
+
+
+class Counting(nn.Module):
+    """Counts real forward passes (not fx tracing), to show errors come before any work."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+        self.body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3))
+        self.body[0].register_forward_pre_hook(self._count)
+
+    def _count(self, module: nn.Module, args: object) -> None:
+        self.calls += 1
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.body(x)
+        return out
+
+
+X = torch.rand(2, 3, 9, 9)
+NAN = torch.full((2, 3, 9, 9), float("nan"))
+
+
+@pytest.mark.parametrize(
+    ("scorer", "inputs", "objective", "kwargs", "error", "match"),
+    [
+        (SNIP(), X, Unit("body.9", 0), {}, ValueError, "unknown layer 'body.9'"),
+        (SNIP(), X, Unit("body.2", 5), {}, ValueError, "channel 5 is out of range"),
+        (SNIP(), X, "body.2", {}, TypeError, "Objective or Unit"),
+        (ActGrad(), torch.rand(0, 3, 9, 9), Unit("body.2", 0), {}, ValueError, "at least one"),
+        (ActGrad(), [], Unit("body.2", 0), {}, ValueError, "inputs is empty"),
+        (ActGrad(), iter([]), Unit("body.2", 0), {}, ValueError, "inputs is empty"),
+        (ActGrad(), NAN, Unit("body.2", 0), {}, ValueError, "NaN"),
+        (ActGrad(), X.long(), Unit("body.2", 0), {}, TypeError, "floating point"),
+        (SNIP(), None, Unit("body.2", 0), {}, ValueError, "needs images"),
+        (SNIP(), X, Unit("body.2", 0), {"granularity": "row"}, ValueError, "granularity"),
+        (FORCE(), X, Unit("body.2", 0), {}, ValueError, "needs the target kept fraction"),
+        (FORCE(), X, Unit("body.2", 0), {"keep": 0.0}, ValueError, r"\(0, 1\]"),
+        (FORCE(), X, Unit("body.2", 0), {"keep": 1.5}, ValueError, r"\(0, 1\]"),
+        (FORCE(), X, Unit("body.2", 0), {"keep": 1e-5}, ValueError, "keeps 0"),
+        (Magnitude(), torch.rand(0, 3), Unit("body.2", 0), {}, ValueError, "at least one"),
+    ],
+)
+def test_bad_input_fails_before_any_work(
+    scorer: Scorer,
+    inputs: object,
+    objective: object,
+    kwargs: dict[str, object],
+    error: type[Exception],
+    match: str,
+) -> None:
+    model = Counting()
+    before = snapshot(model)
+    with pytest.raises(error, match=match):
+        scorer.score(model, inputs, objective, **kwargs)  # type: ignore[arg-type]
+    assert model.calls == 0
+    assert_same(model, before)
+
+
+def test_a_position_outside_the_map_is_a_clear_error() -> None:
+    model = Counting()
+    with pytest.raises(ValueError, match=r"position \(9, 9\) .* outside the map"):
+        SNIP().score(model, X, Unit("body.2", 0, (9, 9)))
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_bad_scorer_arguments() -> None:
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="rounds"):
+            FORCE(rounds=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="keep"):
+        FORCE(keep=2.0)
+    with pytest.raises(ValueError, match="scope"):
+        FORCE(scope="model")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="chunk_bytes"):
+        ActGrad(chunk_bytes=0)
+    with pytest.raises(TypeError, match="seed"):
+        Random(seed=1.5)  # type: ignore[arg-type]
+
+
+class Branches(nn.Module):
+    """Module order differs from data flow; one branch never reaches the unit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.late = nn.Conv2d(4, 2, 3)  # registered first, runs last
+        self.side = nn.Conv2d(3, 5, 1)  # feeds only the second output
+        self.early = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.late(torch.relu(self.early(x))), self.side(x)
+
+
+@pytest.mark.parametrize("scorer", ALL_SCORERS, ids=repr)
+def test_scored_weights_come_from_the_graph(scorer: Scorer) -> None:
+    scores = scorer.score(Branches(), X, Unit("late", 1))
+    assert list(scores) == ["late.weight", "early.weight"]  # named_parameters order
+
+
+def test_objective_kinds_change_the_scores_and_a_callable_works() -> None:
+    net, unit, x = handbuilt()
+    by_kind = {
+        kind: SNIP(progress=False).score(net, x, Objective(unit, kind))["0.weight"]
+        for kind in ("position", "sum", "abs_sum")
+    }
+    assert not torch.allclose(by_kind["position"], by_kind["sum"])
+    mine = SNIP(progress=False).score(net, x, Objective(unit, lambda m: m.sum()))["0.weight"]
+    torch.testing.assert_close(mine, by_kind["sum"])
