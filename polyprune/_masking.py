@@ -210,13 +210,11 @@ def choose_best(
             f"keep={keep} keeps 0 of the {total} weights in {names if len(names) > 1 else names[0]}"
             f"; the smallest usable keep is about {1 / total:.3g}"
         )
-    order = torch.argsort(-scores, stable=True)
-    n = int(torch.searchsorted(torch.cumsum(weights[order], 0), target)) + 1
-    picked = torch.zeros(scores.numel(), dtype=torch.bool)
-    picked[order[:n]] = True
-    if bool((scores[order[:n]] == 0).any()) and bool((scores != 0).any()):
+    picked = _top(scores, weights, target)
+    zeros = int((scores[picked] == 0).sum())
+    if zeros and bool((scores != 0).any()):
         warnings.warn(
-            f"{int((scores[order[:n]] == 0).sum())} kept elements have score 0 (the objective's "
+            f"{zeros} kept elements have score 0 (the objective's "
             "gradient is sparse): which of those are kept is decided by order, not by score",
             UserWarning,
             stacklevel=3,
@@ -226,3 +224,23 @@ def choose_best(
         count = int(inside[i].sum())
         chosen[i][inside[i].nonzero().squeeze(1)] = picked[offset : offset + count]
         offset += count
+
+
+def _top(scores: Tensor, weights: Tensor, target: int) -> Tensor:
+    """The best elements, in order of (score descending, index ascending), until their weights
+    add up to at least ``target``. With equal weights a selection (``kthvalue``) replaces the
+    sort: the same elements, an order of magnitude faster on millions of them."""
+    picked = torch.zeros(scores.numel(), dtype=torch.bool)
+    if bool((weights == weights[0]).all()):
+        n = -(-target // int(weights[0]))
+        if n >= scores.numel():
+            return picked.fill_(True)
+        cut = torch.kthvalue(scores, scores.numel() - n + 1).values  # the n-th largest
+        picked = scores > cut
+        ties = (scores == cut).nonzero().squeeze(1)
+        picked[ties[: n - int(picked.sum())]] = True
+        return picked
+    order = torch.argsort(-scores, stable=True)
+    n = int(torch.searchsorted(torch.cumsum(weights[order], 0), target)) + 1
+    picked[order[:n]] = True
+    return picked

@@ -69,11 +69,21 @@ def test_from_scores_keeps_the_target_to_the_element(
         assert a.kept_weights() == target
     else:
         assert target <= a.kept_weights() < target + largest
-    # every kept element scores at least as high as every dropped one
-    kept = torch.cat([raw[n][a[n]] for n in a])
-    dropped = torch.cat([raw[n][~a[n]] for n in a])
-    if kept.numel() and dropped.numel():
-        assert float(kept.min()) >= float(dropped.max())
+    # the reference: best score first, ties to the earlier weight then the lower index,
+    # until the weights taken reach the target
+    items = [
+        (-float(v), i, j, math.prod(weight_shapes[n][len(raw[n].shape) :]))
+        for i, n in enumerate(raw)
+        for j, v in enumerate(raw[n].reshape(-1).tolist())
+    ]
+    expected = {n: torch.zeros(raw[n].numel(), dtype=torch.bool) for n in raw}
+    taken = 0
+    for _, i, j, size in sorted(items):
+        if taken >= target:
+            break
+        expected[list(raw)[i]][j] = True
+        taken += size
+    assert all(torch.equal(a[n].reshape(-1), expected[n]) for n in raw)
 
 
 def test_ties_go_to_the_earlier_weight_then_the_lower_index() -> None:

@@ -1,0 +1,155 @@
+"""Benchmark the scorers on random-init AlexNet up to ``features.10`` (paper 3.2).
+
+Prints, for each scorer and granularity, its time relative to one dense forward+backward
+(forward to ``features.10``, gradient of the unit w.r.t. every parameter) measured in the same
+run; FORCE(rounds)/SNIP per granularity (goal ≤ rounds + 1); and the peak resident memory of
+kernel-level ActGrad (goal < 2 GB), measured in a fresh subprocess with ``ru_maxrss`` (which
+sees torch's CPU allocations): first after a dense forward+backward, then after ActGrad.
+
+Usage::
+
+    python benchmarks/scoring.py            # 64 crops of 163×163 (the unit's receptive field)
+    python benchmarks/scoring.py --quick    # seconds: 2 crops of 67×67, FORCE(2), 1 thread
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torchvision
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from polyprune import Masks, Unit  # noqa: E402
+from polyprune._hooks import forward_until  # noqa: E402
+from polyprune.scoring import FORCE, SNIP, ActGrad, Magnitude, Random, Scorer  # noqa: E402
+
+LAYER = "features.10"
+GRANULARITIES = ("filter", "kernel", "weight")
+
+
+def setup(crop: int, batch: int) -> tuple[torch.nn.Module, torch.Tensor, Unit]:
+    torch.manual_seed(0)
+    model = torchvision.models.alexnet().eval()
+    return model, torch.rand(batch, 3, crop, crop), Unit(LAYER, 7)
+
+
+def dense(model: torch.nn.Module, x: torch.Tensor, unit: Unit) -> None:
+    """One forward to the unit's layer and the gradient w.r.t. every parameter before it."""
+    params = [p for p in model.features.parameters()]
+    out = forward_until(model, x, [LAYER])[LAYER]
+    f = out[:, unit.channel, (out.shape[2] - 1) // 2, (out.shape[3] - 1) // 2].sum()
+    torch.autograd.grad(f, params, allow_unused=True)
+
+
+def timed(fn: Callable[[], object], repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def child(crop: int, batch: int, chunk_mb: int) -> None:
+    """Print this process's peak RSS (bytes, JSON) after a dense forward+backward, then after
+    kernel-level ActGrad (the peak never decreases: the second is an upper bound of ActGrad's)."""
+    model, x, unit = setup(crop, batch)
+    dense(model, x, unit)
+    peaks = {"dense": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}  # KiB on Linux
+    ActGrad(chunk_bytes=chunk_mb * 2**20, progress=False).score(model, x, unit)
+    peaks["actgrad"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps(peaks))
+
+
+def peak_memory(crop: int, batch: int, chunk_mb: int) -> dict[str, int]:
+    """Peak RSS of a fresh process (see :func:`child`)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, __file__, "--child", "--crop", str(crop), "--batch", str(batch),
+           "--chunk-mb", str(chunk_mb), "--threads", str(torch.get_num_threads())]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if done.returncode:
+        raise RuntimeError(f"the memory probe failed:\n{done.stderr}")
+    peaks: dict[str, int] = json.loads(done.stdout.strip().splitlines()[-1])
+    return peaks
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes; runs in seconds")
+    parser.add_argument("--crop", type=int, default=None, help="crop size (default 163)")
+    parser.add_argument("--batch", type=int, default=None, help="crops per batch (default 64)")
+    parser.add_argument("--rounds", type=int, default=None, help="FORCE rounds (default 10)")
+    parser.add_argument("--keep", type=float, default=0.05, help="FORCE target kept fraction")
+    parser.add_argument("--repeat", type=int, default=None, help="best of n timings")
+    parser.add_argument("--chunk-mb", type=int, default=256, help="ActGrad kernel chunk (MiB)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (quick: 1)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    before = torch.get_num_threads()
+    torch.set_num_threads(args.threads or (1 if args.quick else before))
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run(args: argparse.Namespace) -> dict[str, float]:
+    crop = args.crop or (67 if args.quick else 163)
+    batch = args.batch or (2 if args.quick else 64)
+    rounds = args.rounds or (2 if args.quick else 10)
+    repeat = args.repeat or (1 if args.quick else 2)
+    if args.child:
+        child(crop, batch, args.chunk_mb)
+        return {}
+
+    model, x, unit = setup(crop, batch)
+    print(f"AlexNet (random init) up to {LAYER}, unit {unit}, {batch} crops of {crop}×{crop}, "
+          f"{torch.get_num_threads()} threads")  # fmt: skip
+    dense(model, x, unit)  # warm-up
+    base = timed(lambda: dense(model, x, unit), repeat)
+    print(f"dense forward+backward: {base:.3f} s\n")
+    scorers: list[Scorer] = [
+        ActGrad(chunk_bytes=args.chunk_mb * 2**20, progress=False), SNIP(progress=False),
+        FORCE(rounds, keep=args.keep, progress=False), Magnitude(), Random(seed=0),
+    ]  # fmt: skip
+    results: dict[str, float] = {"dense_s": base}
+    print(f"{'scorer':<12}{'granularity':<13}{'seconds':>9}{'× dense':>10}")
+    for scorer in scorers:
+        name = type(scorer).__name__ + (f"({rounds})" if isinstance(scorer, FORCE) else "")
+        for gran in GRANULARITIES:
+            once = 1 if isinstance(scorer, FORCE) else repeat
+            seconds = timed(lambda s=scorer, g=gran: s.score(model, x, unit, granularity=g), once)
+            results[f"{name}/{gran}"] = seconds / base
+            print(f"{name:<12}{gran:<13}{seconds:>9.3f}{seconds / base:>10.2f}")
+    print()
+    for gran in GRANULARITIES:
+        ratio = results[f"FORCE({rounds})/{gran}"] / results[f"SNIP/{gran}"]
+        results[f"FORCE/SNIP/{gran}"] = ratio
+        print(f"FORCE({rounds})/SNIP at {gran}: {ratio:.2f}  (goal ≤ {rounds + 1})")
+    scores = FORCE(rounds, keep=args.keep, progress=False).score(model, x, unit)
+    print(f"FORCE kernel masks at keep={args.keep}: kept fraction "
+          f"{Masks.from_scores(scores, args.keep).kept_fraction():.4f}")  # fmt: skip
+    peaks = peak_memory(crop, batch, args.chunk_mb)
+    peak_dense, peak_actgrad = peaks["dense"], peaks["actgrad"]
+    results.update(peak_dense_bytes=peak_dense, peak_actgrad_kernel_bytes=peak_actgrad)
+    print(
+        f"\npeak RSS of a fresh process after dense forward+backward: {peak_dense / 2**30:.2f} GiB"
+    )
+    print(f"peak RSS, after kernel-level ActGrad too:   {peak_actgrad / 2**30:.2f} GiB "
+          f"(chunks of {args.chunk_mb} MiB; goal < 2 GB)")  # fmt: skip
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""The scoring benchmark's --quick mode runs, so the script cannot rot."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "scoring.py"
+
+
+def test_quick_benchmark_runs_and_reports_every_figure(capsys: pytest.CaptureFixture[str]) -> None:
+    spec = importlib.util.spec_from_file_location("scoring_benchmark", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    results = module.main(["--quick"])
+    out = capsys.readouterr().out
+    for scorer in ("ActGrad", "SNIP", "FORCE(2)", "Magnitude", "Random"):
+        for gran in ("filter", "kernel", "weight"):
+            assert results[f"{scorer}/{gran}"] > 0
+    assert "FORCE(2)/SNIP at kernel" in out and "after kernel-level ActGrad" in out
+    assert results["peak_dense_bytes"] > 0 and 0 < results["peak_actgrad_kernel_bytes"] < 2e9
