@@ -174,6 +174,11 @@ class TopActivations:
         "center activations of all filters", recorded in the same pass (no second pass).
     field : ReceptiveField or None
         The field used for cropping (``None`` with ``crop=False``).
+    inputs : Tensor or None
+        With ``keep_inputs=True``: the ``k`` inputs the model saw (the receptive-field crops
+        with ``crop=True``), best first.
+    input_unit : Unit
+        The unit as seen in ``inputs``: its position is the one in the crop's map.
     """
 
     unit: Unit
@@ -181,6 +186,8 @@ class TopActivations:
     values: Tensor
     codes: Tensor
     field: ReceptiveField | None
+    inputs: Tensor | None = None
+    input_unit: Unit | None = None
 
     def __len__(self) -> int:
         return int(self.indices.numel())
@@ -219,13 +226,15 @@ def top_activating(
     *,
     crop: bool = True,
     batch_size: int = 64,
+    keep_inputs: bool = False,
     progress: bool = True,
 ) -> TopActivations:
     """Stream ``data`` once and keep the ``k`` items that excite ``unit`` most.
 
     Each batch is cropped to the unit's receptive field (``crop=True``, exact: the activation is
     the one of the full image), run only up to ``unit.layer``, and merged into a running top-k;
-    memory is O(k + batch), independent of the data set's length.
+    memory is O(k + batch), independent of the data set's length. ``keep_inputs=True`` also
+    keeps the k crops themselves (still O(k)), so no second pass over the data is needed.
 
     Examples
     --------
@@ -249,7 +258,7 @@ def top_activating(
     warn_if_training(model)
     state = _TopK(k)
     field: ReceptiveField | None = None
-    position = (0, 0)
+    position = at = (0, 0)
     seen = 0
     with tqdm(total=n, disable=not progress, unit="img", desc=f"top-{k} {unit}") as bar:
         for batch in iter_batches(data, batch_size):
@@ -260,7 +269,7 @@ def top_activating(
             images, at = field.crop(batch, position) if field else (batch, position)
             rec = ActivationRecorder(model, [unit.layer], "center", position=at, accumulate=False)
             codes = rec.run(images)[unit.layer]
-            state.push(codes, unit.channel, seen)
+            state.push(codes, unit.channel, seen, images if keep_inputs else None)
             seen += batch.shape[0]
             bar.update(batch.shape[0])
     if seen == 0:
@@ -269,7 +278,10 @@ def top_activating(
         raise ValueError(f"k={k} is larger than the data set ({seen} items)")
     assert state.codes is not None
     resolved = Unit(unit.layer, unit.channel, position)
-    return TopActivations(resolved, state.indices, state.values, state.codes, field)
+    seen_as = Unit(unit.layer, unit.channel, at)
+    return TopActivations(
+        resolved, state.indices, state.values, state.codes, field, state.inputs, seen_as
+    )
 
 
 def _resolve(
@@ -294,27 +306,31 @@ def _resolve(
 
 
 class _TopK:
-    """Running top-k by value (ties: lower index first), with each item's code vector."""
+    """Running top-k by value (ties: lower index first), with each item's code vector and,
+    optionally, its (cropped) input."""
 
     def __init__(self, k: int) -> None:
         self.k = k
         self.values = torch.empty(0)
         self.indices = torch.empty(0, dtype=torch.long)
         self.codes: Tensor | None = None
+        self.inputs: Tensor | None = None
 
-    def push(self, codes: Tensor, channel: int, offset: int) -> None:
+    def push(self, codes: Tensor, channel: int, offset: int, inputs: Tensor | None = None) -> None:
         codes = codes.float().cpu()
         values = codes[:, channel]
         if not torch.isfinite(values).all():
             raise ValueError("the model produced NaN or infinite activations")
         indices = torch.arange(offset, offset + codes.shape[0])
-        all_codes = codes if self.codes is None else torch.cat([self.codes, codes])
         all_values = torch.cat([self.values, values])
         all_indices = torch.cat([self.indices, indices])
         order = torch.argsort(all_indices, stable=True)
         order = order[torch.argsort(-all_values[order], stable=True)][: self.k]
-        self.values, self.indices, self.codes = (
-            all_values[order],
-            all_indices[order],
-            all_codes[order],
-        )
+        self.values, self.indices = all_values[order], all_indices[order]
+        self.codes = _merge(self.codes, codes, order)
+        if inputs is not None:
+            self.inputs = _merge(self.inputs, inputs.detach().cpu(), order)
+
+
+def _merge(kept: Tensor | None, new: Tensor, order: Tensor) -> Tensor:
+    return (new if kept is None else torch.cat([kept, new]))[order]

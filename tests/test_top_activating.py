@@ -147,3 +147,17 @@ def test_bad_input_is_refused_before_work():
     nan[2, 0, 5, 5] = float("inf")
     with pytest.raises(ValueError, match="NaN or infinite"):
         pp.top_activating(model, unit, nan, k=1, progress=False)
+
+
+def test_kept_inputs_are_the_crops_of_the_top_items():
+    model = _small()
+    x = torch.randn(30, 3, 40, 40)
+    top = pp.top_activating(model, pp.Unit("5", 1), x, k=4, batch_size=7, keep_inputs=True,
+                            progress=False)  # fmt: skip
+    assert top.field is not None and top.inputs is not None and top.input_unit is not None
+    expected = top.field.crop(x[top.indices], top.unit.position)
+    assert torch.equal(top.inputs, expected.images)
+    assert top.input_unit.position == expected.unit
+    on_crops = layer_output(model, "5", top.inputs)[:, 1, expected.unit[0], expected.unit[1]]
+    torch.testing.assert_close(on_crops, top.values, rtol=1e-5, atol=1e-6)
+    assert pp.top_activating(model, pp.Unit("5", 1), x, k=4, progress=False).inputs is None
