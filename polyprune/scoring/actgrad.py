@@ -90,7 +90,7 @@ def _conv_kernel(module: nn.Module, x: Tensor, g: Tensor, rows: Tensor, chunk: i
             w = weight[idx].transpose(0, 1).reshape(in_per_group * c, 1, *weight.shape[2:])
             z = conv(xg, w, None, module.stride, 0, module.dilation, in_per_group)
             z = z.reshape(n, in_per_group, c, -1).mul_(g[:, idx].reshape(n, 1, c, -1))
-            scores[idx] = torch.linalg.vector_norm(z, 1, dim=3).sum(0).T / full
+            scores[idx] = z.abs_().sum(3).sum(0).T / full
     return scores
 
 
@@ -176,7 +176,7 @@ class ActGrad(BaseScorer):
     ((4, 3), (2, 4))
     """
 
-    def __init__(self, *, chunk_bytes: int = 256 * 2**20, progress: bool = True) -> None:
+    def __init__(self, *, chunk_bytes: int = 64 * 2**20, progress: bool = True) -> None:
         super().__init__(progress=progress)
         if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int) or chunk_bytes < 1:
             raise ValueError(f"chunk_bytes must be a positive int, got {chunk_bytes!r}")
