@@ -1,0 +1,208 @@
+"""Private: the Continuous Sparsification training loop behind fit_subnetwork."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ._hooks import eval_mode, model_dtype_device
+from ._unit_io import unit_activation
+from .masks import Masks
+from .sparsify import ContinuousSparsifier, ExponentialTemperature
+from .targets import Unit
+
+__all__ = ["CSResult", "check_cs", "fit_cs"]
+
+
+#: Learning rate of the BCE logit's learned shift (in logit units, gradient of order 1).
+SHIFT_LR = 0.1
+
+
+class CSResult(NamedTuple):
+    masks: Masks
+    history: dict[str, list[float]]
+    calibration: tuple[float, float] | None
+    paper_kept_fraction: float
+    state: dict[str, Any]
+
+
+def check_cs(
+    epochs: int,
+    lam: float,
+    lr: float,
+    momentum: float,
+    batch_size: int,
+    milestones: Sequence[int],
+    gamma: float,
+    penalty: str,
+    init: float,
+    temperature: tuple[float, float],
+    lr_scale: str,
+    balance: bool,
+) -> dict[str, Any]:
+    def number(name: str, value: object, ok: bool, valid: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not ok:
+            raise ValueError(f"{name} must be {valid}, got {value!r}")
+        return float(value)
+
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < (2 if name == "epochs" else 1)
+        ):
+            need = (
+                "an int ≥ 2 (the temperature goes from start to end)"
+                if name == "epochs"
+                else "an int ≥ 1"
+            )
+            raise ValueError(f"{name} must be {need}, got {value!r}")
+    ok = isinstance(lam, int | float) and math.isfinite(lam) and lam >= 0
+    number("lam", lam, ok, "a finite number ≥ 0")
+    number("lr", lr, isinstance(lr, int | float) and math.isfinite(lr) and lr > 0, "> 0")
+    number(
+        "momentum", momentum, isinstance(momentum, int | float) and 0 <= momentum < 1, "in [0, 1)"
+    )
+    number("gamma", gamma, isinstance(gamma, int | float) and 0 < gamma <= 1, "in (0, 1]")
+    number("init", init, isinstance(init, int | float) and 0 < init < 1, "in (0, 1)")
+    if lr_scale not in ("elements", "none"):
+        raise ValueError(f"lr_scale must be 'elements' or 'none', got {lr_scale!r}")
+    if penalty not in ("mean", "sum"):
+        raise ValueError(f"penalty must be 'mean' or 'sum', got {penalty!r}")
+    if isinstance(milestones, str) or not all(
+        isinstance(m, int) and not isinstance(m, bool) and 0 < m < epochs for m in milestones
+    ):
+        raise ValueError(f"milestones must be epochs in 1..{epochs - 1}, got {milestones!r}")
+    if (
+        not isinstance(temperature, tuple | list)
+        or len(temperature) != 2
+        or not all(isinstance(t, int | float) and math.isfinite(t) and t > 0 for t in temperature)
+    ):
+        raise ValueError(f"temperature must be (start, end) with both > 0, got {temperature!r}")
+    return {
+        "epochs": epochs, "lam": float(lam), "lr": float(lr), "momentum": float(momentum),
+        "batch_size": batch_size, "milestones": tuple(milestones), "gamma": float(gamma),
+        "penalty": penalty, "init": float(init), "temperature": tuple(map(float, temperature)),
+        "lr_scale": lr_scale, "balance": bool(balance),
+    }  # fmt: skip
+
+
+@torch.no_grad()
+def _dense_activations(model: nn.Module, unit: Unit, images: Tensor, batch_size: int) -> Tensor:
+    dtype, device = model_dtype_device(model)
+    out = [
+        unit_activation(model, x.to(device, dtype), unit, unit.position).float().cpu()
+        for x in torch.split(images, max(batch_size, 64))
+    ]
+    return torch.cat(out)
+
+
+def _calibration(acts: Tensor, members: Tensor) -> tuple[float, float]:
+    center = 0.5 * (float(acts[members].mean()) + float(acts[~members].mean()))
+    scale = float(acts.std()) if acts.numel() > 1 else 0.0
+    return center, scale if scale > 1e-12 else 1.0
+
+
+def _param_groups(
+    cs: ContinuousSparsifier, shift: Tensor | None, lr: float, lr_scale: str
+) -> list[dict[str, Any]]:
+    """One SGD group per masked weight; with ``lr_scale="elements"`` its lr is ``lr × elements``.
+
+    A layer's mask elements share its contribution to the unit (scaling all of a layer's masks
+    by ``c`` scales a bias-free ReLU network's output by ``c``), so the gradient each receives
+    is about ``1 / (elements in the layer)``: multiplying the layer's step by its element count
+    makes every logit move at a speed that does not depend on the layer's size. The BCE shift
+    (last group) uses ``SHIFT_LR``: its gradient is O(1) whatever the network.
+    """
+    groups: list[dict[str, Any]] = []
+    for name, logits in cs.named_parameters():
+        factor = cs.num_elements(name) if lr_scale == "elements" else 1
+        groups.append({"params": [logits], "lr": lr * factor})
+    groups.append({"params": [] if shift is None else [shift], "lr": SHIFT_LR})
+    return groups
+
+
+def fit_cs(
+    model: nn.Module,
+    unit: Unit,
+    images: Tensor,
+    members: Tensor,
+    granularity: str,
+    s: dict[str, Any],
+    calibrate: bool,
+    seed: int,
+    progress: bool,
+) -> CSResult:
+    dtype, device = model_dtype_device(model)
+    targets = members.to(dtype)
+    history: dict[str, list[float]] = {
+        k: [] for k in ("loss", "bce", "penalty", "temperature", "kept_fraction", "lr", "seconds")
+    }
+    gen = torch.Generator().manual_seed(seed)
+    n = images.shape[0]
+    n_in = int(members.sum())
+    pos_weight = (
+        torch.tensor((n - n_in) / n_in, device=device, dtype=dtype) if s["balance"] else None
+    )
+    with eval_mode(model):
+        calib = _calibration(_dense_activations(model, unit, images, s["batch_size"]), members)
+        center, scale = calib if calibrate else (0.0, 1.0)
+        t0, t1 = s["temperature"]
+        with ContinuousSparsifier(
+            model, up_to=unit, granularity=granularity, init=s["init"], temperature=t0
+        ) as cs:
+            shift = torch.zeros((), device=device, dtype=dtype, requires_grad=True)
+            opt = torch.optim.SGD(
+                _param_groups(cs, shift if calibrate else None, s["lr"], s["lr_scale"]),
+                lr=s["lr"],
+                momentum=s["momentum"],
+            )
+            sched = torch.optim.lr_scheduler.MultiStepLR(opt, s["milestones"], s["gamma"])
+            temp = ExponentialTemperature(cs, start=t0, end=t1, steps=s["epochs"])
+            bar = tqdm(range(s["epochs"]), disable=not progress, desc="CS", unit="epoch")
+            for _ in bar:
+                started = time.perf_counter()
+                totals = [0.0, 0.0, 0.0]
+                for idx in torch.split(torch.randperm(n, generator=gen), s["batch_size"]):
+                    x = images[idx].to(device, dtype)
+                    a = unit_activation(model, x, unit, unit.position)
+                    bce = F.binary_cross_entropy_with_logits(
+                        (a - center) / scale - shift, targets[idx].to(device), pos_weight=pos_weight
+                    )
+                    pen = cs.penalty(normalized=s["penalty"] == "mean")
+                    loss = bce + s["lam"] * pen
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    w = len(idx) / n
+                    totals[0] += w * loss.item()
+                    totals[1] += w * bce.item()
+                    totals[2] += w * pen.item()
+                seconds = time.perf_counter() - started
+                kept = cs.kept_fraction()
+                for key, value in zip(
+                    history,
+                    (
+                        *totals,
+                        cs.temperature,
+                        kept,
+                        opt.param_groups[-1]["lr"] * s["lr"] / SHIFT_LR,
+                        seconds,
+                    ),
+                    strict=True,
+                ):
+                    history[key].append(float(value))
+                bar.set_postfix(loss=f"{totals[0]:.4f}", kept=f"{kept:.4f}")
+                sched.step()
+                temp.step()
+            masks, paper, state = cs.hard_masks(), cs.paper_kept_fraction(), cs.state_dict()
+    if calibrate:  # the learned shift moves the center: logit = (a − center) / scale
+        calib = (center + scale * shift.detach().item(), scale)
+    return CSResult(masks, history, calib if calibrate else None, paper, state)

@@ -1,0 +1,286 @@
+"""fit_subnetwork: CS and scorer methods, the same Subnetwork, exact restoring, early errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+import torch.nn.functional as F
+from test_sparsify import assert_restored, snapshot
+from torch import Tensor, nn
+
+import polyprune as pp
+from polyprune import _cs_fit
+from polyprune import _masking as mk
+from polyprune.masks import Masks, Scores
+from polyprune.scoring import FORCE, SNIP
+from polyprune.sparsify import ContinuousSparsifier, ExponentialTemperature
+from polyprune.subnetwork import PAPER_SETTINGS, Subnetwork, fit_subnetwork
+
+
+class Counting(nn.Module):
+    """A small conv net that counts its forward passes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 5, 3), nn.ReLU(), nn.Conv2d(5, 2, 3)
+        )
+        self.calls = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.calls += 1
+        out: Tensor = self.net(x)
+        return out
+
+
+UNIT = pp.Unit("net.2", 3)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """These problems are tiny: one thread is faster than two on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def data(n: int = 16, size: int = 9) -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(n, 3, size, size, generator=g), torch.arange(n) % 2 == 0
+
+
+class KernelMagnitude:
+    """A tiny scorer (the Scorer protocol): |w| summed over each kernel, as a plain dict."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def score(self, model: nn.Module, inputs, objective, *, granularity: str = "kernel"):
+        self.seen = [int(x.shape[0]) for x in inputs]
+        assert isinstance(objective, pp.Unit) and objective.position is not None
+        return {
+            name: p.detach().abs().flatten(2).sum(2)
+            for name, p in model.named_parameters()
+            if name in mk.reachable_parameters(model, objective.layer)
+        }
+
+
+# -- CS ------------------------------------------------------------------------------------------
+
+
+def test_cs_returns_a_subnetwork_with_history_and_is_deterministic():
+    model = Counting()
+    images, members = data()
+    a = fit_subnetwork(model, UNIT, images, members, epochs=4, batch_size=5, progress=False)
+    b = fit_subnetwork(model, UNIT, images, members, epochs=4, batch_size=5, progress=False)
+    assert isinstance(a, Subnetwork) and a.method == "cs"
+    assert a.unit == pp.Unit("net.2", 3, (2, 2))  # the center of the 5×5 map
+    assert a.masks.unit == a.unit and a.masks.granularity == "kernel"
+    assert set(a.masks.regions) == {"net.0.weight", "net.2.weight"}
+    assert a.kept_fraction == a.masks.kept_fraction()
+    assert a.paper_kept_fraction is not None and a.paper_kept_fraction <= a.kept_fraction
+    keys = {"loss", "bce", "penalty", "temperature", "kept_fraction", "lr", "seconds"}
+    assert set(a.history) == keys and all(len(v) == 4 for v in a.history.values())
+    assert a.history["temperature"] == pytest.approx([1.0, 200 ** (1 / 3), 200 ** (2 / 3), 200.0])
+    for key in ("loss", "bce", "penalty"):
+        assert a.history[key] == b.history[key]  # same seed, same run
+    assert all(torch.equal(a.masks[n], b.masks[n]) for n in a.masks)
+    loss, bce, pen = a.history["loss"][0], a.history["bce"][0], a.history["penalty"][0]
+    assert loss == pytest.approx(bce + 1.0 * pen, rel=1e-5)  # lam = 1, mean penalty
+
+
+def test_cs_milestones_and_paper_settings():
+    model = Counting()
+    images, members = data()
+    settings = {**PAPER_SETTINGS, "epochs": 6, "milestones": (3, 5)}
+    sub = fit_subnetwork(model, UNIT, images, members, progress=False, **settings)
+    assert sub.history["lr"] == pytest.approx([0.1, 0.1, 0.1, 0.01, 0.01, 0.001])
+    assert sub.calibration is None
+    assert sub.history["penalty"][0] == pytest.approx(16 * 0.5, rel=0.05)  # raw sum, σ ≈ ½
+
+
+@pytest.mark.parametrize("balance", [True, False])
+def test_bce_uses_the_calibrated_logit_and_balances_classes(balance):
+    model = Counting()
+    images, _ = data()
+    members = torch.arange(16) < 3  # 3 members, 13 non-members
+    sub = fit_subnetwork(
+        model, UNIT, images, members, epochs=2, lr=1e-12, batch_size=16, balance=balance,
+        progress=False,
+    )  # fmt: skip
+    with torch.no_grad():
+        dense = model.net[:3](images)[:, 3, 2, 2]
+        center = 0.5 * (dense[members].mean() + dense[~members].mean())
+        scale = dense.std()
+        with ContinuousSparsifier(model, up_to=sub.unit):  # σ(0) = ½ everywhere: the first step
+            soft = model.net[:3](images)[:, 3, 2, 2]
+    weight = torch.tensor(13 / 3) if balance else None
+    expected = F.binary_cross_entropy_with_logits(
+        (soft - center) / scale, members.float(), pos_weight=weight
+    )
+    assert sub.history["bce"][0] == pytest.approx(expected.item(), rel=1e-5)
+    assert sub.calibration is not None
+    assert sub.calibration[1] == pytest.approx(scale.item(), rel=1e-5)  # the learned shift
+    assert sub.calibration[0] != pytest.approx(center.item(), rel=1e-4)  # moved the center
+    assert _cs_fit.SHIFT_LR == 0.1
+
+
+def test_subnetwork_activations_apply_the_hard_masks():
+    model = Counting()
+    images, members = data()
+    sub = fit_subnetwork(model, UNIT, images, members, epochs=3, progress=False)
+    before = snapshot(model)
+    acts = sub.activations(model, images)
+    assert_restored(model, before)
+    with sub.masks.applied(model), torch.no_grad():
+        expected = model.net[:3](images)[:, 3, 2, 2]
+    torch.testing.assert_close(acts, expected)
+
+
+def test_progress_bar(capsys):
+    model = Counting()
+    images, members = data()
+    fit_subnetwork(model, UNIT, images, members, epochs=2, progress=True)
+    assert "CS" in capsys.readouterr().err
+    fit_subnetwork(model, UNIT, images, members, epochs=2, progress=False)
+    assert capsys.readouterr().err == ""
+
+
+# -- scorers --------------------------------------------------------------------------------------
+
+
+def test_scorer_method_returns_the_same_type():
+    model = Counting()
+    images, members = data(20)
+    scorer = KernelMagnitude()
+    sub = fit_subnetwork(model, UNIT, images, members, scorer, keep=0.25, batch_size=4)
+    assert isinstance(sub, Subnetwork) and sub.method == "KernelMagnitude"
+    assert scorer.seen == [4, 4, 2]  # the 10 members only, in batches
+    assert sub.history == {} and sub.state is None
+    assert sub.masks.unit == sub.unit
+    assert set(sub.masks.regions) == {"net.0.weight", "net.2.weight"}
+    assert sub.kept_fraction == pytest.approx(0.25, abs=1 / 16)  # 16 kernels reach the unit
+
+
+def test_scorer_with_scores_object_keeps_its_regions():
+    model = Counting()
+    images, members = data()
+
+    class RegionScorer:
+        def score(self, model, inputs, objective, *, granularity="kernel"):
+            shapes, regions = mk.unit_regions(
+                model, objective.layer, objective.channel, granularity
+            )
+            values = {n: torch.rand(mk.mask_shape(s, granularity)) for n, s in shapes.items()}
+            return Scores(
+                values, granularity, weight_shapes=shapes, regions=regions, unit=objective
+            )
+
+    sub = fit_subnetwork(
+        model, UNIT, images, members, RegionScorer(), keep=0.5, granularity="filter"
+    )
+    assert sub.masks.granularity == "filter"
+    assert sub.kept_fraction == pytest.approx(0.5, abs=0.2)
+
+
+@pytest.mark.parametrize("make", [SNIP, lambda: FORCE(rounds=3, progress=False)])
+def test_real_scorers_match_scoring_by_hand(make):
+    model = Counting()
+    images, members = data(20)
+    sub = fit_subnetwork(model, UNIT, images, members, make(), keep=0.25)
+    assert sub.method in ("SNIP", "FORCE") and sub.masks.unit == sub.unit
+    assert sub.kept_fraction == pytest.approx(0.25, abs=1 / 16)
+    options = {"keep": 0.25} if sub.method == "FORCE" else {}
+    scores = make().score(model, images[members], sub.unit, **options)
+    by_hand = Masks.from_scores(scores, 0.25)
+    assert all(torch.equal(sub.masks[n], by_hand[n]) for n in by_hand)
+
+
+# -- restoring ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fixture", "layer", "channel", "size"),
+    [("alexnet", "features.6", 7, 51), ("resnet18", "layer2.0.conv2", 5, 48)],
+)
+def test_real_models_run_and_are_restored(request, fixture, layer, channel, size, monkeypatch):
+    model = request.getfixturevalue(fixture)
+    before = snapshot(model)
+    images = torch.randn(6, 3, size, size, generator=torch.Generator().manual_seed(0))
+    members = torch.tensor([True, False] * 3)
+    unit = pp.Unit(layer, channel)
+    sub = fit_subnetwork(model, unit, images, members, epochs=2, batch_size=3, progress=False)
+    assert_restored(model, before)
+    assert sub.masks.total_weights() > 0 and len(sub.history["loss"]) == 2
+    assert all(v == v for v in sub.history["loss"])  # finite, no NaN
+
+    def boom(self):
+        raise RuntimeError("interrupted")
+
+    monkeypatch.setattr(ExponentialTemperature, "step", boom)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        fit_subnetwork(model, unit, images, members, epochs=2, batch_size=3, progress=False)
+    assert_restored(model, before)
+    assert not model.training  # the fixture's eval mode is kept
+
+
+def test_training_mode_flags_are_restored():
+    model = Counting().train()
+    model.net[2].eval()
+    flags = [m.training for m in model.modules()]
+    images, members = data()
+    fit_subnetwork(model, UNIT, images, members, epochs=2, progress=False)
+    assert [m.training for m in model.modules()] == flags
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        ({"images": torch.randn(16, 3, 9)}, ValueError, "4-D"),
+        ({"images": torch.full((16, 3, 9, 9), float("nan"))}, ValueError, "NaN"),
+        ({"images": torch.zeros(16, 3, 9, 9, dtype=torch.long)}, ValueError, "floating point"),
+        ({"members": torch.ones(16, dtype=torch.bool)}, ValueError, "no non-member"),
+        ({"members": torch.zeros(16, dtype=torch.bool)}, ValueError, "no member"),
+        ({"members": torch.ones(15, dtype=torch.bool)}, ValueError, r"shape \(16,\)"),
+        ({"members": torch.rand(16)}, ValueError, "bool tensor"),
+        ({"members": torch.arange(16)}, ValueError, "0/1"),
+        ({"unit": pp.Unit("net.7", 0)}, ValueError, "unknown layer"),
+        ({"unit": pp.Unit("net.2", 9)}, ValueError, "channel 9 is out of range"),
+        ({"unit": pp.Unit("net.2", 0, (5, 0))}, ValueError, "outside the 5×5 map"),
+        ({"unit": "net.2"}, TypeError, "polyprune.Unit"),
+        ({"method": "force"}, ValueError, "method must be 'cs' or a scorer"),
+        ({"method": object()}, ValueError, "method must be 'cs' or a scorer"),
+        ({"method": KernelMagnitude()}, ValueError, "keep .* is required"),
+        ({"method": KernelMagnitude(), "keep": 1.5}, ValueError, r"keep .* \(0, 1\]"),
+        ({"granularity": "row"}, ValueError, "granularity must be one of"),
+        ({"epochs": 1}, ValueError, "epochs must be an int ≥ 2"),
+        ({"batch_size": 0}, ValueError, "batch_size must be an int ≥ 1"),
+        ({"lam": -1.0}, ValueError, "lam must be"),
+        ({"lr": 0.0}, ValueError, "lr must be"),
+        ({"momentum": 1.0}, ValueError, "momentum must be"),
+        ({"gamma": 2.0}, ValueError, "gamma must be"),
+        ({"init": 1.0}, ValueError, "init must be"),
+        ({"penalty": "l1"}, ValueError, "penalty must be"),
+        ({"lr_scale": "layer"}, ValueError, "lr_scale must be"),
+        ({"milestones": (0,)}, ValueError, "milestones must be"),
+        ({"temperature": (1.0, -2.0)}, ValueError, "temperature must be"),
+    ],
+)
+def test_bad_input_fails_before_any_work(change, error, match):
+    model = Counting()
+    before = snapshot(model)
+    images, members = data()
+    args = {"unit": UNIT, "images": images, "members": members, "progress": False, **change}
+    unit, images, members = args.pop("unit"), args.pop("images"), args.pop("members")
+    with pytest.raises(error, match=match):
+        fit_subnetwork(model, unit, images, members, **args)
+    position_check = "unit" in change and getattr(change["unit"], "position", None) is not None
+    assert model.calls == (1 if position_check else 0)  # at most the one shape probe
+    assert_restored(model, before)
