@@ -169,7 +169,7 @@ def fit_cs(
             bar = tqdm(range(s["epochs"]), disable=not progress, desc="CS", unit="epoch")
             for _ in bar:
                 started = time.perf_counter()
-                totals = [0.0, 0.0, 0.0]
+                sums = torch.zeros(3, device=device, dtype=torch.float64)
                 for idx in torch.split(torch.randperm(n, generator=gen), s["batch_size"]):
                     x = images[idx].to(device, dtype)
                     a = unit_activation(model, x, unit, unit.position)
@@ -181,10 +181,9 @@ def fit_cs(
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
-                    w = len(idx) / n
-                    totals[0] += w * loss.item()
-                    totals[1] += w * bce.item()
-                    totals[2] += w * pen.item()
+                    # batch-size-weighted means, synchronised once per epoch (not per batch)
+                    sums += len(idx) / n * torch.stack([loss, bce, pen]).detach().double()
+                totals = sums.tolist()
                 seconds = time.perf_counter() - started
                 kept = cs.kept_fraction()
                 for key, value in zip(
