@@ -3,8 +3,9 @@
 Prints, for each scorer and granularity, its time relative to one dense forward+backward
 (forward to ``features.10``, gradient of the unit w.r.t. every parameter) measured in the same
 run; FORCE(rounds)/SNIP per granularity (goal ≤ rounds + 1); and the peak resident memory of
-kernel-level ActGrad (goal < 2 GB), measured in a fresh subprocess with ``ru_maxrss`` (which
-sees torch's CPU allocations): first after a dense forward+backward, then after ActGrad.
+kernel-level ActGrad (goal < 2 GB) and of a dense forward+backward, measured in a fresh
+subprocess from the kernel's high-water mark of resident memory (``VmHWM``, reset between the
+two; it sees torch's CPU allocations, and unlike ``ru_maxrss`` not the parent's).
 
 Usage::
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -53,28 +54,46 @@ def dense(model: torch.nn.Module, x: torch.Tensor, unit: Unit) -> None:
 
 
 def timed(fn: Callable[[], object], repeat: int) -> float:
-    best = float("inf")
+    """The median wall time of ``repeat`` calls (the machine may be shared: the median is
+    less biased than the best against a single long run such as FORCE's)."""
+    times = []
     for _ in range(repeat):
         start = time.perf_counter()
         fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
-def _peak() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+def _status(field: str) -> int:
+    """A memory field of /proc/self/status in bytes (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _peak_since_reset() -> int:
+    """VmHWM: the peak RSS of this process image. Unlike ``ru_maxrss`` it does not inherit
+    the parent's peak through fork+exec, and writing 5 to clear_refs resets it."""
+    return _status("VmHWM")
+
+
+def _reset_peak() -> None:
+    Path("/proc/self/clear_refs").write_text("5")
 
 
 def child(crop: int, batch: int, chunk_mb: int) -> None:
-    """Print this process's peak RSS (bytes, JSON): after setup (torch, model, inputs), after
-    kernel-level ActGrad, then after a dense forward+backward (the peak never decreases, so the
-    last is the dense pass's own peak only when it exceeds ActGrad's)."""
+    """Print peak RSS figures (bytes, JSON) of this fresh process: after setup (torch, model,
+    inputs), then the peak during kernel-level ActGrad and during a dense forward+backward,
+    each measured from a reset of the high-water mark."""
     model, x, unit = setup(crop, batch)
-    peaks = {"setup": _peak()}
+    peaks = {"setup": _peak_since_reset()}
+    _reset_peak()
     ActGrad(chunk_bytes=chunk_mb * 2**20, progress=False).score(model, x, unit)
-    peaks["actgrad"] = _peak()
+    peaks["actgrad"] = _peak_since_reset()
+    _reset_peak()
     dense(model, x, unit)
-    peaks["dense"] = _peak()
+    peaks["dense"] = _peak_since_reset()
     print(json.dumps(peaks))
 
 
@@ -97,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--batch", type=int, default=None, help="crops per batch (default 64)")
     parser.add_argument("--rounds", type=int, default=None, help="FORCE rounds (default 10)")
     parser.add_argument("--keep", type=float, default=0.05, help="FORCE target kept fraction")
-    parser.add_argument("--repeat", type=int, default=None, help="best of n timings")
+    parser.add_argument("--repeat", type=int, default=None, help="median of n timings")
     parser.add_argument("--chunk-mb", type=int, default=64, help="ActGrad kernel chunk (MiB)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (quick: 1)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -114,7 +133,7 @@ def _run(args: argparse.Namespace) -> dict[str, float]:
     crop = args.crop or (67 if args.quick else 163)
     batch = args.batch or (2 if args.quick else 64)
     rounds = args.rounds or (2 if args.quick else 10)
-    repeat = args.repeat or (1 if args.quick else 2)
+    repeat = args.repeat or (1 if args.quick else 3)
     if args.child:
         child(crop, batch, args.chunk_mb)
         return {}
@@ -153,10 +172,11 @@ def _run(args: argparse.Namespace) -> dict[str, float]:
         f"\npeak RSS of a fresh process: {gib['setup']:.2f} GiB after setup (torch, model, inputs)"
     )
     print(
-        f"  {gib['actgrad']:.2f} GiB after kernel-level ActGrad "
+        f"  {gib['actgrad']:.2f} GiB during kernel-level ActGrad "
         f"(+{gib['actgrad'] - gib['setup']:.2f}; chunks of {args.chunk_mb} MiB; goal < 2 GB)"
     )
-    print(f"  {gib['dense']:.2f} GiB after a dense forward+backward too")  # fmt: skip
+    print(f"  {gib['dense']:.2f} GiB during a dense forward+backward "
+          f"(+{gib['dense'] - gib['setup']:.2f})")  # fmt: skip
     return results
 
 

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from ._graph import GraphError, is_maskable, trace_to, upstream
 from ._rf_rules import CHANNELWISE_FUNCTIONS, CHANNELWISE_METHODS, CHANNELWISE_MODULES
 
-__all__ = ["effective_kernels", "kernel_view"]
+__all__ = ["effective_kernels", "from_kernels", "kernel_view"]
 
 #: A per-channel boolean vector, or True / False for "every / no channel" of unknown width.
 Channels = Tensor | bool
@@ -81,6 +81,15 @@ def _kind(node: fx.Node, model: nn.Module) -> str:
         "Conv/Linear, channel-wise activations/normalization/dropout/pooling, element-wise "
         "add/sub/mul/div, and concatenation along channels"
     )
+
+
+def from_kernels(mask: Tensor, kernels: Tensor | None, granularity: str) -> Tensor:
+    """``mask`` restricted to the kernels ``(out, in/groups)`` (None: nothing is kept)."""
+    if kernels is None:
+        return torch.zeros_like(mask)
+    if granularity == "weight":
+        return mask & kernels.reshape(*kernels.shape, *(1,) * (mask.dim() - 2)).expand(mask.shape)
+    return kernels.clone() if granularity == "kernel" else kernels.any(1)
 
 
 def _describe(node: fx.Node, model: nn.Module) -> str:

@@ -295,6 +295,15 @@ class Masks(Mapping[str, Tensor]):
         Each masked module gets ``weight_orig``, a ``weight_mask`` buffer and a forward
         pre-hook, as other pruning tools expect; undo with ``prune.remove(module, "weight")``
         (which keeps the zeros). Everything is checked before the first module is changed.
+
+        Examples
+        --------
+        >>> import torch, polyprune as pp
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Conv2d(2, 1, 3))
+        >>> masks = pp.Masks({"0.weight": torch.tensor([[True], [False]])}, "kernel")
+        >>> model = masks.to_torch_prune(model)
+        >>> torch.nn.utils.prune.is_pruned(model), bool((model[0].weight[1] == 0).all())
+        (True, True)
         """
         expanded = self._check_fits(model)  # also refuses weights already masked or pruned
         owners = {name: mk.owner(model, name) for name in expanded}
@@ -313,6 +322,17 @@ class Masks(Mapping[str, Tensor]):
         of its weights is, and its weights stay as they were; at ``filter`` granularity a
         filter stays if it has a live input and a useful output. Elements outside the
         region are left as they are.
+
+        Examples
+        --------
+        >>> import torch, polyprune as pp
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(),
+        ...                             torch.nn.Conv2d(2, 1, 3))
+        >>> masks = pp.Masks({"0.weight": torch.tensor([[True], [False]]),
+        ...                   "2.weight": torch.tensor([[False, True]])}, "kernel")
+        >>> eff = masks.effective(model, pp.Unit("2", 0))  # channel 1 has no input, 0 no output
+        >>> eff["0.weight"].tolist(), eff["2.weight"].tolist()
+        ([[False], [False]], [[False, False]])
         """
         unit = unit if unit is not None else self.unit
         if unit is None:
@@ -325,15 +345,9 @@ class Masks(Mapping[str, Tensor]):
         paths = _paths.effective_kernels(model, unit.layer, unit.channel, views)
         out = {}
         for name, mask in self._masks.items():
-            kernels = paths.get(name)
-            if kernels is None:  # cannot reach the unit at all
-                new = torch.zeros_like(mask)
-            elif self.granularity == "weight":
-                new = mask & mk.expand(kernels, tuple(mask.shape))
-            else:
-                new = kernels if self.granularity == "kernel" else kernels.any(1)
+            new = _paths.from_kernels(mask, paths.get(name), self.granularity)
             region = self.regions.get(name)
-            out[name] = torch.where(region, new, mask) if region is not None else new.clone()
+            out[name] = torch.where(region, new, mask) if region is not None else new
         return Masks(
             out, self.granularity, weight_shapes=self.weight_shapes or None,
             regions=self.regions or None, unit=unit,

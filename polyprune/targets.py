@@ -190,7 +190,14 @@ class Objective:
 
 
 def as_objective(objective: Objective | Unit) -> Objective:
-    """An :class:`Objective` as given, or the default one (``"position"``) for a :class:`Unit`."""
+    """An :class:`Objective` as given, or the default one (``"position"``) for a :class:`Unit`.
+
+    Examples
+    --------
+    >>> from polyprune.targets import Unit, as_objective
+    >>> as_objective(Unit("features.10", 3)).kind
+    'position'
+    """
     if isinstance(objective, Objective):
         return objective
     if isinstance(objective, Unit):

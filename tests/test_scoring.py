@@ -65,6 +65,14 @@ def test_filter_actgrad_equals_captum_on_a_small_net() -> None:
     assert float(scores["4.weight"].sum()) == pytest.approx(float(expected[2]), abs=1e-5)
 
 
+def test_filter_actgrad_is_the_same_read_after_the_relu() -> None:
+    model, x, unit = small_net(1), torch.randn(4, 3, 13, 13), Unit("4", 0)
+    scores = ActGrad(progress=False).score(model, x, unit, granularity="filter")
+    lgxa = LayerGradientXActivation(truncated(model, unit.layer, unit, None), model[1])
+    after_relu = lgxa.attribute(x).detach().abs().flatten(2).mean(2).sum(0)
+    torch.testing.assert_close(scores["0.weight"], after_relu, atol=1e-6, rtol=1e-5)
+
+
 def test_filter_actgrad_equals_captum_on_alexnet_with_inplace_relus(alexnet: nn.Module) -> None:
     torch.manual_seed(1)
     x = torch.rand(3, 3, 67, 67)

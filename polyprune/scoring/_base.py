@@ -43,6 +43,12 @@ class Scorer(Protocol):
     (``"features.0.weight"``) with one non-negative score per mask element, shaped by
     ``granularity``: ``"weight"`` (like the weight), ``"kernel"`` (``(out, in)``) or
     ``"filter"`` (``(out,)``). Higher means more important.
+
+    Examples
+    --------
+    >>> from polyprune.scoring import SNIP, Scorer
+    >>> isinstance(SNIP(), Scorer)
+    True
     """
 
     def score(

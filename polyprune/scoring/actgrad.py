@@ -149,7 +149,9 @@ class ActGrad(BaseScorer):
       channel (before any activation function; after ``ReLU`` the product is the same).
     - ``"kernel"``: each input channel's own share of the output map,
       ``S_oi = Σ_images mean_map |(W_oi ∗ x_i) · ∂f/∂y_o|``, computed with a grouped
-      convolution in chunks of output channels (at most ``chunk_bytes`` per intermediate).
+      convolution in chunks of output channels (at most ``chunk_bytes`` per intermediate,
+      or one output channel's worth when that is larger), only over the part of the map
+      where the gradient is non-zero.
     - ``"weight"``: ``|w · ∂f/∂w|`` (as SNIP; a single weight has no map of its own).
 
     Per-image absolute values are summed over all images.
@@ -157,7 +159,7 @@ class ActGrad(BaseScorer):
     Parameters
     ----------
     chunk_bytes : int
-        Memory bound of the kernel-level intermediate ``(N, in, chunk, *map)``.
+        Memory bound of the kernel-level intermediate ``(N, in, chunk, *map)`` (64 MiB).
     progress : bool
         Show a progress bar over batches.
 
