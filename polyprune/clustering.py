@@ -1,0 +1,160 @@
+"""Cluster a unit's top activating inputs by their layer codes (HDBSCAN): is the unit polysemantic?
+
+Paper, section 3.1: record the center activations of *every* channel of the unit's layer for the
+unit's top-k crops (the "codes", :attr:`TopActivations.codes`) and cluster them with HDBSCAN;
+two or more clusters mean the unit responds to separate things.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import Tensor
+
+__all__ = ["Clustering", "cluster"]
+
+#: Fewer codes than this cannot be clustered meaningfully.
+MIN_CODES = 10
+
+
+@dataclass(frozen=True)
+class Clustering:
+    """The result of :func:`cluster`.
+
+    Attributes
+    ----------
+    labels : ndarray of int, shape (N,)
+        Cluster of each code, ``0 .. n_clusters - 1``; ``-1`` is noise.
+    probabilities : ndarray of float, shape (N,)
+        HDBSCAN's membership strength of each code in its cluster (0 for noise).
+    min_cluster_size : int
+        The value used (after defaults).
+    """
+
+    labels: NDArray[np.int64]
+    probabilities: NDArray[np.float64]
+    min_cluster_size: int
+    params: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def n_clusters(self) -> int:
+        """Number of clusters (noise excluded)."""
+        return int(self.labels.max()) + 1 if self.labels.size and self.labels.max() >= 0 else 0
+
+    @property
+    def noise_fraction(self) -> float:
+        """Fraction of codes labelled noise."""
+        return float((self.labels < 0).mean()) if self.labels.size else 0.0
+
+    @property
+    def is_polysemantic(self) -> bool:
+        """Two or more clusters (the paper's criterion)."""
+        return self.n_clusters >= 2
+
+    @property
+    def sizes(self) -> list[int]:
+        """Number of codes in each cluster, by label."""
+        return [int((self.labels == c).sum()) for c in range(self.n_clusters)]
+
+    def members(self, label: int) -> Tensor:
+        """Boolean tensor: which codes belong to cluster ``label``."""
+        if not 0 <= label < self.n_clusters:
+            raise ValueError(f"label must be in 0..{self.n_clusters - 1}, got {label}")
+        return torch.from_numpy(self.labels == label)
+
+
+def default_min_cluster_size(n: int) -> int:
+    """5 % of the codes, at least 5: the paper's 50 for its top 1,000."""
+    return max(5, round(0.05 * n))
+
+
+def cluster(
+    codes: Tensor | NDArray[Any],
+    min_cluster_size: int | None = None,
+    *,
+    standardize: bool = True,
+    min_samples: int | None = None,
+    cluster_selection_method: str = "eom",
+    n_components: int | None = None,
+) -> Clustering:
+    """Cluster ``codes`` (N, C) with HDBSCAN (the ``hdbscan`` package, as the paper did).
+
+    Parameters
+    ----------
+    codes : Tensor or ndarray, shape (N, C)
+        One row per top activating input: the center activations of every channel of the layer.
+    min_cluster_size : int, optional
+        HDBSCAN's smallest cluster. Default: 5 % of N, at least 5 (the paper: 50 of 1,000).
+    standardize : bool
+        Z-score each channel first (default), so channels with large activations do not dominate
+        the distances; constant channels are left at 0. The paper did not scale.
+    min_samples : int, optional
+        HDBSCAN's density smoothing; ``None`` means ``min_cluster_size`` (HDBSCAN's default).
+    cluster_selection_method : {"eom", "leaf"}
+        HDBSCAN's cluster selection ("eom", its default, favours fewer larger clusters).
+    n_components : int, optional
+        Project onto this many principal components before clustering (None: no projection).
+
+    Raises
+    ------
+    ValueError
+        Fewer than 10 codes, codes that are not 2-D, NaN/inf, or a ``min_cluster_size`` < 2 or
+        larger than N.
+
+    Examples
+    --------
+    >>> import numpy as np, polyprune as pp
+    >>> rng = np.random.default_rng(0)
+    >>> codes = np.concatenate([rng.normal(0, 1, (60, 8)), rng.normal(6, 1, (60, 8))])
+    >>> result = pp.cluster(codes)
+    >>> result.n_clusters, result.is_polysemantic
+    (2, True)
+    """
+    x = codes.detach().cpu().double().numpy() if isinstance(codes, Tensor) else np.asarray(codes)
+    x = x.astype(np.float64, copy=False)
+    if x.ndim != 2:
+        raise ValueError(f"codes must be 2-D (N, C), got shape {x.shape}")
+    n = x.shape[0]
+    if n < MIN_CODES:
+        raise ValueError(f"need at least {MIN_CODES} codes to cluster, got {n}")
+    if not np.isfinite(x).all():
+        raise ValueError("codes contain NaN or infinite values")
+    size = default_min_cluster_size(n) if min_cluster_size is None else min_cluster_size
+    if isinstance(size, bool) or not isinstance(size, int | np.integer) or not 2 <= size <= n:
+        raise ValueError(f"min_cluster_size must be an int in [2, {n}], got {min_cluster_size!r}")
+    if cluster_selection_method not in ("eom", "leaf"):
+        raise ValueError(
+            f"cluster_selection_method must be 'eom' or 'leaf', got {cluster_selection_method!r}"
+        )
+    if standardize:
+        std = x.std(axis=0)
+        x = (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)
+    if n_components is not None:
+        if not 1 <= n_components <= min(x.shape):
+            raise ValueError(f"n_components must be in [1, {min(x.shape)}], got {n_components}")
+        from sklearn.decomposition import PCA
+
+        x = PCA(n_components=n_components, random_state=0).fit_transform(x)
+    import hdbscan
+
+    model = hdbscan.HDBSCAN(
+        min_cluster_size=int(size),
+        min_samples=min_samples,
+        cluster_selection_method=cluster_selection_method,
+    ).fit(x)
+    params = {
+        "standardize": standardize,
+        "min_samples": min_samples,
+        "cluster_selection_method": cluster_selection_method,
+        "n_components": n_components,
+    }
+    return Clustering(
+        labels=np.asarray(model.labels_, dtype=np.int64),
+        probabilities=np.asarray(model.probabilities_, dtype=np.float64),
+        min_cluster_size=int(size),
+        params=params,
+    )

@@ -1,0 +1,284 @@
+"""The paper's experiment end to end: top activations → clusters → one subnetwork per cluster and
+method → evaluation, figures and a report.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from .clustering import Clustering, cluster
+from .evaluation import Evaluation, evaluate, held_out_split
+from .evaluation import _activations as unit_activations
+from .recording import TopActivations, top_activating
+from .scoring import FORCE, SNIP, ActGrad, Magnitude, Random
+from .subnetwork import Subnetwork, fit_subnetwork
+from .targets import Unit
+
+__all__ = ["StudyResult", "study"]
+
+_SCORERS: dict[str, type[Any]] = {
+    "actgrad": ActGrad, "snip": SNIP, "force": FORCE, "magnitude": Magnitude, "random": Random,
+}  # fmt: skip
+
+
+def _method(spec: str | Any, keep: float, rounds: int, progress: bool) -> tuple[str, Any]:
+    """(name, method) for fit_subnetwork from "cs", a scorer name, or a scorer instance."""
+    if not isinstance(spec, str):
+        return type(spec).__name__.lower(), spec
+    name = spec.lower()
+    if name == "cs":
+        return "cs", "cs"
+    if name not in _SCORERS:
+        raise ValueError(f"unknown method {spec!r}; valid: {['cs', *_SCORERS]} or a scorer")
+    if name == "force":
+        return name, FORCE(rounds=rounds, keep=keep, progress=progress)
+    if name == "random":
+        return name, Random(seed=0)
+    return name, _SCORERS[name]()
+
+
+@dataclass
+class StudyResult:
+    """Everything :func:`study` found; :meth:`save` writes the report.
+
+    Attributes
+    ----------
+    unit : Unit
+        The unit studied (position in full-image map coordinates).
+    top : TopActivations
+        The top-k items, their codes and receptive-field crops.
+    clustering : Clustering
+        HDBSCAN on the codes; ``labels[i]`` belongs to ``top.indices[i]``.
+    fit_index, held_index : Tensor
+        Positions (into the top-k) used to fit the subnetworks and held out for evaluation.
+    subnetworks : dict
+        ``subnetworks[method][cluster]`` → :class:`Subnetwork`.
+    evaluations : dict
+        ``evaluations[method]`` → :class:`Evaluation`.
+    activations : dict
+        Panel title → the unit's activation on all top-k crops: ``"original"`` and one panel per
+        method × cluster subnetwork (the paper's Figure 4).
+    visualizations : dict
+        Name → optimised images (with ``visualize=True``).
+    timings : dict
+        Seconds per stage.
+    """
+
+    unit: Unit
+    top: TopActivations
+    clustering: Clustering
+    fit_index: Tensor
+    held_index: Tensor
+    subnetworks: dict[str, dict[int, Subnetwork]] = field(default_factory=dict)
+    evaluations: dict[str, Evaluation] = field(default_factory=dict)
+    activations: dict[str, Tensor] = field(default_factory=dict)
+    visualizations: dict[str, Tensor] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_polysemantic(self) -> bool:
+        """Two or more clusters among the top activations."""
+        return self.clustering.is_polysemantic
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per (method, cluster): kept fraction, separation before/after, r."""
+        out = []
+        for method, ev in self.evaluations.items():
+            for label, c in ev.clusters.items():
+                out.append({
+                    "method": method, "cluster": label, "kept": c.kept_fraction,
+                    "auroc_before": c.before.auroc, "auroc_after": c.after.auroc,
+                    "auroc_held_out": c.after_held_out.auroc if c.after_held_out else None,
+                    "dprime_after": c.after.dprime, "pearson_r": c.pearson_r,
+                })  # fmt: skip
+        return out
+
+    def summary(self) -> str:
+        """A plain-text table of :meth:`rows`, with the clustering on top."""
+        c = self.clustering
+        head = (
+            f"unit {self.unit.layer}[{self.unit.channel}] at {self.unit.position}: "
+            f"{c.n_clusters} clusters {c.sizes} of {len(self.top)} top crops "
+            f"(noise {c.noise_fraction:.0%}) → "
+            + ("polysemantic" if c.is_polysemantic else "not polysemantic")
+        )
+        lines = [head]
+        if self.evaluations:
+            lines.append(
+                f"{'method':<10}{'cluster':>8}{'kept':>9}{'AUROC before':>14}"
+                f"{'after':>8}{'held-out':>10}{'d′ after':>10}{'r':>7}"
+            )
+            for r in self.rows():
+                held = "-" if r["auroc_held_out"] is None else f"{r['auroc_held_out']:.3f}"
+                lines.append(
+                    f"{r['method']:<10}{r['cluster']:>8}{r['kept']:>9.2%}{r['auroc_before']:>14.3f}"
+                    f"{r['auroc_after']:>8.3f}{held:>10}{r['dprime_after']:>10.2f}"
+                    f"{r['pearson_r']:>7.2f}"
+                )
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready results (no tensors but small index lists)."""
+        c = self.clustering
+        return {
+            "unit": {"layer": self.unit.layer, "channel": self.unit.channel,
+                     "position": self.unit.position},
+            "k": len(self.top),
+            "top_indices": self.top.indices.tolist(),
+            "clustering": {"n_clusters": c.n_clusters, "sizes": c.sizes,
+                           "noise_fraction": c.noise_fraction,
+                           "is_polysemantic": c.is_polysemantic,
+                           "min_cluster_size": c.min_cluster_size,
+                           "labels": c.labels.tolist()},
+            "rows": self.rows(),
+            "evaluations": {m: e.to_dict() for m, e in self.evaluations.items()},
+            "paper_kept_fraction": {
+                m: {str(k): s.paper_kept_fraction for k, s in subs.items()}
+                for m, subs in self.subnetworks.items()
+            },
+            "timings": self.timings,
+            "config": self.config,
+        }  # fmt: skip
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``results.json``, figures, ``report.md`` and ``report.html`` to ``directory``."""
+        from ._report import write_report
+
+        return write_report(self, Path(directory))
+
+
+def _log(progress: bool, message: str) -> None:
+    if progress:
+        print(f"[polyprune] {message}", file=sys.stderr, flush=True)
+
+
+def study(
+    model: nn.Module,
+    unit: Unit,
+    data: Tensor | Dataset[Any] | DataLoader[Any] | Iterable[Any],
+    *,
+    k: int = 1000,
+    methods: Sequence[str | Any] = ("cs", "actgrad", "snip", "force"),
+    keep: float = 0.05,
+    granularity: str = "kernel",
+    held_out: float = 0.2,
+    crop: bool = True,
+    batch_size: int = 64,
+    min_cluster_size: int | None = None,
+    cluster_options: Mapping[str, Any] | None = None,
+    fit_options: Mapping[str, Any] | None = None,
+    force_rounds: int = 10,
+    visualize: bool = False,
+    visualize_options: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> StudyResult:
+    """Run the paper's pipeline on one unit.
+
+    1. :func:`top_activating` streams ``data`` once and keeps the ``k`` best receptive-field
+       crops with their layer codes; 2. :func:`cluster` groups the codes; 3. if the unit is
+       polysemantic, each cluster's crops are split (``held_out`` fraction kept aside) and every
+       method fits one :class:`Subnetwork` per cluster (members: the cluster, non-members: the
+       other clusters, noise excluded); scorers keep ``keep``, CS finds its own kept fraction;
+       4. :func:`evaluate` measures separation on fitted and held-out crops and overlaps;
+       5. optionally :func:`visualize` the unit before and under each CS subnetwork.
+
+    ``methods``: ``"cs"``, ``"actgrad"``, ``"snip"``, ``"force"``, ``"magnitude"``, ``"random"``
+    or scorer instances. ``fit_options`` go to :func:`fit_subnetwork` for CS (e.g. ``epochs``).
+    """
+    if not 0 < held_out < 1:
+        raise ValueError(f"held_out must be in (0, 1), got {held_out}")
+    named = [_method(m, keep, force_rounds, progress) for m in methods]
+    unit.validate(model)
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    _log(progress, f"1/4 top-{k} crops of {unit.layer}[{unit.channel}]")
+    top = top_activating(
+        model, unit, data, k, crop=crop, batch_size=batch_size, keep_inputs=True,
+        progress=progress,
+    )  # fmt: skip
+    timings["top_activating"] = time.perf_counter() - t
+    t = time.perf_counter()
+    _log(progress, "2/4 clustering the layer codes (HDBSCAN)")
+    clustering = cluster(top.codes, min_cluster_size, **dict(cluster_options or {}))
+    timings["clustering"] = time.perf_counter() - t
+    fit_index, held_index = held_out_split(clustering.labels, held_out, seed=seed)
+    result = StudyResult(
+        unit=top.unit, top=top, clustering=clustering, fit_index=fit_index,
+        held_index=held_index, timings=timings,
+        config={"k": k, "keep": keep, "granularity": granularity, "held_out": held_out,
+                "methods": [n for n, _ in named], "seed": seed, "crop": crop},
+    )  # fmt: skip
+    if not clustering.is_polysemantic:
+        _log(progress, f"{clustering.n_clusters} cluster(s): not polysemantic, nothing to split")
+        return result
+    assert top.inputs is not None and top.input_unit is not None
+    crops, seen_as = top.inputs, top.input_unit
+    labels = torch.from_numpy(clustering.labels)
+    fit_x, fit_y = crops[fit_index], labels[fit_index]
+    clean = fit_y >= 0
+    t = time.perf_counter()
+    _log(progress, f"3/4 fitting {len(named)} method(s) × {clustering.n_clusters} clusters")
+    for name, method in named:
+        per_cluster: dict[int, Subnetwork] = {}
+        for label in range(clustering.n_clusters):
+            options = dict(fit_options or {}) if name == "cs" else {"keep": keep}
+            per_cluster[label] = fit_subnetwork(
+                model, seen_as, fit_x[clean], fit_y[clean] == label, method,
+                granularity=granularity, seed=seed, progress=progress, **options,
+            )  # fmt: skip
+        result.subnetworks[name] = per_cluster
+        timings[f"fit {name}"] = time.perf_counter() - t
+        t = time.perf_counter()
+    _log(progress, "4/4 evaluating separation, held-out and overlap")
+    for name, subs in result.subnetworks.items():
+        result.evaluations[name] = evaluate(
+            model, seen_as, fit_x, fit_y, subs, held_out=(crops[held_index], labels[held_index]),
+        )  # fmt: skip
+    result.activations = _panels(model, seen_as, crops, result.subnetworks)
+    timings["evaluate"] = time.perf_counter() - t
+    if visualize:
+        t = time.perf_counter()
+        result.visualizations = _visualize(model, seen_as, result, visualize_options, progress)
+        timings["visualize"] = time.perf_counter() - t
+    return result
+
+
+def _panels(
+    model: nn.Module, unit: Unit, crops: Tensor, subnetworks: dict[str, dict[int, Subnetwork]]
+) -> dict[str, Tensor]:
+    panels = {"original": unit_activations(model, unit, crops, None, 256)}
+    for method, subs in subnetworks.items():
+        for label, sub in subs.items():
+            title = f"{method} → cluster {label} (kept {sub.kept_fraction:.1%})"
+            panels[title] = unit_activations(model, unit, crops, sub.masks, 256)
+    return panels
+
+
+def _visualize(
+    model: nn.Module,
+    unit: Unit,
+    result: StudyResult,
+    options: Mapping[str, Any] | None,
+    progress: bool,
+) -> dict[str, Tensor]:
+    from .visualization import visualize
+
+    assert result.top.inputs is not None
+    opts: dict[str, Any] = {"size": tuple(result.top.inputs.shape[2:]), "progress": progress}
+    opts.update(options or {})
+    images = {"original": visualize(model, unit, **opts)}
+    method = "cs" if "cs" in result.subnetworks else next(iter(result.subnetworks))
+    for label, sub in result.subnetworks[method].items():
+        images[f"{method} → cluster {label}"] = visualize(model, unit, masks=sub.masks, **opts)
+    return images
