@@ -206,6 +206,8 @@ NAN = torch.full((2, 3, 9, 9), float("nan"))
         (FORCE(), X, Unit("body.2", 0), {"keep": 1.5}, ValueError, r"\(0, 1\]"),
         (FORCE(), X, Unit("body.2", 0), {"keep": 1e-5}, ValueError, "keeps 0"),
         (Magnitude(), torch.rand(0, 3), Unit("body.2", 0), {}, ValueError, "at least one"),
+        (SNIP(), X[0], Unit("body.2", 0), {}, ValueError, "needs 4-D batches"),
+        (SNIP(), [(X[0], 1)], Unit("body.2", 0), {}, ValueError, "rather than a Dataset"),
     ],
 )
 def test_bad_input_fails_before_any_work(

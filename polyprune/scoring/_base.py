@@ -61,7 +61,7 @@ class Scorer(Protocol):
     ) -> dict[str, Tensor]: ...
 
 
-def _as_batch(item: Any, index: int) -> Tensor:
+def _as_batch(item: Any, index: int, ndim: int | None = None) -> Tensor:
     if isinstance(item, tuple | list) and item and isinstance(item[0], Tensor):
         item = item[0]
     if not isinstance(item, Tensor):
@@ -73,6 +73,12 @@ def _as_batch(item: Any, index: int) -> Tensor:
         raise ValueError(
             f"batch {index} has shape {tuple(item.shape)}: a batch needs at least one image "
             "(N ≥ 1, shape (N, C, ...))"
+        )
+    if ndim is not None and item.dim() != ndim:
+        raise ValueError(
+            f"batch {index} has shape {tuple(item.shape)}, but the model's first layer needs "
+            f"{ndim}-D batches (N, C, ...); for one image add a batch dimension, and pass a "
+            "DataLoader rather than a Dataset"
         )
     if not item.is_floating_point():
         raise TypeError(f"batch {index} has dtype {item.dtype}; images must be floating point")
@@ -91,7 +97,15 @@ class Batches:
 
     _END: ClassVar[object] = object()
 
-    def __init__(self, inputs: Inputs, *, passes: int = 1, model: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        inputs: Inputs,
+        *,
+        passes: int = 1,
+        model: nn.Module | None = None,
+        ndim: int | None = None,
+    ) -> None:
+        self._ndim = ndim
         self._dtype: torch.dtype | None = None
         self._device: torch.device | None = None
         if model is not None:
@@ -100,7 +114,7 @@ class Batches:
         self._source: Iterable[Any] | None = None
         self.length: int | None = None
         if isinstance(inputs, Tensor):
-            _as_batch(inputs, 0)
+            _as_batch(inputs, 0, ndim)
             self._source, self.length = [inputs], 1
             return
         if not isinstance(inputs, Iterable) or isinstance(inputs, str | bytes):
@@ -114,7 +128,7 @@ class Batches:
         first = next(iterator, self._END)
         if first is self._END:
             raise ValueError("inputs is empty: give at least one batch of images")
-        _as_batch(first, 0)
+        _as_batch(first, 0, ndim)
         if iterator is inputs:
             self._once = itertools.chain([first], iterator)
         else:
@@ -129,7 +143,7 @@ class Batches:
         else:
             raise RuntimeError("these inputs were a one-shot iterator and are used up")
         for index, item in enumerate(items):
-            batch = _as_batch(item, index)
+            batch = _as_batch(item, index, self._ndim)
             yield batch.to(dtype=self._dtype, device=self._device)
 
 
@@ -214,10 +228,17 @@ def prepare(
     if uses_inputs:
         if inputs is None:
             raise ValueError("inputs is None: this scorer needs images (a tensor or batches)")
-        batches = Batches(inputs, passes=passes, model=model)
+        batches = Batches(inputs, passes=passes, model=model, ndim=_input_ndim(model, shapes))
     elif isinstance(inputs, Tensor):
-        _as_batch(inputs, 0)
+        _as_batch(inputs, 0, _input_ndim(model, shapes))
     return Job(model, goal, gran, shapes, regions, batches, progress)
+
+
+def _input_ndim(model: nn.Module, shapes: Mapping[str, tuple[int, ...]]) -> int | None:
+    """The batch rank, when every scored layer is a convolution with the same number of
+    spatial dimensions (a CNN); otherwise None (not checked)."""
+    ranks = {len(getattr(mk.owner(model, name)[0], "kernel_size", ())) for name in shapes}
+    return ranks.pop() + 2 if len(ranks) == 1 and 0 not in ranks else None
 
 
 class BaseScorer:
