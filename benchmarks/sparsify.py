@@ -2,7 +2,8 @@
 
 Forward + backward of random-init AlexNet up to ``features.10`` (loss: one unit's center
 activation) on a batch of 163×163 crops, with the sparsifier attached versus the plain model, in
-the same run: repetitions are interleaved (plain, masked, plain, ...) and the median is reported.
+the same run: repetitions are interleaved in pairs (the order alternating inside each pair), and
+the median of the per-pair ratios is reported, which cancels slow drifts in the machine's load.
 Goals: ratio ≤ 1.05 at kernel granularity, ≤ 1.10 at weight granularity.
 
 Then one ``fit_subnetwork`` epoch on 2,000 crops (batch 32), in seconds.
@@ -47,7 +48,7 @@ def _timed(fn: Callable[[], None]) -> float:
 def overhead(
     model: nn.Module, x: torch.Tensor, granularity: str, reps: int
 ) -> tuple[float, float, float]:
-    """Median seconds (plain, masked) and their ratio, repetitions interleaved.
+    """Median seconds (plain, masked) and the median of the per-pair ratios masked / plain.
 
     The masked model is a copy of ``model`` (same weights) with the sparsifier attached for the
     whole measurement; the plain model computes its weights' gradients, the masked one its
@@ -72,12 +73,15 @@ def overhead(
             _step(twin, x, pos)
 
         for i in range(reps + 1):  # the first pair warms up and is dropped
-            tp, tm = _timed(run_plain), _timed(run_masked)
+            if i % 2:  # alternate the order inside each pair
+                tm, tp = _timed(run_masked), _timed(run_plain)
+            else:
+                tp, tm = _timed(run_plain), _timed(run_masked)
             if i:
                 plain.append(tp)
                 masked.append(tm)
-    p, m = statistics.median(plain), statistics.median(masked)
-    return p, m, m / p
+    ratios = [m / p for p, m in zip(plain, masked, strict=True)]
+    return statistics.median(plain), statistics.median(masked), statistics.median(ratios)
 
 
 def epoch_seconds(model: nn.Module, n: int, size: int, batch_size: int) -> float:
