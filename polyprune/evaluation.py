@@ -23,7 +23,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from scipy import stats
 from torch import Tensor, nn
 
 from ._masking import element_sizes
@@ -67,6 +66,8 @@ def separation(members: Tensor | NDArray[Any], others: Tensor | NDArray[Any]) ->
     >>> round(s.auroc, 4), round(s.dprime, 4)
     (0.9444, 2.0)
     """
+    from scipy import stats  # imported here: scipy.stats costs ~1 s at import
+
     a = np.asarray(members.detach().cpu() if isinstance(members, Tensor) else members, float)
     b = np.asarray(others.detach().cpu() if isinstance(others, Tensor) else others, float)
     if a.ndim != 1 or b.ndim != 1 or a.size == 0 or b.size == 0:
@@ -100,6 +101,8 @@ class Overlap:
 
 def overlap(a: Masks, b: Masks) -> Overlap:
     """Compare two subnetworks of one unit (same weights and granularity)."""
+    from scipy import stats
+
     iou = a.iou(b)  # also validates that the masks are comparable
     exp_inter_w = exp_union_w = 0.0
     observed, expected, pmf, var = 0, 0.0, np.ones(1), 0.0

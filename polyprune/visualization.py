@@ -11,11 +11,10 @@ import os
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 from numpy.typing import NDArray
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -24,6 +23,9 @@ from ._fvis import FourierImage, random_transform
 from ._hooks import eval_mode, first_in_channels, forward_until, model_dtype_device
 from .masks import Masks
 from .targets import Unit
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["plot_crops", "plot_histograms", "plot_images", "plot_kept_per_layer", "visualize"]
 
@@ -97,6 +99,12 @@ def _to_hwc(image: Tensor) -> NDArray[Any]:
     return array[..., 0] if array.shape[2] == 1 else array
 
 
+def _figure(figsize: tuple[float, float]) -> Figure:
+    from matplotlib.figure import Figure  # imported here: keeps `import polyprune` light
+
+    return Figure(figsize=figsize)
+
+
 def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -115,7 +123,7 @@ def plot_crops(
     """A grid with one row of top-activating crops per cluster (noise, label -1, last)."""
     y = np.asarray(labels)
     rows = sorted({int(v) for v in y}, key=lambda v: (v < 0, v))
-    fig = Figure(figsize=(1.3 * per_cluster, 1.4 * len(rows) + 0.4))
+    fig = _figure((1.3 * per_cluster, 1.4 * len(rows) + 0.4))
     axes = fig.subplots(len(rows), per_cluster, squeeze=False)
     for r, label in enumerate(rows):
         idx = np.flatnonzero(y == label)[:per_cluster]
@@ -146,7 +154,7 @@ def plot_histograms(
     """
     y = np.asarray(labels)
     clusters = sorted(int(v) for v in set(y.tolist()) if v >= 0)
-    fig = Figure(figsize=(5.0, 1.9 * len(panels) + 0.5))
+    fig = _figure((5.0, 1.9 * len(panels) + 0.5))
     axes = fig.subplots(len(panels), 1, squeeze=False)
     for ax, (name, values) in zip(axes[:, 0], panels.items(), strict=True):
         v = values.detach().float().cpu().numpy()
@@ -168,7 +176,7 @@ def plot_kept_per_layer(
 ) -> Path:
     """Grouped bars: the kept fraction of every layer, one bar per subnetwork."""
     layers = list(dict.fromkeys(name for m in masks.values() for name in m))
-    fig = Figure(figsize=(max(5.0, 0.9 * len(layers) + 2), 3.2))
+    fig = _figure((max(5.0, 0.9 * len(layers) + 2), 3.2))
     ax = fig.subplots()
     width = 0.8 / max(1, len(masks))
     for k, (name, m) in enumerate(masks.items()):
@@ -194,7 +202,7 @@ def plot_images(
     images: Mapping[str, Tensor], path: str | os.PathLike[str], *, title: str | None = None
 ) -> Path:
     """Images side by side with their names (e.g. visualizations before and after pruning)."""
-    fig = Figure(figsize=(2.2 * len(images), 2.5))
+    fig = _figure((2.2 * len(images), 2.5))
     axes = fig.subplots(1, len(images), squeeze=False)[0]
     for ax, (name, image) in zip(axes, images.items(), strict=True):
         ax.imshow(_to_hwc(image[0] if image.dim() == 4 else image), cmap="gray")

@@ -14,7 +14,10 @@ settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True
 settings.register_profile("dev", max_examples=25, deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# One torch thread per test process: pytest runs two worker processes (-n 2 in pyproject), and
+# most tensors here are tiny, where a second thread costs more in synchronisation than it gains
+# (measured ~5x slower on a busy 2-core machine).
+torch.set_num_threads(1)
 
 
 def _random_init(factory: object, seed: int = 0) -> nn.Module:

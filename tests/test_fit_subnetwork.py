@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -37,15 +35,6 @@ class Counting(nn.Module):
 
 
 UNIT = pp.Unit("net.2", 3)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """These problems are tiny: one thread is faster than two on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def data(n: int = 16, size: int = 9) -> tuple[Tensor, Tensor]:

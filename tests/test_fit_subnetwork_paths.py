@@ -108,16 +108,11 @@ def kernel_precision_recall(masks: pp.Masks, truth: dict[str, Tensor]) -> tuple[
 
 @pytest.fixture(scope="module")
 def fitted() -> Iterator[tuple[nn.Module, dict[str, Tensor], Tensor, Tensor, Subnetwork]]:
-    """CS with every default on the planted network (single-threaded: tiny convs)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model, truth = planted_network()
-        images, members = planted_images(128)
-        sub = fit_subnetwork(model, UNIT, images, members, progress=False)
-        yield model, truth, images, members, sub
-    finally:
-        torch.set_num_threads(threads)
+    """CS with every default on the planted network."""
+    model, truth = planted_network()
+    images, members = planted_images(128)
+    sub = fit_subnetwork(model, UNIT, images, members, progress=False)
+    yield model, truth, images, members, sub
 
 
 def test_cs_keeps_path_a_and_drops_path_b_and_distractors(fitted):

@@ -7,7 +7,6 @@ import warnings
 
 import pytest
 import torch
-from _threads import single_thread  # noqa: F401 (autouse: one torch thread)
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import Tensor, nn

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _threads import single_thread  # noqa: F401 (autouse: one torch thread)
 from conftest import layer_output
 from torch import nn
 

@@ -8,7 +8,6 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
-from _threads import single_thread  # noqa: F401 (autouse: one torch thread)
 from captum.attr import LayerGradientXActivation
 from torch import Tensor, nn
 

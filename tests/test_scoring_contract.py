@@ -6,7 +6,6 @@ import warnings
 
 import pytest
 import torch
-from _threads import single_thread  # noqa: F401 (autouse: one torch thread)
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -24,15 +23,6 @@ def small_net(seed: int = 0) -> nn.Module:
 
 
 UNIT = pp.Unit("2", 3)  # conv "2", channel 3: every kernel of conv 0, row 3 of conv 2
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """These problems are tiny: one thread is faster than two on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # -- ExponentialTemperature ----------------------------------------------------------------------

@@ -4,22 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-import torch
-
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "sparsify.py"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """These problems are tiny: one thread is faster than two on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_benchmark_quick(capsys):
