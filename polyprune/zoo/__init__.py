@@ -1,15 +1,31 @@
-"""Ground truth for polyprune: procedural concept images, a planted-superposition network with an
-exact circuit per concept, and small trained polysemantic models shipped with the package.
+"""Ground truth for polyprune: images, networks and models whose polysemantic units are known.
+
+- **Concept images** (:func:`concept_images`, :class:`ConceptDataset`, :func:`write_image_folder`):
+  deterministic procedural families ("hstripes", "rings", ...; :data:`CONCEPTS`).
+- **Planted superposition** (:func:`planted_network`): a CNN whose unit :data:`PLANTED_TARGET` fires
+  for several concepts through disjoint circuits known exactly, kernel by kernel.
+
+Examples
+--------
+>>> from polyprune import zoo
+>>> model, truth = zoo.planted_network(("hstripes", "rings"))
+>>> zoo.PLANTED_TARGET
+('features.6', 0)
 """
 
 from __future__ import annotations
 
 from ._concepts import ConceptDataset, concept_images, write_image_folder
+from ._planted import PLANTED_SIZE, PLANTED_TARGET, PlantedNetwork, planted_network
 from ._render import CONCEPTS
 
 __all__ = [
     "CONCEPTS",
+    "PLANTED_SIZE",
+    "PLANTED_TARGET",
     "ConceptDataset",
+    "PlantedNetwork",
     "concept_images",
+    "planted_network",
     "write_image_folder",
 ]
