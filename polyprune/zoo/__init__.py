@@ -4,6 +4,9 @@
   deterministic procedural families ("hstripes", "rings", ...; :data:`CONCEPTS`).
 - **Planted superposition** (:func:`planted_network`): a CNN whose unit :data:`PLANTED_TARGET` fires
   for several concepts through disjoint circuits known exactly, kernel by kernel.
+- **Trained polysemantic models** (:func:`load`, :func:`available`, :func:`model_card`,
+  :func:`eval_data`, :func:`digits`): small CNNs trained with two concepts merged into one class,
+  shipped as weights inside the package.
 
 Examples
 --------
@@ -11,11 +14,15 @@ Examples
 >>> model, truth = zoo.planted_network(("hstripes", "rings"))
 >>> zoo.PLANTED_TARGET
 ('features.6', 0)
+>>> zoo.available()
+('concepts-merged', 'digits-merged')
 """
 
 from __future__ import annotations
 
 from ._concepts import ConceptDataset, concept_images, write_image_folder
+from ._digits import digits
+from ._models import ModelCard, ZooCNN, architecture, available, eval_data, load, model_card
 from ._planted import PLANTED_SIZE, PLANTED_TARGET, PlantedNetwork, planted_network
 from ._render import CONCEPTS
 
@@ -24,8 +31,16 @@ __all__ = [
     "PLANTED_SIZE",
     "PLANTED_TARGET",
     "ConceptDataset",
+    "ModelCard",
     "PlantedNetwork",
+    "ZooCNN",
+    "architecture",
+    "available",
     "concept_images",
+    "digits",
+    "eval_data",
+    "load",
+    "model_card",
     "planted_network",
     "write_image_folder",
 ]
