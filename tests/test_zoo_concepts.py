@@ -85,6 +85,12 @@ def test_window_always_covers_the_centre_disc() -> None:
     assert _render.COVERED_RADIUS > 0.12
 
 
+def test_colours_contrast_per_channel() -> None:
+    params = _render.draw_params(5000, 32, torch.Generator().manual_seed(1))
+    gap = (params.fg - params.bg).abs()
+    assert float(gap.min()) >= 0.35 - 1e-6 and float(gap.max()) <= 0.65 + 1e-6
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [

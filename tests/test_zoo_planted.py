@@ -13,7 +13,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from polyprune import Masks, zoo
+from polyprune import Masks, ReceptiveField, zoo
+from polyprune.zoo import _planted
 
 PAIRS = [("hstripes", "rings"), ("vstripes", "blobs"), ("dstripes", "checker")]
 LAYER, CHANNEL = zoo.PLANTED_TARGET
@@ -68,6 +69,33 @@ def test_plain_sequential_cnn_with_the_documented_target(default: tuple) -> None
     assert out.shape == (2, 1 + len(model.distractors), 8, 8) and float(out.min()) >= 0
     assert model.concepts == ("hstripes", "rings") and len(model.distractors) == 2
     assert not set(model.distractors) & set(model.concepts)
+
+
+def test_receptive_field_of_the_target(default: tuple) -> None:
+    rf = ReceptiveField.of(default[0], LAYER, input_size=(zoo.PLANTED_SIZE, zoo.PLANTED_SIZE))
+    assert (rf.size, rf.stride, rf.output_size, rf.center) == ((18, 18), (4, 4), (8, 8), (3, 3))
+
+
+def test_cross_kernels_sparse_and_bounded_in_effect(default: tuple) -> None:
+    model, _ = default
+    plain, _ = zoo.planted_network(cross=0.0)
+    images = _planted._calibration()
+    h = plain.features[:3](images)  # input of features.3 (cross kernels do not change it)
+    for index in (3, 6):
+        with torch.no_grad():
+            weight = model.features[index].weight
+            planted = plain.features[index].weight
+            blocks = planted.flatten(2).abs().sum(2) > 0
+            cross = weight - planted
+            present = cross.flatten(2).abs().sum(2) > 0
+            assert not bool((present & blocks).any())
+            assert 0.05 < float(present[~blocks].float().mean()) < 0.25
+            rms = [
+                torch.nn.functional.conv2d(h, w, padding=1).pow(2).mean((0, 2, 3)).sqrt()
+                for w in (planted, cross)
+            ]
+            assert bool((rms[1] <= 0.05 * rms[0] + 1e-6).all()), index
+            h = model.features[index : index + 3](h)
 
 
 def test_truth_masks_shape_region_and_disjointness(default: tuple) -> None:
