@@ -241,8 +241,8 @@ def load(name: str) -> ZooCNN:
     --------
     >>> from polyprune import zoo
     >>> model = zoo.load("concepts-merged")
-    >>> images, labels = zoo.eval_data("concepts-merged")
-    >>> tuple(model(images[:2]).shape)
+    >>> images, labels = zoo.concept_images(2, size=32)
+    >>> tuple(model(images).shape)
     (2, 6)
     """
     card = _check_name(name)
