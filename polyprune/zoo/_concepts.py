@@ -59,7 +59,7 @@ def _generate(n: int, names: tuple[str, ...], size: int, seed: int) -> tuple[Ten
         if hi - lo == BLOCK:
             render_block(seed, 0, b, names, lab, size, out=images[lo:hi])
         else:
-            images[lo:hi] = render_block(seed, 0, b, names, lab, size)[: hi - lo]
+            images[lo:hi] = render_block(seed, 0, b, names, lab, size, count=hi - lo)
         labels[lo:hi] = lab[: hi - lo]
     return images, labels
 
@@ -259,8 +259,8 @@ def write_image_folder(
         stream = 2 + CONCEPTS.index(name)
         for b in range(-(-n_per_concept // BLOCK)):
             lab = torch.zeros(BLOCK, dtype=torch.int64)
-            images = render_block(seed, stream, b, (name,), lab, size)
             count = min(BLOCK, n_per_concept - b * BLOCK)
+            images = render_block(seed, stream, b, (name,), lab, size, count=count)
             pixels = (images[:count] * 255).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy()
             for j in range(count):
                 Image.fromarray(pixels[j]).save(folder / f"{b * BLOCK + j:05d}.png")

@@ -207,13 +207,19 @@ def render(
     size: int,
     gen: torch.Generator,
     out: Tensor | None = None,
+    count: int | None = None,
 ) -> Tensor:
     """Render image ``i`` as concept ``names[labels[i]]``; float32 ``(n, 3, size, size)`` in [0, 1].
 
-    Writes into ``out`` when given. The random draws do not depend on the labels.
+    Writes into ``out`` when given. The random draws do not depend on the labels. With ``count``,
+    the draws are made for all ``len(labels)`` images but only the first ``count`` are rendered
+    (the same images as rendering all and slicing).
     """
+    p = draw_params(labels.numel(), size, gen)
+    if count is not None:
+        p = _Params(*(t[:count] for t in p))
+        labels = labels[:count]
     n = labels.numel()
-    p = draw_params(n, size, gen)
     pattern = torch.zeros(n, size, size)
     for k, name in enumerate(names):
         idx = (labels == k).nonzero().flatten()
@@ -241,7 +247,11 @@ def render_block(
     labels: Tensor,
     size: int,
     out: Tensor | None = None,
+    count: int | None = None,
 ) -> Tensor:
-    """Render one block (``labels`` has :data:`BLOCK` entries) from its own seeded stream."""
+    """Render (the first ``count`` images of) one block from its own seeded stream.
+
+    ``labels`` has :data:`BLOCK` entries.
+    """
     gen = torch.Generator().manual_seed(block_seed(seed, stream, block))
-    return render(names, labels, size, gen, out)
+    return render(names, labels, size, gen, out, count)
