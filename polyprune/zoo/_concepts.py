@@ -97,6 +97,16 @@ def concept_images(
     ValueError
         If a concept name is unknown or repeated, ``n <= 0``, ``size < 16`` or ``seed < 0``.
 
+    Notes
+    -----
+    Concepts: ``hstripes``, ``vstripes``, ``dstripes`` (±45°), ``rings``, ``checker``, ``dots`` (a
+    lattice) and ``blobs`` (four Gaussian blobs). Each image draws its pattern in a foreground
+    colour over a background colour (every channel 0.35–0.65 apart) inside a soft disc whose centre
+    is within ``0.125 * size`` of the image centre on each axis and whose radius is 0.30–0.55 ×
+    ``size``, so the disc of radius ``0.12 * size`` around the image centre always shows the
+    pattern. Period (0.09–0.20 × ``size``), phase, orientation (±10°), sharpness, background
+    clutter and luminance noise vary per image.
+
     Examples
     --------
     >>> from polyprune import zoo
