@@ -11,6 +11,7 @@ Examples
 
 from __future__ import annotations
 
+from . import zoo
 from .clustering import Clustering, cluster
 from .evaluation import (
     ClusterEvaluation,
@@ -80,4 +81,5 @@ __all__ = [
     "study",
     "top_activating",
     "visualize",
+    "zoo",
 ]

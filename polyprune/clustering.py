@@ -76,7 +76,7 @@ def cluster(
     codes: Tensor | NDArray[Any],
     min_cluster_size: int | None = None,
     *,
-    standardize: bool = True,
+    standardize: bool = False,
     min_samples: int | None = None,
     cluster_selection_method: str = "eom",
     n_components: int | None = None,
@@ -90,8 +90,9 @@ def cluster(
     min_cluster_size : int, optional
         HDBSCAN's smallest cluster. Default: 5 % of N, at least 5 (the paper: 50 of 1,000).
     standardize : bool
-        Z-score each channel first (default), so channels with large activations do not dominate
-        the distances; constant channels are left at 0. The paper did not scale.
+        Z-score each channel first, so channels with large activations do not dominate the
+        distances (constant channels are left at 0). Off by default, as in the paper: on the zoo's
+        ground truth, raw codes matched the true concepts better (their scale carries signal).
     min_samples : int, optional
         HDBSCAN's density smoothing; ``None`` means ``min_cluster_size`` (HDBSCAN's default).
     cluster_selection_method : {"eom", "leaf"}

@@ -21,7 +21,7 @@ from .evaluation import _activations as unit_activations
 from .recording import TopActivations, top_activating
 from .scoring import FORCE, SNIP, ActGrad, Magnitude, Random
 from .subnetwork import Subnetwork, fit_subnetwork
-from .targets import Unit
+from .targets import Unit, layer_output_shape
 
 __all__ = ["StudyResult", "study"]
 
@@ -172,7 +172,7 @@ def study(
     keep: float = 0.05,
     granularity: str = "kernel",
     held_out: float = 0.2,
-    crop: bool = True,
+    crop: bool | None = None,
     batch_size: int = 64,
     min_cluster_size: int | None = None,
     cluster_options: Mapping[str, Any] | None = None,
@@ -195,11 +195,16 @@ def study(
 
     ``methods``: ``"cs"``, ``"actgrad"``, ``"snip"``, ``"force"``, ``"magnitude"``, ``"random"``
     or scorer instances. ``fit_options`` go to :func:`fit_subnetwork` for CS (e.g. ``epochs``).
+    ``crop=None`` crops to the receptive field unless the layer's map is 1×1 (a unit that sees
+    the whole image, e.g. a class logit), read from the data's first item; pass ``True``/``False``
+    for data that cannot be indexed (generators).
     """
     if not 0 < held_out < 1:
         raise ValueError(f"held_out must be in (0, 1), got {held_out}")
     named = [_method(m, keep, force_rounds, progress) for m in methods]
     unit.validate(model)
+    if crop is None:
+        crop = _map_is_larger_than_one(model, unit, data)
     timings: dict[str, float] = {}
     t = time.perf_counter()
     _log(progress, f"1/4 top-{k} crops of {unit.layer}[{unit.channel}]")
@@ -252,6 +257,28 @@ def study(
         result.visualizations = _visualize(model, seen_as, result, visualize_options, progress)
         timings["visualize"] = time.perf_counter() - t
     return result
+
+
+def _map_is_larger_than_one(model: nn.Module, unit: Unit, data: Any) -> bool:
+    if isinstance(data, Tensor):
+        first = data[:1]
+    elif isinstance(data, DataLoader) and isinstance(data.dataset, Dataset):
+        first = _image(data.dataset[0])[None]
+    elif isinstance(data, Dataset) and hasattr(data, "__getitem__"):
+        first = _image(data[0])[None]
+    else:
+        raise ValueError("crop=None needs data that can be indexed; pass crop=True or crop=False")
+    shape = layer_output_shape(
+        model, unit.layer, (int(first.shape[2]), int(first.shape[3])), int(first.shape[1])
+    )
+    return len(shape) == 4 and shape[2] * shape[3] > 1
+
+
+def _image(item: Any) -> Tensor:
+    image = item[0] if isinstance(item, tuple | list) else item
+    if not isinstance(image, Tensor) or image.dim() != 3:
+        raise ValueError(f"data items must be (C, H, W) images, got {type(image).__name__}")
+    return image
 
 
 def _panels(

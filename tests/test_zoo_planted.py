@@ -66,7 +66,8 @@ def test_plain_sequential_cnn_with_the_documented_target(default: tuple) -> None
     assert (LAYER, CHANNEL) == ("features.6", 0)
     with torch.no_grad():
         out = model(torch.rand(2, 3, 32, 32))
-    assert out.shape == (2, 1 + len(model.distractors), 8, 8) and float(out.min()) >= 0
+    n_out = 1 + len(model.distractors) + len(model.concepts)
+    assert out.shape == (2, n_out, 8, 8) and float(out.min()) >= 0
     assert model.concepts == ("hstripes", "rings") and len(model.distractors) == 2
     assert not set(model.distractors) & set(model.concepts)
 
@@ -245,3 +246,17 @@ def test_cross_zero_is_block_diagonal_and_seed_is_deterministic(default: tuple) 
 def test_invalid_arguments(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         zoo.planted_network(**kwargs)  # type: ignore[arg-type]
+
+
+def test_readout_channels_are_monosemantic_neighbours(default: tuple) -> None:
+    model, _ = default
+    assert model.readouts == (3, 4)
+    images, labels = zoo.concept_images(200, concepts=model.concepts, size=32, seed=5)
+    with torch.no_grad():
+        out = model.features[:7](images)
+    centre = out[:, :, 3, 3]
+    for i, concept in enumerate(model.concepts):
+        own = centre[labels == i, model.readouts[i]].mean()
+        other = centre[labels != i, model.readouts[i]].mean()
+        # the readout copies the concept's detector: as strong as the target on it, not the other
+        assert own > 0.5 * centre[labels == i, 0].mean() and other < 0.25 * own, concept

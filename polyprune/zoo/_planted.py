@@ -59,7 +59,8 @@ class PlantedNetwork(nn.Module):
 
     ``features`` is ``Conv2d, ReLU, MaxPool2d, Conv2d, ReLU, MaxPool2d, Conv2d, ReLU`` (3×3 convs,
     padding 1; receptive field of ``features.6``: 18 px, stride 4). The forward pass returns the
-    map of ``features.7`` (post-ReLU), shape ``(N, 1 + len(distractors), H / 4, W / 4)``.
+    map of ``features.7`` (post-ReLU), shape
+    ``(N, 1 + len(distractors) + len(concepts), H / 4, W / 4)``.
 
     Attributes
     ----------
@@ -67,6 +68,9 @@ class PlantedNetwork(nn.Module):
         Concepts that drive the target channel (:data:`PLANTED_TARGET`).
     distractors : tuple of str
         ``distractors[i]`` drives channel ``1 + i`` of ``features.6``.
+    readouts : tuple of int
+        ``readouts[i]`` is the channel of ``features.6`` driven by ``concepts[i]``'s detector
+        alone: a monosemantic neighbour of the target unit in the same layer.
     """
 
     def __init__(self, n_blocks: int, n_out: int, widths: tuple[int, int] = WIDTHS) -> None:
@@ -83,6 +87,7 @@ class PlantedNetwork(nn.Module):
         )
         self.concepts: tuple[str, ...] = ()
         self.distractors: tuple[str, ...] = ()
+        self.readouts: tuple[int, ...] = ()
 
     def forward(self, x: Tensor) -> Tensor:
         out: Tensor = self.features(x)
@@ -158,7 +163,10 @@ def planted_network(
     ``examples/train_zoo.py``) are assembled block-diagonally: each concept and each distractor is a
     block of :data:`WIDTHS` hidden channels. Channel 0 of ``features.6`` (:data:`PLANTED_TARGET`)
     sums the detectors of all ``concepts``; channel ``1 + i`` is the detector of
-    ``model.distractors[i]``. Hidden channels are shuffled (blocks are not contiguous).
+    ``model.distractors[i]``; channel ``model.readouts[i]`` (after the distractors) is the
+    detector of ``concepts[i]`` alone, a monosemantic neighbour of the target as real layers
+    have, so the layer's codes can tell the concepts apart (the paper clusters those codes).
+    Hidden channels are shuffled (blocks are not contiguous).
 
     Cross-block kernels are then added to ``features.3`` and ``features.6``: 15 % of the kernels
     between blocks, with norms between the 5th and 35th percentile of the planted kernels' norms,
@@ -208,7 +216,7 @@ def planted_network(
     >>> model, truth = zoo.planted_network()
     >>> images, labels = zoo.concept_images(4, concepts=("hstripes", "rings"), size=32)
     >>> tuple(model(images).shape)
-    (4, 3, 8, 8)
+    (4, 5, 8, 8)
     >>> sorted(truth), truth["rings"].unit
     (['hstripes', 'rings'], Unit(layer='features.6', channel=0, position=None))
     """
@@ -234,7 +242,8 @@ def _assemble(
     ch1 = [perm1[k * w1 : (k + 1) * w1] for k in range(n)]
     out_row = [0] * len(names) + list(range(1, 1 + len(chosen)))
 
-    model = PlantedNetwork(n, 1 + len(chosen))
+    base = 1 + len(chosen)  # target + distractors; then one readout channel per concept
+    model = PlantedNetwork(n, base + len(names))
     state = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
     w_0, b_0 = state["features.0.weight"], state["features.0.bias"]
     w_3, b_3 = state["features.3.weight"], state["features.3.bias"]
@@ -260,9 +269,12 @@ def _assemble(
         h = F.max_pool2d(F.relu(F.conv2d(_calibration(), w_0, b_0, padding=1)), 2)
         w_3 += cross * _cross(w_3, planted["features.3.weight"], h, gen)
         h = F.max_pool2d(F.relu(F.conv2d(h, w_3, b_3, padding=1)), 2)
-        w_6 += cross * _cross(w_6, planted["features.6.weight"], h, gen)
+        w_6[:base] += cross * _cross(w_6[:base], planted["features.6.weight"][:base], h, gen)
+    for k in range(len(names)):  # readouts: copies of each concept's last kernels, no cross
+        w_6[base + k, ch1[k]] = dets[names[k]]["6.weight"][0]
     model.load_state_dict(state)
     model.concepts, model.distractors = names, chosen
+    model.readouts = tuple(range(base, base + len(names)))
     return model.eval(), _truth(model, names, circuits[: len(names)])
 
 

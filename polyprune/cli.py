@@ -1,0 +1,168 @@
+"""Command line: ``polyprune demo`` and ``polyprune study``.
+
+Bad arguments end with a one-line ``polyprune: error: ...`` message and exit status 2, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["main"]
+
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def _torchvision_model(name: str, weights: str | None) -> nn.Module:
+    import torchvision
+
+    try:
+        model: nn.Module = torchvision.models.get_model(name, weights=None)
+    except ValueError as exc:
+        valid = ", ".join(sorted(torchvision.models.list_models(torchvision.models)))
+        raise CLIError(f"unknown torchvision model {name!r}; valid: {valid}") from exc
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise CLIError(f"weights file not found: {weights}")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise CLIError(f"weights in {weights} do not fit torchvision:{name}: {first}") from exc
+    return model.eval()
+
+
+def load_model(spec: str, weights: str | None) -> tuple[nn.Module, int, bool]:
+    """``(model, input size, imagenet normalization)`` for ``torchvision:NAME`` or ``zoo:NAME``."""
+    source, _, name = spec.partition(":")
+    if source == "torchvision" and name:
+        return _torchvision_model(name, weights), 224, True
+    if source == "zoo" and name:
+        from . import zoo
+
+        if name == "planted":
+            return zoo.planted_network()[0].eval(), zoo.PLANTED_SIZE, False
+        try:
+            card = zoo.model_card(name)
+        except ValueError as exc:
+            raise CLIError(str(exc).splitlines()[0]) from exc
+        return zoo.load(name), int(card.input_shape[1]), False
+    raise CLIError(f"--model must be torchvision:NAME or zoo:NAME, got {spec!r}")
+
+
+def _image_folder(root: str, size: int, normalize: bool, channels: int) -> Any:
+    import torchvision.transforms as T
+    from torchvision.datasets import ImageFolder
+
+    path = Path(root)
+    if not path.is_dir():
+        raise CLIError(f"--data must be an ImageFolder directory, not found: {root}")
+    steps: list[Any] = [T.Resize(size), T.CenterCrop(size)]
+    if channels == 1:
+        steps.append(T.Grayscale(1))
+    steps.append(T.ToTensor())
+    if normalize:
+        steps.append(T.Normalize(_IMAGENET_MEAN, _IMAGENET_STD))
+    try:
+        return ImageFolder(str(path), transform=T.Compose(steps))
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise CLIError(f"cannot read images from {root}: {exc}") from exc
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from . import study
+    from ._graph import check_layer
+    from ._hooks import first_in_channels
+    from .targets import Unit
+
+    model, size, normalize = load_model(args.model, args.weights)
+    try:
+        check_layer(model, args.layer)
+        unit = Unit(args.layer, args.unit).validate(model)
+    except (ValueError, TypeError) as exc:
+        raise CLIError(str(exc)) from exc
+    data = _image_folder(args.data, args.image_size or size, normalize, first_in_channels(model))
+    if len(data) < args.k:
+        raise CLIError(f"--k {args.k} is larger than the {len(data)} images in {args.data}")
+    try:
+        result = study(
+            model, unit, data, k=args.k, methods=args.methods, keep=args.keep,
+            fit_options={"epochs": args.epochs}, visualize=args.visualize, seed=args.seed,
+            progress=not args.quiet,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise CLIError(str(exc).splitlines()[0]) from exc
+    report = result.save(args.out)
+    print(result.summary())
+    print(f"report: {report}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    start = time.perf_counter()
+    report = run_demo(Path(args.out), progress=not args.quiet)
+    print(f"report: {report}  ({time.perf_counter() - start:.0f} s)")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="polyprune",
+        description="Find polysemantic units in CNNs and cut out one subnetwork per meaning.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="run the study on the shipped zoo models")
+    demo.add_argument("--out", default="polyprune-demo", help="report directory")
+    demo.add_argument("--quiet", action="store_true", help="no progress output")
+    demo.set_defaults(func=cmd_demo)
+    st = sub.add_parser("study", help="study one unit of a model on an ImageFolder")
+    st.add_argument("--model", required=True, help="torchvision:NAME or zoo:NAME")
+    st.add_argument("--weights", help="state_dict file for a torchvision model")
+    st.add_argument("--layer", required=True, help="module name, e.g. features.10")
+    st.add_argument("--unit", required=True, type=int, help="channel of the layer")
+    st.add_argument("--data", required=True, help="ImageFolder directory")
+    st.add_argument("--out", default="polyprune-study", help="report directory")
+    st.add_argument("--k", type=int, default=1000, help="top activating crops (default 1000)")
+    st.add_argument("--methods", nargs="+", default=["cs", "actgrad", "snip", "force"])
+    st.add_argument("--keep", type=float, default=0.05, help="kept fraction for scorers")
+    st.add_argument("--epochs", type=int, default=60, help="Continuous Sparsification epochs")
+    st.add_argument("--image-size", type=int, help="resize/crop images to this size")
+    st.add_argument("--visualize", action="store_true", help="feature visualizations")
+    st.add_argument("--seed", type=int, default=0)
+    st.add_argument("--quiet", action="store_true", help="no progress output")
+    st.set_defaults(func=cmd_study)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``polyprune`` command."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except CLIError as exc:
+        print(f"polyprune: error: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
