@@ -17,7 +17,7 @@ from .masks import Masks
 from .study import StudyResult, study
 from .targets import Unit
 
-__all__ = ["DemoCase", "circuit_scores", "demo_cases", "run_demo"]
+__all__ = ["DemoCase", "circuit_scores", "demo_cases", "demo_data", "run_demo"]
 
 #: Continuous Sparsification settings of the demo (small problems: few epochs suffice).
 DEMO_FIT = {"epochs": 25}
@@ -46,11 +46,21 @@ def demo_cases() -> list[DemoCase]:
     ]  # fmt: skip
     for name in zoo.available():
         card = zoo.model_card(name)
-        x, y = zoo.eval_data(name) if name != "digits-merged" else zoo.digits("all")
+        x, y = demo_data(name)
         names = [card.concepts[i] for i in y.tolist()]
         # the unit is a class logit: its top 100 are mostly the two merged concepts
         cases.append(DemoCase(name, zoo.load(name), Unit(*card.unit), x, names, k=100))
     return cases
+
+
+def demo_data(name: str) -> tuple[Tensor, Tensor]:
+    """Images for a trained zoo model's study: enough that its top 100 are the merged concepts.
+
+    ``concepts-merged``: 4,000 fresh concept images (seed 7); ``digits-merged``: all 1,797 digits.
+    """
+    if name == "digits-merged":
+        return zoo.digits("all")
+    return zoo.concept_images(4000, size=zoo.model_card(name).input_shape[1], seed=7)
 
 
 def circuit_scores(masks: Masks, truth: Masks) -> tuple[float, float]:

@@ -204,9 +204,10 @@ def _activations(
 
 
 def _pearson(a: Tensor, b: Tensor) -> float:
-    if a.numel() < 2 or float(a.std()) == 0 or float(b.std()) == 0:
-        return float("nan")
-    return float(np.corrcoef(a.double().numpy(), b.double().numpy())[0, 1])
+    """Pearson r in float64; NaN when either side is constant (r is undefined there)."""
+    x, y = a.double() - a.double().mean(), b.double() - b.double().mean()
+    denominator = float(x.norm() * y.norm())
+    return float((x * y).sum()) / denominator if denominator > 0 else float("nan")
 
 
 def evaluate(

@@ -42,8 +42,8 @@ def _method(spec: str | Any, keep: float, rounds: int, progress: bool) -> tuple[
     if name == "force":
         return name, FORCE(rounds=rounds, keep=keep, progress=progress)
     if name == "random":
-        return name, Random(seed=0)
-    return name, _SCORERS[name]()
+        return name, Random(seed=0, progress=progress)
+    return name, _SCORERS[name](progress=progress)
 
 
 @dataclass

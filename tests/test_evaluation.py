@@ -120,3 +120,12 @@ def test_evaluate_on_a_known_network():
     assert data["clusters"]["0"]["after"]["auroc"] == 1.0 and "0-1" in data["overlaps"]
     with pytest.raises(ValueError, match="label"):
         pp.evaluate(model, pp.Unit("2", 0), images, labels, {5: path_a})
+
+
+def test_pearson_matches_numpy_and_is_nan_for_constants():
+    from polyprune.evaluation import _pearson
+
+    rng = np.random.default_rng(2)
+    a, b = torch.from_numpy(rng.normal(size=40)), torch.from_numpy(rng.normal(size=40))
+    assert _pearson(a, b) == pytest.approx(np.corrcoef(a.numpy(), b.numpy())[0, 1], rel=1e-12)
+    assert math.isnan(_pearson(torch.ones(5), a[:5]))

@@ -1,0 +1,43 @@
+"""`polyprune demo`: the README's first command writes a report with figures for every zoo case."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from polyprune.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_demo_writes_reports_and_prints_the_table(tmp_path, capsys):
+    out = tmp_path / "polyprune-demo"
+    assert main(["demo", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    for case in ("planted", "concepts-merged", "digits-merged"):
+        assert f"== {case}: unit" in printed
+        for figure in ("crops.png", "histograms.png", "kept.png", "report.html", "results.json"):
+            assert (out / case / figure).stat().st_size > 0, (case, figure)
+    assert "circuit P/R" in printed and "→ polysemantic" in printed
+    index = (out / "report.html").read_text()
+    assert all(f'href="{case}/report.html"' in index for case in ("planted", "digits-merged"))
+
+
+def test_readme_opens_with_the_two_commands():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    block = lines[lines.index("```bash") + 1 : lines.index("```bash") + 6]
+    commands = [line for line in block if line and not line.startswith("#")]
+    assert commands[0].endswith("polyprune demo") and "-c constraints.txt" in commands[0]
+    assert commands[1] == "pytest"
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "\npytest\n" in ci and commands[0].split(" && ")[2] in ci
+
+
+def test_readme_example_runs_and_prints_what_it_says():
+    text = (ROOT / "README.md").read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, object] = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # our own README
+    clusters = namespace["clusters"]
+    assert (clusters.n_clusters, clusters.is_polysemantic) == (2, True)  # type: ignore[attr-defined]
+    sub = namespace["sub"]
+    assert 0 < sub.kept_fraction < 0.5  # type: ignore[attr-defined]

@@ -1,0 +1,91 @@
+"""study(): the paper's pipeline on ground truth, the report, and the not-polysemantic path."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from sklearn.metrics import adjusted_rand_score
+from torch import nn
+
+import polyprune as pp
+from polyprune import zoo
+from polyprune._demo import demo_data
+
+
+@pytest.fixture(scope="module")
+def planted_study() -> tuple[pp.StudyResult, list[str], dict[str, pp.Masks]]:
+    model, truth = zoo.planted_network()
+    images, labels = zoo.concept_images(1200, size=zoo.PLANTED_SIZE, seed=1)
+    result = pp.study(
+        model, pp.Unit(*zoo.PLANTED_TARGET), images, k=240, methods=("cs", "snip"),
+        fit_options={"epochs": 15}, progress=False,
+    )  # fmt: skip
+    concepts = [zoo.CONCEPTS[i] for i in labels[result.top.indices].tolist()]
+    return result, concepts, truth
+
+
+def test_planted_clusters_are_the_planted_concepts(planted_study):
+    result, concepts, _ = planted_study
+    assert set(concepts) == {"hstripes", "rings"}  # the top crops are the two planted concepts
+    assert result.is_polysemantic and result.clustering.n_clusters == 2
+    assert adjusted_rand_score(concepts, result.clustering.labels) >= 0.8
+
+
+def test_planted_subnetworks_separate_on_fitted_and_held_out_crops(planted_study):
+    result, _, _ = planted_study
+    for method in ("cs", "snip"):
+        for label, ev in result.evaluations[method].clusters.items():
+            assert ev.after_held_out is not None
+            assert ev.after.auroc > 0.9 and ev.after_held_out.auroc > 0.9, (method, label)
+            assert 0 < ev.kept_fraction < 0.5
+    assert abs(result.evaluations["snip"].clusters[0].kept_fraction - 0.05) < 0.01
+    assert set(result.activations) >= {"original"} and len(result.activations) == 5
+    assert len(result.fit_index) + len(result.held_index) == 240
+
+
+def test_report_is_written(planted_study, tmp_path):
+    result, _, _ = planted_study
+    report = result.save(tmp_path / "report")
+    assert report.name == "report.html" and report.exists()
+    for name in ("crops.png", "histograms.png", "kept.png", "report.md", "results.json"):
+        assert (tmp_path / "report" / name).stat().st_size > 0, name
+    data = json.loads((tmp_path / "report" / "results.json").read_text())
+    assert data["clustering"]["n_clusters"] == 2 and len(data["rows"]) == 4
+    assert data["rows"][0]["auroc_after"] == pytest.approx(result.rows()[0]["auroc_after"])
+    assert "crops.png" in report.read_text() and "polysemantic" in result.summary()
+
+
+@pytest.mark.parametrize("name", ["concepts-merged", "digits-merged"])
+def test_trained_models_cluster_into_their_merged_concepts(name):
+    card = zoo.model_card(name)
+    images, labels = demo_data(name)
+    top = pp.top_activating(zoo.load(name), pp.Unit(*card.unit), images, k=100, crop=False,
+                            progress=False)  # fmt: skip
+    concepts = [card.concepts[i] for i in labels[top.indices].tolist()]
+    clusters = pp.cluster(top.codes)
+    assert clusters.is_polysemantic
+    assert adjusted_rand_score(concepts, clusters.labels) >= 0.8
+
+
+def test_not_polysemantic_stops_after_clustering():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3)).eval()
+    result = pp.study(model, pp.Unit("2", 0), torch.rand(60, 3, 12, 12), k=30, progress=False)
+    assert not result.is_polysemantic
+    assert result.subnetworks == {} and result.evaluations == {}
+    assert "not polysemantic" in result.summary()
+
+
+def test_bad_arguments_fail_before_work():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3))
+    x = torch.rand(20, 3, 8, 8)
+    with pytest.raises(ValueError, match="unknown method 'lottery'"):
+        pp.study(model, pp.Unit("0", 0), x, methods=("lottery",), progress=False)
+    with pytest.raises(ValueError, match="held_out"):
+        pp.study(model, pp.Unit("0", 0), x, held_out=1.0, progress=False)
+    with pytest.raises(ValueError, match="out of range"):
+        pp.study(model, pp.Unit("0", 9), x, progress=False)
+    with pytest.raises(ValueError, match="crop=None needs data that can be indexed"):
+        pp.study(model, pp.Unit("0", 0), iter([x]), k=5, progress=False)
