@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ._hooks import eval_mode, model_dtype_device
-from ._unit_io import unit_activation
+from ._unit_io import unit_activation, unit_activations
 from .masks import Masks
 from .sparsify import ContinuousSparsifier, ExponentialTemperature
 from .targets import Unit
@@ -94,16 +94,6 @@ def check_cs(
     }  # fmt: skip
 
 
-@torch.no_grad()
-def _dense_activations(model: nn.Module, unit: Unit, images: Tensor, batch_size: int) -> Tensor:
-    dtype, device = model_dtype_device(model)
-    out = [
-        unit_activation(model, x.to(device, dtype), unit, unit.position).float().cpu()
-        for x in torch.split(images, max(batch_size, 64))
-    ]
-    return torch.cat(out)
-
-
 def _calibration(acts: Tensor, members: Tensor) -> tuple[float, float]:
     center = 0.5 * (float(acts[members].mean()) + float(acts[~members].mean()))
     scale = float(acts.std()) if acts.numel() > 1 else 0.0
@@ -152,7 +142,8 @@ def fit_cs(
         torch.tensor((n - n_in) / n_in, device=device, dtype=dtype) if s["balance"] else None
     )
     with eval_mode(model):
-        calib = _calibration(_dense_activations(model, unit, images, s["batch_size"]), members)
+        dense = unit_activations(model, unit, images, None, max(s["batch_size"], 64))
+        calib = _calibration(dense, members)
         center, scale = calib if calibrate else (0.0, 1.0)
         t0, t1 = s["temperature"]
         with ContinuousSparsifier(

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from ._hooks import forward_until
+from ._hooks import eval_mode, forward_until, model_dtype_device
 from .targets import Unit, layer_output_shape
 
-__all__ = ["check_images", "check_members", "resolve_position", "unit_activation"]
+if TYPE_CHECKING:
+    from .masks import Masks
+
+__all__ = [
+    "check_images",
+    "check_members",
+    "resolve_position",
+    "unit_activation",
+    "unit_activations",
+]
 
 
 def check_images(images: Any, name: str = "images") -> Tensor:
@@ -91,3 +101,28 @@ def unit_activation(
         out[:, unit.channel] if position is None else out[:, unit.channel, position[0], position[1]]
     )
     return value
+
+
+@torch.no_grad()
+def unit_activations(
+    model: nn.Module,
+    unit: Unit,
+    images: Tensor,
+    masks: Masks | None = None,
+    batch_size: int = 256,
+) -> Tensor:
+    """The unit's activation on every image, shape (N,), float32 on the CPU.
+
+    Batched, in eval mode, with ``masks`` applied when given; the model is restored after. The
+    position is ``unit.position`` or the center of the unit's map for these images.
+    """
+    dtype, device = model_dtype_device(model)
+    size = (int(images.shape[2]), int(images.shape[3]))
+    position = resolve_position(model, unit, size, int(images.shape[1]))
+    applied: AbstractContextManager[Any] = masks.applied(model) if masks else nullcontext()
+    with eval_mode(model), applied:
+        out = [
+            unit_activation(model, x.to(device, dtype), unit, position).float().cpu()
+            for x in torch.split(images, batch_size)
+        ]
+    return torch.cat(out)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -26,7 +25,7 @@ from numpy.typing import NDArray
 from torch import Tensor, nn
 
 from ._masking import element_sizes
-from ._unit_io import resolve_position, unit_activation
+from ._unit_io import unit_activations
 from .masks import Masks
 from .targets import Unit
 
@@ -187,22 +186,6 @@ class Evaluation:
         }  # fmt: skip
 
 
-def _activations(
-    model: nn.Module, unit: Unit, images: Tensor, masks: Masks | None, batch_size: int
-) -> Tensor:
-    size = (int(images.shape[2]), int(images.shape[3]))
-    position = resolve_position(model, unit, size, int(images.shape[1]))
-    out = []
-    with torch.no_grad():
-        ctx: AbstractContextManager[nn.Module] = (
-            masks.applied(model) if masks is not None else nullcontext(model)
-        )
-        with ctx:
-            for batch in torch.split(images, batch_size):
-                out.append(unit_activation(model, batch, unit, position).float().cpu())
-    return torch.cat(out)
-
-
 def _pearson(a: Tensor, b: Tensor) -> float:
     """Pearson r in float64; NaN when either side is constant (r is undefined there)."""
     x, y = a.double() - a.double().mean(), b.double() - b.double().mean()
@@ -253,10 +236,10 @@ def evaluate(
         raise ValueError(
             f"no image has label(s) {missing}; labels present: {sorted(set(sets[0][1].tolist()))}"
         )
-    original = [_activations(model, unit, x, None, batch_size) for x, _ in sets]
+    original = [unit_activations(model, unit, x, None, batch_size) for x, _ in sets]
     results: dict[int, ClusterEvaluation] = {}
     for label, m in masks.items():
-        subnet = [_activations(model, unit, x, m, batch_size) for x, _ in sets]
+        subnet = [unit_activations(model, unit, x, m, batch_size) for x, _ in sets]
         seps: list[tuple[Separation, Separation, float] | None] = []
         for (_, y), before, after in zip(sets, original, subnet, strict=True):
             mine = y == label

@@ -15,9 +15,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from ._unit_io import unit_activations
 from .clustering import Clustering, cluster
 from .evaluation import Evaluation, evaluate, held_out_split
-from .evaluation import _activations as unit_activations
 from .recording import TopActivations, top_activating
 from .scoring import FORCE, SNIP, ActGrad, Magnitude, Random
 from .subnetwork import Subnetwork, fit_subnetwork

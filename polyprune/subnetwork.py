@@ -17,8 +17,8 @@ from torch import Tensor, nn
 
 from . import _masking as mk
 from ._cs_fit import check_cs, fit_cs
-from ._hooks import eval_mode, model_dtype_device
-from ._unit_io import check_images, check_members, resolve_position, unit_activation
+from ._hooks import eval_mode
+from ._unit_io import check_images, check_members, resolve_position, unit_activations
 from .masks import Masks, Scores
 from .targets import Unit
 
@@ -93,14 +93,7 @@ class Subnetwork:
     @torch.no_grad()
     def activations(self, model: nn.Module, images: Tensor, batch_size: int = 256) -> Tensor:
         """The unit's activation on ``images`` with the hard masks applied (model restored)."""
-        images = check_images(images)
-        dtype, device = model_dtype_device(model)
-        pos = resolve_position(model, self.unit, _size(images), images.shape[1])
-        out = []
-        with eval_mode(model), self.masks.applied(model):
-            for x in torch.split(images, batch_size):
-                out.append(unit_activation(model, x.to(device, dtype), self.unit, pos).cpu())
-        return torch.cat(out)
+        return unit_activations(model, self.unit, check_images(images), self.masks, batch_size)
 
 
 def fit_subnetwork(
