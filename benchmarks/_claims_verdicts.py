@@ -1,0 +1,398 @@
+"""Private to ``benchmarks/claims.py``: aggregation of the rows and one verdict per claim.
+
+Every verdict is a pure function of the rows (``fits``, ``pairs``, ``clustering``) and the
+thresholds below, so ``tests/test_claims.py`` can check that verdicts follow from the numbers.
+A verdict is ``holds``, ``partly holds``, ``does not hold`` or ``not tested`` (the run lacked
+the settings the claim needs).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+Row = dict[str, Any]
+
+#: A subnetwork "separates" (works) when its held-out AUROC is at least this.
+SEPARATES = 0.9
+#: A method "works" at a keep when more than this fraction of its subnetworks separate.
+WORKS = 0.5
+#: Mean held-out AUROCs closer than this are a tie (claim 4).
+TIE = 0.01
+#: Clustering "reveals the concepts" when the ARI of the clustered crops is at least this.
+ARI_OK = 0.8
+#: The paper's range of CS kept fractions (claim 3).
+PAPER_RANGE = (0.03, 0.07)
+#: A drop of at least this much AUROC counts as a change of behaviour (claim 5).
+CHANGE = 0.05
+#: Significance level of "overlaps more than independence" (claim 6).
+ALPHA = 0.05
+#: The paper's heuristic scorers (Magnitude and Random are baselines).
+HEURISTICS = ("ActGrad", "SNIP", "FORCE")
+FAMILY_ORDER = ("planted", "concepts-merged", "digits-merged")
+
+HOLDS, PARTLY, NOT, UNTESTED = "holds", "partly holds", "does not hold", "not tested"
+
+CLAIMS = {
+    1: "Clustering the top activations reveals the unit's separate concepts.",
+    2: "Heuristic scorers (ActGrad, SNIP, FORCE) stop working below 10 % kept.",
+    3: "CS finds subnetworks at 3–7 % kept that still separate.",
+    4: "FORCE and CS separate the distributions most.",
+    5: "CS sometimes changes behaviour on images outside its fitting set.",
+    6: "The subnetworks of one unit's concepts overlap no more than independence predicts.",
+}
+
+
+@dataclass
+class Verdict:
+    """The verdict on one claim: status, one-line summary, the rule applied, evidence lines."""
+
+    claim: int
+    status: str
+    summary: str
+    rule: str
+    evidence: list[str] = field(default_factory=list)
+
+
+def select(rows: Iterable[Row], **where: Any) -> list[Row]:
+    """Rows whose fields equal every ``where`` value (floats compared with isclose)."""
+
+    def match(row: Row, key: str, want: Any) -> bool:
+        got = row.get(key)
+        if isinstance(want, float) and isinstance(got, int | float):
+            return math.isclose(got, want, rel_tol=1e-9)
+        return bool(got == want)
+
+    return [r for r in rows if all(match(r, k, v) for k, v in where.items())]
+
+
+def families(rows: Iterable[Row]) -> list[str]:
+    """Families present, in report order."""
+    present = {r["family"] for r in rows}
+    return [f for f in FAMILY_ORDER if f in present] + sorted(present - set(FAMILY_ORDER))
+
+
+def per_seed(rows: Sequence[Row], value: Callable[[Row], float]) -> list[float]:
+    """The mean of ``value`` over each seed's rows (NaNs ignored), one number per seed."""
+    seeds: dict[int, list[float]] = {}
+    for r in rows:
+        v = float(value(r))
+        if not math.isnan(v):
+            seeds.setdefault(r["seed"], []).append(v)
+    return [float(np.mean(v)) for _, v in sorted(seeds.items())]
+
+
+def stats(rows: Sequence[Row], value: Callable[[Row], float] | str) -> tuple[float, float, int]:
+    """Mean and standard deviation over seeds of the per-seed means; and the number of seeds."""
+    fn = (lambda r: r[value]) if isinstance(value, str) else value
+    means = per_seed(rows, lambda r: np.nan if fn(r) is None else fn(r))
+    if not means:
+        return math.nan, math.nan, 0
+    std = float(np.std(means, ddof=1)) if len(means) > 1 else math.nan
+    return float(np.mean(means)), std, len(means)
+
+
+def separates(row: Row) -> float:
+    """1 if the subnetwork separates on held-out crops, else 0."""
+    return float(row["auroc_held"] >= SEPARATES)
+
+
+def rate(rows: Sequence[Row], test: Callable[[Row], float] = separates) -> float:
+    """Fraction of rows passing ``test`` (NaN if none)."""
+    return float(np.mean([test(r) for r in rows])) if rows else math.nan
+
+
+def _status(passed: Sequence[bool]) -> str:
+    if not passed:
+        return UNTESTED
+    return HOLDS if all(passed) else PARTLY if any(passed) else NOT
+
+
+def pct(x: float) -> str:
+    """A fraction as a percentage with one decimal."""
+    return "–" if math.isnan(x) else f"{100 * x:.1f} %"
+
+
+def claim1(clustering: Sequence[Row]) -> Verdict:
+    """Every case: ≥ 2 clusters, ARI ≥ ARI_OK, and the clusters' majorities cover both concepts."""
+
+    def ok(r: Row) -> bool:
+        majorities = {m[0] for m in r["majority"]}
+        return r["n_clusters"] >= 2 and r["ari"] >= ARI_OK and set(r["pair"]) <= majorities
+
+    rule = (
+        f"a case passes with ≥ 2 clusters, ARI (clustered crops vs true concepts) ≥ {ARI_OK} "
+        "and both merged concepts as cluster majorities; holds if every case passes"
+    )
+    evidence = []
+    for fam in families(clustering):
+        rows = select(clustering, family=fam)
+        m, s, _ = stats(rows, "ari")
+        evidence.append(
+            f"{fam}: {sum(map(ok, rows))}/{len(rows)} cases pass; ARI {fmt(m, s)}, "
+            f"noise {pct(stats(rows, 'noise')[0])}, clusters "
+            f"{sorted({r['n_clusters'] for r in rows})}"
+        )
+    status = _status([ok(r) for r in clustering])
+    n_ok = sum(map(ok, clustering))
+    summary = f"{n_ok}/{len(clustering)} cases; " + "; ".join(
+        f"{fam} ARI {fmt(*stats(select(clustering, family=fam), 'ari')[:2])}"
+        for fam in families(clustering)
+    )
+    return Verdict(1, status, summary, rule, evidence)
+
+
+def working_keeps(fits: Sequence[Row], family: str, method: str) -> dict[float, float]:
+    """Keep → fraction of the method's subnetworks that separate, in one family."""
+    rows = select(fits, family=family, method=method, grid="keep")
+    keeps = sorted({r["setting"] for r in rows}, reverse=True)
+    return {k: rate(select(rows, setting=k)) for k in keeps}
+
+
+def claim2(fits: Sequence[Row]) -> Verdict:
+    """Each heuristic works (> WORKS separate) at some keep ≥ 10 % and at none below."""
+    rule = (
+        f"a method works at a keep when more than {WORKS:.0%} of its subnetworks reach held-out "
+        f"AUROC ≥ {SEPARATES}; the claim holds for a family and method if the method works at "
+        "some keep ≥ 10 % and at no keep below; holds if so for every family and heuristic"
+    )
+    passed, evidence, below_10, never = [], [], [], []
+    for fam in families(fits):
+        for method in HEURISTICS:
+            rates = working_keeps(fits, fam, method)
+            if not any(k >= 0.1 for k in rates) or not any(k < 0.1 for k in rates):
+                continue
+            above = [k for k, v in rates.items() if k >= 0.1 and v > WORKS]
+            below = [k for k, v in rates.items() if k < 0.1 and v > WORKS]
+            passed.append(bool(above) and not below)
+            if below:
+                below_10.append(f"{fam} {method} (down to {pct(min(below))})")
+            if not above and not below:
+                never.append(f"{fam} {method}")
+            text = ", ".join(f"{pct(k)}: {v:.0%}" for k, v in rates.items())
+            evidence.append(
+                f"{'✓' if passed[-1] else '✗'} {fam}, {method}: share separating by keep — {text}"
+            )
+    summary = (
+        f"holds for {sum(passed)}/{len(passed)} family × heuristic; works below 10 %: "
+        f"{', '.join(below_10) or 'none'}; works at no keep: {', '.join(never) or 'none'}"
+    )
+    return Verdict(2, _status(passed), summary, rule, evidence)
+
+
+def cs_default(fits: Sequence[Row], lam: float) -> list[Row]:
+    """CS subnetworks at the default λ."""
+    return select(fits, method="CS", grid="lam", setting=float(lam))
+
+
+def in_range(row: Row) -> float:
+    """1 if the subnetwork is in the paper's 3–7 % (DESIGN count) and separates."""
+    lo, hi = PAPER_RANGE
+    return float(lo <= row["kept"] <= hi and row["auroc_held"] >= SEPARATES)
+
+
+def claim3(fits: Sequence[Row], lam: float, clustering: Sequence[Row] = ()) -> Verdict:
+    """At the default λ most CS subnetworks are at 3–7 % and separate, in every family."""
+    rule = (
+        f"a CS subnetwork passes when its kept fraction (DESIGN count) is in 3–7 % and its "
+        f"held-out AUROC ≥ {SEPARATES}; holds if more than {WORKS:.0%} pass in every family at "
+        f"λ = {lam:g}; partly if that is so in some family or at some other λ of the sweep"
+    )
+    passed, any_lam, evidence, parts = [], False, [], []
+    for fam in families(fits):
+        rows = select(cs_default(fits, lam), family=fam)
+        if not rows:
+            continue
+        share = rate(rows, in_range)
+        passed.append(share > WORKS)
+        kept = [r["kept"] for r in rows]
+        paper = [r["paper_kept"] for r in rows if r.get("paper_kept") is not None]
+        parts.append(f"{fam} {pct(float(np.median(kept)))} kept, {share:.0%} pass")
+        evidence.append(
+            f"{fam}, λ = {lam:g}: {share:.0%} pass; kept {pct(float(np.median(kept)))} median "
+            f"({pct(min(kept))}–{pct(max(kept))}), paper's count {pct(float(np.median(paper)))} "
+            f"median; {rate(rows):.0%} separate"
+        )
+        sweep = select(fits, family=fam, method="CS", grid="lam")
+        texts = []
+        for other in sorted({r["setting"] for r in sweep}):
+            mine = select(sweep, setting=other)
+            any_lam |= rate(mine, in_range) > WORKS
+            texts.append(
+                f"λ = {other:g}: kept {pct(float(np.median([r['kept'] for r in mine])))}, "
+                f"{rate(mine):.0%} separate, {rate(mine, in_range):.0%} pass"
+            )
+        evidence.append(f"{fam}, λ sweep (median kept): " + "; ".join(texts))
+    truth = [k for r in clustering for k in r.get("truth_kept", [])]
+    if truth:
+        evidence.append(
+            f"for scale: a planted concept's true circuit is {pct(min(truth))}–{pct(max(truth))} "
+            "of the weights that can reach the unit"
+        )
+    status = _status(passed)
+    if status == NOT and any_lam:
+        status = PARTLY
+    return Verdict(3, status, f"λ = {lam:g}: " + "; ".join(parts), rule, evidence)
+
+
+def ranking(fits: Sequence[Row], family: str, lam: float) -> list[tuple[str, float, float]]:
+    """(method, mean held-out AUROC, median held-out d′) at CS's own kept fraction, best first."""
+    rows = select(fits, family=family, grid="matched") + select(
+        cs_default(fits, lam), family=family
+    )
+    out = []
+    for method in sorted({r["method"] for r in rows}):
+        mine = select(rows, method=method)
+        auroc = stats(mine, "auroc_held")[0]
+        dprime = float(np.nanmedian([r["dprime_held"] for r in mine]))
+        out.append((method, auroc, dprime))
+    return sorted(out, key=lambda t: (-t[1], -t[2]))
+
+
+def claim4(fits: Sequence[Row], lam: float) -> Verdict:
+    """FORCE and CS separate more than ActGrad and SNIP at CS's own kept fraction."""
+    rule = (
+        f"every scorer is fitted at the kept fraction CS found for the same cluster (λ = {lam:g});"
+        " in a family the claim holds if FORCE's and CS's mean held-out AUROCs both exceed "
+        f"ActGrad's and SNIP's by more than {TIE} (a tie if within {TIE}); holds if so in every "
+        "family, partly if in some or tied; Magnitude and Random are shown for context"
+    )
+    passed, evidence, parts = [], [], []
+    for fam in families(fits):
+        scores = {m: a for m, a, _ in ranking(fits, fam, lam)}
+        if not {"FORCE", "CS", "ActGrad", "SNIP"} <= set(scores):
+            continue
+        margin = min(scores["FORCE"], scores["CS"]) - max(scores["ActGrad"], scores["SNIP"])
+        mark = "✓" if margin > TIE else "≈" if margin >= -TIE else "✗"
+        passed.append(mark == "✓")
+        parts.append(f"{fam} {mark} (margin {margin:+.3f})")
+        evidence.append(
+            f"{mark} {fam} (mean held-out AUROC, median d′): "
+            + ", ".join(f"{m} {a:.3f} ({d:.2f})" for m, a, d in ranking(fits, fam, lam))
+        )
+    status = _status(passed)
+    if status == NOT and any("≈" in p for p in parts):
+        status = PARTLY
+    summary = "min(FORCE, CS) − max(ActGrad, SNIP): " + "; ".join(parts)
+    return Verdict(4, status, summary, rule, evidence)
+
+
+def held_gap(row: Row) -> float:
+    """1 if the held-out AUROC is at least CHANGE below the fitted one."""
+    return float(row["auroc_fit"] - row["auroc_held"] >= CHANGE)
+
+
+def outside_drop(row: Row) -> float:
+    """1 if the AUROC of held-out members vs other concepts dropped by at least CHANGE."""
+    return float(row["out_before"] - row["out_after"] >= CHANGE)
+
+
+def changed(row: Row) -> float:
+    """1 if a subnetwork behaves differently outside its fitting crops (either test)."""
+    return float(held_gap(row) or outside_drop(row))
+
+
+def claim5(fits: Sequence[Row], lam: float) -> Verdict:
+    """Some CS subnetworks that separate their fitting crops change behaviour outside them."""
+    rule = (
+        f"among subnetworks with fitted AUROC ≥ {SEPARATES}, one changes behaviour outside its "
+        f"fitting set if its AUROC on held-out crops of the same clusters is ≥ {CHANGE} below "
+        f"the fitted one (gap), or if its AUROC of held-out members vs images of other concepts "
+        f"drops by ≥ {CHANGE} from the original network's (outside); holds if at least one CS "
+        f"subnetwork (λ = {lam:g}) does. Compared with every scorer at the same kept fraction"
+    )
+    evidence = []
+    for fam in families(fits):
+        rows = select(fits, family=fam, grid="matched") + select(cs_default(fits, lam), family=fam)
+        parts = []
+        for method in ["CS", *sorted({r["method"] for r in rows} - {"CS"})]:
+            ok = [r for r in select(rows, method=method) if r["auroc_fit"] >= SEPARATES]
+            n, gap, out = (int(sum(f(r) for r in ok)) for f in (changed, held_gap, outside_drop))
+            parts.append(f"{method} {n}/{len(ok)} (gap {gap}, outside {out})")
+        evidence.append(f"{fam}, changed / separating on the fitting crops: " + ", ".join(parts))
+    cs = [r for r in cs_default(fits, lam) if r["auroc_fit"] >= SEPARATES]
+    n, gap, out = (int(sum(f(r) for r in cs)) for f in (changed, held_gap, outside_drop))
+    status = UNTESTED if not cs else HOLDS if n else NOT
+    summary = (
+        f"{n}/{len(cs)} CS subnetworks that separate their fitting crops change outside them "
+        f"({gap} held-out gap, {out} other-concept drop)"
+    )
+    return Verdict(5, status, summary, rule, evidence)
+
+
+def claim6(pairs: Sequence[Row], clustering: Sequence[Row], lam: float) -> Verdict:
+    """No CS pair overlaps significantly more than independence (Bonferroni over the pairs)."""
+    rows = select(pairs, method="CS", grid="lam", setting=float(lam))
+    n = len(rows)
+    rule = (
+        f"pp.overlap's p-value is the chance of an intersection at least as large under "
+        f"independence; holds if no CS pair (λ = {lam}) has p < {ALPHA}/{max(n, 1)} "
+        f"(Bonferroni), does not hold if at least half have p < {ALPHA}, partly otherwise"
+    )
+    if not rows:
+        return Verdict(6, UNTESTED, "no CS pairs", rule)
+    bonferroni = sum(r["p_value"] < ALPHA / n for r in rows)
+    nominal = sum(r["p_value"] < ALPHA for r in rows)
+    status = HOLDS if bonferroni == 0 else NOT if nominal >= n / 2 else PARTLY
+    evidence = []
+    for fam in families(pairs):
+        for method in ["CS", *sorted({r["method"] for r in select(pairs, grid="matched")})]:
+            mine = (
+                select(rows, family=fam)
+                if method == "CS"
+                else select(pairs, family=fam, grid="matched", method=method)
+            )
+            if mine:
+                evidence.append(f"{fam}, {method}{' (matched)' if method != 'CS' else ''}: "
+                                + overlap_text(mine))  # fmt: skip
+    truth = [r for r in clustering if r.get("truth_iou") is not None]
+    if truth:
+        evidence.append(
+            f"planted truth circuits: IoU {stats(truth, 'truth_iou')[0]:.3f} vs expected "
+            f"{stats(truth, 'truth_expected_iou')[0]:.3f} (disjoint by construction)"
+        )
+    summary = (
+        f"CS: {nominal}/{n} pairs overlap more than independence (p < {ALPHA}); "
+        f"IoU {stats(rows, 'iou')[0]:.3f} vs expected {stats(rows, 'expected_iou')[0]:.3f}"
+    )
+    return Verdict(6, status, summary, rule, evidence)
+
+
+def overlap_text(rows: Sequence[Row]) -> str:
+    """IoU vs expected (raw and effective masks) and the count of significant pairs."""
+    sig = sum(r["p_value"] < ALPHA for r in rows)
+    eff = sum(r["eff_p_value"] < ALPHA for r in rows)
+
+    def num(key: str) -> str:
+        return fmt(stats(rows, key)[0], math.nan, 3)
+
+    return (
+        f"IoU {num('iou')} vs expected {num('expected_iou')}, {sig}/{len(rows)} with p < {ALPHA}; "
+        f"effective masks IoU {num('eff_iou')} vs {num('eff_expected_iou')}, {eff}/{len(rows)} "
+        f"with p < {ALPHA}"
+    )
+
+
+def fmt(mean: float, std: float, digits: int = 2) -> str:
+    """``mean ± std`` (just the mean for one seed, ``–`` for no data)."""
+    if math.isnan(mean):
+        return "–"
+    return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def verdicts(results: dict[str, Any]) -> list[Verdict]:
+    """The six verdicts of a run's results (``fits``, ``pairs``, ``clustering``, ``config``)."""
+    lam = float(results["config"]["cs_lam"])
+    fits, pairs, clustering = results["fits"], results["pairs"], results["clustering"]
+    return [
+        claim1(clustering),
+        claim2(fits),
+        claim3(fits, lam, clustering),
+        claim4(fits, lam),
+        claim5(fits, lam),
+        claim6(pairs, clustering, lam),
+    ]
