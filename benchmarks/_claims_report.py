@@ -8,21 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _claims_stats import Row, families, fmt, pct, select, stats
 from _claims_verdicts import (
     ALPHA,
     CLAIMS,
     PAPER_RANGE,
     SEPARATES,
-    Row,
     Verdict,
     changed,
-    families,
-    fmt,
-    pct,
     rate,
-    select,
     separates,
-    stats,
 )
 
 METHOD_ORDER = ("ActGrad", "SNIP", "FORCE", "Magnitude", "Random", "CS")
@@ -149,7 +144,7 @@ def verdict_section(v: Verdict) -> list[str]:
 Value = Callable[[Row], float] | str
 
 
-def _curve(ax: Any, fits: Sequence[Row], method: str, value: Value) -> None:
+def _curve(ax: Any, fits: Sequence[Row], method: str, value: Value, band: bool) -> None:
     rows = select(fits, method=method, grid="keep")
     keeps = sorted({r["setting"] for r in rows})
     kept = [stats(select(rows, setting=k), "kept")[0] for k in keeps]
@@ -157,20 +152,24 @@ def _curve(ax: Any, fits: Sequence[Row], method: str, value: Value) -> None:
     mean = np.array([m for m, _ in m_s])
     std = np.nan_to_num(np.array([s for _, s in m_s]))
     ax.plot(kept, mean, "-o", ms=3, color=COLORS.get(method), label=method)
-    ax.fill_between(kept, mean - std, mean + std, color=COLORS.get(method), alpha=0.12, lw=0)
+    if band:
+        ax.fill_between(kept, mean - std, mean + std, color=COLORS.get(method), alpha=0.08, lw=0)
 
 
-def _cs_points(ax: Any, fits: Sequence[Row], value: Value) -> None:
+def _cs_points(ax: Any, fits: Sequence[Row], value: Value, band: bool) -> None:
     rows = select(fits, method="CS", grid="lam")
-    for i, lam in enumerate(sorted({r["setting"] for r in rows})):
+    lams = sorted({r["setting"] for r in rows})
+    for i, lam in enumerate(lams):
         mine = select(rows, setting=lam)
         (x, xs, _), (y, ys, _) = stats(mine, "kept"), stats(mine, value)
         label = "CS (one point per λ)" if i == 0 else None
         ax.errorbar(
-            x, y, xerr=np.nan_to_num(xs), yerr=np.nan_to_num(ys), fmt="D", ms=5,
-            color=COLORS["CS"], label=label,
+            x, y, xerr=np.nan_to_num(xs), yerr=np.nan_to_num(ys) if band else None, fmt="D",
+            ms=5, color=COLORS["CS"], label=label, lw=0.8,
         )  # fmt: skip
-        ax.annotate(f"λ={lam:g}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
+        if lam in (lams[0], lams[-1]):  # larger λ, smaller kept fraction: label the ends
+            ax.annotate(f"λ={lam:g}", (x, y), textcoords="offset points", xytext=(-8, -12),
+                        fontsize=7)  # fmt: skip
 
 
 def figure(
@@ -188,9 +187,10 @@ def figure(
     for r, row in enumerate(panels):
         for c, (fam, value, label) in enumerate(row):
             ax, rows = axes[r][c], select(fits, family=fam)
+            band = value != separates  # a share per seed of two clusters: bands mislead
             for method in _ordered({r["method"] for r in select(rows, grid="keep")}):
-                _curve(ax, rows, method, value)
-            _cs_points(ax, rows, value)
+                _curve(ax, rows, method, value, band)
+            _cs_points(ax, rows, value, band)
             ax.set_xscale("log")
             ax.axvspan(*PAPER_RANGE, color="0.85", alpha=0.6, lw=0, label="paper's CS range 3–7 %")
             ax.axvline(0.1, color="0.4", ls=":", lw=1)
@@ -229,9 +229,11 @@ def write_markdown(
         lines += ["![circuit precision, recall, F1 against kept fraction](img/claims_circuits.png)"]
         lines += [""]
     lines += [
-        "Lines: scorers at each keep (mean over seeds of the two clusters' mean, band ± std "
-        "over seeds); diamonds: CS at each λ of the sweep; grey band: the paper's 3–7 %; dotted: "
-        f"10 % kept; dashed: the separation threshold {SEPARATES}.",
+        "Lines: scorers at each keep (mean over seeds of the clusters' mean; shaded ± std over "
+        "seeds); diamonds: CS at each λ of the sweep (error bars ± std over seeds; larger λ, "
+        "smaller kept fraction); grey band: the paper's 3–7 %; dotted: 10 % kept; dashed: the "
+        f"separation threshold {SEPARATES}. Bottom row: share of all subnetworks (seeds × "
+        "clusters) that separate.",
         "",
         "## Claims",
         "",

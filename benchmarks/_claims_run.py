@@ -24,6 +24,7 @@ import polyprune as pp
 from polyprune import zoo
 from polyprune._demo import _cluster_concepts, circuit_scores
 from polyprune._unit_io import unit_activations
+from polyprune.zoo._models import CONCEPTS_EVAL_SEED
 
 #: Concept pairs of the planted variants: seed ``s`` uses ``PLANTED_PAIRS[s % 3]``.
 PLANTED_PAIRS: tuple[tuple[str, str], ...] = (
@@ -97,9 +98,17 @@ def planted_case(seed: int, cfg: Config) -> Case:
 
 
 def trained_case(name: str, seed: int, cfg: Config) -> Case:
-    """A trained zoo model on the demo's data; ``seed`` changes the split, CS order and Random."""
+    """A trained zoo model on the demo's data; ``seed`` changes the split, CS order and Random,
+    and for concepts-merged the images (seed 0: ``zoo.eval_data``, then fresh held-out sets)."""
     card = zoo.model_card(name)
-    images, labels = zoo.digits("all") if name == "digits-merged" else zoo.eval_data(name)
+    if name == "digits-merged":  # the data set is fixed: all 1,797 digits, as the demo
+        images, labels = zoo.digits("all")
+    elif name == "concepts-merged":
+        images, labels = zoo.concept_images(
+            card.eval_size, size=card.input_shape[1], seed=CONCEPTS_EVAL_SEED + seed
+        )
+    else:
+        images, labels = zoo.eval_data(name)
     names = [card.concepts[i] for i in labels.tolist()]
     return Case(
         f"{name}-{seed}", name, seed, zoo.load(name), pp.Unit(*card.unit), images, names,
@@ -209,6 +218,7 @@ class _Runner:
                 pe, re = circuit_scores(effective[label], truth)
                 row.update(precision=p, recall=r, f1=_f1(p, r), eff_f1=_f1(pe, re))
             out.fits.append(row)
+        truths = {c: (case.truth or {}).get(self.majority[c]) for c in subs}
         for (a, b), o in ev.overlaps.items():
             e = pp.overlap(effective[a], effective[b])
             empty = effective[a].kept_weights() + effective[b].kept_weights() == 0
@@ -218,6 +228,20 @@ class _Runner:
                 "eff_expected_iou": math.nan if empty else e.expected_iou,
                 "eff_p_value": e.p_value,
             })  # fmt: skip
+            ta, tb = truths[a], truths[b]
+            if ta is not None and tb is not None:
+                shared, in_circuits = _shared_kernels(subs[a].masks, subs[b].masks, ta, tb)
+                out.pairs[-1].update(shared=shared, shared_in_circuits=in_circuits)
+
+
+def _shared_kernels(a: pp.Masks, b: pp.Masks, ta: pp.Masks, tb: pp.Masks) -> tuple[int, int]:
+    """Kernels (in the region) kept by both subnetworks, and how many lie in a true circuit."""
+    shared = in_circuits = 0
+    for name, region in ta.regions.items():
+        both = a[name] & b[name] & region
+        shared += int(both.sum())
+        in_circuits += int((both & (ta[name] | tb[name])).sum())
+    return shared, in_circuits
 
 
 def _auroc(s: pp.Separation | None) -> float:

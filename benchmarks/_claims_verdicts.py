@@ -1,4 +1,4 @@
-"""Private to ``benchmarks/claims.py``: aggregation of the rows and one verdict per claim.
+"""Private to ``benchmarks/claims.py``: one verdict per claim, from the rows alone.
 
 Every verdict is a pure function of the rows (``fits``, ``pairs``, ``clustering``) and the
 thresholds below, so ``tests/test_claims.py`` can check that verdicts follow from the numbers.
@@ -9,13 +9,12 @@ the settings the claim needs).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-Row = dict[str, Any]
+from _claims_stats import Row, families, fmt, pct, select, stats
 
 #: A subnetwork "separates" (works) when its held-out AUROC is at least this.
 SEPARATES = 0.9
@@ -33,7 +32,6 @@ CHANGE = 0.05
 ALPHA = 0.05
 #: The paper's heuristic scorers (Magnitude and Random are baselines).
 HEURISTICS = ("ActGrad", "SNIP", "FORCE")
-FAMILY_ORDER = ("planted", "concepts-merged", "digits-merged")
 
 HOLDS, PARTLY, NOT, UNTESTED = "holds", "partly holds", "does not hold", "not tested"
 
@@ -58,44 +56,6 @@ class Verdict:
     evidence: list[str] = field(default_factory=list)
 
 
-def select(rows: Iterable[Row], **where: Any) -> list[Row]:
-    """Rows whose fields equal every ``where`` value (floats compared with isclose)."""
-
-    def match(row: Row, key: str, want: Any) -> bool:
-        got = row.get(key)
-        if isinstance(want, float) and isinstance(got, int | float):
-            return math.isclose(got, want, rel_tol=1e-9)
-        return bool(got == want)
-
-    return [r for r in rows if all(match(r, k, v) for k, v in where.items())]
-
-
-def families(rows: Iterable[Row]) -> list[str]:
-    """Families present, in report order."""
-    present = {r["family"] for r in rows}
-    return [f for f in FAMILY_ORDER if f in present] + sorted(present - set(FAMILY_ORDER))
-
-
-def per_seed(rows: Sequence[Row], value: Callable[[Row], float]) -> list[float]:
-    """The mean of ``value`` over each seed's rows (NaNs ignored), one number per seed."""
-    seeds: dict[int, list[float]] = {}
-    for r in rows:
-        v = float(value(r))
-        if not math.isnan(v):
-            seeds.setdefault(r["seed"], []).append(v)
-    return [float(np.mean(v)) for _, v in sorted(seeds.items())]
-
-
-def stats(rows: Sequence[Row], value: Callable[[Row], float] | str) -> tuple[float, float, int]:
-    """Mean and standard deviation over seeds of the per-seed means; and the number of seeds."""
-    fn = (lambda r: r[value]) if isinstance(value, str) else value
-    means = per_seed(rows, lambda r: np.nan if fn(r) is None else fn(r))
-    if not means:
-        return math.nan, math.nan, 0
-    std = float(np.std(means, ddof=1)) if len(means) > 1 else math.nan
-    return float(np.mean(means)), std, len(means)
-
-
 def separates(row: Row) -> float:
     """1 if the subnetwork separates on held-out crops, else 0."""
     return float(row["auroc_held"] >= SEPARATES)
@@ -110,11 +70,6 @@ def _status(passed: Sequence[bool]) -> str:
     if not passed:
         return UNTESTED
     return HOLDS if all(passed) else PARTLY if any(passed) else NOT
-
-
-def pct(x: float) -> str:
-    """A fraction as a percentage with one decimal."""
-    return "–" if math.isnan(x) else f"{100 * x:.1f} %"
 
 
 def claim1(clustering: Sequence[Row]) -> Verdict:
@@ -153,7 +108,7 @@ def working_keeps(fits: Sequence[Row], family: str, method: str) -> dict[float, 
     return {k: rate(select(rows, setting=k)) for k in keeps}
 
 
-def claim2(fits: Sequence[Row]) -> Verdict:
+def claim2(fits: Sequence[Row], clustering: Sequence[Row] = ()) -> Verdict:
     """Each heuristic works (> WORKS separate) at some keep ≥ 10 % and at none below."""
     rule = (
         f"a method works at a keep when more than {WORKS:.0%} of its subnetworks reach held-out "
@@ -177,6 +132,12 @@ def claim2(fits: Sequence[Row]) -> Verdict:
             evidence.append(
                 f"{'✓' if passed[-1] else '✗'} {fam}, {method}: share separating by keep — {text}"
             )
+    both = [sum(r["truth_kept"]) for r in clustering if "truth_kept" in r]
+    if both:
+        evidence.append(
+            f"for scale: the two planted circuits together are {pct(min(both))}–{pct(max(both))} "
+            "of the weights that can reach the unit; a subnetwork that keeps both cannot separate"
+        )
     summary = (
         f"holds for {sum(passed)}/{len(passed)} family × heuristic; works below 10 %: "
         f"{', '.join(below_10) or 'none'}; works at no keep: {', '.join(never) or 'none'}"
@@ -317,9 +278,14 @@ def claim5(fits: Sequence[Row], lam: float) -> Verdict:
     cs = [r for r in cs_default(fits, lam) if r["auroc_fit"] >= SEPARATES]
     n, gap, out = (int(sum(f(r) for r in cs)) for f in (changed, held_gap, outside_drop))
     status = UNTESTED if not cs else HOLDS if n else NOT
+    heur = [
+        r for r in select(fits, grid="matched") if r["method"] in HEURISTICS
+        if r["auroc_fit"] >= SEPARATES
+    ]  # fmt: skip
     summary = (
         f"{n}/{len(cs)} CS subnetworks that separate their fitting crops change outside them "
-        f"({gap} held-out gap, {out} other-concept drop)"
+        f"({gap} held-out gap, {out} other-concept drop); ActGrad, SNIP and FORCE at the same "
+        f"kept fraction: {int(sum(map(changed, heur)))}/{len(heur)}"
     )
     return Verdict(5, status, summary, rule, evidence)
 
@@ -351,13 +317,21 @@ def claim6(pairs: Sequence[Row], clustering: Sequence[Row], lam: float) -> Verdi
                                 + overlap_text(mine))  # fmt: skip
     truth = [r for r in clustering if r.get("truth_iou") is not None]
     if truth:
+        shared = [r for r in rows if "shared" in r]
+        n_shared = sum(r["shared"] for r in shared)
+        in_circuits = sum(r["shared_in_circuits"] for r in shared) / n_shared if n_shared else 0
         evidence.append(
             f"planted truth circuits: IoU {stats(truth, 'truth_iou')[0]:.3f} vs expected "
-            f"{stats(truth, 'truth_expected_iou')[0]:.3f} (disjoint by construction)"
+            f"{stats(truth, 'truth_expected_iou')[0]:.3f} (disjoint by construction), so on the "
+            "planted network any excess overlap is the method's, not the network's: the CS "
+            f"pairs share {n_shared} kernels, {in_circuits:.0%} of them in one of the two true "
+            "circuits (each used by one concept only)"
         )
+    effective = sum(r["eff_p_value"] < ALPHA for r in rows)
     summary = (
-        f"CS: {nominal}/{n} pairs overlap more than independence (p < {ALPHA}); "
-        f"IoU {stats(rows, 'iou')[0]:.3f} vs expected {stats(rows, 'expected_iou')[0]:.3f}"
+        f"CS: {nominal}/{n} pairs overlap more than independence (p < {ALPHA}); IoU "
+        f"{stats(rows, 'iou')[0]:.3f} vs expected {stats(rows, 'expected_iou')[0]:.3f}; "
+        f"effective masks (kernels on an input→unit path): {effective}/{n}"
     )
     return Verdict(6, status, summary, rule, evidence)
 
@@ -377,20 +351,13 @@ def overlap_text(rows: Sequence[Row]) -> str:
     )
 
 
-def fmt(mean: float, std: float, digits: int = 2) -> str:
-    """``mean ± std`` (just the mean for one seed, ``–`` for no data)."""
-    if math.isnan(mean):
-        return "–"
-    return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
 def verdicts(results: dict[str, Any]) -> list[Verdict]:
     """The six verdicts of a run's results (``fits``, ``pairs``, ``clustering``, ``config``)."""
     lam = float(results["config"]["cs_lam"])
     fits, pairs, clustering = results["fits"], results["pairs"], results["clustering"]
     return [
         claim1(clustering),
-        claim2(fits),
+        claim2(fits, clustering),
         claim3(fits, lam, clustering),
         claim4(fits, lam),
         claim5(fits, lam),

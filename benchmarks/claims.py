@@ -53,6 +53,7 @@ from _claims_verdicts import (
 )
 
 import polyprune as pp
+from polyprune.zoo._models import CONCEPTS_EVAL_SEED
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 QUICK = Config(
@@ -143,9 +144,10 @@ def header(cfg: Config, argv: list[str], seconds: float) -> list[str]:
         f"`{pp.zoo.PLANTED_TARGET}` at the map centre; top-{cfg.planted_k} receptive-field crops.",
         f"- **Trained models** ({', '.join(cfg.trained) or 'none'}; seeds "
         f"{_seeds(cfg.trained_seeds)}): the model card's unit (a class logit, no crop), "
-        f"top-{cfg.trained_k} of `zoo.eval_data` (concepts-merged) or `zoo.digits('all')` "
-        "(digits-merged), as in `polyprune demo`; a seed changes the held-out split, the CS "
-        "batch order and the Random scorer.",
+        f"top-{cfg.trained_k} of `zoo.digits('all')` (digits-merged, as `polyprune demo`) or "
+        f"of `zoo.concept_images(2048, size=32, seed={CONCEPTS_EVAL_SEED} + seed)` "
+        "(concepts-merged; seed 0 is `zoo.eval_data`, the others fresh held-out sets); a seed "
+        "also changes the held-out split, the CS batch order and the Random scorer.",
         f"- **Pipeline**: `pp.study(..., methods=())` gives the top-k crops, their HDBSCAN "
         f"clusters (raw codes, min cluster size 5 % of k) and a held-out split "
         f"({cfg.held_out:.0%} of each cluster). Each cluster gets one subnetwork per method "
@@ -203,7 +205,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {"config": asdict(cfg), "clustering": [], "fits": [], "pairs": []}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*kept elements have score 0.*")
-        warnings.filterwarnings("ignore", message="invalid value encountered", module="numpy")
         for i, make in enumerate(makers, 1):
             case = make()
             log(f"case {i}/{len(makers)}: {case.name}")
