@@ -91,6 +91,10 @@ def cmd_study(args: argparse.Namespace) -> int:
     from ._hooks import first_in_channels
     from .targets import Unit
 
+    if args.threads is not None:
+        if args.threads < 1:
+            raise CLIError(f"--threads must be ≥ 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     model, size, normalize = load_model(args.model, args.weights)
     try:
         check_layer(model, args.layer)
@@ -147,6 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--image-size", type=int, help="resize/crop images to this size")
     st.add_argument("--visualize", action="store_true", help="feature visualizations")
     st.add_argument("--seed", type=int, default=0)
+    st.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     st.add_argument("--quiet", action="store_true", help="no progress output")
     st.set_defaults(func=cmd_study)
     return parser
