@@ -296,7 +296,7 @@ def claim6(pairs: Sequence[Row], clustering: Sequence[Row], lam: float) -> Verdi
     n = len(rows)
     rule = (
         f"pp.overlap's p-value is the chance of an intersection at least as large under "
-        f"independence; holds if no CS pair (λ = {lam}) has p < {ALPHA}/{max(n, 1)} "
+        f"independence; holds if no CS pair (λ = {lam:g}) has p < {ALPHA}/{max(n, 1)} "
         f"(Bonferroni), does not hold if at least half have p < {ALPHA}, partly otherwise"
     )
     if not rows:

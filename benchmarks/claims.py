@@ -165,7 +165,7 @@ def header(cfg: Config, argv: list[str], seconds: float) -> list[str]:
         "- **Separation**: `pp.evaluate`'s AUROC of the cluster's crops against the other "
         "clusters' under the cluster's subnetwork, on the fitted crops and on held-out crops; "
         f"a subnetwork *separates* at held-out AUROC ≥ {SEPARATES}, a method *works* at a keep "
-        f"when ≥ {WORKS:.0%} of its subnetworks separate. d′ and Pearson r (subnetwork vs "
+        f"when more than {WORKS:.0%} of its subnetworks separate. d′ and Pearson r (subnetwork vs "
         "original on the cluster's held-out crops) from the same call.",
         f"- **Outside the fitting set** (claim 5): up to {cfg.outside} images of the other "
         "concepts, not in the top-k (cropped like the top-k); AUROC of the cluster's held-out "
@@ -181,9 +181,10 @@ def header(cfg: Config, argv: list[str], seconds: float) -> list[str]:
         "- **Overlap** (claim 6): `pp.overlap` of the two clusters' subnetworks: IoU, the IoU "
         "expected if each layer's kept elements were drawn independently, and the p-value of "
         f"an intersection at least as large (α = {ALPHA}); also on the effective masks.",
-        f"- Means ± std are over seeds of each seed's mean over clusters. CS range: {lo:.0%}–"
-        f"{hi:.0%}. Scorers at high keeps on the planted network keep many zero-score kernels "
-        "(sparse gradients): which of those are kept is decided by order, not by score.",
+        f"- Means ± std are over seeds of each seed's mean over clusters. The paper's CS range: "
+        f"{100 * lo:g}–{100 * hi:g} %. Scorers at high keeps on the planted network keep many "
+        "zero-score kernels (sparse gradients): which of those are kept is decided by order, not "
+        "by score.",
         "",
     ]
 
