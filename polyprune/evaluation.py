@@ -124,7 +124,7 @@ def overlap(a: Masks, b: Masks) -> Overlap:
         p = float(stats.norm.sf((observed - 0.5 - expected) / math.sqrt(var))) if var > 0 else 1.0
     return Overlap(
         iou=iou,
-        expected_iou=exp_inter_w / exp_union_w if exp_union_w else 1.0,
+        expected_iou=exp_inter_w / exp_union_w if exp_union_w else float("nan"),
         intersection=observed,
         expected_intersection=expected,
         p_value=p,

@@ -355,7 +355,10 @@ class Masks(Mapping[str, Tensor]):
 
     # -- comparing ---------------------------------------------------------------------------
     def iou(self, other: Masks) -> float:
-        """Intersection over union of the kept weights in the shared region."""
+        """Intersection over union of the kept weights in the shared region.
+
+        NaN when neither mask keeps anything there (the ratio is undefined, not perfect).
+        """
         if other.granularity != self.granularity or set(other) != set(self):
             raise ValueError(
                 "iou needs masks over the same weights at the same granularity; got "
@@ -367,7 +370,7 @@ class Masks(Mapping[str, Tensor]):
             a, b = mask & region, other[name] & region
             inter += self._counts(name, a & b)[0]
             union += self._counts(name, a | b)[0]
-        return inter / union if union else 1.0
+        return inter / union if union else float("nan")
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:

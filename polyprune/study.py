@@ -31,7 +31,12 @@ _SCORERS: dict[str, type[Any]] = {
 
 
 def _method(spec: str | Any, keep: float, rounds: int, progress: bool) -> tuple[str, Any]:
-    """(name, method) for fit_subnetwork from "cs", a scorer name, or a scorer instance."""
+    """(name, method) for fit_subnetwork from "cs", a scorer name, or a scorer instance.
+
+    A :class:`Random` scorer (by name or instance) is reseeded per cluster by :func:`study`
+    (its seed + 1000 · study seed + cluster), so the clusters' random baselines are independent
+    draws: one shared seed would give identical masks and a meaningless overlap.
+    """
     if not isinstance(spec, str):
         return type(spec).__name__.lower(), spec
     name = spec.lower()
@@ -236,8 +241,11 @@ def study(
     _log(progress, f"3/4 fitting {len(named)} method(s) × {clustering.n_clusters} clusters")
     for name, method in named:
         per_cluster: dict[int, Subnetwork] = {}
+        base = method
         for label in range(clustering.n_clusters):
             options = dict(fit_options or {}) if name == "cs" else {"keep": keep}
+            if isinstance(base, Random):  # an independent draw per cluster
+                method = Random(seed=base.seed + 1000 * seed + label, progress=progress)
             per_cluster[label] = fit_subnetwork(
                 model, seen_as, fit_x[clean], fit_y[clean] == label, method,
                 granularity=granularity, seed=seed, progress=progress, **options,

@@ -256,6 +256,8 @@ def test_iou_by_hand() -> None:
     b = Masks({"a.weight": torch.tensor([[0, 1], [1, 0]])}, "kernel", weight_shapes=shapes)
     assert a.iou(b) == pytest.approx(1 / 3)  # 9 shared weights of 27
     assert a.iou(a) == 1.0
+    nothing = Masks({k: torch.zeros_like(v) for k, v in a.items()}, a.granularity)
+    assert math.isnan(nothing.iou(nothing))  # undefined, not a perfect match
     c = Masks({"a.weight": torch.tensor([1, 0])}, "filter")
     with pytest.raises(ValueError, match="same weights at the same granularity"):
         a.iou(c)

@@ -89,3 +89,14 @@ def test_bad_arguments_fail_before_work():
         pp.study(model, pp.Unit("0", 9), x, progress=False)
     with pytest.raises(ValueError, match="crop=None needs data that can be indexed"):
         pp.study(model, pp.Unit("0", 0), iter([x]), k=5, progress=False)
+
+
+def test_random_baseline_draws_independently_per_cluster(planted_study):
+    result, _, _ = planted_study
+    model, _ = zoo.planted_network()
+    images, _ = zoo.concept_images(1200, size=zoo.PLANTED_SIZE, seed=1)
+    random = pp.study(model, result.unit, images, k=240, methods=("random",), keep=0.1,
+                      progress=False)  # fmt: skip
+    masks = random.subnetworks["random"]
+    assert masks[0].masks.iou(masks[1].masks) < 0.5  # the same seed would give IoU 1.0
+    assert random.evaluations["random"].overlaps[(0, 1)].p_value > 1e-6
