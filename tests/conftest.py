@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -69,3 +73,17 @@ def no_hooks_anywhere(model: nn.Module) -> bool:
         not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
         for m in model.modules()
     )
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(relative: str) -> ModuleType:
+    """Import a script of the repository (``benchmarks/x.py``, ``examples/y.py``) as a module."""
+    path = ROOT / relative
+    spec = importlib.util.spec_from_file_location(f"_script_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -3,17 +3,15 @@ from its numbers, and each claim's rule gives the verdict it states on hand-made
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import sys
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+from conftest import load_script
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 TINY = [
     "--planted-seeds", "0", "--trained", "--keeps", "0.1", "0.02", "--lams", "1",
     "--epochs", "3", "--planted-images", "600", "--planted-k", "150", "--outside", "40",
@@ -22,11 +20,7 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def claims() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_claims", BENCH / "claims.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # puts benchmarks/ on sys.path for the _claims_* helpers
-    return module
+    return load_script("benchmarks/claims.py")  # puts benchmarks/ on sys.path for _claims_*
 
 
 @pytest.fixture(scope="module")

@@ -60,16 +60,24 @@ def _map(model: nn.Sequential, layer: str, size: int) -> tuple[int, int] | None:
     return (out.shape[2], out.shape[3]) if out.shape[2] * out.shape[3] > 1 else None
 
 
-@given(stacks(), st.data())
-def test_crop_is_exact_on_random_stacks(stack, data):
-    model, size = stack
+def _prepared(model: nn.Sequential, size: int, seed: int) -> tuple[str, tuple[int, int]]:
+    """The stack's last spatial layer and its map size (skipping stacks with no usable map);
+    conv weights made positive so that every window position matters."""
     layer = _last_spatial_layer(model)
     hw = _map(model, layer, size)
     assume(hw is not None)
-    torch.manual_seed(0)
-    for m in model.modules():  # positive weights: every window matters
+    assert hw is not None
+    torch.manual_seed(seed)
+    for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.uniform_(m.weight, 0.1, 1.0)
+    return layer, hw
+
+
+@given(stacks(), st.data())
+def test_crop_is_exact_on_random_stacks(stack, data):
+    model, size = stack
+    layer, hw = _prepared(model, size, seed=0)
     rf = pp.ReceptiveField.of(model, layer, size)
     assert rf.output_size == hw
     x = torch.randn(2, 2, size, size)
@@ -93,13 +101,7 @@ def test_crop_is_exact_on_random_stacks(stack, data):
 @given(stacks(), st.data())
 def test_probe_agrees_on_random_stacks(stack, data):
     model, size = stack
-    layer = _last_spatial_layer(model)
-    hw = _map(model, layer, size)
-    assume(hw is not None)
-    torch.manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.uniform_(m.weight, 0.1, 1.0)
+    layer, hw = _prepared(model, size, seed=1)
     rf = pp.ReceptiveField.of(model, layer, size)
     unit = (data.draw(st.integers(0, hw[0] - 1)), data.draw(st.integers(0, hw[1] - 1)))
     top, left, bottom, right = rf.box(unit)

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "scoring.py"
+from conftest import load_script
 
 
 def test_quick_benchmark_runs_and_reports_every_figure(capsys: pytest.CaptureFixture[str]) -> None:
-    spec = importlib.util.spec_from_file_location("scoring_benchmark", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    results = module.main(["--quick"])
+    results = load_script("benchmarks/scoring.py").main(["--quick"])
     out = capsys.readouterr().out
     for scorer in ("ActGrad", "SNIP", "FORCE(2)", "Magnitude", "Random"):
         for gran in ("filter", "kernel", "weight"):

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "sparsify.py"
+from conftest import load_script
 
 
 def test_benchmark_quick(capsys):
-    spec = importlib.util.spec_from_file_location("bench_sparsify", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    results = module.main(["--quick"])
+    results = load_script("benchmarks/sparsify.py").main(["--quick"])
     out = capsys.readouterr().out
     assert set(results) == {"kernel", "weight", "epoch_seconds"}
     assert all(math.isfinite(v) and v > 0 for v in results.values())
