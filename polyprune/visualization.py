@@ -176,7 +176,7 @@ def plot_kept_per_layer(
 ) -> Path:
     """Grouped bars: the kept fraction of every layer, one bar per subnetwork."""
     layers = list(dict.fromkeys(name for m in masks.values() for name in m))
-    fig = _figure((max(5.0, 0.9 * len(layers) + 2), 3.2))
+    fig = _figure((max(5.0, 0.9 * len(layers) + 2) + 2.0, 3.2))
     ax = fig.subplots()
     width = 0.8 / max(1, len(masks))
     for k, (name, m) in enumerate(masks.items()):
@@ -191,7 +191,8 @@ def plot_kept_per_layer(
     ax.set_xticklabels([layer.removesuffix(".weight") for layer in layers], rotation=30)
     ax.set_ylabel("kept fraction")
     ax.set_yscale("log")
-    ax.legend(fontsize=7)
+    # outside the axes: with a log scale there is no empty corner to put it in
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     if title:
         ax.set_title(title)
     fig.tight_layout()
