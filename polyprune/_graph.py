@@ -122,7 +122,11 @@ def reachable_parameters(model: nn.Module, layer: str) -> list[str]:
     ancestor of the layer's output (or the layer itself, or inside it). Returned in
     ``model.named_parameters()`` order.
     """
-    gm, node = trace_to(model, layer)
+    return reachable_from(model, trace_to(model, layer)[1])
+
+
+def reachable_from(model: nn.Module, node: fx.Node) -> list[str]:
+    """:func:`reachable_parameters` for a node of a graph already traced with :func:`trace_to`."""
     names: set[str] = set()
     for n in upstream(node):
         if n.op == "call_module":
@@ -132,7 +136,6 @@ def reachable_parameters(model: nn.Module, layer: str) -> list[str]:
             owner = _owner(model, str(n.target))
             if is_maskable(owner) and str(n.target).endswith(".weight"):
                 names.add(str(n.target))
-    del gm  # the GraphModule shares the model's submodules; nothing to clean up
     order = [name for name, _ in model.named_parameters()]
     return [name for name in order if name in names]
 

@@ -13,7 +13,7 @@ import torch.fx as fx
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from ._graph import is_maskable, reachable_parameters, trace_to
+from ._graph import is_maskable, reachable_from, trace_to
 from ._rf_rules import CHANNELWISE_FUNCTIONS, CHANNELWISE_METHODS, CHANNELWISE_MODULES
 
 __all__ = [
@@ -36,6 +36,21 @@ def check_granularity(granularity: str) -> Granularity:
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
     return granularity  # type: ignore[return-value]
+
+
+def check_keep(keep: object) -> float:
+    """``keep`` as a float, or a ValueError unless it is a number in (0, 1]."""
+    if isinstance(keep, bool) or not isinstance(keep, int | float) or not 0 < keep <= 1:
+        raise ValueError(f"keep (the kept fraction) must be in (0, 1], got {keep!r}")
+    return float(keep)
+
+
+def check_cut_options(scope: str, normalize: str) -> None:
+    """Validate the ``scope`` and ``normalize`` options of :meth:`Masks.from_scores`."""
+    if scope not in ("global", "layer"):
+        raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
+    if normalize not in ("none", "layer"):
+        raise ValueError(f"normalize must be 'none' or 'layer', got {normalize!r}")
 
 
 def mask_shape(weight_shape: tuple[int, ...], granularity: str) -> tuple[int, ...]:
@@ -105,13 +120,7 @@ def attach(
     parametrization is removed, the original ``Parameter`` objects are back in place and the
     parameters' registration order (hence ``state_dict`` key order) is as before.
     """
-    owners = {name: owner(model, name) for name in parametrizations}
-    for name, (module, attr) in owners.items():
-        if parametrize.is_parametrized(module, attr):
-            raise ValueError(
-                f"{name!r} already carries a parametrization (masks applied twice, or another "
-                "tool's); remove it first"
-            )
+    owners = {name: owner(model, name) for name in parametrizations}  # refuses masked weights
     orders = {id(m): (m, list(m._parameters)) for m, _ in owners.values()}
     done: list[tuple[nn.Module, str]] = []
     try:
@@ -170,13 +179,13 @@ def unit_regions(
     ``channel``.
     """
     check_granularity(granularity)
-    gm, node = trace_to(model, layer)
+    _, node = trace_to(model, layer)
     producer = _producer(node, model)
     restricted = f"{producer.target}.weight" if producer is not None else None
     shapes: dict[str, tuple[int, ...]] = {}
     regions: dict[str, Tensor] = {}
     params = dict(model.named_parameters())
-    for name in reachable_parameters(model, layer):
+    for name in reachable_from(model, node):
         shape = tuple(params[name].shape)
         region = torch.ones(mask_shape(shape, granularity), dtype=torch.bool)
         if name == restricted:
@@ -187,7 +196,6 @@ def unit_regions(
             region.zero_()
             region[channel] = True
         shapes[name], regions[name] = shape, region
-    del gm
     return shapes, regions
 
 

@@ -10,7 +10,6 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from . import _masking as mk
-from ._graph import reachable_parameters
 from .targets import Unit
 
 __all__ = [
@@ -93,10 +92,7 @@ def mask_targets(
         unit.validate(model)
         shapes, regions = mk.unit_regions(model, unit.layer, unit.channel, granularity)
         if not shapes:
-            raise ValueError(
-                f"no Conv/Linear weight can reach {unit.layer!r}: nothing to mask "
-                f"(reachable parameters: {reachable_parameters(model, unit.layer)})"
-            )
+            raise ValueError(f"no Conv/Linear weight can reach {unit.layer!r}: nothing to mask")
         return shapes, regions
     assert modules is not None
     if isinstance(modules, str) or not modules:

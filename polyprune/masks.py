@@ -170,12 +170,8 @@ class Masks(Mapping[str, Tensor]):
         weight shapes and regions; a plain dict needs ``granularity`` and counts mask elements.
         """
         gran = mk.check_granularity(granularity or getattr(scores, "granularity", None) or "kernel")
-        if isinstance(keep, bool) or not isinstance(keep, int | float) or not 0 < keep <= 1:
-            raise ValueError(f"keep (the kept fraction) must be in (0, 1], got {keep!r}")
-        if scope not in ("global", "layer"):
-            raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
-        if normalize not in ("none", "layer"):
-            raise ValueError(f"normalize must be 'none' or 'layer', got {normalize!r}")
+        mk.check_keep(keep)
+        mk.check_cut_options(scope, normalize)
         if not scores:
             raise ValueError("scores is empty")
         shapes: dict[str, tuple[int, ...]] = dict(getattr(scores, "weight_shapes", {}))
@@ -365,11 +361,9 @@ class Masks(Mapping[str, Tensor]):
                 f"{self.granularity}/{sorted(self)} vs {other.granularity}/{sorted(other)}"
             )
         inter = union = 0
-        for name, mask in self._masks.items():
-            region = self.regions.get(name, torch.ones_like(mask))
-            a, b = mask & region, other[name] & region
-            inter += self._counts(name, a & b)[0]
-            union += self._counts(name, a | b)[0]
+        for name, mask in self._masks.items():  # _counts restricts to the region
+            inter += self._counts(name, mask & other[name])[0]
+            union += self._counts(name, mask | other[name])[0]
         return inter / union if union else float("nan")
 
     # -- persistence -------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 import polyprune as pp
 from polyprune import _cs_fit
 from polyprune import _masking as mk
+from polyprune._graph import reachable_parameters
 from polyprune.masks import Masks, Scores
 from polyprune.scoring import FORCE, SNIP
 from polyprune.sparsify import ContinuousSparsifier, ExponentialTemperature
@@ -54,7 +55,7 @@ class KernelMagnitude:
         return {
             name: p.detach().abs().flatten(2).sum(2)
             for name, p in model.named_parameters()
-            if name in mk.reachable_parameters(model, objective.layer)
+            if name in reachable_parameters(model, objective.layer)
         }
 
 

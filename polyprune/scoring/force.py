@@ -18,12 +18,6 @@ from ._base import BaseScorer, Inputs, Job, mask_gradients
 __all__ = ["FORCE"]
 
 
-def _check_keep(keep: object) -> float:
-    if isinstance(keep, bool) or not isinstance(keep, int | float) or not 0 < keep <= 1:
-        raise ValueError(f"keep (the kept fraction) must be in (0, 1], got {keep!r}")
-    return float(keep)
-
-
 class FORCE(BaseScorer):
     """Iterative SNIP: score, mask, re-score the masked network, on an exponential schedule.
 
@@ -81,12 +75,9 @@ class FORCE(BaseScorer):
         super().__init__(progress=progress)
         if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
             raise ValueError(f"rounds must be an int ≥ 1, got {rounds!r}")
-        if scope not in ("global", "layer"):
-            raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
-        if normalize not in ("none", "layer"):
-            raise ValueError(f"normalize must be 'none' or 'layer', got {normalize!r}")
+        mk.check_cut_options(scope, normalize)
         self.rounds = rounds
-        self.keep = None if keep is None else _check_keep(keep)
+        self.keep = None if keep is None else mk.check_keep(keep)
         self.scope: Literal["global", "layer"] = scope
         self.normalize: Literal["none", "layer"] = normalize
 
@@ -104,7 +95,7 @@ class FORCE(BaseScorer):
                 "FORCE needs the target kept fraction: FORCE(keep=0.05) or "
                 "FORCE().score(..., keep=0.05)"
             )
-        return _check_keep(target)
+        return mk.check_keep(target)
 
     def score(
         self,
