@@ -24,19 +24,19 @@ import torch.fx as fx
 from torch import Tensor, nn
 
 from ._graph import GraphError, is_maskable, trace_to, upstream
-from ._rf_rules import CHANNELWISE_FUNCTIONS, CHANNELWISE_METHODS, CHANNELWISE_MODULES
+from ._rf_rules import (
+    CHANNELWISE_FUNCTIONS,
+    CHANNELWISE_METHODS,
+    CHANNELWISE_MODULES,
+    POOL_MODULES,
+)
 
 __all__ = ["effective_kernels", "from_kernels", "kernel_view"]
 
 #: A per-channel boolean vector, or True / False for "every / no channel" of unknown width.
 Channels = Tensor | bool
 
-_POOLS: tuple[type[nn.Module], ...] = (
-    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
-    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
-)  # fmt: skip
-_KEEP_MODULES = (*CHANNELWISE_MODULES, *_POOLS)
+_KEEP_MODULES = (*CHANNELWISE_MODULES, *POOL_MODULES)
 _MERGE_FUNCTIONS = frozenset(
     (operator.add, operator.sub, operator.mul, operator.iadd, operator.imul, operator.truediv,
      torch.add, torch.sub, torch.mul, torch.div, torch.maximum, torch.minimum)

@@ -203,24 +203,31 @@ CHANNELWISE_METHODS = frozenset(
     ("relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "contiguous", "clone", "float")
 )
 
+_WINDOW_POOLS: tuple[type[nn.Module], ...] = (
+    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+)  # fmt: skip
+_ADAPTIVE_POOLS: tuple[type[nn.Module], ...] = (
+    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+)  # fmt: skip
+#: Pooling layers: each channel on its own, like ``CHANNELWISE_MODULES``, but the field changes.
+POOL_MODULES = (*_WINDOW_POOLS, *_ADAPTIVE_POOLS)
+
 MODULE_RULES: dict[type[nn.Module], Rule] = {
     nn.modules.conv._ConvNd: _conv,
-    nn.MaxPool1d: _pool, nn.MaxPool2d: _pool, nn.MaxPool3d: _pool,
-    nn.AvgPool1d: _pool, nn.AvgPool2d: _pool, nn.AvgPool3d: _pool,
-    nn.AdaptiveAvgPool1d: _adaptive, nn.AdaptiveAvgPool2d: _adaptive,
-    nn.AdaptiveAvgPool3d: _adaptive, nn.AdaptiveMaxPool1d: _adaptive,
-    nn.AdaptiveMaxPool2d: _adaptive, nn.AdaptiveMaxPool3d: _adaptive,
+    **dict.fromkeys(_WINDOW_POOLS, _pool),
+    **dict.fromkeys(_ADAPTIVE_POOLS, _adaptive),
     **dict.fromkeys(_POINTWISE_MODULES, _pointwise),
 }  # fmt: skip
 
+# Pointwise for the field: the channel-wise ops, and element-wise arithmetic between tensors.
 FUNCTION_RULES: dict[Any, Rule] = {
     **dict.fromkeys(
         (
+            *CHANNELWISE_FUNCTIONS,
             operator.add, operator.sub, operator.mul, operator.truediv, operator.neg,
             operator.iadd, operator.imul, torch.add, torch.sub, torch.mul, torch.div,
-            torch.relu, torch.sigmoid, torch.tanh, torch.clamp, torch.neg,
-            F.relu, F.relu6, F.leaky_relu, F.gelu, F.silu, F.elu, F.hardtanh, F.hardswish,
-            F.sigmoid, F.tanh, F.dropout, F.dropout2d,
+            torch.clamp, torch.neg,
         ),
         _pointwise,
     ),
@@ -230,9 +237,9 @@ FUNCTION_RULES: dict[Any, Rule] = {
 
 METHOD_RULES: dict[str, Rule] = dict.fromkeys(
     (
-        "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "add", "add_", "sub", "sub_",
-        "mul", "mul_", "div", "div_", "neg", "clamp", "clamp_", "clamp_min", "contiguous",
-        "clone", "float", "double", "half", "to", "type_as", "detach",
+        *CHANNELWISE_METHODS,
+        "add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "neg", "clamp", "clamp_",
+        "clamp_min", "double", "half", "to", "type_as", "detach",
     ),
     _pointwise,
 )  # fmt: skip
@@ -254,6 +261,7 @@ __all__ = [
     "FUNCTION_RULES",
     "METHOD_RULES",
     "MODULE_RULES",
+    "POOL_MODULES",
     "Field",
     "ReceptiveFieldError",
     "module_rule",
