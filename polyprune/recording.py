@@ -13,8 +13,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ._hooks import LayerHooks, model_dtype_device, warn_if_training
+from ._unit_io import resolve_position
 from .receptive_field import ReceptiveField
-from .targets import Unit, layer_output_shape
+from .targets import Unit
 
 __all__ = ["ActivationRecorder", "TopActivations", "top_activating"]
 
@@ -163,7 +164,8 @@ class TopActivations:
     Attributes
     ----------
     unit : Unit
-        The unit, with its position resolved (in full-image map coordinates).
+        The unit, with its position resolved (in full-image map coordinates; ``None`` for a
+        layer without a spatial map, e.g. a Linear layer with ``crop=False``).
     indices : Tensor
         ``(k,)`` int64 positions of the items in the data's iteration order (the dataset indices
         for a Dataset, a tensor, or an unshuffled DataLoader). Ties go to the lower index.
@@ -258,7 +260,8 @@ def top_activating(
     warn_if_training(model)
     state = _TopK(k)
     field: ReceptiveField | None = None
-    position = at = (0, 0)
+    position = at = None
+    rec: ActivationRecorder | None = None
     seen = 0
     with tqdm(total=n, disable=not progress, unit="img", desc=f"top-{k} {unit}") as bar:
         for batch in iter_batches(data, batch_size):
@@ -267,7 +270,10 @@ def top_activating(
             if seen == 0:
                 field, position = _resolve(model, unit, batch, crop)
             images, at = field.crop(batch, position) if field else (batch, position)
-            rec = ActivationRecorder(model, [unit.layer], "center", position=at, accumulate=False)
+            if rec is None:  # every batch is cut the same way: one recorder serves them all
+                rec = ActivationRecorder(
+                    model, [unit.layer], "center", position=at, accumulate=False
+                )
             codes = rec.run(images)[unit.layer]
             state.push(codes, unit.channel, seen, images if keep_inputs else None)
             seen += batch.shape[0]
@@ -286,13 +292,11 @@ def top_activating(
 
 def _resolve(
     model: nn.Module, unit: Unit, batch: Tensor, crop: bool
-) -> tuple[ReceptiveField | None, tuple[int, int]]:
+) -> tuple[ReceptiveField | None, tuple[int, int] | None]:
     """The field to crop with (if any) and the unit's position in the full image's map."""
     size = (int(batch.shape[2]), int(batch.shape[3]))
-    if not crop:
-        shape = layer_output_shape(model, unit.layer, size, int(batch.shape[1]))
-        position = unit.position or ((shape[2] - 1) // 2, (shape[3] - 1) // 2)
-        return None, position
+    if not crop:  # None for a layer without a map (Linear)
+        return None, resolve_position(model, unit, size, int(batch.shape[1]))
     field = ReceptiveField.of(model, unit.layer, size, in_channels=int(batch.shape[1]))
     if size[0] < field.size[0] or size[1] < field.size[1]:
         raise ValueError(

@@ -92,6 +92,21 @@ def test_crop_false_gives_the_same_values_as_exact_crops():
         assert b.field is None
 
 
+def test_crop_false_works_for_a_layer_without_a_map():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
+    x = torch.randn(25, 3, 8, 8)
+    top = pp.top_activating(model.eval(), pp.Unit("3", 2), x, k=4, batch_size=6, crop=False,
+                            progress=False)  # fmt: skip
+    values = layer_output(model, "3", x)[:, 2]
+    order = torch.argsort(-values, stable=True)[:4]
+    assert torch.equal(top.indices, order) and top.unit == pp.Unit("3", 2)
+    torch.testing.assert_close(top.values, values[order])
+    assert top.codes.shape == (4, 5)
+    with pytest.raises(pp.ReceptiveFieldError):  # a crop has no meaning after flatten+linear
+        pp.top_activating(model, pp.Unit("3", 2), x, k=4, progress=False)
+
+
 def test_ties_go_to_the_lower_index_across_batches():
     model = _small()
     x = torch.zeros(40, 3, 40, 40)  # every image gives the same activation
