@@ -15,7 +15,7 @@ For a polysemantic unit with clusters ``0..K-1`` and one subnetwork (:class:`Mas
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -231,17 +231,36 @@ def evaluate(
     for x, y in sets:
         if x.dim() != 4 or y.shape != (x.shape[0],):
             raise ValueError(f"images {tuple(x.shape)} and labels {tuple(y.shape)} do not align")
-    missing = [k for k in masks if not any(bool((y == k).any()) for _, y in sets[:1])]
+    missing = [k for k in masks if not bool((sets[0][1] == k).any())]
     if missing:
         raise ValueError(
             f"no image has label(s) {missing}; labels present: {sorted(set(sets[0][1].tolist()))}"
         )
     original = [unit_activations(model, unit, x, None, batch_size) for x, _ in sets]
+    subnets = {
+        label: [unit_activations(model, unit, x, m, batch_size) for x, _ in sets]
+        for label, m in masks.items()
+    }
+    return _evaluate(unit, masks, [y for _, y in sets], original, subnets, negatives)
+
+
+def _evaluate(
+    unit: Unit,
+    masks: Mapping[int, Masks],
+    labels: Sequence[Tensor],
+    original: Sequence[Tensor],
+    subnets: Mapping[int, Sequence[Tensor]],
+    negatives: str,
+) -> Evaluation:
+    """:func:`evaluate` from activations already computed, one tensor per image set.
+
+    ``labels[s]``, ``original[s]`` and ``subnets[label][s]`` belong to image set ``s``: the
+    fitted images first, then (optionally) the held-out ones.
+    """
     results: dict[int, ClusterEvaluation] = {}
     for label, m in masks.items():
-        subnet = [unit_activations(model, unit, x, m, batch_size) for x, _ in sets]
         seps: list[tuple[Separation, Separation, float] | None] = []
-        for (_, y), before, after in zip(sets, original, subnet, strict=True):
+        for y, before, after in zip(labels, original, subnets[label], strict=True):
             mine = y == label
             others = (y != label) & ((y >= 0) if negatives == "clusters" else torch.ones_like(mine))
             if not mine.any() or not others.any():

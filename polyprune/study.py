@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ._unit_io import unit_activations
 from .clustering import Clustering, cluster
-from .evaluation import Evaluation, evaluate, held_out_split
+from .evaluation import Evaluation, _evaluate, held_out_split
 from .recording import TopActivations, top_activating
 from .scoring import FORCE, SNIP, ActGrad, Magnitude, Random
 from .subnetwork import Subnetwork, fit_subnetwork
@@ -254,11 +254,22 @@ def study(
         timings[f"fit {name}"] = time.perf_counter() - t
         t = time.perf_counter()
     _log(progress, "4/4 evaluating separation, held-out and overlap")
+    # every activation once, on all crops; evaluate's fitted and held-out sets are slices of it
+    original = unit_activations(model, seen_as, crops, None, 256)
+    result.activations = {"original": original}
+    sets = (fit_index, held_index)
     for name, subs in result.subnetworks.items():
-        result.evaluations[name] = evaluate(
-            model, seen_as, fit_x, fit_y, subs, held_out=(crops[held_index], labels[held_index]),
+        after = {}
+        for label, sub in subs.items():
+            title = f"{name} → cluster {label} (kept {sub.kept_fraction:.1%})"
+            acts = result.activations[title] = unit_activations(
+                model, seen_as, crops, sub.masks, 256
+            )
+            after[label] = [acts[i] for i in sets]
+        result.evaluations[name] = _evaluate(
+            seen_as, {label: sub.masks for label, sub in subs.items()},
+            [labels[i] for i in sets], [original[i] for i in sets], after, "clusters",
         )  # fmt: skip
-    result.activations = _panels(model, seen_as, crops, result.subnetworks)
     timings["evaluate"] = time.perf_counter() - t
     if visualize:
         t = time.perf_counter()
@@ -287,17 +298,6 @@ def _image(item: Any) -> Tensor:
     if not isinstance(image, Tensor) or image.dim() != 3:
         raise ValueError(f"data items must be (C, H, W) images, got {type(image).__name__}")
     return image
-
-
-def _panels(
-    model: nn.Module, unit: Unit, crops: Tensor, subnetworks: dict[str, dict[int, Subnetwork]]
-) -> dict[str, Tensor]:
-    panels = {"original": unit_activations(model, unit, crops, None, 256)}
-    for method, subs in subnetworks.items():
-        for label, sub in subs.items():
-            title = f"{method} → cluster {label} (kept {sub.kept_fraction:.1%})"
-            panels[title] = unit_activations(model, unit, crops, sub.masks, 256)
-    return panels
 
 
 def _visualize(
