@@ -20,7 +20,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ._fvis import FourierImage, random_transform
-from ._hooks import eval_mode, first_in_channels, forward_until, model_dtype_device
+from ._hooks import eval_mode, first_in_channels, model_dtype_device
+from ._unit_io import resolve_position, unit_activation
 from .masks import Masks
 from .targets import Unit
 
@@ -65,9 +66,11 @@ def visualize(
     hw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     if steps < 1 or batch < 1 or lr <= 0:
         raise ValueError(f"steps and batch must be ≥ 1 and lr > 0, got {steps}, {batch}, {lr}")
+    channels = first_in_channels(model)
+    position = resolve_position(model, unit, hw, channels)  # transforms keep the image size
     gen = torch.Generator().manual_seed(seed)
     dtype, device = model_dtype_device(model)
-    image = FourierImage(batch, hw, generator=gen, channels=first_in_channels(model)).to(device)
+    image = FourierImage(batch, hw, generator=gen, channels=channels).to(device)
     optimizer = torch.optim.Adam(image.parameters(), lr=lr)
     ctx: AbstractContextManager[Any] = masks.applied(model) if masks is not None else nullcontext()
     with ctx, eval_mode(model):
@@ -76,12 +79,7 @@ def visualize(
             if transforms:
                 x = random_transform(x, gen)
             x = normalize(x) if normalize is not None else x
-            out = forward_until(model, x, [unit.layer])[unit.layer]
-            if out.dim() >= 4:
-                i, j = unit.position or ((out.shape[2] - 1) // 2, (out.shape[3] - 1) // 2)
-                value = out[:, unit.channel, i, j]
-            else:
-                value = out[:, unit.channel]
+            value = unit_activation(model, x, unit, position)
             (grad,) = torch.autograd.grad(-value.mean(), image.spectrum)
             image.spectrum.grad = grad
             optimizer.step()
