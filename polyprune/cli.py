@@ -87,7 +87,6 @@ def _image_folder(root: str, size: int, normalize: bool, channels: int) -> Any:
 
 def cmd_study(args: argparse.Namespace) -> int:
     from . import study
-    from ._graph import check_layer
     from ._hooks import first_in_channels
     from .targets import Unit
 
@@ -97,8 +96,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     model, size, normalize = load_model(args.model, args.weights)
     try:
-        check_layer(model, args.layer)
-        unit = Unit(args.layer, args.unit).validate(model)
+        unit = Unit(args.layer, args.unit).validate(model)  # unknown layers: closest names
     except (ValueError, TypeError) as exc:
         raise CLIError(str(exc)) from exc
     data = _image_folder(args.data, args.image_size or size, normalize, first_in_channels(model))
