@@ -16,7 +16,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import warnings
 from pathlib import Path
@@ -33,13 +32,10 @@ KEEPS = (0.5, 0.1, 0.01)
 
 def _contract() -> ModuleType:
     """The scorer tests' module, which owns the hand-built network (one definition, not two)."""
-    path = ROOT / "tests" / "test_scoring_contract.py"
-    spec = importlib.util.spec_from_file_location("_scoring_contract", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import load_script
+
+    return load_script("tests/test_scoring_contract.py")
 
 
 def precision_recall(kept: set[object], known: set[object]) -> tuple[float, float]:
