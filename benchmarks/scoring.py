@@ -31,7 +31,7 @@ import torchvision
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from polyprune import Masks, Unit  # noqa: E402
+from polyprune import Masks, Scores, Unit  # noqa: E402
 from polyprune._hooks import forward_until  # noqa: E402
 from polyprune.scoring import FORCE, SNIP, ActGrad, Magnitude, Random, Scorer  # noqa: E402
 
@@ -53,15 +53,15 @@ def dense(model: torch.nn.Module, x: torch.Tensor, unit: Unit) -> None:
     torch.autograd.grad(f, params, allow_unused=True)
 
 
-def timed(fn: Callable[[], object], repeat: int) -> float:
+def timed(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
     """The median wall time of ``repeat`` calls (the machine may be shared: the median is
-    less biased than the best against a single long run such as FORCE's)."""
+    less biased than the best against a single long run such as FORCE's), and the last result."""
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
-        fn()
+        result = fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(times), result
 
 
 def _status(field: str) -> int:
@@ -142,19 +142,24 @@ def _run(args: argparse.Namespace) -> dict[str, float]:
     print(f"AlexNet (random init) up to {LAYER}, unit {unit}, {batch} crops of {crop}×{crop}, "
           f"{torch.get_num_threads()} threads")  # fmt: skip
     dense(model, x, unit)  # warm-up
-    base = timed(lambda: dense(model, x, unit), repeat)
+    base, _ = timed(lambda: dense(model, x, unit), repeat)
     print(f"dense forward+backward: {base:.3f} s\n")
     scorers: list[Scorer] = [
         ActGrad(chunk_bytes=args.chunk_mb * 2**20, progress=False), SNIP(progress=False),
         FORCE(rounds, keep=args.keep, progress=False), Magnitude(), Random(seed=0),
     ]  # fmt: skip
     results: dict[str, float] = {"dense_s": base}
+    force_kernel: object = None
     print(f"{'scorer':<12}{'granularity':<13}{'seconds':>9}{'× dense':>10}")
     for scorer in scorers:
         name = type(scorer).__name__ + (f"({rounds})" if isinstance(scorer, FORCE) else "")
         for gran in GRANULARITIES:
             once = 1 if isinstance(scorer, FORCE) else repeat
-            seconds = timed(lambda s=scorer, g=gran: s.score(model, x, unit, granularity=g), once)
+            seconds, scores = timed(
+                lambda s=scorer, g=gran: s.score(model, x, unit, granularity=g), once
+            )
+            if isinstance(scorer, FORCE) and gran == "kernel":
+                force_kernel = scores  # its kept fraction is printed below
             results[f"{name}/{gran}"] = seconds / base
             print(f"{name:<12}{gran:<13}{seconds:>9.3f}{seconds / base:>10.2f}")
     print()
@@ -162,9 +167,9 @@ def _run(args: argparse.Namespace) -> dict[str, float]:
         ratio = results[f"FORCE({rounds})/{gran}"] / results[f"SNIP/{gran}"]
         results[f"FORCE/SNIP/{gran}"] = ratio
         print(f"FORCE({rounds})/SNIP at {gran}: {ratio:.2f}  (goal ≤ {rounds + 1})")
-    scores = FORCE(rounds, keep=args.keep, progress=False).score(model, x, unit)
+    assert isinstance(force_kernel, Scores)
     print(f"FORCE kernel masks at keep={args.keep}: kept fraction "
-          f"{Masks.from_scores(scores, args.keep).kept_fraction():.4f}")  # fmt: skip
+          f"{Masks.from_scores(force_kernel, args.keep).kept_fraction():.4f}")  # fmt: skip
     peaks = peak_memory(crop, batch, args.chunk_mb)
     results.update({f"peak_{k}_bytes": v for k, v in peaks.items()})
     gib = {k: v / 2**30 for k, v in peaks.items()}
