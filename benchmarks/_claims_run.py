@@ -35,7 +35,6 @@ PLANTED_PAIRS: tuple[tuple[str, str], ...] = (
 #: Seed offset of the planted variants' images (``concept_images(seed=IMAGE_SEED + s)``).
 IMAGE_SEED = 1000
 SCORERS = ("ActGrad", "SNIP", "FORCE", "Magnitude", "Random")
-HEURISTICS = ("ActGrad", "SNIP", "FORCE")  # the paper's scorers (Magnitude, Random: baselines)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import torchvision
 from torch import nn
 
 import polyprune as pp
-from polyprune._unit_io import unit_activation
+from polyprune._unit_io import resolve_position, unit_activation
 from polyprune.sparsify import ContinuousSparsifier
 from polyprune.subnetwork import fit_subnetwork
 
@@ -56,9 +56,8 @@ def overhead(
     arithmetic alone (every masked weight computed once, and its backward to the logits): the
     overhead the ratio measures, without the convolutions' noise.
     """
-    side = (x.shape[-1] + 2 * 2 - 11) // 4 + 1  # conv0
-    side = ((side - 3) // 2 + 1 - 3) // 2 + 1  # two max-pools; later convs keep the size
-    pos = ((side - 1) // 2, (side - 1) // 2)
+    pos = resolve_position(model, pp.Unit(LAYER, CHANNEL), (x.shape[-2], x.shape[-1]), 3)
+    assert pos is not None
     twin = copy.deepcopy(model)
     plain: list[float] = []
     masked: list[float] = []
@@ -137,9 +136,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         print(f"{granularity:<12}{p:>10.4f}{m:>10.4f}{r:>8.3f}{goal:>7.2f}{alone:>10.4f}")
     if args.no_epoch:
         return results
-    secs = epoch_seconds(model, n_epoch, size, 32 if not args.quick else 2)
+    secs = epoch_seconds(model, n_epoch, size, batch)
     results["epoch_seconds"] = secs
-    print(f"CS epoch on {n_epoch} crops of {size}×{size} (batch {32 if not args.quick else 2}): "
+    print(f"CS epoch on {n_epoch} crops of {size}×{size} (batch {batch}): "
           f"{secs:.2f} s")  # fmt: skip
     return results
 
