@@ -131,7 +131,7 @@ def fit_cs(
     progress: bool,
 ) -> CSResult:
     dtype, device = model_dtype_device(model)
-    targets = members.to(dtype)
+    targets = members.to(device, dtype)  # moved once, not once per batch
     history: dict[str, list[float]] = {
         k: [] for k in ("loss", "bce", "penalty", "temperature", "kept_fraction", "lr", "seconds")
     }
@@ -165,7 +165,7 @@ def fit_cs(
                     x = images[idx].to(device, dtype)
                     a = unit_activation(model, x, unit, unit.position)
                     bce = F.binary_cross_entropy_with_logits(
-                        (a - center) / scale - shift, targets[idx].to(device), pos_weight=pos_weight
+                        (a - center) / scale - shift, targets[idx], pos_weight=pos_weight
                     )
                     pen = cs.penalty(normalized=s["penalty"] == "mean")
                     loss = bce + s["lam"] * pen
