@@ -16,6 +16,7 @@ from _claims_verdicts import (
     SEPARATES,
     Verdict,
     changed,
+    matched,
     rate,
     separates,
 )
@@ -97,9 +98,7 @@ def methods_table(fits: Sequence[Row], pairs: Sequence[Row], family: str) -> lis
 
 def matched_table(fits: Sequence[Row], pairs: Sequence[Row], family: str, lam: float) -> list[str]:
     """Every method at CS's own kept fraction: separation, behaviour outside, overlap."""
-    rows_f = select(fits, family=family, grid="matched") + select(
-        fits, family=family, method="CS", grid="lam", setting=lam
-    )
+    rows_f = matched(fits, family, lam)
     out = []
     for method in _ordered({r["method"] for r in rows_f}):
         rows = select(rows_f, method=method)

@@ -200,11 +200,15 @@ def claim3(fits: Sequence[Row], lam: float, clustering: Sequence[Row] = ()) -> V
     return Verdict(3, status, f"λ = {lam:g}: " + "; ".join(parts), rule, evidence)
 
 
+def matched(fits: Sequence[Row], family: str, lam: float) -> list[Row]:
+    """One family's scorers fitted at CS's own kept fraction, and CS itself at λ = ``lam``."""
+    scorers = select(fits, family=family, grid="matched")
+    return scorers + select(cs_default(fits, lam), family=family)
+
+
 def ranking(fits: Sequence[Row], family: str, lam: float) -> list[tuple[str, float, float]]:
     """(method, mean held-out AUROC, median held-out d′) at CS's own kept fraction, best first."""
-    rows = select(fits, family=family, grid="matched") + select(
-        cs_default(fits, lam), family=family
-    )
+    rows = matched(fits, family, lam)
     out = []
     for method in sorted({r["method"] for r in rows}):
         mine = select(rows, method=method)
@@ -224,7 +228,8 @@ def claim4(fits: Sequence[Row], lam: float) -> Verdict:
     )
     passed, evidence, parts = [], [], []
     for fam in families(fits):
-        scores = {m: a for m, a, _ in ranking(fits, fam, lam)}
+        ranked = ranking(fits, fam, lam)
+        scores = {m: a for m, a, _ in ranked}
         if not {"FORCE", "CS", "ActGrad", "SNIP"} <= set(scores):
             continue
         margin = min(scores["FORCE"], scores["CS"]) - max(scores["ActGrad"], scores["SNIP"])
@@ -233,7 +238,7 @@ def claim4(fits: Sequence[Row], lam: float) -> Verdict:
         parts.append(f"{fam} {mark} (margin {margin:+.3f})")
         evidence.append(
             f"{mark} {fam} (mean held-out AUROC, median d′): "
-            + ", ".join(f"{m} {a:.3f} ({d:.2f})" for m, a, d in ranking(fits, fam, lam))
+            + ", ".join(f"{m} {a:.3f} ({d:.2f})" for m, a, d in ranked)
         )
     status = _status(passed)
     if status == NOT and any("≈" in p for p in parts):
@@ -268,7 +273,7 @@ def claim5(fits: Sequence[Row], lam: float) -> Verdict:
     )
     evidence = []
     for fam in families(fits):
-        rows = select(fits, family=fam, grid="matched") + select(cs_default(fits, lam), family=fam)
+        rows = matched(fits, fam, lam)
         parts = []
         for method in ["CS", *sorted({r["method"] for r in rows} - {"CS"})]:
             ok = [r for r in select(rows, method=method) if r["auroc_fit"] >= SEPARATES]
