@@ -87,3 +87,41 @@ def load_script(relative: str) -> ModuleType:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def integer_valued(model: nn.Module, largest: int = 2) -> nn.Module:
+    """Scale and round every parameter of ``model`` to integers in ``[-largest, largest]``.
+
+    With integer weights and integer inputs every activation is an exact integer, so results do
+    not depend on the order of summation: batch sizes, thread counts and CPUs all give
+    bit-identical activations, and ties are exact by construction (as long as activations stay
+    below 2**24, where float32 stops holding every integer: keep nets small and inputs 0/1).
+    """
+    with torch.no_grad():
+        for p in model.parameters():
+            top = p.abs().max()
+            p.copy_(torch.round(p / top * largest) if top > 0 else p)
+    return model
+
+
+def assert_same_top(
+    indices: Tensor, values: Tensor, reference: Tensor, *, rtol: float = 1e-5, atol: float = 1e-6
+) -> None:
+    """``indices``/``values`` are a top-k of ``reference`` (one value per item) up to rounding.
+
+    Floats are not batch-invariant: a conv over 1 image and over 8 may differ in the last bit,
+    so two items within rounding of each other may come in either order. Asserted instead:
+    the values match the reference at those indices, they are sorted, and no item left out
+    beats a kept one by more than the tolerance (so wherever the reference values differ by
+    more than rounding, the indices are exactly the reference's top-k).
+    """
+    k = indices.numel()
+    assert len(set(indices.tolist())) == k, "duplicate indices"
+    ref = reference.double()
+    torch.testing.assert_close(values.double(), ref[indices], rtol=rtol, atol=atol)
+    tol = atol + rtol * float(ref.abs().max())
+    assert bool((values[:-1].double() >= values[1:].double() - tol).all()), "not sorted"
+    left_out = torch.ones(ref.numel(), dtype=torch.bool)
+    left_out[indices] = False
+    if bool(left_out.any()):
+        assert float(ref[left_out].max()) <= float(ref[indices].min()) + tol
