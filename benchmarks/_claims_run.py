@@ -22,9 +22,6 @@ from torch import Tensor, nn
 
 import polyprune as pp
 from polyprune import zoo
-from polyprune._demo import _cluster_concepts, circuit_scores
-from polyprune._unit_io import unit_activations
-from polyprune.zoo._models import CONCEPTS_EVAL_SEED
 
 #: Concept pairs of the planted variants: seed ``s`` uses ``PLANTED_PAIRS[s % 3]``.
 PLANTED_PAIRS: tuple[tuple[str, str], ...] = (
@@ -102,12 +99,8 @@ def trained_case(name: str, seed: int, cfg: Config) -> Case:
     card = zoo.model_card(name)
     if name == "digits-merged":  # the data set is fixed: all 1,797 digits, as the demo
         images, labels = zoo.digits("all")
-    elif name == "concepts-merged":
-        images, labels = zoo.concept_images(
-            card.eval_size, size=card.input_shape[1], seed=CONCEPTS_EVAL_SEED + seed
-        )
     else:
-        images, labels = zoo.eval_data(name)
+        images, labels = zoo.eval_data(name, seed)
     names = [card.concepts[i] for i in labels.tolist()]
     return Case(
         f"{name}-{seed}", name, seed, zoo.load(name), pp.Unit(*card.unit), images, names,
@@ -124,24 +117,22 @@ def cases(cfg: Config) -> list[Callable[[], Case]]:
 
 
 def _method(name: str, cfg: Config, seed: int, label: int) -> Any:
-    """``"cs"`` or a fresh scorer; Random draws independently for each cluster."""
+    """``"cs"`` or a fresh scorer, for this cluster (Random draws independently per cluster)."""
     if name == "CS":
         return "cs"
-    if name == "FORCE":
-        return pp.FORCE(rounds=cfg.force_rounds, progress=False)
-    if name == "Random":  # one seed per cluster: two Random masks are independent draws
-        return pp.Random(1000 * seed + label, progress=False)
-    return getattr(pp, name)(progress=False)
+    options = {"rounds": cfg.force_rounds} if name == "FORCE" else {}
+    return pp.scoring.create(name.lower(), progress=False, **options).for_cluster(seed, label)
 
 
-def _f1(p: float, r: float) -> float:
-    return 2 * p * r / (p + r) if p + r else 0.0
+def _majority(case: Case, result: pp.results.StudyResult) -> dict[int, tuple[str, float]]:
+    """The majority concept of each cluster and its share."""
+    return result.clustering.majority([case.concepts[i] for i in result.top.indices.tolist()])
 
 
 class _Runner:
     """Fits and evaluates the subnetworks of one case (state shared by all methods)."""
 
-    def __init__(self, case: Case, result: pp.StudyResult, cfg: Config) -> None:
+    def __init__(self, case: Case, result: pp.results.StudyResult, cfg: Config) -> None:
         self.case, self.result, self.cfg = case, result, cfg
         top = result.top
         assert top.inputs is not None and top.input_unit is not None
@@ -151,10 +142,10 @@ class _Runner:
         self.fit_x, self.fit_y = crops[result.fit_index], labels[result.fit_index]
         self.held_x, self.held_y = crops[result.held_index], labels[result.held_index]
         self.clean = self.fit_y >= 0
-        self.majority = {c: n for c, (n, _) in _cluster_concepts(result, case.concepts).items()}
+        self.majority = {c: n for c, (n, _) in _majority(case, result).items()}
         self.outside = self._outside_crops()
-        self.orig_out = unit_activations(case.model, self.unit, self.outside, None, 256)
-        self.orig_held = unit_activations(case.model, self.unit, self.held_x, None, 256)
+        self.orig_out = self.unit.activations(case.model, self.outside)
+        self.orig_held = self.unit.activations(case.model, self.held_x)
 
     def _outside_crops(self) -> Tensor:
         """Up to ``cfg.outside`` images of other concepts that are not among the top-k."""
@@ -170,7 +161,7 @@ class _Runner:
 
     def fit(
         self, method: str, keep: float | None, label: int | None = None, **options: Any
-    ) -> dict[int, pp.Subnetwork]:
+    ) -> dict[int, pp.results.Subnetwork]:
         """One subnetwork per cluster (members: the cluster; others: the other clusters), as
         :func:`polyprune.study` fits them; only cluster ``label`` if given."""
         x, y = self.fit_x[self.clean], self.fit_y[self.clean]
@@ -198,28 +189,30 @@ class _Runner:
         for label, sub in subs.items():
             c = ev.clusters[label]
             mine = self.held_y == label
-            after_out = unit_activations(model, self.unit, self.outside, sub.masks, 256)
-            after_held = unit_activations(model, self.unit, self.held_x[mine], sub.masks, 256)
+            after_out = self.unit.activations(model, self.outside, masks=sub.masks)
+            after_held = self.unit.activations(model, self.held_x[mine], masks=sub.masks)
             row = {
                 **base, "cluster": label, "concept": self.majority[label],
                 "kept": sub.kept_fraction, "paper_kept": sub.paper_kept_fraction,
                 "auroc_before": c.before.auroc, "auroc_fit": c.after.auroc,
                 "auroc_held": _auroc(c.after_held_out), "dprime_held": _dprime(c.after_held_out),
                 "r_held": c.pearson_r_held_out,
-                "out_before": pp.separation(self.orig_held[mine], self.orig_out).auroc,
-                "out_after": pp.separation(after_held, after_out).auroc,
+                "out_before": pp.evaluation.separation(self.orig_held[mine], self.orig_out).auroc,
+                "out_after": pp.evaluation.separation(after_held, after_out).auroc,
             }  # fmt: skip
             effective[label] = sub.masks.effective(model)
             row["eff_kept"] = effective[label].kept_fraction()
             truth = (case.truth or {}).get(self.majority[label])
             if truth is not None:
-                p, r = circuit_scores(sub.masks, truth)
-                pe, re = circuit_scores(effective[label], truth)
-                row.update(precision=p, recall=r, f1=_f1(p, r), eff_f1=_f1(pe, re))
+                found = pp.evaluation.circuit_scores(sub.masks, truth)
+                eff = pp.evaluation.circuit_scores(effective[label], truth)
+                row.update(
+                    precision=found.precision, recall=found.recall, f1=found.f1, eff_f1=eff.f1
+                )
             out.fits.append(row)
         truths = {c: (case.truth or {}).get(self.majority[c]) for c in subs}
         for (a, b), o in ev.overlaps.items():
-            e = pp.overlap(effective[a], effective[b])
+            e = pp.evaluation.overlap(effective[a], effective[b])
             empty = effective[a].kept_weights() + effective[b].kept_weights() == 0
             out.pairs.append({
                 **base, "clusters": [a, b], "iou": o.iou, "expected_iou": o.expected_iou,
@@ -243,20 +236,20 @@ def _shared_kernels(a: pp.Masks, b: pp.Masks, ta: pp.Masks, tb: pp.Masks) -> tup
     return shared, in_circuits
 
 
-def _auroc(s: pp.Separation | None) -> float:
+def _auroc(s: pp.results.Separation | None) -> float:
     return float("nan") if s is None else s.auroc
 
 
-def _dprime(s: pp.Separation | None) -> float:
+def _dprime(s: pp.results.Separation | None) -> float:
     return float("nan") if s is None else s.dprime
 
 
-def _clustering_row(case: Case, result: pp.StudyResult) -> dict[str, Any]:
+def _clustering_row(case: Case, result: pp.results.StudyResult) -> dict[str, Any]:
     c = result.clustering
     truth = [case.concepts[i] for i in result.top.indices.tolist()]
     labels = c.labels.tolist()
     clustered = [i for i, lab in enumerate(labels) if lab >= 0]
-    majority = _cluster_concepts(result, case.concepts) if c.n_clusters else {}
+    majority = _majority(case, result) if c.n_clusters else {}
     return {
         "case": case.name, "family": case.family, "seed": case.seed, "pair": list(case.pair),
         "k": len(result.top), "n_clusters": c.n_clusters, "sizes": c.sizes,
@@ -281,7 +274,7 @@ def run_case(case: Case, cfg: Config, log: Callable[[str], None]) -> CaseResult:
     )  # fmt: skip
     out = CaseResult(_clustering_row(case, result))
     if case.truth is not None:  # the planted circuits themselves: disjoint by construction
-        o = pp.overlap(case.truth[case.pair[0]], case.truth[case.pair[1]])
+        o = pp.evaluation.overlap(case.truth[case.pair[0]], case.truth[case.pair[1]])
         out.clustering.update(
             truth_iou=o.iou, truth_expected_iou=o.expected_iou, truth_p=o.p_value,
             truth_kept=[case.truth[c].kept_fraction() for c in case.pair],
@@ -304,7 +297,7 @@ def run_case(case: Case, cfg: Config, log: Callable[[str], None]) -> CaseResult:
     t = time.perf_counter()
     default = None
     for lam in cfg.lams:
-        subs = run.fit("CS", None, epochs=cfg.epochs, lam=lam)
+        subs = run.fit("CS", None, config=pp.CSConfig(epochs=cfg.epochs, lam=lam))
         run.record(out, "CS", "lam", lam, subs)
         default = subs if math.isclose(lam, cfg.cs_lam) else default
     out.seconds["CS"] = time.perf_counter() - t

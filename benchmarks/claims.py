@@ -53,7 +53,10 @@ from _claims_verdicts import (
 )
 
 import polyprune as pp
-from polyprune.zoo._models import CONCEPTS_EVAL_SEED
+
+CONCEPTS_EVAL_SEED = (
+    2024  # zoo.eval_data("concepts-merged", seed) draws concept_images(seed=this + seed)
+)
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 QUICK = Config(

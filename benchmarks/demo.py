@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from polyprune._demo import DEMO_FIT, demo_cases, demo_threads
-from polyprune.study import study
+import polyprune as pp
+from polyprune import zoo
 
 
 def _plain_forward(model: torch.nn.Module, images: torch.Tensor, batch: int = 64) -> float:
@@ -29,8 +29,12 @@ def _plain_forward(model: torch.nn.Module, images: torch.Tensor, batch: int = 64
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
-    with demo_threads():  # as `polyprune demo` runs
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # as `polyprune demo` runs
+    try:
         return _main(argv)
+    finally:
+        torch.set_num_threads(before)
 
 
 def _main(argv: list[str] | None) -> dict[str, dict[str, float]]:
@@ -40,11 +44,11 @@ def _main(argv: list[str] | None) -> dict[str, dict[str, float]]:
     out = args.out or Path(tempfile.mkdtemp(prefix="polyprune-demo-"))
     total = time.perf_counter()
     table: dict[str, dict[str, float]] = {}
-    for case in demo_cases():
+    for case in zoo.demo_cases():
         baseline = _plain_forward(case.model, case.images)
         start = time.perf_counter()
-        result = study(case.model, case.unit, case.images, k=case.k, keep=0.05,
-                       fit_options=DEMO_FIT, progress=False)  # fmt: skip
+        result = pp.study(case.model, case.unit, case.images, k=case.k, keep=case.keep,
+                          cs=case.cs, progress=False)  # fmt: skip
         result.save(out / case.name)
         timings = dict(result.timings)
         timings["study total (with report)"] = time.perf_counter() - start

@@ -28,12 +28,11 @@ from pathlib import Path
 import torch
 import torchvision
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from polyprune import Masks, Unit
+from polyprune.results import Scores
+from polyprune.scoring import FORCE, SNIP, ActGrad, Magnitude, Random, Scorer
 
-from polyprune import Masks, Scores, Unit  # noqa: E402
-from polyprune._hooks import forward_until  # noqa: E402
-from polyprune.scoring import FORCE, SNIP, ActGrad, Magnitude, Random, Scorer  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 LAYER = "features.10"
 GRANULARITIES = ("filter", "kernel", "weight")
@@ -48,7 +47,7 @@ def setup(crop: int, batch: int) -> tuple[torch.nn.Module, torch.Tensor, Unit]:
 def dense(model: torch.nn.Module, x: torch.Tensor, unit: Unit) -> None:
     """One forward to the unit's layer and the gradient w.r.t. every parameter before it."""
     params = [p for p in model.features.parameters()]
-    out = forward_until(model, x, [LAYER])[LAYER]
+    out = model.features[:11](x)  # features.10: a plain forward, no hooks
     f = out[:, unit.channel, (out.shape[2] - 1) // 2, (out.shape[3] - 1) // 2].sum()
     torch.autograd.grad(f, params, allow_unused=True)
 

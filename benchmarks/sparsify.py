@@ -27,16 +27,15 @@ import torchvision
 from torch import nn
 
 import polyprune as pp
-from polyprune._unit_io import resolve_position, unit_activation
-from polyprune.sparsify import ContinuousSparsifier
+from polyprune.sparsify import ContinuousSparsifier, CSConfig
 from polyprune.subnetwork import fit_subnetwork
 
 LAYER, CHANNEL = "features.10", 255
 
 
 def _step(model: nn.Module, x: torch.Tensor, position: tuple[int, int]) -> None:
-    a = unit_activation(model, x, pp.Unit(LAYER, CHANNEL), position)
-    a.sum().backward()
+    out = model.features[:11](x)  # features.10, the unit's layer
+    out[:, CHANNEL, position[0], position[1]].sum().backward()
 
 
 def _timed(fn: Callable[[], None]) -> float:
@@ -56,8 +55,7 @@ def overhead(
     arithmetic alone (every masked weight computed once, and its backward to the logits): the
     overhead the ratio measures, without the convolutions' noise.
     """
-    pos = resolve_position(model, pp.Unit(LAYER, CHANNEL), (x.shape[-2], x.shape[-1]), 3)
-    assert pos is not None
+    pos = pp.ReceptiveField.of(model, LAYER, (x.shape[-2], x.shape[-1])).center
     twin = copy.deepcopy(model)
     plain: list[float] = []
     masked: list[float] = []
@@ -100,8 +98,8 @@ def epoch_seconds(model: nn.Module, n: int, size: int, batch_size: int) -> float
     images = torch.randn(n, 3, size, size, generator=g)
     members = torch.arange(n) % 2 == 0
     sub = fit_subnetwork(
-        model, pp.Unit(LAYER, CHANNEL), images, members, epochs=2, batch_size=batch_size,
-        progress=False,
+        model, pp.Unit(LAYER, CHANNEL), images, members,
+        config=CSConfig(epochs=2, batch_size=batch_size), progress=False,
     )  # fmt: skip
     return statistics.median(sub.history["seconds"])
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 import torch
 import torchvision
@@ -50,19 +49,19 @@ def parse_unit(spec: str) -> pp.Unit:
     return pp.Unit(layer, int(channel))
 
 
-def run(args: argparse.Namespace) -> dict[str, pp.StudyResult]:
+def run(args: argparse.Namespace) -> dict[str, pp.results.StudyResult]:
     model = load_alexnet(args.weights, args.torchvision_weights)
     # ImageNet preprocessing (resize 256, center crop 224, normalize): code, no download
     data = ImageFolder(str(args.data), transform=AlexNet_Weights.IMAGENET1K_V1.transforms())
-    fit: dict[str, Any] = dict(pp.PAPER_SETTINGS) if args.paper_settings else {}
+    cs = pp.CSConfig.paper() if args.paper_settings else pp.CSConfig()
     if args.epochs is not None:
-        fit["epochs"] = args.epochs
+        cs = cs.replace(epochs=args.epochs)
     results = {}
     for spec in args.units:
         unit = parse_unit(spec)
         result = pp.study(
             model, unit, data, k=args.k, methods=args.methods, keep=args.keep,
-            fit_options=fit, batch_size=args.batch_size, progress=not args.quiet,
+            cs=cs, batch_size=args.batch_size, progress=not args.quiet,
             min_cluster_size=args.min_cluster_size,
         )  # fmt: skip
         report = result.save(args.out / f"{unit.layer}_{unit.channel}")

@@ -42,7 +42,7 @@ def main(out: Path) -> dict[str, object]:
     # --8<-- [start:fit]
     crops, seen_as = top.inputs, top.input_unit  # crops and the unit's position in them
     assert crops is not None and seen_as is not None
-    fit, held = pp.held_out_split(clusters.labels, 0.2)
+    fit, held = pp.evaluation.held_out_split(clusters.labels, 0.2)
     clean = fit[clusters.labels[fit] >= 0]  # noise is neither member nor non-member
     members = torch.from_numpy(clusters.labels[clean] == 0)
     snip = pp.fit_subnetwork(model, seen_as, crops[clean], members, pp.SNIP(progress=False),

@@ -1,85 +1,103 @@
 """polyprune: find polysemantic units in CNNs and cut out one sparse subnetwork per meaning.
 
-The public API is listed in ``__all__``; everything else is private.
+The top level holds the paper's verbs and main classes; the result types are in
+:mod:`polyprune.results`, the figures in :mod:`polyprune.plot`, the scorers' extension point in
+:mod:`polyprune.scoring`, measures in :mod:`polyprune.evaluation`, ground truth in
+:mod:`polyprune.zoo`. Everything named with a leading
+underscore is private. ``docs/architecture.md`` shows how the package is layered.
 
 Examples
 --------
 >>> import polyprune as pp
 >>> sorted(pp.__all__)[:4]
-['ActGrad', 'ActivationRecorder', 'ClusterEvaluation', 'Clustering']
+['ActGrad', 'ActivationRecorder', 'CSConfig', 'ContinuousSparsifier']
 """
 
 from __future__ import annotations
 
-from . import zoo
-from .clustering import Clustering, cluster
-from .evaluation import (
-    ClusterEvaluation,
-    Evaluation,
-    Overlap,
-    Separation,
-    evaluate,
-    held_out_split,
-    overlap,
-    separation,
-)
-from .masks import Masks, Scores
-from .receptive_field import Crop, ReceptiveField, ReceptiveFieldError
-from .recording import ActivationRecorder, TopActivations, top_activating
-from .scoring import FORCE, SNIP, ActGrad, Magnitude, Random, Scorer
-from .sparsify import ContinuousSparsifier, ExponentialTemperature
-from .study import StudyResult, study
-from .subnetwork import PAPER_SETTINGS, Subnetwork, fit_subnetwork
-from .targets import Objective, Unit
-from .visualization import (
-    plot_crops,
-    plot_histograms,
-    plot_images,
-    plot_kept_per_layer,
-    visualize,
-)
+import warnings
+from typing import Any
 
-__version__ = "0.1.0.dev0"
+from . import evaluation as evaluation  # the namespaces: pp.evaluation.separation, ...
+from . import plot as plot
+from . import results as results
+from . import scoring as scoring
+from . import zoo
+from .clustering import cluster
+from .evaluation import evaluate
+from .masks import Masks
+from .receptive_field import ReceptiveField
+from .recording import ActivationRecorder, top_activating
+from .scoring import FORCE, SNIP, ActGrad, Magnitude, Random, Scorer
+from .sparsify import ContinuousSparsifier, CSConfig, ExponentialTemperature
+from .study import study
+from .subnetwork import fit_subnetwork
+from .targets import Objective, Unit
+from .visualization import visualize
+
+__version__ = "0.2.0.dev0"
 
 __all__ = [
     "FORCE",
-    "PAPER_SETTINGS",
     "SNIP",
     "ActGrad",
     "ActivationRecorder",
-    "ClusterEvaluation",
-    "Clustering",
+    "CSConfig",
     "ContinuousSparsifier",
-    "Crop",
-    "Evaluation",
     "ExponentialTemperature",
     "Magnitude",
     "Masks",
     "Objective",
-    "Overlap",
     "Random",
     "ReceptiveField",
-    "ReceptiveFieldError",
     "Scorer",
-    "Scores",
-    "Separation",
-    "StudyResult",
-    "Subnetwork",
-    "TopActivations",
     "Unit",
     "__version__",
     "cluster",
     "evaluate",
     "fit_subnetwork",
-    "held_out_split",
-    "overlap",
-    "plot_crops",
-    "plot_histograms",
-    "plot_images",
-    "plot_kept_per_layer",
-    "separation",
     "study",
     "top_activating",
     "visualize",
     "zoo",
 ]
+
+#: Names that left the top level in 0.2: where they live now.
+_MOVED = {
+    "ClusterEvaluation": "polyprune.results.ClusterEvaluation",
+    "Clustering": "polyprune.results.Clustering",
+    "Crop": "polyprune.results.Crop",
+    "Evaluation": "polyprune.results.Evaluation",
+    "Overlap": "polyprune.results.Overlap",
+    "ReceptiveFieldError": "polyprune.receptive_field.ReceptiveFieldError",
+    "Scores": "polyprune.results.Scores",
+    "Separation": "polyprune.results.Separation",
+    "StudyResult": "polyprune.results.StudyResult",
+    "Subnetwork": "polyprune.results.Subnetwork",
+    "TopActivations": "polyprune.results.TopActivations",
+    "held_out_split": "polyprune.evaluation.held_out_split",
+    "overlap": "polyprune.evaluation.overlap",
+    "separation": "polyprune.evaluation.separation",
+    "plot_crops": "polyprune.plot.crops",
+    "plot_histograms": "polyprune.plot.histograms",
+    "plot_images": "polyprune.plot.images",
+    "plot_kept_per_layer": "polyprune.plot.kept_per_layer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The names that moved in 0.2 still resolve, with a DeprecationWarning saying where."""
+    import importlib
+
+    if name == "PAPER_SETTINGS":
+        warnings.warn(
+            "polyprune.PAPER_SETTINGS is gone: use config=polyprune.CSConfig.paper()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return CSConfig.paper().to_dict()
+    if name in _MOVED:
+        module, _, attr = _MOVED[name].rpartition(".")
+        warnings.warn(f"polyprune.{name} moved to {_MOVED[name]}", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'polyprune' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""Private: granularity arithmetic and parametrize-based weight masking that restores exactly."""
+"""Private (kernel): granularity arithmetic, and weight masking that restores the model exactly."""
 
 from __future__ import annotations
 
@@ -9,12 +9,10 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Literal, get_args
 
 import torch
-import torch.fx as fx
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from ._graph import is_maskable, reachable_from, trace_to
-from ._rf_rules import CHANNELWISE_FUNCTIONS, CHANNELWISE_METHODS, CHANNELWISE_MODULES
+from ._graph.trace import is_maskable
 
 __all__ = [
     "GRANULARITIES",
@@ -25,7 +23,6 @@ __all__ = [
     "expand",
     "mask_shape",
     "owner",
-    "unit_regions",
 ]
 
 Granularity = Literal["weight", "kernel", "filter"]
@@ -147,56 +144,6 @@ def as_bool(mask: Tensor, name: str) -> Tensor:
     if not ((mask == 0) | (mask == 1)).all():
         raise ValueError(f"mask {name!r} must be boolean (or 0/1), got other values")
     return mask.detach().cpu().bool()
-
-
-def _producer(node: fx.Node, model: nn.Module) -> fx.Node | None:
-    """Walk back from ``node`` through channel-wise ops to the maskable layer that makes it."""
-    while True:
-        if node.op == "call_module":
-            module = model.get_submodule(str(node.target))
-            if is_maskable(module):
-                return node
-            if not isinstance(module, CHANNELWISE_MODULES):
-                return None
-        elif node.op == "call_function" and node.target in CHANNELWISE_FUNCTIONS:
-            pass
-        elif not (node.op == "call_method" and node.target in CHANNELWISE_METHODS):
-            return None
-        tensors = [a for a in node.all_input_nodes if a.op != "get_attr"]
-        if len(tensors) != 1:
-            return None
-        node = tensors[0]
-
-
-def unit_regions(
-    model: nn.Module, layer: str, channel: int, granularity: str
-) -> tuple[dict[str, tuple[int, ...]], dict[str, Tensor]]:
-    """Weight shapes and regions (mask elements that can reach the unit) for a unit's subnetwork.
-
-    Every maskable weight upstream of ``layer`` in the traced graph is in; the layer that
-    produces the unit's channel (``layer`` itself, or the Conv/Linear behind channel-wise ops
-    such as ReLU/BatchNorm when ``layer`` names one of those) contributes only the fan-in of
-    ``channel``.
-    """
-    check_granularity(granularity)
-    _, node = trace_to(model, layer)
-    producer = _producer(node, model)
-    restricted = f"{producer.target}.weight" if producer is not None else None
-    shapes: dict[str, tuple[int, ...]] = {}
-    regions: dict[str, Tensor] = {}
-    params = dict(model.named_parameters())
-    for name in reachable_from(model, node):
-        shape = tuple(params[name].shape)
-        region = torch.ones(mask_shape(shape, granularity), dtype=torch.bool)
-        if name == restricted:
-            if not 0 <= channel < shape[0]:
-                raise ValueError(
-                    f"channel {channel} is out of range for {layer!r} ({shape[0]} channels)"
-                )
-            region.zero_()
-            region[channel] = True
-        shapes[name], regions[name] = shape, region
-    return shapes, regions
 
 
 def choose_best(

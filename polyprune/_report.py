@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .visualization import plot_crops, plot_histograms, plot_images, plot_kept_per_layer
+from . import plot
 
 if TYPE_CHECKING:
     from .study import StudyResult
@@ -35,21 +35,21 @@ def write_report(result: StudyResult, out: Path) -> Path:
     name = f"{unit.layer}[{unit.channel}]"
     figures: list[tuple[str, str]] = []
     if result.top.inputs is not None:
-        plot_crops(result.top.inputs, result.clustering.labels, out / "crops.png",
+        plot.crops(result.top.inputs, result.clustering.labels, out / "crops.png",
                    title=f"top-{len(result.top)} crops of {name} by cluster")  # fmt: skip
         figures.append(("Top activating crops, one row per cluster", "crops.png"))
     if result.activations:
-        plot_histograms(result.activations, result.clustering.labels, out / "histograms.png",
+        plot.histograms(result.activations, result.clustering.labels, out / "histograms.png",
                         title=f"activations of {name} per cluster")  # fmt: skip
         figures.append(("Activations per cluster, original and each subnetwork", "histograms.png"))
     masks = {
         f"{m} → {c}": s.masks for m, subs in result.subnetworks.items() for c, s in subs.items()
     }
     if masks:
-        plot_kept_per_layer(masks, out / "kept.png", title="kept fraction per layer")
+        plot.kept_per_layer(masks, out / "kept.png", title="kept fraction per layer")
         figures.append(("Kept fraction per layer", "kept.png"))
     if result.visualizations:
-        plot_images(result.visualizations, out / "visualizations.png",
+        plot.images(result.visualizations, out / "visualizations.png",
                     title=f"feature visualization of {name}")  # fmt: skip
         figures.append(
             ("Feature visualization before and under each subnetwork", "visualizations.png")

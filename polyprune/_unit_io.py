@@ -1,106 +1,65 @@
-"""Private: read one unit's activation on a batch, and validate image/membership inputs."""
+"""Private (kernel): place a unit on the images at hand, and read it on many images.
+
+The one way to read a unit: :func:`placed` resolves its position for images of a given size (the
+map's center unless the unit has one), then :func:`unit_activation` runs the model up to the
+unit's layer and reads that position (:func:`polyprune._graph.run.read_unit`).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from ._hooks import eval_mode, forward_until, model_dtype_device
-from .targets import Unit, layer_output_shape
+from ._graph.run import (
+    check_unit_layout,
+    forward_until,
+    layer_output_shape,
+    read_unit,
+    resolve_position,
+)
+from ._model import eval_mode, to_model
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # types only: this module sits below the core types
     from .masks import Masks
+    from .targets import Unit
 
-__all__ = [
-    "check_images",
-    "check_members",
-    "resolve_position",
-    "unit_activation",
-    "unit_activations",
-]
+__all__ = ["placed", "unit_activation", "unit_activations"]
 
 
-def check_images(images: Any, name: str = "images") -> Tensor:
-    """A 4-D floating-point tensor of finite values, or a ``ValueError``/``TypeError``."""
-    if not isinstance(images, Tensor):
-        raise TypeError(f"{name} must be a tensor (N, C, H, W), got {type(images).__name__}")
-    if images.dim() != 4:
-        raise ValueError(f"{name} must be 4-D (N, C, H, W), got shape {tuple(images.shape)}")
-    if not images.is_floating_point():
-        raise ValueError(f"{name} must be floating point, got {images.dtype}")
-    if images.shape[0] == 0:
-        raise ValueError(f"{name} is empty (N = 0)")
-    if not bool(torch.isfinite(images).all()):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return images
+def placed(model: nn.Module, unit: Unit, sample: Tensor) -> Unit:
+    """``unit`` with its position resolved for images like ``sample`` (a batch; one image runs).
 
-
-def check_members(members: Any, n: int) -> Tensor:
-    """A bool vector of length ``n`` with at least one member and one non-member."""
-    if not isinstance(members, Tensor):
-        try:
-            members = torch.as_tensor(members)
-        except (TypeError, ValueError, RuntimeError) as exc:
-            raise TypeError(
-                f"members must be a bool tensor aligned with images, got {type(members).__name__}"
-            ) from exc
-    if members.dtype != torch.bool:
-        if members.is_floating_point() or members.is_complex():
-            raise ValueError(f"members must be a bool tensor (or 0/1 ints), got {members.dtype}")
-        if not bool(((members == 0) | (members == 1)).all()):
-            raise ValueError("members must be a bool tensor (or 0/1 ints), got other values")
-        members = members.bool()
-    if members.dim() != 1 or members.shape[0] != n:
-        raise ValueError(
-            f"members must have shape ({n},), one flag per image, got {tuple(members.shape)}"
-        )
-    n_in = int(members.sum())
-    if n_in == 0:
-        raise ValueError("members has no member: the cluster to fit is empty")
-    if n_in == n:
-        raise ValueError(
-            "members has no non-member: every image is in the cluster, so there is nothing to "
-            "separate it from (add the other cluster's images, or non-top images, as negatives)"
-        )
-    flags: Tensor = members.detach().cpu()
-    return flags
-
-
-def resolve_position(
-    model: nn.Module, unit: Unit, image_size: tuple[int, int], in_channels: int
-) -> tuple[int, int] | None:
-    """The unit's map position: ``unit.position`` or the map's center ``((H-1)//2, (W-1)//2)``.
-
-    ``None`` for a layer without a spatial map (Linear). Raises ``ValueError`` when the given
-    position is outside the layer's map for images of ``image_size``.
+    The position is ``unit.position`` (checked against the map) or the map's center
+    ``((H - 1) // 2, (W - 1) // 2)``; ``None`` for a layer whose output is ``(N, C)``. Layers
+    whose output is neither ``(N, C, H, W)`` nor ``(N, C)`` are refused.
     """
-    shape = layer_output_shape(model, unit.layer, image_size, in_channels)
-    if len(shape) < 4:
-        return None
-    h, w = shape[-2], shape[-1]
-    if unit.position is None:
-        return ((h - 1) // 2, (w - 1) // 2)
-    i, j = unit.position
-    if i >= h or j >= w:
+    shape = layer_output_shape(model, unit.layer, to_model(sample[:1], model))
+    check_unit_layout(shape, unit.layer)
+    if not 0 <= unit.channel < shape[1]:
         raise ValueError(
-            f"unit position {unit.position} is outside the {h}×{w} map of {unit.layer!r} for "
-            f"{image_size[0]}×{image_size[1]} images (valid: i < {h}, j < {w})"
+            f"channel {unit.channel} is out of range for {unit.layer!r}, which has {shape[1]} "
+            f"channels (valid: 0..{shape[1] - 1})"
         )
-    return (i, j)
+    if len(shape) == 2:
+        if unit.position is not None:
+            raise ValueError(
+                f"{unit.layer!r} outputs vectors {shape}: it has no map, so a unit of it has no "
+                f"position (got {unit.position})"
+            )
+        return dataclasses.replace(unit, position=None)
+    where = f"{unit.layer!r} for {sample.shape[-2]}×{sample.shape[-1]} images"
+    i, j = resolve_position(unit.position, shape[2:], where)
+    return dataclasses.replace(unit, position=(i, j))
 
 
-def unit_activation(
-    model: nn.Module, x: Tensor, unit: Unit, position: tuple[int, int] | None
-) -> Tensor:
-    """The unit's activation, shape (N,), with the forward stopped right after its layer."""
+def unit_activation(model: nn.Module, x: Tensor, unit: Unit) -> Tensor:
+    """The placed unit's activation, shape (N,), with the forward stopped right after its layer."""
     out = forward_until(model, x, [unit.layer])[unit.layer]
-    value: Tensor = (
-        out[:, unit.channel] if position is None else out[:, unit.channel, position[0], position[1]]
-    )
-    return value
+    return read_unit(out, unit.channel, unit.position)
 
 
 @torch.no_grad()
@@ -116,13 +75,11 @@ def unit_activations(
     Batched, in eval mode, with ``masks`` applied when given; the model is restored after. The
     position is ``unit.position`` or the center of the unit's map for these images.
     """
-    dtype, device = model_dtype_device(model)
-    size = (int(images.shape[2]), int(images.shape[3]))
-    position = resolve_position(model, unit, size, int(images.shape[1]))
+    at = placed(model, unit, images)
     applied: AbstractContextManager[Any] = masks.applied(model) if masks else nullcontext()
     with eval_mode(model), applied:
         out = [
-            unit_activation(model, x.to(device, dtype), unit, position).float().cpu()
+            unit_activation(model, to_model(x, model), at).float().cpu()
             for x in torch.split(images, batch_size)
         ]
     return torch.cat(out)

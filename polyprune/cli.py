@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._cs.config import CSConfig
+
 __all__ = ["main"]
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -87,7 +89,7 @@ def _image_folder(root: str, size: int, normalize: bool, channels: int) -> Any:
 
 def cmd_study(args: argparse.Namespace) -> int:
     from . import study
-    from ._hooks import first_in_channels
+    from ._model import first_in_channels
     from .targets import Unit
 
     if args.threads is not None:
@@ -105,7 +107,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     try:
         result = study(
             model, unit, data, k=args.k, methods=args.methods, keep=args.keep,
-            fit_options={"epochs": args.epochs}, visualize=args.visualize, seed=args.seed,
+            cs=CSConfig(epochs=args.epochs), visualize=args.visualize, seed=args.seed,
             progress=not args.quiet,
         )  # fmt: skip
     except ValueError as exc:
@@ -145,7 +147,9 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--k", type=int, default=1000, help="top activating crops (default 1000)")
     st.add_argument("--methods", nargs="+", default=["cs", "actgrad", "snip", "force"])
     st.add_argument("--keep", type=float, default=0.05, help="kept fraction for scorers")
-    st.add_argument("--epochs", type=int, default=60, help="Continuous Sparsification epochs")
+    st.add_argument(
+        "--epochs", type=int, default=CSConfig().epochs, help="Continuous Sparsification epochs"
+    )
     st.add_argument("--image-size", type=int, help="resize/crop images to this size")
     st.add_argument("--visualize", action="store_true", help="feature visualizations")
     st.add_argument("--seed", type=int, default=0)

@@ -7,6 +7,8 @@ two or more clusters mean the unit responds to separate things.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +61,30 @@ class Clustering:
     def sizes(self) -> list[int]:
         """Number of codes in each cluster, by label."""
         return [int((self.labels == c).sum()) for c in range(self.n_clusters)]
+
+    def majority(self, truth: Sequence[Any]) -> dict[int, tuple[Any, float]]:
+        """The most common true label of each cluster and its share of the cluster.
+
+        ``truth`` gives the known label (a concept, a class) of every clustered item, in the
+        order of :attr:`labels`. Noise is left out.
+
+        Examples
+        --------
+        >>> import numpy as np, polyprune as pp
+        >>> c = pp.results.Clustering(np.array([0, 0, 1, 1, 1, -1]), np.ones(6), 2)
+        >>> c.majority(["dog", "dog", "stripe", "stripe", "dog", "dog"])
+        {0: ('dog', 1.0), 1: ('stripe', 0.6666666666666666)}
+        """
+        if len(truth) != self.labels.size:
+            raise ValueError(
+                f"truth has {len(truth)} labels for {self.labels.size} clustered items"
+            )
+        out: dict[int, tuple[Any, float]] = {}
+        for c in range(self.n_clusters):
+            counts = Counter(t for t, label in zip(truth, self.labels, strict=True) if label == c)
+            top, n = counts.most_common(1)[0]
+            out[c] = (top, n / sum(counts.values()))
+        return out
 
     def members(self, label: int) -> Tensor:
         """Boolean tensor: which codes belong to cluster ``label``."""

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.nn.utils import prune
 
 from . import _masking as mk
-from . import _paths
+from ._graph import paths as _paths
 from .targets import Unit
 
 __all__ = ["Masks", "Scores"]

@@ -10,15 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
-import torch
-import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._graph import GraphError, check_layer, trace_to
-from ._hooks import eval_mode, first_in_channels, model_dtype_device
-from ._probe import Probe as _Probe
-from ._rf_rules import FUNCTION_RULES, METHOD_RULES, Field, ReceptiveFieldError, module_rule
+from ._graph.field import ReceptiveFieldError
+from ._graph.interpret import propagate
+from ._graph.probe import Probe as _Probe
+from ._graph.trace import check_layer
+from ._model import first_in_channels
 
 __all__ = ["Crop", "ReceptiveField", "ReceptiveFieldError"]
 
@@ -28,86 +27,6 @@ class Crop(NamedTuple):
 
     images: Tensor
     unit: tuple[int, int]
-
-
-class _Reached(Exception):
-    def __init__(self, value: Any) -> None:
-        super().__init__("reached the target node")
-        self.value = value
-
-
-class _FieldInterpreter(fx.Interpreter):
-    """Runs the graph on real tensors and propagates a :class:`Field` alongside each value."""
-
-    def __init__(
-        self, gm: fx.GraphModule, stop: fx.Node | None, placeholder_fields: list[Field | None]
-    ) -> None:
-        super().__init__(gm)
-        self.fields: dict[fx.Node, Field | None] = {}
-        self._stop = stop
-        self._placeholders = iter(placeholder_fields)
-
-    def run_node(self, n: fx.Node) -> Any:
-        value = super().run_node(n)
-        self.fields[n] = self._field(n, value)
-        if n is self._stop:
-            raise _Reached(value)
-        return value
-
-    def _field(self, n: fx.Node, value: Any) -> Field | None:
-        if n.op == "placeholder":
-            return next(self._placeholders, None)
-        if n.op == "output":
-            fields = [self.fields[a] for a in n.all_input_nodes]
-            return fields[0] if len(fields) == 1 else None
-        inputs = [a for a in n.all_input_nodes if self.fields.get(a) is not None]
-        if n.op == "get_attr" or not inputs or not isinstance(value, Tensor):
-            return None
-        where = f"node {n.name!r} ({_describe(n)})"
-        if value.dim() < 3:
-            raise ReceptiveFieldError(
-                f"{where} has no spatial dimensions (output shape {tuple(value.shape)}): after a "
-                "flatten or linear layer every unit sees the whole input; choose an earlier layer"
-            )
-        in_fields = [self.fields[a] for a in inputs]
-        in_values = [self.env[a] for a in inputs]
-        if n.op == "call_module":
-            module = self.fetch_attr(str(n.target))
-            rule = module_rule(module)
-            if rule is None and next(module.children(), None) is not None:
-                return _through_module(module, self, n)  # a container used as the layer
-            op: Any = module
-        elif n.op == "call_function":
-            rule, op = FUNCTION_RULES.get(n.target), n.target
-        else:
-            rule, op = METHOD_RULES.get(str(n.target)), n.target
-        if rule is None:
-            raise ReceptiveFieldError(
-                f"{where}: no receptive-field rule for this operation; polyprune does not guess. "
-                "Use ReceptiveField.probe(...) to measure the field empirically"
-            )
-        return rule(op, [f for f in in_fields if f is not None], in_values, value, where)
-
-
-def _describe(n: fx.Node) -> str:
-    if n.op == "call_module":
-        return f"module {n.target}"
-    target = getattr(n.target, "__name__", str(n.target))
-    return f"{'method' if n.op == 'call_method' else 'function'} {target}"
-
-
-def _through_module(module: nn.Module, outer: _FieldInterpreter, n: fx.Node) -> Field | None:
-    """Propagate a field through a non-leaf module (e.g. a ResNet block used as the layer)."""
-    try:
-        gm = fx.symbolic_trace(module)
-    except Exception as exc:
-        raise ReceptiveFieldError(f"cannot trace module {n.target!r}: {exc}") from exc
-    args, _ = outer.fetch_args_kwargs_from_env(n)
-    fields = [outer.fields.get(a) if isinstance(a, fx.Node) else None for a in n.args]
-    inner = _FieldInterpreter(gm, None, fields)
-    inner.run(*args)
-    output = next(node for node in gm.graph.nodes if node.op == "output")
-    return inner.fields[output]
 
 
 def _pair(value: Any, name: str) -> tuple[int, int]:
@@ -184,30 +103,9 @@ class ReceptiveField:
         """
         check_layer(model, layer)
         size_hw = _pair(input_size, "input_size")
-        try:
-            gm, node = trace_to(model, layer)
-        except GraphError as exc:
-            raise ReceptiveFieldError(str(exc)) from exc
-        dtype, device = model_dtype_device(model)
         channels = in_channels if in_channels is not None else first_in_channels(model)
-        x = torch.zeros(1, channels, *size_hw, dtype=dtype, device=device)
-        interp = _FieldInterpreter(gm, node, [Field.identity(size_hw)])
-        with eval_mode(model), torch.no_grad():
-            try:
-                interp.run(x)
-            except _Reached as reached:
-                out = reached.value
-            except ReceptiveFieldError as exc:  # drop torch.fx's "While executing ..." addendum
-                message = str(exc.args[0]).split("\n\nWhile executing")[0]
-                raise ReceptiveFieldError(message) from None
-            except RuntimeError as exc:
-                raise ValueError(
-                    f"{type(model).__name__} fails on a {channels}×{size_hw[0]}×{size_hw[1]} "
-                    f"input before reaching {layer!r} (input too small, or wrong in_channels?): "
-                    f"{exc}"
-                ) from exc
-        field = interp.fields[node]
-        if field is None or not isinstance(out, Tensor) or out.dim() != 4:
+        field, out_shape = propagate(model, layer, size_hw, channels)
+        if len(out_shape) != 4:
             raise ReceptiveFieldError(f"layer {layer!r} does not produce a 2-D map (N, C, H, W)")
         return cls(
             layer=layer,
@@ -215,7 +113,7 @@ class ReceptiveField:
             size=(field.size[0], field.size[1]),
             stride=(field.stride[0], field.stride[1]),
             start=(field.start[0], field.start[1]),
-            output_size=(int(out.shape[2]), int(out.shape[3])),
+            output_size=(int(out_shape[2]), int(out_shape[3])),
             _spans=tuple(
                 tuple(zip(lo.tolist(), hi.tolist(), strict=True))
                 for lo, hi in zip(field.lo, field.hi, strict=True)
@@ -262,6 +160,13 @@ class ReceptiveField:
         if top > last_row or left > last_col:
             return 0, 0, 0, 0
         return top, left, last_row + 1, last_col + 1
+
+    def covers_input(self, unit: tuple[int, int] | None = None) -> bool:
+        """Whether the unit (default: :attr:`center`) depends on every pixel of the image.
+
+        Then its crop is the whole image: cropping saves nothing (and needs no receptive field).
+        """
+        return self.box(unit) == (0, 0, *self.input_size)
 
     def crop_box(self, unit: tuple[int, int] | None = None) -> tuple[int, int, int, int]:
         """The region :meth:`crop` cuts: the uniform field clamped to the image, with top/left

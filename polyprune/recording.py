@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
@@ -12,8 +13,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ._hooks import LayerHooks, model_dtype_device, warn_if_training
-from ._unit_io import resolve_position
+from ._data import Images, as_images
+from ._graph.field import ReceptiveFieldError
+from ._graph.run import LayerHooks, forward_until, read_unit, resolve_position
+from ._model import eval_mode, to_model
+from ._unit_io import placed
 from .receptive_field import ReceptiveField
 from .targets import Unit
 
@@ -39,21 +43,10 @@ def _reducer(reduce: Reduction, position: tuple[int, int] | None) -> Callable[[T
             return t.mean(dim=spatial)
         if reduce == "max":
             return t.amax(dim=spatial)
-        index: tuple[int, ...] = (
-            position if position is not None else tuple((s - 1) // 2 for s in t.shape[2:])
-        )
-        if len(index) != t.dim() - 2 or any(
-            not 0 <= i < s for i, s in zip(index, t.shape[2:], strict=True)
-        ):
-            raise ValueError(f"position {index} is outside the map of shape {tuple(t.shape[2:])}")
-        return t[(slice(None), slice(None), *index)]  # type: ignore[index]
+        spatial = tuple(t.shape[2:])
+        return read_unit(t, None, resolve_position(position, spatial, "the recorded layer"))
 
     return named
-
-
-def _check_finite(batch: Any) -> None:
-    if isinstance(batch, Tensor) and batch.is_floating_point() and not torch.isfinite(batch).all():
-        raise ValueError("the batch contains NaN or infinite values")
 
 
 class ActivationRecorder:
@@ -129,18 +122,20 @@ class ActivationRecorder:
     def run(self, batch: Any) -> dict[str, Tensor]:
         """Forward ``batch`` up to the last recorded layer; return this batch's records.
 
-        Raises ``ValueError`` for NaN/inf inputs or a layer that never runs.
+        The forward runs in eval mode (BatchNorm statistics are never updated; every module's
+        ``training`` flag is restored) without gradients; a tensor batch is moved to the model's
+        device and dtype. Raises ``ValueError`` for NaN/inf or integer images, or a layer that
+        never runs.
         """
-        _check_finite(batch)
-        warn_if_training(self.model)
         if isinstance(batch, Tensor):
-            batch = batch.to(model_dtype_device(self.model)[1])
+            batch = to_model(as_images(batch, "batch", ndim=None), self.model)
         if not self._accumulate:
             self.clear()
         counts = {name: len(r) for name, r in self._records.items()}
         try:
             self._hooks.attach()
-            self._hooks.run(batch)
+            with eval_mode(self.model), torch.no_grad():
+                self._hooks.run(batch)
         finally:
             if not self._inside:
                 self._hooks.detach()
@@ -195,31 +190,6 @@ class TopActivations:
         return int(self.indices.numel())
 
 
-def _first(item: Any) -> Tensor:
-    image = item[0] if isinstance(item, tuple | list) else item
-    if not isinstance(image, Tensor):
-        raise TypeError(f"data must yield tensors or (tensor, ...) tuples, got {type(image)}")
-    return image
-
-
-def _length(data: Any) -> int | None:
-    if isinstance(data, DataLoader):
-        return len(data.dataset) if hasattr(data.dataset, "__len__") else None
-    if isinstance(data, Tensor):
-        return int(data.shape[0]) if data.dim() > 0 else 0
-    return len(data) if hasattr(data, "__len__") else None
-
-
-def iter_batches(data: Any, batch_size: int) -> Iterator[Tensor]:
-    """Batches of images from a tensor (N, C, H, W), a Dataset, a DataLoader or an iterable."""
-    if isinstance(data, Tensor):
-        yield from torch.split(data, batch_size)
-    elif isinstance(data, Dataset) and not isinstance(data, Iterable):
-        yield from (_first(b) for b in DataLoader(data, batch_size=batch_size, shuffle=False))
-    else:
-        yield from (_first(b) for b in data)
-
-
 def top_activating(
     model: nn.Module,
     unit: Unit,
@@ -229,6 +199,7 @@ def top_activating(
     crop: bool = True,
     batch_size: int = 64,
     keep_inputs: bool = False,
+    workers: int = 0,
     progress: bool = True,
 ) -> TopActivations:
     """Stream ``data`` once and keep the ``k`` items that excite ``unit`` most.
@@ -237,6 +208,13 @@ def top_activating(
     the one of the full image), run only up to ``unit.layer``, and merged into a running top-k;
     memory is O(k + batch), independent of the data set's length. ``keep_inputs=True`` also
     keeps the k crops themselves (still O(k)), so no second pass over the data is needed.
+
+    Where no crop is needed (a 1×1 map, or a layer without a map) the whole images are used; where
+    the exact field cannot be derived (an operation without a receptive-field rule, an untraceable
+    model) the whole images are used too, with one warning that says why: the activation read is
+    exact either way, the crop only saves work. ``data`` is anything :mod:`polyprune` accepts as
+    images (a tensor, a Dataset, a DataLoader, an iterable of batches or of images; ``workers``
+    loader processes read a Dataset). The model runs in eval mode and is left as found.
 
     Examples
     --------
@@ -249,64 +227,77 @@ def top_activating(
     """
     if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
         raise ValueError(f"k must be a positive int, got {k!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if not isinstance(unit, Unit):
+        raise TypeError(f"unit must be a polyprune.Unit, got {type(unit).__name__}")
     unit.validate(model)
-    n = _length(data)
-    if n == 0:
-        raise ValueError("the data set is empty")
-    if n is not None and k > n:
-        raise ValueError(f"k={k} is larger than the data set ({n} items)")
-    warn_if_training(model)
+    images = Images(data, batch_size=batch_size, workers=workers)
+    if images.length is not None and k > images.length:
+        raise ValueError(f"k={k} is larger than the data set ({images.length} items)")
     state = _TopK(k)
-    field: ReceptiveField | None = None
-    position = at = None
-    rec: ActivationRecorder | None = None
-    seen = 0
-    with tqdm(total=n, disable=not progress, unit="img", desc=f"top-{k} {unit}") as bar:
-        for batch in iter_batches(data, batch_size):
-            if batch.dim() != 4:
-                raise ValueError(f"images must be 4-D (N, C, H, W), got {tuple(batch.shape)}")
-            if seen == 0:
-                field, position = _resolve(model, unit, batch, crop)
-            images, at = field.crop(batch, position) if field else (batch, position)
-            if rec is None:  # every batch is cut the same way: one recorder serves them all
-                rec = ActivationRecorder(
-                    model, [unit.layer], "center", position=at, accumulate=False
-                )
-            codes = rec.run(images)[unit.layer]
-            state.push(codes, unit.channel, seen, images if keep_inputs else None)
-            seen += batch.shape[0]
+    plan: _Plan | None = None
+    seen, at = 0, None
+    with (
+        eval_mode(model),
+        torch.no_grad(),
+        tqdm(total=images.length, disable=not progress, unit="img", desc=f"top-{k} {unit}") as bar,
+    ):
+        for offset, batch in images:
+            if plan is None:
+                plan = _Plan.make(model, unit, batch, crop)
+            x, at = plan.cut(batch)
+            out = forward_until(model, to_model(x, model), [unit.layer])[unit.layer]
+            state.push(read_unit(out, None, at), unit.channel, offset, x if keep_inputs else None)
+            seen = offset + int(batch.shape[0])
             bar.update(batch.shape[0])
-    if seen == 0:
-        raise ValueError("the data set is empty")
     if k > seen:
         raise ValueError(f"k={k} is larger than the data set ({seen} items)")
-    assert state.codes is not None
-    resolved = Unit(unit.layer, unit.channel, position)
-    seen_as = Unit(unit.layer, unit.channel, at)
+    assert plan is not None and state.codes is not None
     return TopActivations(
-        resolved, state.indices, state.values, state.codes, field, state.inputs, seen_as
-    )
+        plan.unit, state.indices, state.values, state.codes, plan.field, state.inputs,
+        Unit(unit.layer, unit.channel, at),
+    )  # fmt: skip
 
 
-def _resolve(
-    model: nn.Module, unit: Unit, batch: Tensor, crop: bool
-) -> tuple[ReceptiveField | None, tuple[int, int] | None]:
-    """The field to crop with (if any) and the unit's position in the full image's map."""
-    size = (int(batch.shape[2]), int(batch.shape[3]))
-    if not crop:  # None for a layer without a map (Linear)
-        return None, resolve_position(model, unit, size, int(batch.shape[1]))
-    field = ReceptiveField.of(model, unit.layer, size, in_channels=int(batch.shape[1]))
-    if size[0] < field.size[0] or size[1] < field.size[1]:
-        raise ValueError(
-            f"images are {size[0]}×{size[1]}, smaller than the {field.size[0]}×{field.size[1]} "
-            f"receptive field of {unit.layer!r}: a crop would be the whole image; pass larger "
-            "images, an earlier layer, or crop=False"
-        )
-    position = unit.position or field.center
-    field.box(position)  # validates the position against the map
-    return field, position
+@dataclass(frozen=True)
+class _Plan:
+    """How every batch is cut: the field (None: whole images), the placed unit, and where the
+    unit sits in what the model sees."""
+
+    unit: Unit
+    field: ReceptiveField | None
+    at: tuple[int, int] | None
+
+    @classmethod
+    def make(cls, model: nn.Module, unit: Unit, batch: Tensor, crop: bool) -> _Plan:
+        at = placed(model, unit, batch)  # the position in the full image's map, checked
+        position = at.position
+        if not crop or position is None:
+            return cls(at, None, position)
+        size = (int(batch.shape[2]), int(batch.shape[3]))
+        try:
+            field = ReceptiveField.of(model, unit.layer, size, in_channels=int(batch.shape[1]))
+        except ReceptiveFieldError as exc:
+            warnings.warn(
+                f"no exact receptive field for {unit.layer!r}, so whole images are used instead "
+                f"of crops (as with crop=False; the activations are exact either way): {exc}",
+                UserWarning,
+                stacklevel=4,
+            )
+            return cls(at, None, position)
+        if field.output_size == (1, 1) or field.covers_input(position):
+            return cls(at, None, position)  # the unit sees the whole image: nothing to cut
+        if size[0] < field.size[0] or size[1] < field.size[1]:
+            raise ValueError(
+                f"images are {size[0]}×{size[1]}, smaller than the {field.size[0]}×"
+                f"{field.size[1]} receptive field of {unit.layer!r}: a crop would be the whole "
+                "image; pass larger images, an earlier layer, or crop=False"
+            )
+        return cls(at, field, position)
+
+    def cut(self, batch: Tensor) -> tuple[Tensor, tuple[int, int] | None]:
+        if self.field is None:
+            return batch, self.at
+        return self.field.crop(batch, self.at)
 
 
 class _TopK:

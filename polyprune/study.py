@@ -15,40 +15,16 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from ._cs.config import CSConfig
 from ._unit_io import unit_activations
 from .clustering import Clustering, cluster
 from .evaluation import Evaluation, _evaluate, held_out_split
 from .recording import TopActivations, top_activating
-from .scoring import FORCE, SNIP, ActGrad, Magnitude, Random
-from .subnetwork import Subnetwork, fit_subnetwork
-from .targets import Unit, layer_output_shape
+from .scoring._base import Scorer
+from .subnetwork import Subnetwork, fit_subnetwork, resolve_method
+from .targets import Unit
 
 __all__ = ["StudyResult", "study"]
-
-_SCORERS: dict[str, type[Any]] = {
-    "actgrad": ActGrad, "snip": SNIP, "force": FORCE, "magnitude": Magnitude, "random": Random,
-}  # fmt: skip
-
-
-def _method(spec: str | Any, keep: float, rounds: int, progress: bool) -> tuple[str, Any]:
-    """(name, method) for fit_subnetwork from "cs", a scorer name, or a scorer instance.
-
-    A :class:`Random` scorer (by name or instance) is reseeded per cluster by :func:`study`
-    (its seed + 1000 · study seed + cluster), so the clusters' random baselines are independent
-    draws: one shared seed would give identical masks and a meaningless overlap.
-    """
-    if not isinstance(spec, str):
-        return type(spec).__name__.lower(), spec
-    name = spec.lower()
-    if name == "cs":
-        return "cs", "cs"
-    if name not in _SCORERS:
-        raise ValueError(f"unknown method {spec!r}; valid: {['cs', *_SCORERS]} or a scorer")
-    if name == "force":
-        return name, FORCE(rounds=rounds, keep=keep, progress=progress)
-    if name == "random":
-        return name, Random(seed=0, progress=progress)
-    return name, _SCORERS[name](progress=progress)
 
 
 @dataclass
@@ -173,16 +149,16 @@ def study(
     data: Tensor | Dataset[Any] | DataLoader[Any] | Iterable[Any],
     *,
     k: int = 1000,
-    methods: Sequence[str | Any] = ("cs", "actgrad", "snip", "force"),
+    methods: Sequence[str | Scorer] = ("cs", "actgrad", "snip", "force"),
     keep: float = 0.05,
     granularity: str = "kernel",
     held_out: float = 0.2,
-    crop: bool | None = None,
+    crop: bool = True,
     batch_size: int = 64,
+    workers: int = 0,
     min_cluster_size: int | None = None,
     cluster_options: Mapping[str, Any] | None = None,
-    fit_options: Mapping[str, Any] | None = None,
-    force_rounds: int = 10,
+    cs: CSConfig | None = None,
     visualize: bool = False,
     visualize_options: Mapping[str, Any] | None = None,
     seed: int = 0,
@@ -198,24 +174,30 @@ def study(
        4. :func:`evaluate` measures separation on fitted and held-out crops and overlaps;
        5. optionally :func:`visualize` the unit before and under each CS subnetwork.
 
-    ``methods``: ``"cs"``, ``"actgrad"``, ``"snip"``, ``"force"``, ``"magnitude"``, ``"random"``
-    or scorer instances. ``fit_options`` go to :func:`fit_subnetwork` for CS (e.g. ``epochs``).
-    ``crop=None`` crops to the receptive field unless the layer's map is 1×1 (a unit that sees
-    the whole image, e.g. a class logit), read from the data's first item; pass ``True``/``False``
-    for data that cannot be indexed (generators).
+    ``methods``: names from :func:`polyprune.subnetwork.methods` (``"cs"`` and the registered
+    scorers: ``"actgrad"``, ``"snip"``, ``"force"``, ``"magnitude"``, ``"random"``, ...) or
+    scorer instances; each cluster gets ``scorer.for_cluster(seed, label)`` (independent draws
+    for Random). ``cs`` configures Continuous Sparsification (default ``CSConfig()``).
+    ``crop``: cut the images to the unit's receptive field (whole images where no crop is
+    needed or none can be derived; see :func:`top_activating`).
     """
     if not 0 < held_out < 1:
         raise ValueError(f"held_out must be in (0, 1), got {held_out}")
-    named = [_method(m, keep, force_rounds, progress) for m in methods]
+    if isinstance(methods, str):
+        raise TypeError(
+            f"methods must be a list of method names or scorers, got the string {methods!r}; "
+            f"write methods=[{methods!r}]"
+        )
+    if cs is not None and not isinstance(cs, CSConfig):
+        raise TypeError(f"cs must be a polyprune.CSConfig, got {type(cs).__name__}")
+    named = [resolve_method(m, keep=keep, progress=progress) for m in methods]
     unit.validate(model)
-    if crop is None:
-        crop = _map_is_larger_than_one(model, unit, data)
     timings: dict[str, float] = {}
     t = time.perf_counter()
     _log(progress, f"1/4 top-{k} crops of {unit.layer}[{unit.channel}]")
     top = top_activating(
         model, unit, data, k, crop=crop, batch_size=batch_size, keep_inputs=True,
-        progress=progress,
+        workers=workers, progress=progress,
     )  # fmt: skip
     timings["top_activating"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -227,7 +209,8 @@ def study(
         unit=top.unit, top=top, clustering=clustering, fit_index=fit_index,
         held_index=held_index, timings=timings,
         config={"k": k, "keep": keep, "granularity": granularity, "held_out": held_out,
-                "methods": [n for n, _ in named], "seed": seed, "crop": crop},
+                "methods": [n for n, _ in named], "seed": seed, "crop": top.field is not None,
+                "cs": (cs or CSConfig()).to_dict()},
     )  # fmt: skip
     if not clustering.is_polysemantic:
         _log(progress, f"{clustering.n_clusters} cluster(s): not polysemantic, nothing to split")
@@ -241,14 +224,13 @@ def study(
     _log(progress, f"3/4 fitting {len(named)} method(s) × {clustering.n_clusters} clusters")
     for name, method in named:
         per_cluster: dict[int, Subnetwork] = {}
-        base = method
         for label in range(clustering.n_clusters):
-            options = dict(fit_options or {}) if name == "cs" else {"keep": keep}
-            if isinstance(base, Random):  # an independent draw per cluster
-                method = Random(seed=base.seed + 1000 * seed + label, progress=progress)
+            how = method if isinstance(method, str) else method.for_cluster(seed, label)
+            own = None if isinstance(how, str) else how.keep  # an instance's keep wins
             per_cluster[label] = fit_subnetwork(
-                model, seen_as, fit_x[clean], fit_y[clean] == label, method,
-                granularity=granularity, seed=seed, progress=progress, **options,
+                model, seen_as, fit_x[clean], fit_y[clean] == label, how,
+                keep=keep if own is None else own,
+                granularity=granularity, config=cs, seed=seed, progress=progress,
             )  # fmt: skip
         result.subnetworks[name] = per_cluster
         timings[f"fit {name}"] = time.perf_counter() - t
@@ -276,28 +258,6 @@ def study(
         result.visualizations = _visualize(model, seen_as, result, visualize_options, progress)
         timings["visualize"] = time.perf_counter() - t
     return result
-
-
-def _map_is_larger_than_one(model: nn.Module, unit: Unit, data: Any) -> bool:
-    if isinstance(data, Tensor):
-        first = data[:1]
-    elif isinstance(data, DataLoader) and isinstance(data.dataset, Dataset):
-        first = _image(data.dataset[0])[None]
-    elif isinstance(data, Dataset) and hasattr(data, "__getitem__"):
-        first = _image(data[0])[None]
-    else:
-        raise ValueError("crop=None needs data that can be indexed; pass crop=True or crop=False")
-    shape = layer_output_shape(
-        model, unit.layer, (int(first.shape[2]), int(first.shape[3])), int(first.shape[1])
-    )
-    return len(shape) == 4 and shape[2] * shape[3] > 1
-
-
-def _image(item: Any) -> Tensor:
-    image = item[0] if isinstance(item, tuple | list) else item
-    if not isinstance(image, Tensor) or image.dim() != 3:
-        raise ValueError(f"data items must be (C, H, W) images, got {type(image).__name__}")
-    return image
 
 
 def _visualize(

@@ -7,49 +7,64 @@ return the same :class:`Subnetwork`.
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from . import _masking as mk
-from ._cs_fit import check_cs, fit_cs
-from ._hooks import eval_mode
-from ._unit_io import check_images, check_members, resolve_position, unit_activations
+from ._cs.config import CSConfig
+from ._cs.fit import fit_cs
+from ._data import as_images, check_members
+from ._model import eval_mode
+from ._unit_io import placed, unit_activations
 from .masks import Masks, Scores
+from .scoring._base import Scorer, available, create, warn_if_all_zero
 from .targets import Unit
 
-__all__ = ["PAPER_SETTINGS", "Subnetwork", "fit_subnetwork"]
-
-#: The paper's Continuous Sparsification settings (its code and text), for
-#: ``fit_subnetwork(..., **PAPER_SETTINGS)``: SGD lr 0.1 (×0.1 at epochs 130 and 150),
-#: 160 epochs, batch 32, λ = 1e-6 on the raw sum Σσ(t·m), raw activation as the BCE logit,
-#: logits initialised at 0 (σ = ½), temperature 1 → 200. The paper's text says "momentum" but its
-#: code uses none; momentum stays at our default 0.9 unless you pass ``momentum=0``.
-PAPER_SETTINGS: Mapping[str, Any] = {
-    "epochs": 160,
-    "lr": 0.1,
-    "milestones": (130, 150),
-    "gamma": 0.1,
-    "batch_size": 32,
-    "lam": 1e-6,
-    "penalty": "sum",
-    "lr_scale": "none",
-    "calibrate": False,
-    "balance": False,
-    "init": 0.5,
-    "temperature": (1.0, 200.0),
-}
+__all__ = ["Subnetwork", "fit_subnetwork", "methods", "resolve_method"]
 
 
-@runtime_checkable
-class _Scorer(Protocol):
-    def score(
-        self, model: nn.Module, inputs: Tensor, objective: Any, *, granularity: str
-    ) -> Any: ...
+def methods() -> tuple[str, ...]:
+    """Every method name :func:`fit_subnetwork` and :func:`~polyprune.study` accept: ``"cs"``
+    (Continuous Sparsification) and the registered scorers (:func:`polyprune.scoring.available`).
+
+    Examples
+    --------
+    >>> from polyprune.subnetwork import methods
+    >>> methods()[:4]
+    ('cs', 'actgrad', 'snip', 'force')
+    """
+    return ("cs", *available())
+
+
+def resolve_method(
+    spec: str | Scorer, *, keep: float | None = None, progress: bool = True
+) -> tuple[str, str | Scorer]:
+    """``(name, method)`` for a method name or a scorer instance (validated, before any work).
+
+    A name builds a new scorer of the registered class (with ``keep`` and ``progress``);
+    ``"cs"`` stays ``"cs"``. An instance is returned as it is, named by its registry name.
+    """
+    if isinstance(spec, str):
+        name = spec.lower()
+        if name == "cs":
+            return "cs", "cs"
+        if name not in available():
+            raise ValueError(f"unknown method {spec!r}; valid: {list(methods())} or a scorer")
+        return name, create(name, keep=keep, progress=progress)
+    if isinstance(spec, type):
+        raise TypeError(
+            f"method is the class {spec.__name__}; pass an instance ({spec.__name__}()) or a "
+            f"name from {list(methods())}"
+        )
+    if not isinstance(spec, Scorer):
+        raise ValueError(
+            "method must be 'cs', a scorer name or a scorer instance (with score(model, inputs, "
+            f"objective, *, granularity, keep) and keep/scope/normalize), got {type(spec).__name__}"
+        )
+    return getattr(spec, "name", "") or type(spec).__name__.lower(), spec
 
 
 @dataclass
@@ -87,13 +102,13 @@ class Subnetwork:
 
     @property
     def kept_fraction(self) -> float:
-        """Kept weights / weights that can reach the unit (DESIGN definition)."""
+        """Kept weights / weights that can reach the unit (``docs/concepts.md``)."""
         return self.masks.kept_fraction()
 
     @torch.no_grad()
     def activations(self, model: nn.Module, images: Tensor, batch_size: int = 256) -> Tensor:
         """The unit's activation on ``images`` with the hard masks applied (model restored)."""
-        return unit_activations(model, self.unit, check_images(images), self.masks, batch_size)
+        return unit_activations(model, self.unit, as_images(images), self.masks, batch_size)
 
 
 def fit_subnetwork(
@@ -101,23 +116,12 @@ def fit_subnetwork(
     unit: Unit,
     images: Tensor,
     members: Tensor,
-    method: str | Any = "cs",
+    method: str | Scorer = "cs",
     *,
     keep: float | None = None,
     granularity: str = "kernel",
-    epochs: int = 50,
-    lam: float = 1.0,
-    lr: float = 5e-3,
-    lr_scale: str = "elements",
-    momentum: float = 0.9,
+    config: CSConfig | None = None,
     batch_size: int = 32,
-    milestones: Sequence[int] = (),
-    gamma: float = 0.1,
-    penalty: Literal["mean", "sum"] = "mean",
-    calibrate: bool = True,
-    balance: bool = True,
-    init: float = 0.5,
-    temperature: tuple[float, float] = (1.0, 200.0),
     seed: int = 0,
     progress: bool = True,
 ) -> Subnetwork:
@@ -131,64 +135,30 @@ def fit_subnetwork(
         The unit; its position is ``unit.position`` or the center ``((H-1)//2, (W-1)//2)`` of
         its layer's map for these images (which are typically receptive-field crops).
     images : Tensor
-        ``(N, C, H, W)`` on any device (batches are moved to the model's).
+        ``(N, C, H, W)`` on any device (batches are moved to the model's device and dtype).
     members : Tensor
         ``(N,)`` bool (or 0/1): the cluster to keep (True) and the images to separate it from
         (False). Both must occur.
-    method : "cs" or a scorer
-        ``"cs"``: Continuous Sparsification (below). A scorer (anything with
-        ``score(model, inputs, objective, *, granularity)``, e.g. ``polyprune.scoring.FORCE()``)
-        scores the weights on the members (in batches of ``batch_size``, objective: the unit at
-        its position; ``keep`` is passed on when ``score`` takes it) and keeps the fraction
-        ``keep`` with :meth:`Masks.from_scores` (with the scorer's ``scope``/``normalize``
-        when it has them).
+    method : str or Scorer
+        ``"cs"`` (default): Continuous Sparsification with ``config``, which finds its own kept
+        fraction. A scorer name (``"actgrad"``, ``"snip"``, ``"force"``, ``"magnitude"``,
+        ``"random"``, or any registered one: :func:`methods`) or instance scores the weights on
+        the members (objective: the unit at its position) and keeps the fraction ``keep``,
+        cut with the scorer's ``scope`` and ``normalize``.
     keep : float, optional
-        Kept fraction in (0, 1] for a scorer (required there; CS finds its own).
+        Kept fraction in (0, 1] for a scorer (default: the scorer's own ``keep``; one of the
+        two is required). Not used by CS.
     granularity : {"kernel", "weight", "filter"}
-
-    Other Parameters
-    ----------------
-    epochs : int
-        CS epochs (≥ 2), each a pass over ``images`` in shuffled batches of ``batch_size``;
-        the temperature goes from ``temperature[0]`` to ``temperature[1]`` exponentially,
-        stepped after each epoch. Default 50 (the paper: 160).
-    lam : float
-        Weight of the sparsity penalty: loss = BCE + ``lam`` · penalty. Default 1.0 on the
-        ``"mean"`` penalty.
-    penalty : {"mean", "sum"}
-        ``"mean"`` (default): mean mask value over the learned elements, in [0, 1], so ``lam``
-        means the same for any network; ``"sum"``: the paper's raw Σσ(t·m) (its λ = 1e-6).
-    lr, lr_scale, momentum, milestones, gamma
-        SGD with momentum (default 0.9) on the logits; the learning rate is multiplied by
-        ``gamma`` at each epoch in ``milestones`` (default: none). With
-        ``lr_scale="elements"`` (default) each masked weight's logits use ``lr × (its number
-        of learned mask elements)``: every element's share of the unit's activation is about
-        1/(elements in its layer), so this makes logits move at the same speed in a 200-element
-        layer and a 100,000-element one, and lets them cross zero decisively within the
-        schedule (default ``lr`` 5e-3). ``lr_scale="none"`` uses ``lr`` for every logit (the
-        paper's setting, with its ``lr`` 0.1).
+    config : CSConfig, optional
+        The Continuous Sparsification settings (default ``CSConfig()``; the paper's:
+        ``CSConfig.paper()``).
     batch_size : int
-        Default 32 (the paper's).
-    calibrate : bool
-        If true (default) the BCE logit is ``(a − c) / s − b``: ``s`` is the standard deviation
-        of the dense model's activations over ``images`` and ``c`` the midpoint of their member
-        and non-member means (both fixed), ``b`` a learned shift (lr 0.1) that lets the decision
-        threshold follow the subnetwork's activations. The loss is then independent of the
-        unit's activation scale, and a path that fires on members and non-members alike is
-        dropped rather than kept to push members over a fixed threshold. The final ``c + s·b``
-        and ``s`` are :attr:`Subnetwork.calibration`. If false, the raw activation is the logit
-        (the paper's choice).
-    balance : bool
-        If true (default) members are weighted by (non-members / members) in the BCE, so both
-        sides count equally whatever their sizes.
-    init : float
-        Initial mask value σ(t0·m0); default 0.5 (logits 0, the paper's: every mask undecided).
-    temperature : (start, end)
-        Default (1, 200), the paper's (:class:`ExponentialTemperature`).
+        Images per forward pass of a scorer (memory only: the scores are sums over images).
+        CS steps over batches of ``config.batch_size``.
     seed : int
-        Seeds the batch order (runs are deterministic on a given device).
+        Seeds CS's batch order (runs are deterministic on a given device).
     progress : bool
-        Show a tqdm bar over epochs.
+        Show progress bars.
 
     Returns
     -------
@@ -200,76 +170,55 @@ def fit_subnetwork(
         Before any forward pass, for any invalid argument (shapes, empty cluster, unknown
         method or layer, out-of-range numbers); a position outside the map after one probe.
 
-    Notes
-    -----
-    ``PAPER_SETTINGS`` holds the paper's values (``fit_subnetwork(..., **PAPER_SETTINGS)``).
-
     Examples
     --------
     >>> import torch, polyprune as pp
-    >>> from polyprune.subnetwork import fit_subnetwork
     >>> _ = torch.manual_seed(0)
     >>> nn = torch.nn
     >>> model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3))
     >>> images, members = torch.randn(8, 3, 9, 9), torch.arange(8) < 4
-    >>> sub = fit_subnetwork(model, pp.Unit("2", 1), images, members, epochs=3, progress=False)
+    >>> sub = pp.fit_subnetwork(model, pp.Unit("2", 1), images, members,
+    ...                         config=pp.CSConfig(epochs=3), progress=False)
     >>> sub.method, sub.unit.position, sub.history["temperature"][-1]
     ('cs', (2, 2), 200.0)
-    >>> 0.0 <= sub.kept_fraction <= 1.0
-    True
+    >>> snip = pp.fit_subnetwork(model, pp.Unit("2", 1), images, members, "snip", keep=0.25)
+    >>> snip.method, round(snip.kept_fraction, 2)
+    ('snip', 0.25)
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(unit, Unit):
         raise TypeError(f"unit must be a polyprune.Unit, got {type(unit).__name__}")
-    images = check_images(images)
+    images = as_images(images)
     members = check_members(members, images.shape[0])
     mk.check_granularity(granularity)
-    if isinstance(method, str):
-        if method != "cs":
+    name, how = resolve_method(method, keep=keep, progress=progress)
+    if isinstance(how, str):
+        if config is None:
+            config = CSConfig()
+        elif not isinstance(config, CSConfig):
+            raise TypeError(f"config must be a polyprune.CSConfig, got {type(config).__name__}")
+    else:
+        given = keep if keep is not None else how.keep
+        if given is None:
             raise ValueError(
-                f"method must be 'cs' or a scorer instance (e.g. polyprune.FORCE()), got {method!r}"
+                f"keep (the kept fraction in (0, 1]) is required for the scorer {name!r}, got None"
             )
-        settings = check_cs(
-            epochs, lam, lr, momentum, batch_size, milestones, gamma, penalty, init, temperature,
-            lr_scale, balance,
-        )  # fmt: skip
-    elif not isinstance(method, _Scorer):
-        raise ValueError(
-            "method must be 'cs' or a scorer with score(model, inputs, objective, *, "
-            f"granularity), got {type(method).__name__}"
-        )
-    elif keep is None or isinstance(keep, bool) or not isinstance(keep, int | float):
-        raise ValueError(
-            f"keep (the kept fraction in (0, 1]) is required for a scorer, got {keep!r}"
-        )
-    elif not 0 < keep <= 1:
-        raise ValueError(f"keep (the kept fraction) must be in (0, 1], got {keep!r}")
+        target = mk.check_keep(given)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int ≥ 1, got {batch_size!r}")
     unit.validate(model)
-    pos = resolve_position(model, unit, _size(images), images.shape[1])
-    placed = Unit(unit.layer, unit.channel, pos)
-    if isinstance(method, str):
-        res = fit_cs(
-            model, placed, images, members, granularity, settings, bool(calibrate), seed, progress
-        )
+    at = placed(model, unit, images)
+    if isinstance(how, str):
+        assert config is not None
+        res = fit_cs(model, at, images, members, granularity, config, seed, progress)
         return Subnetwork(
-            res.masks,
-            placed,
-            "cs",
-            res.history,
-            res.calibration,
-            res.paper_kept_fraction,
-            res.state,
+            res.masks, at, "cs", res.history, res.calibration, res.paper_kept_fraction, res.state
         )
-    assert keep is not None
-    return _fit_scorer(model, placed, images, members, method, float(keep), granularity, batch_size)
+    return _fit_scorer(model, at, images, members, name, how, target, granularity, batch_size)
 
 
 # -- private ---------------------------------------------------------------------------------
-
-
-def _size(images: Tensor) -> tuple[int, int]:
-    return (int(images.shape[-2]), int(images.shape[-1]))
 
 
 def _fit_scorer(
@@ -277,44 +226,22 @@ def _fit_scorer(
     unit: Unit,
     images: Tensor,
     members: Tensor,
-    scorer: Any,
+    name: str,
+    scorer: Scorer,
     keep: float,
     granularity: str,
     batch_size: int,
 ) -> Subnetwork:
     batches = list(torch.split(images[members], batch_size))  # the scorer moves them
-    options = {"keep": keep} if _accepts(scorer.score, "keep") else {}
     with eval_mode(model):
-        scores = scorer.score(model, batches, unit, granularity=granularity, **options)
-    if not isinstance(scores, Mapping) or not scores:
+        scores = scorer.score(model, batches, unit, granularity=granularity, keep=keep)
+    if not isinstance(scores, Scores) or not scores:
         raise ValueError(
-            f"{type(scorer).__name__}.score returned {type(scores).__name__}, expected a non-empty "
-            "Scores (weight name → tensor)"
+            f"{type(scorer).__name__}.score returned {type(scores).__name__}, expected non-empty "
+            "Scores (subclass polyprune.scoring.BaseScorer, whose score() builds them)"
         )
-    if not getattr(scores, "regions", None):
-        # a plain dict from a custom scorer: give it the unit's regions so counts follow DESIGN
-        shapes, regions = mk.unit_regions(model, unit.layer, unit.channel, granularity)
-        scores = Scores(
-            dict(scores),
-            granularity,
-            weight_shapes={k: shapes[k] for k in scores if k in shapes},
-            regions={k: regions[k] for k in scores if k in regions},
-            unit=unit,
-        )
-    masks = Masks.from_scores(
-        scores,
-        keep,
-        getattr(scorer, "scope", "global"),
-        normalize=getattr(scorer, "normalize", "none"),
-        granularity=granularity,
-    )
+    warn_if_all_zero(scores, unit)
+    masks = Masks.from_scores(scores, keep, scorer.scope, normalize=scorer.normalize)
     if masks.unit is None:
         masks.unit = unit
-    return Subnetwork(masks, unit, type(scorer).__name__)
-
-
-def _accepts(fn: Any, name: str) -> bool:
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
+    return Subnetwork(masks, unit, name)

@@ -4,13 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from ._graph import check_layer
-from ._hooks import eval_mode, first_in_channels, forward_until, model_dtype_device
+from ._data import as_images
+from ._graph.regions import channel_producer
+from ._graph.run import (
+    check_unit_layout,
+    forward_until,
+    layer_output_shape,
+    read_unit,
+    resolve_position,
+)
+from ._graph.trace import GraphError, check_layer
+from ._model import eval_mode, first_in_channels, model_dtype_device, to_model
+from ._unit_io import unit_activations
+
+if TYPE_CHECKING:
+    from .masks import Masks
 
 __all__ = ["OBJECTIVE_KINDS", "Objective", "Unit", "as_objective"]
 
@@ -60,50 +73,93 @@ class Unit:
                 )
             object.__setattr__(self, "position", (int(pos[0]), int(pos[1])))
 
-    def validate(self, model: nn.Module, input_size: tuple[int, int] | None = None) -> Unit:
+    def validate(
+        self, model: nn.Module, sample: Tensor | int | tuple[int, int] | None = None
+    ) -> Unit:
         """Check the layer exists and the channel (and position) are in range; return ``self``.
 
-        The channel count is read from the module (``out_channels``/``out_features``/
-        ``num_features``); for other modules, or when ``position`` is set and ``input_size`` is
-        given, one forward pass on a zero image finds the map's shape.
+        Without ``sample`` the channel count is read from the module (``out_channels``/
+        ``out_features``/``num_features``), or, for a channel-wise layer such as a ReLU, from
+        the Conv/Linear behind it in the traced graph; nothing is run. With ``sample`` — a
+        batch of the images you will use (its first image is run up to the layer), or an input
+        size ``(H, W)`` for a zero image — the layer's output is checked too: it must be a map
+        ``(N, C, H, W)`` or a vector ``(N, C)``, and ``position`` must lie inside the map.
 
         Raises
         ------
         ValueError
-            Unknown layer (closest names listed), channel or position out of range.
+            Unknown layer (closest names listed), channel or position out of range, or a layer
+            whose output is neither ``(N, C, H, W)`` nor ``(N, C)`` (e.g. transformer tokens).
         """
-        module = check_layer(model, self.layer)
-        channels = next(
-            (v for a in _CHANNEL_ATTRS if isinstance(v := getattr(module, a, None), int)), None
-        )
-        shape: tuple[int, ...] | None = None
-        if channels is None or (self.position is not None and input_size is not None):
-            shape = layer_output_shape(model, self.layer, input_size or (224, 224))
+        check_layer(model, self.layer)
+        channels = layer_channels(model, self.layer)
+        if sample is not None:
+            x = _sample(model, sample)
+            shape = layer_output_shape(model, self.layer, x)
+            check_unit_layout(shape, self.layer)
             channels = shape[1]
-        if self.channel >= channels:
+            if self.position is not None:
+                if len(shape) != 4:
+                    raise ValueError(
+                        f"{self.layer!r} outputs vectors {tuple(shape)}: it has no map, so a "
+                        f"unit of it has no position (got {self.position})"
+                    )
+                where = f"{self.layer!r} for {x.shape[2]}×{x.shape[3]} images"
+                resolve_position(self.position, shape[2:], where)
+        if channels is not None and self.channel >= channels:
             raise ValueError(
                 f"channel {self.channel} is out of range for {self.layer!r}, which has "
                 f"{channels} channels (valid: 0..{channels - 1})"
             )
-        if shape is not None and self.position is not None and len(shape) == 4:
-            i, j = self.position
-            if i >= shape[2] or j >= shape[3]:
-                raise ValueError(
-                    f"position {self.position} is outside the {shape[2]}×{shape[3]} map of "
-                    f"{self.layer!r} at input size {input_size}"
-                )
         return self
 
+    def activations(
+        self,
+        model: nn.Module,
+        images: Tensor,
+        *,
+        masks: Masks | None = None,
+        batch_size: int = 256,
+    ) -> Tensor:
+        """The unit's activation on every image, shape ``(N,)``, float32 on the CPU.
 
-def layer_output_shape(
-    model: nn.Module, layer: str, input_size: tuple[int, int], in_channels: int | None = None
-) -> tuple[int, ...]:
-    """Shape of ``layer``'s output for one zero image of ``input_size`` (model left unchanged)."""
+        The position is :attr:`position` or the center of the layer's map for these images.
+        The model runs in eval mode without gradients, in batches of ``batch_size``, with
+        ``masks`` applied when given (a subnetwork), and is left exactly as found.
+
+        Examples
+        --------
+        >>> import torch, polyprune as pp
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU())
+        >>> pp.Unit("0", 1).activations(model, torch.rand(5, 1, 7, 7)).shape
+        torch.Size([5])
+        """
+        return unit_activations(model, self, as_images(images), masks, batch_size)
+
+
+def _sample(model: nn.Module, sample: Tensor | int | tuple[int, int]) -> Tensor:
+    """One image on the model's device and dtype: the first of a batch, or zeros of a size."""
+    if isinstance(sample, Tensor):
+        return to_model(as_images(sample, "sample")[:1], model)
+    size = (sample, sample) if isinstance(sample, int) else tuple(sample)
+    if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
+        raise ValueError(f"sample must be images (N, C, H, W) or a size (H, W), got {sample!r}")
     dtype, device = model_dtype_device(model)
-    channels = in_channels if in_channels is not None else first_in_channels(model)
-    x = torch.zeros(1, channels, *input_size, dtype=dtype, device=device)
-    with eval_mode(model), torch.no_grad():
-        return tuple(forward_until(model, x, [layer])[layer].shape)
+    return torch.zeros(1, first_in_channels(model), *size, dtype=dtype, device=device)
+
+
+def layer_channels(model: nn.Module, layer: str) -> int | None:
+    """The layer's channel count from its module, or the Conv/Linear behind it (None: unknown)."""
+    module = check_layer(model, layer)
+    for attr in _CHANNEL_ATTRS:
+        value = getattr(module, attr, None)
+        if isinstance(value, int):
+            return value
+    try:
+        producer = channel_producer(model, layer)
+    except GraphError:
+        return None
+    return None if producer is None else layer_channels(model, producer)
 
 
 # -- objectives --------------------------------------------------------------------------------
@@ -167,21 +223,9 @@ class Objective:
             return channel_map.sum()
         if self.kind == "abs_sum":
             return channel_map.abs().sum()
-        index: tuple[Any, ...] = (slice(None), *self._index(tuple(channel_map.shape[1:])))
-        return channel_map[index].sum()
-
-    def _index(self, spatial: tuple[int, ...]) -> tuple[int, ...]:
-        position = self.unit.position
-        if position is None:
-            return tuple((s - 1) // 2 for s in spatial)
-        if len(position) != len(spatial) or any(
-            p >= s for p, s in zip(position, spatial, strict=True)
-        ):
-            raise ValueError(
-                f"position {position} of {self.unit} is outside the map of {self.unit.layer!r}, "
-                f"which has spatial shape {spatial} for these inputs"
-            )
-        return position
+        spatial = tuple(output.shape[2:])
+        position = resolve_position(self.unit.position, spatial, repr(self.unit.layer))
+        return read_unit(output, self.unit.channel, position or None).sum()
 
     def value(self, model: nn.Module, inputs: Tensor) -> Tensor:
         """The objective on ``model(inputs)`` (no gradient; the forward stops at the layer)."""

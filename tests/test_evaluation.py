@@ -18,14 +18,14 @@ def test_separation_matches_sklearn_and_hand_dprime():
     rng = np.random.default_rng(0)
     a, b = rng.normal(1.0, 1.0, 50), rng.normal(0.0, 2.0, 70)
     a[:5] = b[:5]  # ties
-    s = pp.separation(torch.from_numpy(a), b)
+    s = pp.evaluation.separation(torch.from_numpy(a), b)
     y = np.r_[np.ones(50), np.zeros(70)]
     assert s.auroc == pytest.approx(roc_auc_score(y, np.r_[a, b]), abs=1e-12)
     want = (a.mean() - b.mean()) / math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
     assert s.dprime == pytest.approx(want, rel=1e-12)
     assert (s.n_members, s.n_others) == (50, 70)
     with pytest.raises(ValueError, match="non-empty"):
-        pp.separation(np.array([]), b)
+        pp.evaluation.separation(np.array([]), b)
 
 
 def _masks(bits: dict[str, list[bool]], region: dict[str, list[bool]] | None = None) -> pp.Masks:
@@ -46,7 +46,7 @@ def test_overlap_single_layer_is_the_hypergeometric_tail():
     a = rng.random(n) < 0.3
     b = rng.random(n) < 0.2
     a[:20] = b[:20] = True  # share more than chance
-    o = pp.overlap(_masks({"w": a.tolist()}), _masks({"w": b.tolist()}))
+    o = pp.evaluation.overlap(_masks({"w": a.tolist()}), _masks({"w": b.tolist()}))
     x, ka, kb = int((a & b).sum()), int(a.sum()), int(b.sum())
     assert o.intersection == x
     assert o.p_value == pytest.approx(stats.hypergeom(n, ka, kb).sf(x - 1), rel=1e-9)
@@ -57,11 +57,11 @@ def test_overlap_single_layer_is_the_hypergeometric_tail():
 
 def test_overlap_extremes_and_layers():
     same = _masks({"a": [True, False] * 10, "b": [True] * 3 + [False] * 7})
-    o = pp.overlap(same, same)
+    o = pp.evaluation.overlap(same, same)
     assert o.iou == 1.0 and o.p_value < 1e-3
     left = _masks({"a": [True] * 10 + [False] * 10, "b": [True] * 5 + [False] * 5})
     right = _masks({"a": [False] * 10 + [True] * 10, "b": [False] * 5 + [True] * 5})
-    o = pp.overlap(left, right)
+    o = pp.evaluation.overlap(left, right)
     assert o.iou == 0.0 and o.intersection == 0 and o.p_value == pytest.approx(1.0)
 
 
@@ -69,19 +69,19 @@ def test_overlap_counts_only_the_region():
     region = {"w": [True] * 10 + [False] * 10}
     a = _masks({"w": [True] * 5 + [False] * 5 + [True] * 10}, region)
     b = _masks({"w": [True] * 5 + [False] * 5 + [True] * 10}, region)
-    o = pp.overlap(a, b)
+    o = pp.evaluation.overlap(a, b)
     assert o.intersection == 5 and o.expected_intersection == pytest.approx(2.5)
 
 
 def test_held_out_split_is_stratified_and_seeded():
     labels = np.array([0] * 50 + [1] * 10 + [-1] * 7 + [2])
-    fit, held = pp.held_out_split(labels, 0.2, seed=3)
+    fit, held = pp.evaluation.held_out_split(labels, 0.2, seed=3)
     assert sorted(fit.tolist() + held.tolist()) == list(range(len(labels)))
     assert [int((torch.as_tensor(labels)[held] == c).sum()) for c in (0, 1, -1, 2)] == [10, 2, 1, 0]
-    again = pp.held_out_split(labels, 0.2, seed=3)
+    again = pp.evaluation.held_out_split(labels, 0.2, seed=3)
     assert torch.equal(again[0], fit) and torch.equal(again[1], held)
     with pytest.raises(ValueError, match="fraction"):
-        pp.held_out_split(labels, 1.0)
+        pp.evaluation.held_out_split(labels, 1.0)
 
 
 def _two_path_net() -> nn.Sequential:
@@ -104,7 +104,7 @@ def test_evaluate_on_a_known_network():
                        "2.weight": torch.tensor([[True, False]])}, "kernel")  # fmt: skip
     path_b = pp.Masks({"0.weight": torch.tensor([[False, False], [False, True]]),
                        "2.weight": torch.tensor([[False, True]])}, "kernel")  # fmt: skip
-    fit, held = pp.held_out_split(labels, 0.25)
+    fit, held = pp.evaluation.held_out_split(labels, 0.25)
     ev = pp.evaluate(
         model, pp.Unit("2", 0), images[fit], labels[fit], {0: path_a, 1: path_b},
         held_out=(images[held], labels[held]),

@@ -53,7 +53,7 @@ def test_alexnet_imagenet_script_end_to_end_on_random_weights(tmp_path):
     assert set(results) == {"features.10:255", "features.8:25"}
     for spec, result in results.items():
         layer, channel = spec.split(":")
-        assert isinstance(result, pp.StudyResult) and len(result.top) == 20
+        assert isinstance(result, pp.results.StudyResult) and len(result.top) == 20
         # small clusters on random weights: every stage runs, fits included
         assert result.is_polysemantic and set(result.subnetworks) == {"cs", "snip"}
         assert result.top.inputs is not None and result.top.inputs.shape[2] <= 177

@@ -9,13 +9,11 @@ from test_sparsify import assert_restored, snapshot
 from torch import Tensor, nn
 
 import polyprune as pp
-from polyprune import _cs_fit
-from polyprune import _masking as mk
-from polyprune._graph import reachable_parameters
-from polyprune.masks import Masks, Scores
-from polyprune.scoring import FORCE, SNIP
-from polyprune.sparsify import ContinuousSparsifier, ExponentialTemperature
-from polyprune.subnetwork import PAPER_SETTINGS, Subnetwork, fit_subnetwork
+from polyprune._cs import fit as _cs_fit
+from polyprune.masks import Masks
+from polyprune.scoring import FORCE, SNIP, BaseScorer, ScoringJob
+from polyprune.sparsify import ContinuousSparsifier, CSConfig, ExponentialTemperature
+from polyprune.subnetwork import Subnetwork, fit_subnetwork
 
 
 class Counting(nn.Module):
@@ -43,20 +41,17 @@ def data(n: int = 16, size: int = 9) -> tuple[Tensor, Tensor]:
     return torch.randn(n, 3, size, size, generator=g), torch.arange(n) % 2 == 0
 
 
-class KernelMagnitude:
-    """A tiny scorer (the Scorer protocol): |w| summed over each kernel, as a plain dict."""
+class KernelMagnitude(BaseScorer):
+    """A tiny scorer: |w| summed over each kernel; records the batch sizes it saw."""
 
-    def __init__(self) -> None:
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
         self.seen: list[int] = []
 
-    def score(self, model: nn.Module, inputs, objective, *, granularity: str = "kernel"):
-        self.seen = [int(x.shape[0]) for x in inputs]
-        assert isinstance(objective, pp.Unit) and objective.position is not None
-        return {
-            name: p.detach().abs().flatten(2).sum(2)
-            for name, p in model.named_parameters()
-            if name in reachable_parameters(model, objective.layer)
-        }
+    def compute(self, job: ScoringJob):
+        self.seen = [int(x.shape[0]) for x in job.each_batch("seen")]
+        assert job.objective.unit.position is not None
+        return {name: job.weight(name).detach().abs().flatten(2).sum(2) for name in job.shapes}
 
 
 # -- CS ------------------------------------------------------------------------------------------
@@ -65,8 +60,12 @@ class KernelMagnitude:
 def test_cs_returns_a_subnetwork_with_history_and_is_deterministic():
     model = Counting()
     images, members = data()
-    a = fit_subnetwork(model, UNIT, images, members, epochs=4, batch_size=5, progress=False)
-    b = fit_subnetwork(model, UNIT, images, members, epochs=4, batch_size=5, progress=False)
+    a = fit_subnetwork(
+        model, UNIT, images, members, config=CSConfig(epochs=4, batch_size=5), progress=False
+    )
+    b = fit_subnetwork(
+        model, UNIT, images, members, config=CSConfig(epochs=4, batch_size=5), progress=False
+    )
     assert isinstance(a, Subnetwork) and a.method == "cs"
     assert a.unit == pp.Unit("net.2", 3, (2, 2))  # the center of the 5×5 map
     assert a.masks.unit == a.unit and a.masks.granularity == "kernel"
@@ -86,8 +85,8 @@ def test_cs_returns_a_subnetwork_with_history_and_is_deterministic():
 def test_cs_milestones_and_paper_settings():
     model = Counting()
     images, members = data()
-    settings = {**PAPER_SETTINGS, "epochs": 6, "milestones": (3, 5)}
-    sub = fit_subnetwork(model, UNIT, images, members, progress=False, **settings)
+    config = CSConfig.paper(epochs=6, milestones=(3, 5))
+    sub = fit_subnetwork(model, UNIT, images, members, config=config, progress=False)
     assert sub.history["lr"] == pytest.approx([0.1, 0.1, 0.1, 0.01, 0.01, 0.001])
     assert sub.calibration is None
     assert sub.history["penalty"][0] == pytest.approx(16 * 0.5, rel=0.05)  # raw sum, σ ≈ ½
@@ -99,8 +98,8 @@ def test_bce_uses_the_calibrated_logit_and_balances_classes(balance):
     images, _ = data()
     members = torch.arange(16) < 3  # 3 members, 13 non-members
     sub = fit_subnetwork(
-        model, UNIT, images, members, epochs=2, lr=1e-12, batch_size=16, balance=balance,
-        progress=False,
+        model, UNIT, images, members,
+        config=CSConfig(epochs=2, lr=1e-12, batch_size=16, balance=balance), progress=False,
     )  # fmt: skip
     with torch.no_grad():
         dense = model.net[:3](images)[:, 3, 2, 2]
@@ -122,7 +121,7 @@ def test_bce_uses_the_calibrated_logit_and_balances_classes(balance):
 def test_subnetwork_activations_apply_the_hard_masks():
     model = Counting()
     images, members = data()
-    sub = fit_subnetwork(model, UNIT, images, members, epochs=3, progress=False)
+    sub = fit_subnetwork(model, UNIT, images, members, config=CSConfig(epochs=3), progress=False)
     before = snapshot(model)
     acts = sub.activations(model, images)
     assert_restored(model, before)
@@ -134,9 +133,9 @@ def test_subnetwork_activations_apply_the_hard_masks():
 def test_progress_bar(capsys):
     model = Counting()
     images, members = data()
-    fit_subnetwork(model, UNIT, images, members, epochs=2, progress=True)
+    fit_subnetwork(model, UNIT, images, members, config=CSConfig(epochs=2), progress=True)
     assert "CS" in capsys.readouterr().err
-    fit_subnetwork(model, UNIT, images, members, epochs=2, progress=False)
+    fit_subnetwork(model, UNIT, images, members, config=CSConfig(epochs=2), progress=False)
     assert capsys.readouterr().err == ""
 
 
@@ -148,7 +147,7 @@ def test_scorer_method_returns_the_same_type():
     images, members = data(20)
     scorer = KernelMagnitude()
     sub = fit_subnetwork(model, UNIT, images, members, scorer, keep=0.25, batch_size=4)
-    assert isinstance(sub, Subnetwork) and sub.method == "KernelMagnitude"
+    assert isinstance(sub, Subnetwork) and sub.method == "kernelmagnitude"
     assert scorer.seen == [4, 4, 2]  # the 10 members only, in batches
     assert sub.history == {} and sub.state is None
     assert sub.masks.unit == sub.unit
@@ -160,15 +159,11 @@ def test_scorer_with_scores_object_keeps_its_regions():
     model = Counting()
     images, members = data()
 
-    class RegionScorer:
-        def score(self, model, inputs, objective, *, granularity="kernel"):
-            shapes, regions = mk.unit_regions(
-                model, objective.layer, objective.channel, granularity
-            )
-            values = {n: torch.rand(mk.mask_shape(s, granularity)) for n, s in shapes.items()}
-            return Scores(
-                values, granularity, weight_shapes=shapes, regions=regions, unit=objective
-            )
+    class RegionScorer(BaseScorer):
+        uses_inputs = False
+
+        def compute(self, job):
+            return {n: torch.rand(s) for n, s in job.mask_shapes.items()}
 
     sub = fit_subnetwork(
         model, UNIT, images, members, RegionScorer(), keep=0.5, granularity="filter"
@@ -182,9 +177,9 @@ def test_real_scorers_match_scoring_by_hand(make):
     model = Counting()
     images, members = data(20)
     sub = fit_subnetwork(model, UNIT, images, members, make(), keep=0.25)
-    assert sub.method in ("SNIP", "FORCE") and sub.masks.unit == sub.unit
+    assert sub.method in ("snip", "force") and sub.masks.unit == sub.unit
     assert sub.kept_fraction == pytest.approx(0.25, abs=1 / 16)
-    options = {"keep": 0.25} if sub.method == "FORCE" else {}
+    options = {"keep": 0.25} if sub.method == "force" else {}
     scores = make().score(model, images[members], sub.unit, **options)
     by_hand = Masks.from_scores(scores, 0.25)
     assert all(torch.equal(sub.masks[n], by_hand[n]) for n in by_hand)
@@ -203,7 +198,8 @@ def test_real_models_run_and_are_restored(request, fixture, layer, channel, size
     images = torch.randn(6, 3, size, size, generator=torch.Generator().manual_seed(0))
     members = torch.tensor([True, False] * 3)
     unit = pp.Unit(layer, channel)
-    sub = fit_subnetwork(model, unit, images, members, epochs=2, batch_size=3, progress=False)
+    config = CSConfig(epochs=2, batch_size=3)
+    sub = fit_subnetwork(model, unit, images, members, config=config, progress=False)
     assert_restored(model, before)
     assert sub.masks.total_weights() > 0 and len(sub.history["loss"]) == 2
     assert all(v == v for v in sub.history["loss"])  # finite, no NaN
@@ -213,7 +209,7 @@ def test_real_models_run_and_are_restored(request, fixture, layer, channel, size
 
     monkeypatch.setattr(ExponentialTemperature, "step", boom)
     with pytest.raises(RuntimeError, match="interrupted"):
-        fit_subnetwork(model, unit, images, members, epochs=2, batch_size=3, progress=False)
+        fit_subnetwork(model, unit, images, members, config=config, progress=False)
     assert_restored(model, before)
     assert not model.training  # the fixture's eval mode is kept
 
@@ -223,7 +219,7 @@ def test_training_mode_flags_are_restored():
     model.net[2].eval()
     flags = [m.training for m in model.modules()]
     images, members = data()
-    fit_subnetwork(model, UNIT, images, members, epochs=2, progress=False)
+    fit_subnetwork(model, UNIT, images, members, config=CSConfig(epochs=2), progress=False)
     assert [m.training for m in model.modules()] == flags
 
 
@@ -245,22 +241,15 @@ def test_training_mode_flags_are_restored():
         ({"unit": pp.Unit("net.2", 9)}, ValueError, "channel 9 is out of range"),
         ({"unit": pp.Unit("net.2", 0, (5, 0))}, ValueError, "outside the 5×5 map"),
         ({"unit": "net.2"}, TypeError, "polyprune.Unit"),
-        ({"method": "force"}, ValueError, "method must be 'cs' or a scorer"),
-        ({"method": object()}, ValueError, "method must be 'cs' or a scorer"),
+        ({"method": "forceful"}, ValueError, "unknown method 'forceful'"),
+        ({"method": "force"}, ValueError, "keep .* is required"),
+        ({"method": object()}, ValueError, "method must be 'cs', a scorer name or a scorer"),
+        ({"method": SNIP}, TypeError, r"the class SNIP; pass an instance \(SNIP\(\)\)"),
         ({"method": KernelMagnitude()}, ValueError, "keep .* is required"),
         ({"method": KernelMagnitude(), "keep": 1.5}, ValueError, r"keep .* \(0, 1\]"),
         ({"granularity": "row"}, ValueError, "granularity must be one of"),
-        ({"epochs": 1}, ValueError, "epochs must be an int ≥ 2"),
         ({"batch_size": 0}, ValueError, "batch_size must be an int ≥ 1"),
-        ({"lam": -1.0}, ValueError, "lam must be"),
-        ({"lr": 0.0}, ValueError, "lr must be"),
-        ({"momentum": 1.0}, ValueError, "momentum must be"),
-        ({"gamma": 2.0}, ValueError, "gamma must be"),
-        ({"init": 1.0}, ValueError, "init must be"),
-        ({"penalty": "l1"}, ValueError, "penalty must be"),
-        ({"lr_scale": "layer"}, ValueError, "lr_scale must be"),
-        ({"milestones": (0,)}, ValueError, "milestones must be"),
-        ({"temperature": (1.0, -2.0)}, ValueError, "temperature must be"),
+        ({"config": {"epochs": 3}}, TypeError, "config must be a polyprune.CSConfig"),
     ],
 )
 def test_bad_input_fails_before_any_work(change, error, match):
@@ -274,3 +263,35 @@ def test_bad_input_fails_before_any_work(change, error, match):
     position_check = "unit" in change and getattr(change["unit"], "position", None) is not None
     assert model.calls == (1 if position_check else 0)  # at most the one shape probe
     assert_restored(model, before)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"epochs": 1}, "epochs must be an int ≥ 2"),
+        ({"batch_size": 0}, "batch_size must be an int ≥ 1"),
+        ({"lam": -1.0}, "lam must be"),
+        ({"lr": 0.0}, "lr must be"),
+        ({"momentum": 1.0}, "momentum must be"),
+        ({"gamma": 2.0}, "gamma must be"),
+        ({"init": 1.0}, "init must be"),
+        ({"penalty": "l1"}, "penalty must be"),
+        ({"lr_scale": "layer"}, "lr_scale must be"),
+        ({"milestones": (0,)}, "milestones must be"),
+        ({"temperature": (1.0, -2.0)}, "temperature must be"),
+        ({"calibrate": 1}, "calibrate must be True or False"),
+    ],
+)
+def test_cs_config_is_validated_on_construction(change, match):
+    with pytest.raises(ValueError, match=match):
+        CSConfig(**change)
+    with pytest.raises(ValueError, match=match):
+        CSConfig().replace(**change)
+
+
+def test_cs_config_round_trips_and_names_unknown_fields():
+    config = CSConfig.paper(epochs=20, milestones=(5,))
+    assert CSConfig.from_dict(config.to_dict()) == config
+    assert config.lam == 1e-6 and config.penalty == "sum" and not config.calibrate
+    with pytest.raises(ValueError, match=r"unknown CSConfig field\(s\) \['epoch'\]"):
+        CSConfig().replace(epoch=3)

@@ -145,6 +145,6 @@ def test_soft_and_hard_agree_after_fitting(fitted):
     assert sub.state is not None and sub.state["temperature"] == 200.0
     with ContinuousSparsifier(model, up_to=sub.unit) as cs, torch.no_grad():
         cs.load_state_dict(sub.state)  # the fitted logits at the final temperature
-        soft = unit_activation(model, images, sub.unit, sub.unit.position)
+        soft = unit_activation(model, images, sub.unit)
     hard = sub.activations(model, images)
     assert (soft - hard).abs().max() <= 1e-4

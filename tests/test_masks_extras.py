@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torch.nn.utils import prune
 
 from polyprune import Masks, Unit
-from polyprune._graph import GraphError
+from polyprune._graph.trace import GraphError
 from polyprune.scoring import SNIP
 
 
@@ -175,12 +175,6 @@ def test_effective_refuses_graphs_it_cannot_follow_and_masks_without_a_unit() ->
         flat.effective(Flat(), Unit("fc", 0))
     with pytest.raises(ValueError, match="needs the unit"):
         flat.effective(Flat())
-    lrn = nn.Sequential(nn.Conv2d(3, 4, 3), nn.LocalResponseNorm(2), nn.Conv2d(4, 2, 3))
-    masks = Masks({"0.weight": torch.ones(4, 3, dtype=torch.bool)}, "kernel")
-    with pytest.raises(
-        GraphError, match=r"cannot follow channels through module '1' \(LocalResponseNorm\)"
-    ):
-        masks.effective(lrn, Unit("2", 0))
     shared = Masks({"conv.weight": torch.ones(3, 3, dtype=torch.bool)}, "kernel")
     with pytest.raises(GraphError, match="more than once"):
         shared.effective(Shared(), Unit("out", 0))
@@ -204,3 +198,18 @@ def test_to_torch_prune_matches_applied_masks(granularity: str) -> None:
         prune.remove(model.get_submodule(name[:-7]), "weight")
     with torch.no_grad():
         torch.testing.assert_close(model(x), expected)  # the zeros stay
+
+
+@pytest.mark.parametrize(
+    ("middle", "useful"), [(nn.ReLU(), [0]), (nn.LocalResponseNorm(2), [0, 1, 2, 3])]
+)
+def test_effective_follows_channel_mixing_operations_all_to_all(middle, useful) -> None:
+    # the unit reads channel 0 of the middle op only; a channel-wise op (ReLU) passes that on to
+    # channel 0 of the first conv, a channel-mixing one (LocalResponseNorm) to all its channels
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), middle, nn.Conv2d(4, 2, 3))
+    first = torch.ones(4, 3, dtype=torch.bool)
+    last = torch.zeros(2, 4, dtype=torch.bool)
+    last[0, 0] = True
+    eff = Masks({"0.weight": first, "2.weight": last}, "kernel").effective(net, Unit("2", 0))
+    assert eff["0.weight"].any(1).nonzero().squeeze(1).tolist() == useful
+    assert eff["2.weight"].equal(last)

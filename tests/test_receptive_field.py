@@ -101,7 +101,7 @@ def test_probe_agrees_with_analytic_box(request, model_name, layer, size, unit):
 @pytest.mark.parametrize("unit", [None, (0, 0), (7, 7)])
 def test_probe_search_step_alone_matches_analytic_box(unit):
     # the perturbation binary search (used when gradients miss the border) on its own
-    from polyprune._probe import Probe
+    from polyprune._graph.probe import Probe
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.MaxPool2d(4, 4), nn.Conv2d(3, 2, 3))

@@ -83,14 +83,14 @@ def test_unknown_layer_lists_close_names(alexnet):
 
 
 def test_interpolation_is_refused_naming_the_node():
-    with pytest.raises(pp.ReceptiveFieldError, match="interpolate"):
+    with pytest.raises(pp.receptive_field.ReceptiveFieldError, match="interpolate"):
         pp.ReceptiveField.of(MismatchedAdd(), "out", 32)
 
 
 def test_flatten_then_linear_is_refused(alexnet):
-    with pytest.raises(pp.ReceptiveFieldError, match="no spatial dimensions"):
+    with pytest.raises(pp.receptive_field.ReceptiveFieldError, match="no spatial dimensions"):
         pp.ReceptiveField.of(Flattening(), "fc", 16)
-    with pytest.raises(pp.ReceptiveFieldError, match="flatten"):
+    with pytest.raises(pp.receptive_field.ReceptiveFieldError, match="flatten"):
         pp.ReceptiveField.of(alexnet, "classifier.1", 224)
 
 
@@ -105,14 +105,14 @@ def test_mismatched_strides_at_an_add_are_refused():
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.c(self.a(x) + self.b(x)[..., ::2, ::2])
 
-    with pytest.raises(pp.ReceptiveFieldError, match="getitem"):
+    with pytest.raises(pp.receptive_field.ReceptiveFieldError, match="getitem"):
         pp.ReceptiveField.of(Strides(), "c", 16)
 
 
 def test_adaptive_pooling_uneven_is_refused_even_is_exact(alexnet):
     # AlexNet's AdaptiveAvgPool2d((6, 6)) is the identity at 224 but pools 7 → 6 at 256
     assert pp.ReceptiveField.of(alexnet, "avgpool", 224).size == (195, 195)
-    with pytest.raises(pp.ReceptiveFieldError, match="avgpool"):
+    with pytest.raises(pp.receptive_field.ReceptiveFieldError, match="avgpool"):
         pp.ReceptiveField.of(alexnet, "avgpool", 256)
     model = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.AdaptiveMaxPool2d(4)).eval()
     rf = pp.ReceptiveField.of(model, "1", 16)
@@ -120,14 +120,14 @@ def test_adaptive_pooling_uneven_is_refused_even_is_exact(alexnet):
 
 
 def test_untraceable_model_points_to_probe():
-    with pytest.raises(pp.ReceptiveFieldError, match="probe"):
+    with pytest.raises(pp.receptive_field.ReceptiveFieldError, match="probe"):
         pp.ReceptiveField.of(DataDependent(), "conv", 16)
     assert pp.ReceptiveField.probe(DataDependent(), "conv", 16, (0, 0)) == (0, 0, 3, 3)
 
 
 def test_reflect_padding_is_refused():
     model = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1, padding_mode="reflect"))
-    with pytest.raises(pp.ReceptiveFieldError, match="reflect"):
+    with pytest.raises(pp.receptive_field.ReceptiveFieldError, match="reflect"):
         pp.ReceptiveField.of(model, "0", 8)
 
 
@@ -160,5 +160,5 @@ def test_shared_module_called_twice_is_refused():
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.conv(self.conv(x))
 
-    with pytest.raises(pp.ReceptiveFieldError, match="called 2 times"):
+    with pytest.raises(pp.receptive_field.ReceptiveFieldError, match="called 2 times"):
         pp.ReceptiveField.of(Twice(), "conv", 8)

@@ -113,7 +113,7 @@ def test_bad_inputs():
         pp.ActivationRecorder(model, "2", "median")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="duplicates"):
         pp.ActivationRecorder(model, ["2", "2"])
-    with pytest.raises(ValueError, match="outside the map"):
+    with pytest.raises(ValueError, match="outside the 7×7 map"):
         pp.ActivationRecorder(model, "2", position=(7, 0)).run(torch.randn(1, 3, 9, 9))
     assert no_hooks_anywhere(model)
 
@@ -140,7 +140,15 @@ def test_shared_module_twice_is_reported():
         pp.ActivationRecorder(model, ["1", "4"]).run(torch.randn(1, 3, 5, 5))
 
 
-def test_training_mode_batchnorm_warns():
-    model = nn.Sequential(nn.Conv2d(3, 2, 3), nn.BatchNorm2d(2)).train()
-    with pytest.warns(UserWarning, match="training mode"):
-        pp.ActivationRecorder(model, "1").run(torch.randn(2, 3, 5, 5))
+def test_a_model_in_training_mode_is_read_in_eval_mode_and_left_unchanged():
+    model = nn.Sequential(nn.Conv2d(3, 2, 3), nn.BatchNorm2d(2), nn.Dropout(0.5)).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(4, 3, 5, 5)
+    a = pp.ActivationRecorder(model, "2").run(x)["2"]
+    b = pp.ActivationRecorder(model, "2").run(x)["2"]
+    assert torch.equal(a, b)  # dropout off, running statistics used: deterministic
+    assert all(m.training for m in model.modules())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN stats too
+    with torch.no_grad():
+        expected = model.eval()(x)[:, :, 1, 1]
+    torch.testing.assert_close(a, expected)

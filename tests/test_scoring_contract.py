@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from polyprune import Masks, Unit
+from polyprune import Masks, Unit, zoo
 from polyprune.scoring import FORCE, SNIP, ActGrad, Magnitude, Random, Scorer
 from polyprune.targets import Objective
 
@@ -17,39 +17,17 @@ GRADIENT_SCORERS = [ActGrad(progress=False), SNIP(progress=False), FORCE(4, keep
 ALL_SCORERS = [*GRADIENT_SCORERS, Magnitude(), Random(seed=0)]
 GRANULARITIES = ("weight", "kernel", "filter")
 
-# The unit "4", channel 0 reads conv2 channels 1 and 4; those read conv1 channels {0, 2}, {2, 5}.
-KNOWN = {
-    "4.weight": {(0, 1), (0, 4)},
-    "2.weight": {(1, 0), (1, 2), (4, 2), (4, 5)},
-    "0.weight": {(o, i) for o in (0, 2, 5) for i in range(3)},
-}
-
 
 def handbuilt() -> tuple[nn.Sequential, Unit, Tensor]:
-    """Three convs whose unit ("4", 0) depends exactly on the kernels in ``KNOWN``.
+    """The hand-built network of the zoo: the unit ("4", 0) depends exactly on ``KNOWN``."""
+    net = zoo.handbuilt()
+    return net.model, net.unit, net.images
 
-    Known kernels are positive (with positive images every path is active); every other
-    kernel is random with a larger magnitude, and the kernels that would add a path to the
-    unit are zero.
-    """
-    torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3)
-    ).eval()
-    with torch.no_grad():
-        for name, known in KNOWN.items():
-            w = net.get_submodule(name.split(".")[0]).weight
-            w.normal_(0, 1.5)
-            rows = {o for o, _ in known}
-            for o, i in ((o, i) for o in range(w.shape[0]) for i in range(w.shape[1])):
-                if (o, i) in known:
-                    w[o, i] = torch.rand_like(w[o, i]) * 0.5 + 0.05
-                elif o in rows and name != "0.weight":
-                    w[o, i] = 0.0
-        for m in net:
-            if isinstance(m, nn.Conv2d):
-                m.bias.abs_()
-    return net, Unit("4", 0), torch.rand(6, 3, 11, 11)
+
+KNOWN = {
+    name: {(o, i) for o, i in mask.nonzero().tolist()}
+    for name, mask in zoo.handbuilt().truth.items()
+}
 
 
 def kept_kernels(masks: Masks) -> set[tuple[str, int, int]]:
@@ -161,7 +139,7 @@ def test_a_failure_mid_way_leaves_the_model_as_found(scorer: Scorer) -> None:
     before = snapshot(net)
     bad = torch.rand(2, 3, 9, 9)
     bad[0, 0, 0, 0] = float("nan")
-    with pytest.raises(ValueError, match="batch 1 contains NaN"):
+    with pytest.raises(ValueError, match=r"NaN or infinite values \(batch 1,"):
         scorer.score(net, [torch.rand(2, 3, 9, 9), bad], Unit("3", 1))
     assert_same(net, before)
 
@@ -193,20 +171,27 @@ NAN = torch.full((2, 3, 9, 9), float("nan"))
         (SNIP(), X, Unit("body.9", 0), {}, ValueError, "unknown layer 'body.9'"),
         (SNIP(), X, Unit("body.2", 5), {}, ValueError, "channel 5 is out of range"),
         (SNIP(), X, "body.2", {}, TypeError, "Objective or Unit"),
-        (ActGrad(), torch.rand(0, 3, 9, 9), Unit("body.2", 0), {}, ValueError, "at least one"),
+        (ActGrad(), torch.rand(0, 3, 9, 9), Unit("body.2", 0), {}, ValueError, "is empty"),
         (ActGrad(), [], Unit("body.2", 0), {}, ValueError, "inputs is empty"),
         (ActGrad(), iter([]), Unit("body.2", 0), {}, ValueError, "inputs is empty"),
         (ActGrad(), NAN, Unit("body.2", 0), {}, ValueError, "NaN"),
-        (ActGrad(), X.long(), Unit("body.2", 0), {}, TypeError, "floating point"),
+        (ActGrad(), X.long(), Unit("body.2", 0), {}, ValueError, "floating point"),
+        (
+            SNIP(),
+            X.to(torch.uint8),
+            Unit("body.2", 0),
+            {},
+            ValueError,
+            r"convert .*float\(\) / 255",
+        ),
         (SNIP(), None, Unit("body.2", 0), {}, ValueError, "needs images"),
         (SNIP(), X, Unit("body.2", 0), {"granularity": "row"}, ValueError, "granularity"),
         (FORCE(), X, Unit("body.2", 0), {}, ValueError, "needs the target kept fraction"),
         (FORCE(), X, Unit("body.2", 0), {"keep": 0.0}, ValueError, r"\(0, 1\]"),
         (FORCE(), X, Unit("body.2", 0), {"keep": 1.5}, ValueError, r"\(0, 1\]"),
         (FORCE(), X, Unit("body.2", 0), {"keep": 1e-5}, ValueError, "keeps 0"),
-        (Magnitude(), torch.rand(0, 3), Unit("body.2", 0), {}, ValueError, "at least one"),
-        (SNIP(), X[0], Unit("body.2", 0), {}, ValueError, "needs 4-D batches"),
-        (SNIP(), [(X[0], 1)], Unit("body.2", 0), {}, ValueError, "rather than a Dataset"),
+        (Magnitude(), torch.rand(0, 3), Unit("body.2", 0), {}, ValueError, "must be 4-D"),
+        (SNIP(), X[0], Unit("body.2", 0), {}, ValueError, "must be 4-D"),
     ],
 )
 def test_bad_input_fails_before_any_work(
@@ -227,7 +212,7 @@ def test_bad_input_fails_before_any_work(
 
 def test_a_position_outside_the_map_is_a_clear_error() -> None:
     model = Counting()
-    with pytest.raises(ValueError, match=r"position \(9, 9\) .* outside the map"):
+    with pytest.raises(ValueError, match=r"position \(9, 9\) is outside the 5×5 map"):
         SNIP().score(model, X, Unit("body.2", 0, (9, 9)))
     assert all(p.grad is None for p in model.parameters())
 
@@ -274,3 +259,32 @@ def test_objective_kinds_change_the_scores_and_a_callable_works() -> None:
     assert not torch.allclose(by_kind["position"], by_kind["sum"])
     mine = SNIP(progress=False).score(net, x, Objective(unit, lambda m: m.sum()))["0.weight"]
     torch.testing.assert_close(mine, by_kind["sum"])
+
+
+def test_a_bad_later_batch_is_named_and_leaves_the_model_as_found() -> None:
+    model = Counting()
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=r"4-D batches, got shape \(3, 9, 9\) \(batch 1,"):
+        SNIP().score(model, [X[:1], X[0]], Unit("body.2", 0))
+    assert_same(model, before)
+
+
+def test_a_list_of_images_or_of_image_label_pairs_is_one_batch_of_images() -> None:
+    model = Counting()
+    expected = SNIP().score(model, X, Unit("body.2", 0))
+    for inputs in ([X[0], X[1]], [(X[0], 1), (X[1], 0)], [X[:1], X[1:]]):
+        scores = SNIP().score(model, inputs, Unit("body.2", 0))
+        for name in expected:
+            torch.testing.assert_close(scores[name], expected[name], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("scorer", GRADIENT_SCORERS, ids=repr)
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_scorers_work_inside_no_grad_and_inference_mode(scorer: Scorer, context) -> None:
+    net, unit, x = handbuilt()
+    expected = scorer.score(net, x, unit)
+    with context():
+        scores = scorer.score(net, x, unit)
+    assert any(bool(s.any()) for s in scores.values())
+    for name in expected:
+        torch.testing.assert_close(scores[name], expected[name])

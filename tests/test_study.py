@@ -11,16 +11,15 @@ from torch import nn
 
 import polyprune as pp
 from polyprune import zoo
-from polyprune._demo import demo_data
 
 
 @pytest.fixture(scope="module")
-def planted_study() -> tuple[pp.StudyResult, list[str], dict[str, pp.Masks]]:
+def planted_study() -> tuple[pp.results.StudyResult, list[str], dict[str, pp.Masks]]:
     model, truth = zoo.planted_network()
     images, labels = zoo.concept_images(1200, size=zoo.PLANTED_SIZE, seed=1)
     result = pp.study(
         model, pp.Unit(*zoo.PLANTED_TARGET), images, k=240, methods=("cs", "snip"),
-        fit_options={"epochs": 15}, progress=False,
+        cs=pp.CSConfig(epochs=15), progress=False,
     )  # fmt: skip
     concepts = [zoo.CONCEPTS[i] for i in labels[result.top.indices].tolist()]
     return result, concepts, truth
@@ -60,7 +59,7 @@ def test_report_is_written(planted_study, tmp_path):
 @pytest.mark.parametrize("name", ["concepts-merged", "digits-merged"])
 def test_trained_models_cluster_into_their_merged_concepts(name):
     card = zoo.model_card(name)
-    images, labels = demo_data(name)
+    images, labels = zoo.demo_data(name)
     top = pp.top_activating(zoo.load(name), pp.Unit(*card.unit), images, k=100, crop=False,
                             progress=False)  # fmt: skip
     concepts = [card.concepts[i] for i in labels[top.indices].tolist()]
@@ -87,8 +86,10 @@ def test_bad_arguments_fail_before_work():
         pp.study(model, pp.Unit("0", 0), x, held_out=1.0, progress=False)
     with pytest.raises(ValueError, match="out of range"):
         pp.study(model, pp.Unit("0", 9), x, progress=False)
-    with pytest.raises(ValueError, match="crop=None needs data that can be indexed"):
-        pp.study(model, pp.Unit("0", 0), iter([x]), k=5, progress=False)
+    with pytest.raises(TypeError, match=r"write methods=\['snip'\]"):
+        pp.study(model, pp.Unit("0", 0), x, methods="snip", progress=False)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"cs must be a polyprune\.CSConfig"):
+        pp.study(model, pp.Unit("0", 0), x, cs={"seed": 3}, progress=False)  # type: ignore[arg-type]
 
 
 def test_random_baseline_draws_independently_per_cluster(planted_study):

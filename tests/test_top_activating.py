@@ -95,8 +95,9 @@ def test_crop_false_works_for_a_layer_without_a_map():
     assert_same_top(top.indices, top.values, values)
     assert top.unit == pp.Unit("3", 2)
     assert top.codes.shape == (4, 5)
-    with pytest.raises(pp.ReceptiveFieldError):  # a crop has no meaning after flatten+linear
-        pp.top_activating(model, pp.Unit("3", 2), x, k=4, progress=False)
+    # a unit without a map sees the whole image: crop=True (the default) has nothing to cut
+    cropped = pp.top_activating(model, pp.Unit("3", 2), x, k=4, progress=False)
+    assert cropped.field is None and torch.equal(cropped.indices, top.indices)
 
 
 def test_ties_go_to_the_lower_index_across_batches():

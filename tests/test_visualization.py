@@ -52,14 +52,14 @@ def test_figures_are_written(tmp_path):
     torch.manual_seed(0)
     images = torch.rand(12, 3, 16, 16)
     labels = np.array([0] * 5 + [1] * 5 + [-1] * 2)
-    crops = pp.plot_crops(images, labels, tmp_path / "crops.png", per_cluster=4)
-    hist = pp.plot_histograms(
+    crops = pp.plot.crops(images, labels, tmp_path / "crops.png", per_cluster=4)
+    hist = pp.plot.histograms(
         {"original": torch.randn(12), "cs → cluster 0": torch.randn(12)}, labels,
         tmp_path / "sub" / "hist.png",
     )  # fmt: skip
     m = pp.Masks({"a.weight": torch.tensor([[True, False]]), "b.weight": torch.tensor([[True]])})
-    kept = pp.plot_kept_per_layer({"cs": m, "snip": m}, tmp_path / "kept.png")
-    vis = pp.plot_images({"original": images[:1], "cluster 0": images[1:2]}, tmp_path / "v.png")
+    kept = pp.plot.kept_per_layer({"cs": m, "snip": m}, tmp_path / "kept.png")
+    vis = pp.plot.images({"original": images[:1], "cluster 0": images[1:2]}, tmp_path / "v.png")
     for path in (crops, hist, kept, vis):
         pixels = imread(path)
         assert pixels.ndim == 3 and pixels.shape[0] > 50 and pixels.shape[1] > 50

@@ -1,10 +1,16 @@
 """Saliency scorers (paper 3.2): how much each filter, kernel or weight matters to a unit.
 
 Every scorer follows the :class:`Scorer` protocol,
-``score(model, inputs, objective, *, granularity="kernel") -> dict[str, Tensor]``, and returns
-:class:`~polyprune.masks.Scores` for :meth:`Masks.from_scores
-<polyprune.masks.Masks.from_scores>`. Only the Conv/Linear weights that can reach the unit are
-scored (found from the traced graph); in the unit's own layer only its channel's fan-in.
+``score(model, inputs, objective, *, granularity="kernel") -> Scores``, and carries the
+``keep``/``scope``/``normalize`` with which its subnetwork is cut (:meth:`BaseScorer.cut`,
+:meth:`Masks.from_scores <polyprune.masks.Masks.from_scores>`). Only the Conv/Linear weights
+that can reach the unit are scored (found from the traced graph); in the unit's own layer only
+its channel's fan-in.
+
+To add a scorer, subclass :class:`BaseScorer`, implement :meth:`BaseScorer.compute`, and give it
+a name in the class statement (``class Mine(BaseScorer, name="mine")``): :func:`available` then
+lists it, :func:`create` builds it, and :func:`polyprune.study` and ``polyprune study --methods``
+accept it by name.
 
 ========================  =============================================================
 :class:`ActGrad`          activation × gradient over the map (3.2.1)
@@ -17,11 +23,33 @@ scored (found from the traced graph); in the unit's own layer only its channel's
 
 from __future__ import annotations
 
-from ._base import Scorer
+from ._base import (
+    BaseScorer,
+    Scorer,
+    ScoringJob,
+    available,
+    create,
+    mask_gradients,
+    reduce_to,
+)
 from .actgrad import ActGrad
-from .force import FORCE
-from .magnitude import Magnitude
-from .random import Random
-from .snip import SNIP
 
-__all__ = ["FORCE", "SNIP", "ActGrad", "Magnitude", "Random", "Scorer"]
+from .snip import SNIP  # isort: skip  (registration order: the paper's order)
+from .force import FORCE  # isort: skip
+from .magnitude import Magnitude  # isort: skip
+from .random import Random  # isort: skip
+
+__all__ = [
+    "FORCE",
+    "SNIP",
+    "ActGrad",
+    "BaseScorer",
+    "Magnitude",
+    "Random",
+    "Scorer",
+    "ScoringJob",
+    "available",
+    "create",
+    "mask_gradients",
+    "reduce_to",
+]

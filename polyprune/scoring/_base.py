@@ -1,10 +1,12 @@
-"""Private: the :class:`Scorer` protocol and the machinery every scorer shares.
+"""Private: the scorer contract, its base class, the registry, and the machinery scorers share.
 
 A scorer answers "how much does each mask element of each maskable weight matter to the
-objective?" for one unit. The shared steps live here: validate everything before any work
-(objective and unit, granularity, inputs), find the weights that can reach the unit from the
-traced graph (:func:`~polyprune._masking.unit_regions`), run forwards that stop right after the
-unit's layer, and return :class:`~polyprune.masks.Scores` that are zero outside the region.
+objective?" for one unit. :class:`BaseScorer` does everything but the scores themselves: it
+validates the request before any work (objective and unit, granularity, inputs), finds the
+weights that can reach the unit from the traced graph, runs the model in eval mode with gradients
+on (also inside ``torch.no_grad()`` or ``torch.inference_mode()``), and returns
+:class:`~polyprune.masks.Scores` that are zero outside the region. A subclass implements one
+method, :meth:`BaseScorer.compute`, and is registered under a name by its class statement.
 
 Scorers leave the model exactly as found: they run it in eval mode (each module's flag is
 restored), take gradients with :func:`torch.autograd.grad` (no ``.grad`` is written and no
@@ -13,10 +15,10 @@ restored), take gradients with :func:`torch.autograd.grad` (no ``.grad`` is writ
 
 from __future__ import annotations
 
-import itertools
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -24,15 +26,28 @@ from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 
 from .. import _masking as mk
-from .._hooks import eval_mode, forward_until, model_dtype_device
-from ..masks import Scores
+from .._data import Images, as_images
+from .._graph.regions import unit_regions
+from .._graph.run import forward_until
+from .._model import eval_mode, gradients_on, to_model
+from ..masks import Masks, Scores
 from ..targets import Objective, Unit, as_objective
 
-__all__ = ["BaseScorer", "Batches", "Job", "Scorer", "mask_gradients", "reduce_to"]
+__all__ = [
+    "BaseScorer",
+    "Scorer",
+    "ScoringJob",
+    "available",
+    "create",
+    "mask_gradients",
+    "reduce_to",
+]
 
 #: A batch ``(N, C, H, W)``, or an iterable of batches (a batch may be an ``(images, ...)``
 #: tuple, as a ``DataLoader`` yields: its first element is used).
 Inputs = Tensor | Iterable[Any]
+
+_REGISTRY: dict[str, type[BaseScorer]] = {}
 
 
 @runtime_checkable
@@ -42,7 +57,9 @@ class Scorer(Protocol):
     ``score`` returns a ``dict`` (a :class:`~polyprune.masks.Scores`) keyed by weight name
     (``"features.0.weight"``) with one non-negative score per mask element, shaped by
     ``granularity``: ``"weight"`` (like the weight), ``"kernel"`` (``(out, in)``) or
-    ``"filter"`` (``(out,)``). Higher means more important.
+    ``"filter"`` (``(out,)``). Higher means more important. ``keep``, ``scope`` and
+    ``normalize`` say how a subnetwork is cut from the scores (:meth:`Masks.from_scores
+    <polyprune.masks.Masks.from_scores>`). Subclass :class:`BaseScorer` to write one.
 
     Examples
     --------
@@ -51,6 +68,11 @@ class Scorer(Protocol):
     True
     """
 
+    name: ClassVar[str]
+    keep: float | None
+    scope: Literal["global", "layer"]
+    normalize: Literal["none", "layer"]
+
     def score(
         self,
         model: nn.Module,
@@ -58,106 +80,44 @@ class Scorer(Protocol):
         objective: Objective | Unit,
         *,
         granularity: str = "kernel",
-    ) -> dict[str, Tensor]: ...
+        keep: float | None = None,
+    ) -> Scores: ...
 
-
-def _as_batch(item: Any, index: int, ndim: int | None = None) -> Tensor:
-    if isinstance(item, tuple | list) and item and isinstance(item[0], Tensor):
-        item = item[0]
-    if not isinstance(item, Tensor):
-        raise TypeError(
-            f"batch {index} is a {type(item).__name__}; inputs must be a tensor (N, C, ...) or "
-            "an iterable of such tensors (or of (images, ...) tuples)"
-        )
-    if item.dim() < 2 or item.shape[0] == 0 or item.numel() == 0:
-        raise ValueError(
-            f"batch {index} has shape {tuple(item.shape)}: a batch needs at least one image "
-            "(N ≥ 1, shape (N, C, ...))"
-        )
-    if ndim is not None and item.dim() != ndim:
-        raise ValueError(
-            f"batch {index} has shape {tuple(item.shape)}, but the model's first layer needs "
-            f"{ndim}-D batches (N, C, ...); for one image add a batch dimension, and pass a "
-            "DataLoader rather than a Dataset"
-        )
-    if not item.is_floating_point():
-        raise TypeError(f"batch {index} has dtype {item.dtype}; images must be floating point")
-    if not bool(torch.isfinite(item).all()):
-        raise ValueError(f"batch {index} contains NaN or infinite values")
-    return item
-
-
-class Batches:
-    """Validated batches of images, iterable ``passes`` times.
-
-    The first batch is checked on construction (so empty inputs fail before any work); a
-    one-shot iterator (a generator) is read once lazily, or kept in memory when it must be
-    read more than once.
-    """
-
-    _END: ClassVar[object] = object()
-
-    def __init__(
-        self,
-        inputs: Inputs,
-        *,
-        passes: int = 1,
-        model: nn.Module | None = None,
-        ndim: int | None = None,
-    ) -> None:
-        self._ndim = ndim
-        self._dtype: torch.dtype | None = None
-        self._device: torch.device | None = None
-        if model is not None:
-            self._dtype, self._device = model_dtype_device(model)
-        self._once: Iterator[Any] | None = None
-        self._source: Iterable[Any] | None = None
-        self.length: int | None = None
-        if isinstance(inputs, Tensor):
-            _as_batch(inputs, 0, ndim)
-            self._source, self.length = [inputs], 1
-            return
-        if not isinstance(inputs, Iterable) or isinstance(inputs, str | bytes):
-            raise TypeError(
-                f"inputs must be a tensor or an iterable of batches, got {type(inputs).__name__}"
-            )
-        iterator = iter(inputs)
-        if iterator is inputs and passes > 1:  # a generator read several times: keep it
-            inputs = list(iterator)
-            iterator = iter(inputs)
-        first = next(iterator, self._END)
-        if first is self._END:
-            raise ValueError("inputs is empty: give at least one batch of images")
-        _as_batch(first, 0, ndim)
-        if iterator is inputs:
-            self._once = itertools.chain([first], iterator)
-        else:
-            self._source = inputs
-        self.length = len(inputs) if hasattr(inputs, "__len__") else None  # type: ignore[arg-type]
-
-    def __iter__(self) -> Iterator[Tensor]:
-        if self._source is not None:
-            items: Iterable[Any] = self._source
-        elif self._once is not None:
-            items, self._once = self._once, None
-        else:
-            raise RuntimeError("these inputs were a one-shot iterator and are used up")
-        for index, item in enumerate(items):
-            batch = _as_batch(item, index, self._ndim)
-            yield batch.to(dtype=self._dtype, device=self._device)
+    def for_cluster(self, seed: int, label: int) -> Scorer: ...
 
 
 @dataclass
-class Job:
-    """One validated scoring request: model, objective, regions, inputs."""
+class ScoringJob:
+    """One validated scoring request, handed to :meth:`BaseScorer.compute`.
+
+    Attributes
+    ----------
+    model : nn.Module
+        The model, in eval mode while the job runs.
+    objective : Objective
+        What to preserve; :meth:`forward` computes it on a batch.
+    granularity : {"weight", "kernel", "filter"}
+    shapes : dict of str to tuple
+        Full shape of every weight to score (those that can reach the unit).
+    regions : dict of str to Tensor
+        Mask-shaped booleans: which elements can reach the unit (the rest score 0).
+    keep : float or None
+        The target kept fraction, for scorers that depend on it (FORCE).
+    """
 
     model: nn.Module
     objective: Objective
     granularity: mk.Granularity
     shapes: dict[str, tuple[int, ...]]
     regions: dict[str, Tensor]
-    batches: Batches | None
+    batches: Images | None
     progress: bool
+    keep: float | None = None
+
+    @property
+    def mask_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shape of one score tensor per weight (by granularity)."""
+        return {n: mk.mask_shape(s, self.granularity) for n, s in self.shapes.items()}
 
     def forward(self, x: Tensor) -> Tensor:
         """The objective on ``x`` (with its autograd graph); the forward stops at the layer."""
@@ -165,13 +125,16 @@ class Job:
         return self.objective(forward_until(self.model, x, [layer])[layer])
 
     def each_batch(self, desc: str) -> Iterator[Tensor]:
-        """The batches, with a progress bar when there are several."""
+        """The image batches, on the model's device and dtype, with a progress bar when several."""
         if self.batches is None:
-            raise RuntimeError("this scorer was prepared without inputs")
-        show = self.progress and self.batches.length != 1
-        yield from tqdm(self.batches, total=self.batches.length, disable=not show, desc=desc)
+            raise RuntimeError("this scorer does not read images (uses_inputs = False)")
+        show = self.progress and self.batches.length not in (None, 1)
+        for _, x in tqdm(self.batches, disable=not show, desc=desc, leave=False):
+            x = to_model(x, self.model)
+            yield x.clone() if x.is_inference() else x
 
     def weight(self, name: str) -> Tensor:
+        """The weight called ``name`` (``"features.0.weight"``)."""
         module, attr = mk.owner(self.model, name)
         weight: Tensor = getattr(module, attr)
         return weight
@@ -180,9 +143,14 @@ class Job:
         """Scores on the CPU, zero outside each region, checked finite and shaped."""
         out: dict[str, Tensor] = {}
         for name, shape in self.shapes.items():
+            if name not in raw:
+                raise ValueError(f"the scorer returned no scores for {name!r}")
             s = raw[name].detach().to(device="cpu", dtype=torch.float32)
             if tuple(s.shape) != mk.mask_shape(shape, self.granularity):
-                raise RuntimeError(f"internal: scores for {name!r} have shape {tuple(s.shape)}")
+                raise ValueError(
+                    f"scores for {name!r} have shape {tuple(s.shape)}, expected "
+                    f"{mk.mask_shape(shape, self.granularity)} ({self.granularity} granularity)"
+                )
             if not bool(torch.isfinite(s).all()):
                 raise ValueError(
                     f"scores for {name!r} are NaN or infinite: the model's activations or "
@@ -190,65 +158,98 @@ class Job:
                 )
             out[name] = torch.where(self.regions[name], s, torch.zeros(()))
         return Scores(
-            out,
-            self.granularity,
-            weight_shapes=self.shapes,
-            regions=self.regions,
+            out, self.granularity, weight_shapes=self.shapes, regions=self.regions,
             unit=self.objective.unit,
-        )
-
-
-def prepare(
-    model: nn.Module,
-    inputs: Inputs | None,
-    objective: Objective | Unit,
-    granularity: str,
-    *,
-    passes: int = 1,
-    progress: bool = False,
-    uses_inputs: bool = True,
-) -> Job:
-    """Validate a scoring request before any work (the model is not touched)."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    goal = as_objective(objective)
-    gran = mk.check_granularity(granularity)
-    goal.unit.validate(model)
-    if any(parametrize.is_parametrized(m) for m in model.modules()):
-        raise ValueError(
-            "the model carries parametrizations (masks applied?); scorers need the plain "
-            "model: score first, or remove them (Masks.remove / leave the `with` block)"
-        )
-    shapes, regions = mk.unit_regions(model, goal.unit.layer, goal.unit.channel, gran)
-    if not shapes:
-        raise ValueError(
-            f"no maskable (Conv/Linear) weight can reach {goal.unit}: nothing to score"
-        )
-    batches = None
-    if uses_inputs:
-        if inputs is None:
-            raise ValueError("inputs is None: this scorer needs images (a tensor or batches)")
-        batches = Batches(inputs, passes=passes, model=model, ndim=_input_ndim(model, shapes))
-    elif isinstance(inputs, Tensor):
-        _as_batch(inputs, 0, _input_ndim(model, shapes))
-    return Job(model, goal, gran, shapes, regions, batches, progress)
+        )  # fmt: skip
 
 
 def _input_ndim(model: nn.Module, shapes: Mapping[str, tuple[int, ...]]) -> int | None:
     """The batch rank, when every scored layer is a convolution with the same number of
-    spatial dimensions (a CNN); otherwise None (not checked)."""
+    spatial dimensions (a CNN); otherwise None (any rank ≥ 2 is accepted)."""
     ranks = {len(getattr(mk.owner(model, name)[0], "kernel_size", ())) for name in shapes}
     return ranks.pop() + 2 if len(ranks) == 1 and 0 not in ranks else None
 
 
 class BaseScorer:
-    """Shared :meth:`score`: validate, run in eval mode, return region-restricted Scores."""
+    """The base of every scorer: subclass it and implement :meth:`compute`.
 
+    The class statement registers the scorer under ``name`` (``class Mine(BaseScorer,
+    name="mine")``), so :func:`polyprune.study` and the command line accept it by that name.
+
+    Parameters
+    ----------
+    keep : float, optional
+        Kept fraction in (0, 1] of the subnetwork cut from the scores (what
+        :func:`~polyprune.fit_subnetwork` uses when it is given none).
+    scope, normalize
+        How the subnetwork is cut (:meth:`Masks.from_scores
+        <polyprune.masks.Masks.from_scores>`): ranked over all layers together (``"global"``)
+        or per layer; raw scores or each layer's divided by its sum (``"layer"``).
+    progress : bool
+        Show progress bars.
+
+    Examples
+    --------
+    A new scorer is one class (here: the squared SNIP score, registered as ``"snip2"``):
+
+    >>> import torch, polyprune as pp
+    >>> from polyprune.scoring import BaseScorer, mask_gradients, reduce_to
+    >>> class SquaredSNIP(BaseScorer, name="snip2"):
+    ...     def compute(self, job):
+    ...         ones = {n: torch.ones(s) for n, s in job.mask_shapes.items()}
+    ...         grads = mask_gradients(job, ones)
+    ...         return {n: reduce_to(g.square(), job.granularity) for n, g in grads.items()}
+    >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(),
+    ...                             torch.nn.Conv2d(4, 2, 3))
+    >>> scores = pp.scoring.create("snip2").score(model, torch.rand(2, 3, 9, 9), pp.Unit("2", 1))
+    >>> sorted(scores), "snip2" in pp.scoring.available()
+    (['0.weight', '2.weight'], True)
+    """
+
+    #: The registry name (set by the class statement's ``name=``; the class name in lower case
+    #: for an unregistered scorer).
+    name: ClassVar[str] = ""
     #: Whether the scorer reads the images (Magnitude and Random do not).
     uses_inputs: ClassVar[bool] = True
 
-    def __init__(self, *, progress: bool = True) -> None:
+    def __init_subclass__(cls, name: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.name = name or cls.__name__.lower()
+        if name is None:
+            return
+        if not isinstance(name, str) or not name.isidentifier() or name == "cs":
+            raise ValueError(f"a scorer name must be an identifier other than 'cs', got {name!r}")
+        old = _REGISTRY.get(name)
+        if old is not None and (old.__module__, old.__qualname__) != (
+            cls.__module__,
+            cls.__qualname__,
+        ):
+            raise ValueError(
+                f"a scorer is already registered as {name!r}: {old.__module__}.{old.__qualname__}"
+            )
+        _REGISTRY[name] = cls
+
+    def __init__(
+        self,
+        *,
+        keep: float | None = None,
+        scope: Literal["global", "layer"] = "global",
+        normalize: Literal["none", "layer"] = "none",
+        progress: bool = True,
+    ) -> None:
+        mk.check_cut_options(scope, normalize)
+        self.keep = None if keep is None else mk.check_keep(keep)
+        self.scope: Literal["global", "layer"] = scope
+        self.normalize: Literal["none", "layer"] = normalize
         self.progress = bool(progress)
+
+    def compute(self, job: ScoringJob) -> Mapping[str, Tensor]:
+        """The scores of one job: a tensor shaped ``job.mask_shapes[name]`` per weight.
+
+        Called with the model in eval mode and gradients enabled; the returned scores are
+        moved to the CPU, checked and zeroed outside the region by the caller.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement compute(job)")
 
     def score(
         self,
@@ -257,6 +258,7 @@ class BaseScorer:
         objective: Objective | Unit,
         *,
         granularity: str = "kernel",
+        keep: float | None = None,
     ) -> Scores:
         """Score every mask element of the weights that can reach the objective's unit.
 
@@ -266,11 +268,14 @@ class BaseScorer:
             Left exactly as found (run in eval mode; see the module docstring).
         inputs : Tensor or iterable of Tensor
             A batch ``(N, C, H, W)`` or an iterable of batches (a ``DataLoader``'s
-            ``(images, labels)`` works); scores accumulate over all images.
+            ``(images, labels)`` works); scores accumulate over all images. Ignored (may be
+            ``None``) by scorers that do not read images.
         objective : Objective or Unit
             What to preserve; a :class:`~polyprune.targets.Unit` means its activation at
             its position, summed over the batch.
         granularity : {"weight", "kernel", "filter"}
+        keep : float, optional
+            Overrides the scorer's ``keep`` for this call (used by FORCE's schedule).
 
         Returns
         -------
@@ -278,31 +283,91 @@ class BaseScorer:
             A ``dict`` of weight name to scores, carrying granularity, weight shapes,
             regions and unit for :meth:`Masks.from_scores <polyprune.masks.Masks.from_scores>`.
         """
-        return self._run(model, inputs, objective, granularity, passes=1)
-
-    def _run(
-        self,
-        model: nn.Module,
-        inputs: Inputs,
-        objective: Objective | Unit,
-        granularity: str,
-        *,
-        passes: int,
-        **options: Any,
-    ) -> Scores:
-        job = prepare(
-            model, inputs, objective, granularity,
-            passes=passes, progress=self.progress, uses_inputs=self.uses_inputs,
-        )  # fmt: skip
-        with eval_mode(model):
-            raw = self._compute(job, **options)
+        target = self.keep if keep is None else mk.check_keep(keep)
+        job = self._prepare(model, inputs, objective, granularity, target)
+        with eval_mode(model), gradients_on():
+            raw = self.compute(job)
         return job.finish(raw)
 
-    def _compute(self, job: Job, **options: Any) -> Mapping[str, Tensor]:
-        raise NotImplementedError
+    def cut(self, scores: Mapping[str, Tensor], keep: float | None = None) -> Masks:
+        """The subnetwork of ``scores`` at ``keep`` (default: the scorer's), with its scope."""
+        target = self.keep if keep is None else keep
+        if target is None:
+            raise ValueError(
+                f"{type(self).__name__} needs the kept fraction: "
+                f"{type(self).__name__}(keep=0.05) or cut(scores, keep=0.05)"
+            )
+        return Masks.from_scores(scores, target, self.scope, normalize=self.normalize)
+
+    def for_cluster(self, seed: int, label: int) -> BaseScorer:
+        """The scorer to fit cluster ``label`` of a study run with ``seed``: ``self``.
+
+        Scorers with randomness override this to draw independently per cluster.
+        """
+        return self
+
+    #: How many times :meth:`compute` reads the inputs (a one-shot iterator is kept in memory
+    #: when it is read more than once).
+    def passes(self) -> int:
+        return 1
+
+    def _prepare(
+        self,
+        model: nn.Module,
+        inputs: Inputs | None,
+        objective: Objective | Unit,
+        granularity: str,
+        keep: float | None,
+    ) -> ScoringJob:
+        """Validate a scoring request before any work (the model is not touched)."""
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        goal = as_objective(objective)
+        gran = mk.check_granularity(granularity)
+        goal.unit.validate(model)
+        if any(parametrize.is_parametrized(m) for m in model.modules()):
+            raise ValueError(
+                "the model carries parametrizations (masks applied?); scorers need the plain "
+                "model: score first, or remove them (Masks.remove / leave the `with` block)"
+            )
+        shapes, regions = unit_regions(model, goal.unit.layer, goal.unit.channel, gran)
+        if not shapes:
+            raise ValueError(
+                f"no maskable (Conv/Linear) weight can reach {goal.unit}: nothing to score"
+            )
+        ndim = _input_ndim(model, shapes)
+        batches = None
+        if self.uses_inputs:
+            if inputs is None:
+                raise ValueError("inputs is None: this scorer needs images (a tensor or batches)")
+            batches = Images(
+                inputs, batch_size=None, name="inputs", ndim=ndim, passes=self.passes()
+            )
+        elif isinstance(inputs, Tensor):
+            as_images(inputs, "inputs", ndim=ndim)
+        return ScoringJob(model, goal, gran, shapes, regions, batches, self.progress, keep)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
+        return f"{type(self).__name__}(keep={self.keep}, scope={self.scope!r})"
+
+
+def available() -> tuple[str, ...]:
+    """The names of the registered scorers, in registration order.
+
+    Examples
+    --------
+    >>> import polyprune as pp
+    >>> pp.scoring.available()[:5]
+    ('actgrad', 'snip', 'force', 'magnitude', 'random')
+    """
+    return tuple(_REGISTRY)
+
+
+def create(name: str, **options: Any) -> BaseScorer:
+    """A new scorer of the class registered as ``name``, constructed with ``options``."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown scorer {name!r}; registered: {list(_REGISTRY)}")
+    return _REGISTRY[name](**options)
 
 
 def reduce_to(per_weight: Tensor, granularity: str) -> Tensor:
@@ -320,7 +385,7 @@ def _expander(leaf: Tensor, shape: tuple[int, ...]) -> Callable[[], Tensor]:
 
 
 def mask_gradients(
-    job: Job, masks: Mapping[str, Tensor], desc: str = "gradients"
+    job: ScoringJob, masks: Mapping[str, Tensor], desc: str = "gradients"
 ) -> dict[str, Tensor]:
     """Σ over all images of ∂f/∂m, for multiplicative masks ``m`` on the named weights.
 
@@ -347,3 +412,16 @@ def mask_gradients(
                 if g is not None:
                     total += g
     return totals
+
+
+def warn_if_all_zero(scores: Scores, unit: Unit) -> bool:
+    """Warn (and return True) when every score in the region is 0: any cut is arbitrary."""
+    if any(bool(s[scores.regions[n]].any()) for n, s in scores.items() if n in scores.regions):
+        return False
+    warnings.warn(
+        f"every score for {unit} is 0 (the unit does not respond to any weight on these "
+        "images: a dead or constant unit?); the subnetwork cut from them is arbitrary",
+        UserWarning,
+        stacklevel=3,
+    )
+    return True

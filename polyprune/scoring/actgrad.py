@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import _masking as mk
-from ._base import BaseScorer, Job, mask_gradients
+from ._base import BaseScorer, ScoringJob, mask_gradients
 
 __all__ = ["ActGrad"]
 
@@ -142,7 +142,7 @@ def _recording(modules: Mapping[str, nn.Module]) -> Iterator[Record]:
             handle.remove()
 
 
-class ActGrad(BaseScorer):
+class ActGrad(BaseScorer, name="actgrad"):
     """Activation × gradient: how much of the objective flows through each filter or kernel.
 
     - ``"filter"``: ``S = Σ_images 1/(H W) Σ_map |a · ∂f/∂a|``, with ``a`` the layer's output
@@ -160,8 +160,8 @@ class ActGrad(BaseScorer):
     ----------
     chunk_bytes : int
         Memory bound of the kernel-level intermediate ``(N, in, chunk, *map)`` (64 MiB).
-    progress : bool
-        Show a progress bar over batches.
+    **options
+        ``keep``, ``scope``, ``normalize``, ``progress``: see :class:`BaseScorer`.
 
     Examples
     --------
@@ -178,13 +178,13 @@ class ActGrad(BaseScorer):
     ((4, 3), (2, 4))
     """
 
-    def __init__(self, *, chunk_bytes: int = 64 * 2**20, progress: bool = True) -> None:
-        super().__init__(progress=progress)
+    def __init__(self, *, chunk_bytes: int = 64 * 2**20, **options: Any) -> None:
+        super().__init__(**options)
         if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int) or chunk_bytes < 1:
             raise ValueError(f"chunk_bytes must be a positive int, got {chunk_bytes!r}")
         self.chunk_bytes = chunk_bytes
 
-    def _compute(self, job: Job, **options: Any) -> Mapping[str, Tensor]:
+    def compute(self, job: ScoringJob) -> Mapping[str, Tensor]:
         if job.granularity == "weight":
             ones = {name: torch.ones(shape) for name, shape in job.shapes.items()}
             return {n: g.abs() for n, g in mask_gradients(job, ones, desc="ActGrad").items()}
@@ -215,7 +215,7 @@ class ActGrad(BaseScorer):
         return scores
 
     def _layer(
-        self, job: Job, module: nn.Module, inp: Tensor, out: Tensor, g: Tensor, rows: Tensor
+        self, job: ScoringJob, module: nn.Module, inp: Tensor, out: Tensor, g: Tensor, rows: Tensor
     ) -> Tensor:
         if job.granularity == "filter":
             channels: Callable[[Tensor], Tensor] = _lookup(_CHANNELS, module)
@@ -227,4 +227,4 @@ class ActGrad(BaseScorer):
         return scores
 
     def __repr__(self) -> str:
-        return f"ActGrad(chunk_bytes={self.chunk_bytes})"
+        return f"ActGrad(chunk_bytes={self.chunk_bytes}, keep={self.keep}, scope={self.scope!r})"

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .. import _masking as mk
-from ..masks import Masks, Scores
+from ..masks import Scores
 from ..targets import Objective, Unit
-from ._base import BaseScorer, Inputs, Job, mask_gradients
+from ._base import BaseScorer, Inputs, ScoringJob, mask_gradients
 
 __all__ = ["FORCE"]
 
 
-class FORCE(BaseScorer):
+class FORCE(BaseScorer, name="force"):
     """Iterative SNIP: score, mask, re-score the masked network, on an exponential schedule.
 
     Round ``r`` (of ``rounds``) scores the network masked to the kept fraction
@@ -39,12 +39,11 @@ class FORCE(BaseScorer):
     ----------
     rounds : int
         Number of scoring passes over the inputs (≥ 1; 1 scores the dense network only).
-    keep : float, optional
-        Target kept fraction in (0, 1]; may instead be given to :meth:`score`.
-    scope, normalize
-        Passed to :meth:`Masks.from_scores <polyprune.masks.Masks.from_scores>` each round.
-    progress : bool
-        Show a progress bar over rounds.
+    **options
+        ``keep`` (the target kept fraction, in (0, 1]; may instead be given to :meth:`score`),
+        ``scope`` and ``normalize`` (passed to :meth:`Masks.from_scores
+        <polyprune.masks.Masks.from_scores>` each round), ``progress``: see
+        :class:`BaseScorer`.
 
     Examples
     --------
@@ -63,23 +62,14 @@ class FORCE(BaseScorer):
     0.25
     """
 
-    def __init__(
-        self,
-        rounds: int = 10,
-        *,
-        keep: float | None = None,
-        scope: Literal["global", "layer"] = "global",
-        normalize: Literal["none", "layer"] = "none",
-        progress: bool = True,
-    ) -> None:
-        super().__init__(progress=progress)
+    def __init__(self, rounds: int = 10, **options: Any) -> None:
+        super().__init__(**options)
         if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
             raise ValueError(f"rounds must be an int ≥ 1, got {rounds!r}")
-        mk.check_cut_options(scope, normalize)
         self.rounds = rounds
-        self.keep = None if keep is None else mk.check_keep(keep)
-        self.scope: Literal["global", "layer"] = scope
-        self.normalize: Literal["none", "layer"] = normalize
+
+    def passes(self) -> int:
+        return self.rounds
 
     def schedule(self, keep: float | None = None) -> list[float]:
         """The kept fraction of the mask each round scores under: ``1`` down to ``keep``."""
@@ -110,11 +100,11 @@ class FORCE(BaseScorer):
 
         The inputs are read once per round (a one-shot iterator is kept in memory).
         """
-        target = self._target(keep)
-        return self._run(model, inputs, objective, granularity, passes=self.rounds, keep=target)
+        self._target(keep)  # fails before any work without a kept fraction
+        return super().score(model, inputs, objective, granularity=granularity, keep=keep)
 
-    def _compute(self, job: Job, **options: Any) -> Mapping[str, Tensor]:
-        keep: float = options["keep"]
+    def compute(self, job: ScoringJob) -> Mapping[str, Tensor]:
+        keep = self._target(job.keep)
         zeros = {n: torch.zeros(mk.mask_shape(s, job.granularity)) for n, s in job.shapes.items()}
         self._select(job, zeros, keep)  # raises now if keep leaves nothing
         masks: Mapping[str, Tensor] = {n: torch.ones_like(z) for n, z in zeros.items()}
@@ -127,11 +117,12 @@ class FORCE(BaseScorer):
             scores = {name: g.abs() for name, g in grads.items()}
         return scores
 
-    def _select(self, job: Job, scores: Mapping[str, Tensor], fraction: float) -> dict[str, Tensor]:
-        s = job.finish(scores)
+    def _select(
+        self, job: ScoringJob, scores: Mapping[str, Tensor], fraction: float
+    ) -> dict[str, Tensor]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # zero-score ties mid-schedule
-            chosen = Masks.from_scores(s, fraction, self.scope, normalize=self.normalize)
+            chosen = self.cut(job.finish(scores), fraction)
         return {name: chosen[name].float() for name in chosen}
 
     def __repr__(self) -> str:

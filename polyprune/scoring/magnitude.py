@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from torch import Tensor
 
-from ._base import BaseScorer, Job, reduce_to
+from ._base import BaseScorer, ScoringJob, reduce_to
 
 __all__ = ["Magnitude"]
 
 
-class Magnitude(BaseScorer):
+class Magnitude(BaseScorer, name="magnitude"):
     """Score each element by its mean ``|w|`` (over the kernel / filter); ignores the data.
 
     The images are not used (``inputs`` may be ``None``); the objective only selects the
@@ -33,7 +32,7 @@ class Magnitude(BaseScorer):
 
     uses_inputs = False
 
-    def _compute(self, job: Job, **options: Any) -> Mapping[str, Tensor]:
+    def compute(self, job: ScoringJob) -> Mapping[str, Tensor]:
         return {
             name: reduce_to(job.weight(name).detach().abs(), job.granularity) for name in job.shapes
         }

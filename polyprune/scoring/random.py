@@ -9,12 +9,12 @@ import torch
 from torch import Tensor
 
 from .. import _masking as mk
-from ._base import BaseScorer, Job
+from ._base import BaseScorer, ScoringJob
 
 __all__ = ["Random"]
 
 
-class Random(BaseScorer):
+class Random(BaseScorer, name="random"):
     """Independent uniform ``[0, 1)`` scores per mask element; the same ``seed``, the same scores.
 
     Scores are drawn on the CPU from ``torch.Generator().manual_seed(seed)``, one weight after
@@ -25,6 +25,8 @@ class Random(BaseScorer):
     Parameters
     ----------
     seed : int
+    **options
+        ``keep``, ``scope``, ``normalize``, ``progress``: see :class:`BaseScorer`.
 
     Examples
     --------
@@ -40,18 +42,28 @@ class Random(BaseScorer):
 
     uses_inputs = False
 
-    def __init__(self, seed: int = 0, *, progress: bool = True) -> None:
-        super().__init__(progress=progress)
+    def __init__(self, seed: int = 0, **options: Any) -> None:
+        super().__init__(**options)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {seed!r}")
         self.seed = seed
 
-    def _compute(self, job: Job, **options: Any) -> Mapping[str, Tensor]:
+    def compute(self, job: ScoringJob) -> Mapping[str, Tensor]:
         generator = torch.Generator().manual_seed(self.seed)
         return {
             name: torch.rand(mk.mask_shape(shape, job.granularity), generator=generator)
             for name, shape in job.shapes.items()
         }
 
+    def for_cluster(self, seed: int, label: int) -> Random:
+        """An independent draw per cluster: seed ``self.seed + 1000 · seed + label``.
+
+        One shared seed would give every cluster the same mask and a meaningless overlap.
+        """
+        return Random(
+            self.seed + 1000 * seed + label, keep=self.keep, scope=self.scope,
+            normalize=self.normalize, progress=self.progress,
+        )  # fmt: skip
+
     def __repr__(self) -> str:
-        return f"Random(seed={self.seed})"
+        return f"Random(seed={self.seed}, keep={self.keep}, scope={self.scope!r})"

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import torch
 from torch import Tensor
 
-from ._base import BaseScorer, Job, mask_gradients, reduce_to
+from ._base import BaseScorer, ScoringJob, mask_gradients, reduce_to
 
 __all__ = ["SNIP"]
 
 
-class SNIP(BaseScorer):
+class SNIP(BaseScorer, name="snip"):
     """Connection sensitivity: ``|w · ∂f/∂w|`` per weight, then the mean over the mask element.
 
     ``S(θ_j) = 1/(K_h K_w) Σ |w · ∂f/∂w|`` over kernel ``j`` (``granularity="kernel"``), over the
@@ -21,10 +20,8 @@ class SNIP(BaseScorer):
     objective summed over all images (so batching does not change the scores), taken through a
     multiplicative mask of ones: the weights themselves get no gradient.
 
-    Parameters
-    ----------
-    progress : bool
-        Show a progress bar over batches (when ``inputs`` is an iterable of several).
+    Constructed like every scorer (:class:`BaseScorer`): ``keep``, ``scope``, ``normalize``,
+    ``progress``.
 
     Examples
     --------
@@ -42,7 +39,7 @@ class SNIP(BaseScorer):
     True
     """
 
-    def _compute(self, job: Job, **options: Any) -> Mapping[str, Tensor]:
+    def compute(self, job: ScoringJob) -> Mapping[str, Tensor]:
         ones = {name: torch.ones(shape) for name, shape in job.shapes.items()}
         grads = mask_gradients(job, ones, desc="SNIP")
         return {name: reduce_to(g.abs(), job.granularity) for name, g in grads.items()}

@@ -251,10 +251,13 @@ def load(name: str) -> ZooCNN:
     return model.eval()
 
 
-def eval_data(name: str) -> tuple[Tensor, Tensor]:
+def eval_data(name: str, seed: int = 0) -> tuple[Tensor, Tensor]:
     """The held-out images and concept labels on which a model card's numbers were measured.
 
-    Use ``model_card(name).to_class(labels)`` for the model's class labels.
+    Use ``model_card(name).to_class(labels)`` for the model's class labels. ``seed`` > 0 gives
+    other, fresh held-out sets of the same size where the data are generated
+    (``concepts-merged``: ``concept_images(..., seed=2024 + seed)``); the digits are a fixed
+    data set (seed 0 only).
 
     Examples
     --------
@@ -264,4 +267,11 @@ def eval_data(name: str) -> tuple[Tensor, Tensor]:
     (359, 1, 32, 32)
     """
     _check_name(name)
-    return _EVAL[name]()
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an int ≥ 0, got {seed!r}")
+    if seed == 0:
+        return _EVAL[name]()
+    if name != "concepts-merged":
+        raise ValueError(f"{name!r} is evaluated on a fixed data set: only seed 0 exists")
+    card = model_card(name)
+    return concept_images(card.eval_size, size=card.input_shape[1], seed=CONCEPTS_EVAL_SEED + seed)

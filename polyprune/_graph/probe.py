@@ -1,4 +1,4 @@
-"""Private: measure a unit's receptive field empirically (see ``ReceptiveField.probe``)."""
+"""Private (kernel): measure a unit's receptive field empirically (see ``ReceptiveField.probe``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from ._hooks import eval_mode, forward_until
+from .._model import eval_mode
+from .run import center, forward_until, read_unit
 
 __all__ = ["Probe"]
 
@@ -68,12 +69,7 @@ class Probe:
                 self.model, state, (inputs,), strict=False
             )
             act = forward_until(self.model, x, [self.layer], call=call)[self.layer]
-        i, j = (
-            self.unit
-            if self.unit is not None
-            else ((act.shape[2] - 1) // 2, (act.shape[3] - 1) // 2)
-        )
-        return act[:, :, i, j]
+        return read_unit(act, None, self.unit if self.unit is not None else center(act.shape[2:]))
 
     def changes(self, base: Tensor, rows: slice, cols: slice, outside: bool = False) -> bool:
         x = base.clone()

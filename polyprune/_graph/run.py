@@ -1,25 +1,31 @@
-"""Private: run a forward pass only as far as some named modules, with hooks that never leak."""
+"""Private (kernel): run a forward pass only as far as some named modules, and read a unit.
+
+Everything that reads a layer goes through :func:`forward_until` (hooks that never leak, the
+forward stopped right after the last layer needed), and everything that reads *one unit* of a map
+goes through :func:`read_unit` with a position from :func:`resolve_position` (the map's center
+``((H - 1) // 2, (W - 1) // 2)`` unless a position is given). One rule, written once.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ._graph import check_layer
+from .._model import eval_mode
+from .trace import check_layer
 
 __all__ = [
     "LayerHooks",
-    "eval_mode",
-    "first_in_channels",
+    "center",
+    "check_unit_layout",
     "forward_until",
-    "has_batch_dependent_layers",
-    "model_dtype_device",
-    "warn_if_training",
+    "layer_output_shape",
+    "read_unit",
+    "resolve_position",
 ]
 
 Capture = Callable[[str, Tensor], Tensor]
@@ -124,48 +130,59 @@ def forward_until(
     return out
 
 
-def has_batch_dependent_layers(model: nn.Module) -> bool:
-    """Whether ``model`` is training and contains BatchNorm or Dropout (batch-dependent output)."""
-    kinds = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
-    return any(m.training and isinstance(m, kinds) for m in model.modules())
+def center(spatial: Sequence[int]) -> tuple[int, ...]:
+    """The middle position of a map of shape ``spatial``: ``(s - 1) // 2`` in every dimension."""
+    return tuple((int(s) - 1) // 2 for s in spatial)
 
 
-def warn_if_training(model: nn.Module, stacklevel: int = 3) -> None:
-    """Warn when recorded activations would depend on the batch (and BatchNorm stats change)."""
-    if has_batch_dependent_layers(model):
-        warnings.warn(
-            f"{type(model).__name__} is in training mode with BatchNorm/Dropout layers: "
-            "activations depend on the batch and BatchNorm running statistics are updated; "
-            "call model.eval() first",
-            UserWarning,
-            stacklevel=stacklevel,
+def resolve_position(
+    position: Sequence[int] | None, spatial: Sequence[int], where: str
+) -> tuple[int, ...]:
+    """``position`` checked against a map of shape ``spatial``, or the map's :func:`center`.
+
+    ``where`` names the layer (and input size) for the error message.
+    """
+    if position is None:
+        return center(spatial)
+    pos = tuple(int(p) for p in position)
+    if len(pos) != len(spatial) or any(not 0 <= p < s for p, s in zip(pos, spatial, strict=True)):
+        valid = ", ".join(f"0 ≤ {name} < {s}" for name, s in zip("ijk", spatial, strict=False))
+        raise ValueError(
+            f"position {tuple(position)} is outside the {'×'.join(map(str, spatial))} map of "
+            f"{where} (valid: {valid})"
         )
+    return pos
 
 
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every submodule in eval mode, restoring each one's own ``training`` flag after."""
-    flags = {m: m.training for m in model.modules()}
-    try:
-        model.eval()
-        yield model
-    finally:
-        for m, flag in flags.items():
-            m.training = flag
+def read_unit(output: Tensor, channel: int | None, position: Sequence[int] | None) -> Tensor:
+    """One unit of a layer's output ``(N, C, *spatial)`` (or ``(N, C)``): shape ``(N,)``.
+
+    ``position`` must already be resolved (:func:`resolve_position`); ``None`` for a map-less
+    ``(N, C)`` output. ``channel=None`` reads every channel at that position: ``(N, C)``.
+    """
+    index: tuple[Any, ...] = (slice(None), slice(None) if channel is None else channel)
+    if position is not None:
+        index += tuple(position)
+    return output[index]
 
 
-def first_in_channels(model: nn.Module) -> int:
-    """The input channel count of the first module that declares one (3 when none does)."""
-    for m in model.modules():
-        channels = getattr(m, "in_channels", None)
-        if isinstance(channels, int):
-            return channels
-    return 3
+def layer_output_shape(model: nn.Module, layer: str, sample: Tensor) -> tuple[int, ...]:
+    """Shape of ``layer``'s output for the one-image batch ``sample`` (model left unchanged)."""
+    with eval_mode(model), torch.no_grad():
+        return tuple(forward_until(model, sample, [layer])[layer].shape)
 
 
-def model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
-    """The dtype and device of the model's first floating-point parameter (float32/cpu if none)."""
-    for p in model.parameters():
-        if p.is_floating_point():
-            return p.dtype, p.device
-    return torch.float32, torch.device("cpu")
+def check_unit_layout(shape: tuple[int, ...], layer: str) -> None:
+    """Refuse layer outputs that are neither a map ``(N, C, H, W)`` nor a vector ``(N, C)``."""
+    if len(shape) not in (2, 4):
+        hint = (
+            " (this looks like a sequence of tokens (N, L, D), as in a vision transformer: "
+            "polyprune reads channels of convolutional maps)"
+            if len(shape) == 3
+            else ""
+        )
+        raise ValueError(
+            f"layer {layer!r} outputs shape {tuple(shape)}: polyprune reads units of maps "
+            f"(N, C, H, W) or vectors (N, C), so this layer cannot be used{hint}; choose a "
+            "layer with such an output"
+        )

@@ -1,4 +1,4 @@
-"""Private: the soft-mask parametrization of ContinuousSparsifier and its set-up helpers."""
+"""Private (engine): the soft-mask parametrization of ContinuousSparsifier, and its set-up."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from . import _masking as mk
-from .targets import Unit
+from .. import _masking as mk
+from .._graph.regions import unit_regions
+from ..targets import Unit
 
 __all__ = [
     "SigmoidMask",
@@ -90,7 +91,7 @@ def mask_targets(
         if not isinstance(unit, Unit):
             raise TypeError(f"up_to must be a polyprune.Unit, got {type(unit).__name__}")
         unit.validate(model)
-        shapes, regions = mk.unit_regions(model, unit.layer, unit.channel, granularity)
+        shapes, regions = unit_regions(model, unit.layer, unit.channel, granularity)
         if not shapes:
             raise ValueError(f"no Conv/Linear weight can reach {unit.layer!r}: nothing to mask")
         return shapes, regions

@@ -1,4 +1,4 @@
-"""Private: which kernels lie on a path from the input to a unit, over the traced graph.
+"""Private (kernel): which kernels lie on a path from the input to a unit, over the traced graph.
 
 Hamblin et al.'s *effective* mask drops every kept kernel that has no path from the input to
 the target through kept kernels. Paths are followed per channel: a channel is *live* when some
@@ -7,41 +7,30 @@ and *useful* when some kept kernel connects it to a useful channel of the layer 
 unit's channel is useful). A kept kernel ``(o, i)`` is effective when its input channel is
 live and its output channel useful. Biases are constants, not paths from the input.
 
-Operations are classified by a small registry: Conv/Linear mix channels through their kernel
-mask; channel-wise operations (activations, normalization, dropout, pooling) keep them;
-element-wise merges (``+``, ``*``, ...) take the union; concatenation along channels stacks.
-Anything else raises :class:`~polyprune._graph.GraphError` naming the operation.
+Operations are classified by the channel behaviour of their entry in the op table (:mod:`.ops`):
+Conv/Linear (``"mask"``) mix channels through their kernel mask; ``"keep"`` operations
+(activations, normalization, dropout, pooling) keep them; ``"merge"`` (``+``, ``*``, ...) takes the
+union; ``"cat"`` along channels stacks; ``"mix"`` connects every channel to every channel.
+Anything else raises :class:`~polyprune._graph.trace.GraphError` naming the operation.
 """
 
 from __future__ import annotations
 
 import itertools
-import operator
 from collections.abc import Mapping
 
 import torch
 import torch.fx as fx
 from torch import Tensor, nn
 
-from ._graph import GraphError, is_maskable, trace_to, upstream
-from ._rf_rules import (
-    CHANNELWISE_FUNCTIONS,
-    CHANNELWISE_METHODS,
-    CHANNELWISE_MODULES,
-    POOL_MODULES,
-)
+from .ops import describe, lookup
+from .trace import GraphError, is_maskable, trace_to, upstream
 
 __all__ = ["effective_kernels", "from_kernels", "kernel_view"]
 
 #: A per-channel boolean vector, or True / False for "every / no channel" of unknown width.
 Channels = Tensor | bool
 
-_KEEP_MODULES = (*CHANNELWISE_MODULES, *POOL_MODULES)
-_MERGE_FUNCTIONS = frozenset(
-    (operator.add, operator.sub, operator.mul, operator.iadd, operator.imul, operator.truediv,
-     torch.add, torch.sub, torch.mul, torch.div, torch.maximum, torch.minimum)
-)  # fmt: skip
-_MERGE_METHODS = frozenset(("add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_"))
 _CAT = frozenset((torch.cat, torch.concat))
 
 
@@ -58,28 +47,18 @@ def kernel_view(mask: Tensor, granularity: str, weight_shape: tuple[int, ...]) -
 def _kind(node: fx.Node, model: nn.Module) -> str:
     if node.op in ("placeholder", "get_attr"):
         return node.op
-    if node.op == "call_module":
-        module = model.get_submodule(str(node.target))
-        if is_maskable(module):
-            return "maskable"
-        if isinstance(module, _KEEP_MODULES):
-            return "keep"
-    elif node.op == "call_function":
-        if node.target in CHANNELWISE_FUNCTIONS:
-            return "keep"
-        if node.target in _MERGE_FUNCTIONS:
-            return "merge"
-        if node.target in _CAT and _cat_dim(node) == 1:
-            return "cat"
-    elif node.op == "call_method":
-        if node.target in CHANNELWISE_METHODS:
-            return "keep"
-        if node.target in _MERGE_METHODS:
-            return "merge"
+    op = lookup(node, model)
+    if op is not None:
+        if op.channels == "mask":
+            if is_maskable(model.get_submodule(str(node.target))):
+                return "maskable"
+        elif op.channels != "cat" or _cat_dim(node) == 1:
+            return op.channels
     raise GraphError(
-        f"effective masks cannot follow channels through {_describe(node, model)}; supported: "
-        "Conv/Linear, channel-wise activations/normalization/dropout/pooling, element-wise "
-        "add/sub/mul/div, and concatenation along channels"
+        f"effective masks cannot follow channels through {describe(node, model)}; supported: "
+        "the operations of polyprune's op table (Conv/Linear, channel-wise activations, "
+        "normalization, dropout and pooling, element-wise arithmetic, concatenation along "
+        "channels)"
     )
 
 
@@ -90,14 +69,6 @@ def from_kernels(mask: Tensor, kernels: Tensor | None, granularity: str) -> Tens
     if granularity == "weight":
         return mask & kernels.reshape(*kernels.shape, *(1,) * (mask.dim() - 2)).expand(mask.shape)
     return kernels.clone() if granularity == "kernel" else kernels.any(1)
-
-
-def _describe(node: fx.Node, model: nn.Module) -> str:
-    if node.op == "call_module":
-        return f"module {node.target!r} ({type(model.get_submodule(str(node.target))).__name__})"
-    if node.op == "call_method":
-        return f"the method .{node.target}()"
-    return f"the function {getattr(node.target, '__name__', node.target)}"
 
 
 def _cat_dim(node: fx.Node) -> object:
@@ -122,6 +93,10 @@ def _vector(channels: Channels, width: int) -> Tensor:
     if channels.numel() != width:
         raise GraphError(f"a map with {channels.numel()} channels feeds a layer expecting {width}")
     return channels
+
+
+def _some(channels: Channels) -> bool:
+    return channels if isinstance(channels, bool) else bool(channels.any())
 
 
 def _union(a: Channels, b: Channels) -> Channels:
@@ -209,6 +184,8 @@ def _live(
                 f"{node.format_node()}: cannot tell the channel counts it concatenates"
             )
         return torch.cat([c for c in inputs if isinstance(c, Tensor)])
+    if kind == "mix":  # any live input channel reaches every output channel
+        return any(_some(c) for c in inputs)
     result: Channels = False
     for c in inputs:  # keep (one input) or merge (union)
         result = _union(result, c)
@@ -245,6 +222,8 @@ def _spread(
         widths = [int(c.numel()) for c in (live[s] for s in sources) if isinstance(c, Tensor)]
         vector, starts = _vector(mine, sum(widths)), [0, *itertools.accumulate(widths)]
         parts = [vector[a:b] for a, b in itertools.pairwise(starts)]
+    elif kind == "mix":  # every input channel reaches the useful output channels
+        parts = [_some(mine)] * len(sources)
     else:
         parts = [mine] * len(sources)
     for source, part in zip(sources, parts, strict=True):

@@ -1,0 +1,180 @@
+"""Private (engine): the settings of a Continuous Sparsification fit, validated once."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = ["CSConfig"]
+
+
+def _number(name: str, value: object, ok: bool, valid: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not ok:
+        raise ValueError(f"{name} must be {valid}, got {value!r}")
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class CSConfig:
+    """How :func:`~polyprune.fit_subnetwork` learns a subnetwork by Continuous Sparsification.
+
+    Every logit ``m`` of a mask element starts at ``logit(init) / temperature[0]``; each epoch is
+    a pass over the images in shuffled batches of ``batch_size``, with SGD (``lr``,
+    ``momentum``) on the loss ``BCE + lam · penalty``; after each epoch the temperature is
+    multiplied by ``(end/start) ** (1/(epochs-1))`` (:class:`ExponentialTemperature`) and the
+    learning rate by ``gamma`` at each epoch in ``milestones``. The subnetwork is ``m > 0``.
+    Frozen and validated on construction: a bad value fails here, before any work.
+
+    Attributes
+    ----------
+    epochs : int
+        Number of epochs, ≥ 2 (the temperature goes from start to end). Default 50 (paper: 160).
+    lam : float
+        Weight of the sparsity penalty (≥ 0). Default 1.0 on the ``"mean"`` penalty.
+    penalty : {"mean", "sum"}
+        ``"mean"``: the mean mask value σ(t·m) over the learned elements, in [0, 1], so ``lam``
+        means the same for any network; ``"sum"``: the paper's raw Σσ(t·m) (its λ = 1e-6).
+    lr : float
+        SGD learning rate (> 0). Default 5e-3, with ``lr_scale="elements"``.
+    lr_scale : {"elements", "none"}
+        ``"elements"``: each masked weight's logits use ``lr × (its number of learned mask
+        elements)``. Every element's share of the unit's activation is about 1/(elements in its
+        layer), so this makes logits move at the same speed in a 200-element layer and a
+        100,000-element one. ``"none"``: ``lr`` for every logit (the paper's, with lr 0.1).
+    momentum : float
+        SGD momentum in [0, 1). Default 0.9 (the paper's text says momentum; its code used none).
+    batch_size : int
+        Images per optimisation step. Default 32 (the paper's).
+    milestones : tuple of int
+        Epochs (in 1..epochs-1) after which the learning rate is multiplied by ``gamma``.
+    gamma : float
+        The learning-rate factor at each milestone, in (0, 1].
+    calibrate : bool
+        If true (default) the BCE logit is ``(a − c) / s − b``: ``s`` is the standard deviation
+        of the dense model's activations over the images and ``c`` the midpoint of the member
+        and non-member means (both fixed), ``b`` a learned shift that lets the decision
+        threshold follow the subnetwork's activations. If false, the raw activation is the
+        logit (the paper's choice).
+    balance : bool
+        If true (default) members are weighted by (non-members / members) in the BCE, so both
+        sides count equally whatever their sizes.
+    init : float
+        Initial mask value σ(t0·m0) in (0, 1). Default 0.5 (logits 0, the paper's).
+    temperature : (float, float)
+        Start and end temperature, both > 0. Default (1, 200), the paper's.
+
+    Examples
+    --------
+    >>> import polyprune as pp
+    >>> pp.CSConfig(epochs=25).lam
+    1.0
+    >>> pp.CSConfig.paper().epochs, pp.CSConfig.paper().milestones
+    (160, (130, 150))
+    >>> pp.CSConfig(epochs=1)
+    Traceback (most recent call last):
+    ...
+    ValueError: epochs must be an int ≥ 2 (the temperature goes from start to end), got 1
+    """
+
+    epochs: int = 50
+    lam: float = 1.0
+    penalty: Literal["mean", "sum"] = "mean"
+    lr: float = 5e-3
+    lr_scale: Literal["elements", "none"] = "elements"
+    momentum: float = 0.9
+    batch_size: int = 32
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    calibrate: bool = True
+    balance: bool = True
+    init: float = 0.5
+    temperature: tuple[float, float] = (1.0, 200.0)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 2:
+            raise ValueError(
+                "epochs must be an int ≥ 2 (the temperature goes from start to end), "
+                f"got {self.epochs!r}"
+            )
+        size = self.batch_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"batch_size must be an int ≥ 1, got {size!r}")
+        _number("lam", self.lam, _finite(self.lam) and self.lam >= 0, "a finite number ≥ 0")
+        _number("lr", self.lr, _finite(self.lr) and self.lr > 0, "> 0")
+        _number("momentum", self.momentum, _finite(self.momentum) and 0 <= self.momentum < 1,
+                "in [0, 1)")  # fmt: skip
+        _number("gamma", self.gamma, _finite(self.gamma) and 0 < self.gamma <= 1, "in (0, 1]")
+        _number("init", self.init, _finite(self.init) and 0 < self.init < 1, "in (0, 1)")
+        if self.lr_scale not in ("elements", "none"):
+            raise ValueError(f"lr_scale must be 'elements' or 'none', got {self.lr_scale!r}")
+        if self.penalty not in ("mean", "sum"):
+            raise ValueError(f"penalty must be 'mean' or 'sum', got {self.penalty!r}")
+        milestones = self.milestones
+        if isinstance(milestones, str | bytes) or not all(
+            isinstance(m, int) and not isinstance(m, bool) and 0 < m < self.epochs
+            for m in milestones
+        ):
+            raise ValueError(
+                f"milestones must be epochs in 1..{self.epochs - 1}, got {self.milestones!r}"
+            )
+        temperature = self.temperature
+        if (
+            not isinstance(temperature, tuple | list)
+            or len(temperature) != 2
+            or not all(_finite(t) and not isinstance(t, bool) and t > 0 for t in temperature)
+        ):
+            raise ValueError(
+                f"temperature must be (start, end) with both > 0, got {self.temperature!r}"
+            )
+        for flag in ("calibrate", "balance"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
+        object.__setattr__(self, "milestones", tuple(milestones))
+        object.__setattr__(self, "temperature", (float(temperature[0]), float(temperature[1])))
+        for name in ("lam", "lr", "momentum", "gamma", "init"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+
+    @classmethod
+    def paper(cls, **changes: Any) -> CSConfig:
+        """The paper's settings (its code and text), with optional ``changes``.
+
+        SGD lr 0.1 (×0.1 at epochs 130 and 150), 160 epochs, batch 32, λ = 1e-6 on the raw sum
+        Σσ(t·m), raw activation as the BCE logit, no class balancing, logits initialised at 0
+        (σ = ½), temperature 1 → 200. The paper's text says "momentum" but its code uses none;
+        momentum stays at our default 0.9 unless you pass ``momentum=0``.
+        """
+        settings: dict[str, Any] = {
+            "epochs": 160, "lr": 0.1, "milestones": (130, 150), "gamma": 0.1, "batch_size": 32,
+            "lam": 1e-6, "penalty": "sum", "lr_scale": "none", "calibrate": False,
+            "balance": False, "init": 0.5, "temperature": (1.0, 200.0),
+        }  # fmt: skip
+        settings.update(changes)
+        return cls(**settings)
+
+    def replace(self, **changes: Any) -> CSConfig:
+        """A copy with ``changes`` applied (validated like a new config)."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            valid = [f.name for f in dataclasses.fields(self)]
+            raise ValueError(f"unknown CSConfig field(s) {unknown}; valid: {valid}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as plain JSON-ready values."""
+        out = dataclasses.asdict(self)
+        out["milestones"], out["temperature"] = list(self.milestones), list(self.temperature)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CSConfig:
+        """The config written by :meth:`to_dict`."""
+        values = dict(data)
+        values["milestones"] = tuple(values.get("milestones", ()))
+        values["temperature"] = tuple(values.get("temperature", (1.0, 200.0)))
+        return cls().replace(**values)

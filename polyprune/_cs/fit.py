@@ -1,0 +1,137 @@
+"""Private (engine): the Continuous Sparsification training loop behind fit_subnetwork."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .._model import eval_mode, model_dtype_device
+from .._unit_io import unit_activation, unit_activations
+from ..masks import Masks
+from ..targets import Unit
+from .config import CSConfig
+from .sparsifier import ContinuousSparsifier, ExponentialTemperature
+
+__all__ = ["CSResult", "fit_cs"]
+
+
+#: Learning rate of the BCE logit's learned shift (in logit units, gradient of order 1).
+SHIFT_LR = 0.1
+
+
+class CSResult(NamedTuple):
+    masks: Masks
+    history: dict[str, list[float]]
+    calibration: tuple[float, float] | None
+    paper_kept_fraction: float
+    state: dict[str, Any]
+
+
+def _calibration(acts: Tensor, members: Tensor) -> tuple[float, float]:
+    center = 0.5 * (float(acts[members].mean()) + float(acts[~members].mean()))
+    scale = float(acts.std()) if acts.numel() > 1 else 0.0
+    return center, scale if scale > 1e-12 else 1.0
+
+
+def _param_groups(
+    cs: ContinuousSparsifier, shift: Tensor | None, lr: float, lr_scale: str
+) -> list[dict[str, Any]]:
+    """One SGD group per masked weight; with ``lr_scale="elements"`` its lr is ``lr × elements``.
+
+    A layer's mask elements share its contribution to the unit (scaling all of a layer's masks
+    by ``c`` scales a bias-free ReLU network's output by ``c``), so the gradient each receives
+    is about ``1 / (elements in the layer)``: multiplying the layer's step by its element count
+    makes every logit move at a speed that does not depend on the layer's size. The BCE shift
+    (last group) uses ``SHIFT_LR``: its gradient is O(1) whatever the network.
+    """
+    groups: list[dict[str, Any]] = []
+    for name, logits in cs.named_parameters():
+        factor = cs.num_elements(name) if lr_scale == "elements" else 1
+        groups.append({"params": [logits], "lr": lr * factor})
+    groups.append({"params": [] if shift is None else [shift], "lr": SHIFT_LR})
+    return groups
+
+
+def fit_cs(
+    model: nn.Module,
+    unit: Unit,
+    images: Tensor,
+    members: Tensor,
+    granularity: str,
+    config: CSConfig,
+    seed: int,
+    progress: bool,
+) -> CSResult:
+    """Fit one subnetwork of the placed ``unit`` (see :class:`CSConfig` for the loop)."""
+    calibrate = config.calibrate
+    dtype, device = model_dtype_device(model)
+    targets = members.to(device, dtype)  # moved once, not once per batch
+    history: dict[str, list[float]] = {
+        k: [] for k in ("loss", "bce", "penalty", "temperature", "kept_fraction", "lr", "seconds")
+    }
+    gen = torch.Generator().manual_seed(seed)
+    n = images.shape[0]
+    n_in = int(members.sum())
+    pos_weight = (
+        torch.tensor((n - n_in) / n_in, device=device, dtype=dtype) if config.balance else None
+    )
+    with eval_mode(model):
+        dense = unit_activations(model, unit, images, None, max(config.batch_size, 64))
+        calib = _calibration(dense, members)
+        center, scale = calib if calibrate else (0.0, 1.0)
+        t0, t1 = config.temperature
+        with ContinuousSparsifier(
+            model, up_to=unit, granularity=granularity, init=config.init, temperature=t0
+        ) as cs:
+            shift = torch.zeros((), device=device, dtype=dtype, requires_grad=True)
+            opt = torch.optim.SGD(
+                _param_groups(cs, shift if calibrate else None, config.lr, config.lr_scale),
+                lr=config.lr,
+                momentum=config.momentum,
+            )
+            sched = torch.optim.lr_scheduler.MultiStepLR(opt, config.milestones, config.gamma)
+            temp = ExponentialTemperature(cs, start=t0, end=t1, steps=config.epochs)
+            bar = tqdm(range(config.epochs), disable=not progress, desc="CS", unit="epoch")
+            for _ in bar:
+                started = time.perf_counter()
+                sums = torch.zeros(3, device=device, dtype=torch.float64)
+                for idx in torch.split(torch.randperm(n, generator=gen), config.batch_size):
+                    x = images[idx].to(device, dtype)
+                    a = unit_activation(model, x, unit)
+                    bce = F.binary_cross_entropy_with_logits(
+                        (a - center) / scale - shift, targets[idx], pos_weight=pos_weight
+                    )
+                    pen = cs.penalty(normalized=config.penalty == "mean")
+                    loss = bce + config.lam * pen
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()  # type: ignore[no-untyped-call]
+                    opt.step()
+                    # batch-size-weighted means, synchronised once per epoch (not per batch)
+                    sums += len(idx) / n * torch.stack([loss, bce, pen]).detach().double()
+                totals = sums.tolist()
+                seconds = time.perf_counter() - started
+                kept = cs.kept_fraction()
+                for key, value in zip(
+                    history,
+                    (
+                        *totals,
+                        cs.temperature,
+                        kept,
+                        opt.param_groups[-1]["lr"] * config.lr / SHIFT_LR,
+                        seconds,
+                    ),
+                    strict=True,
+                ):
+                    history[key].append(float(value))
+                bar.set_postfix(loss=f"{totals[0]:.4f}", kept=f"{kept:.4f}")
+                sched.step()
+                temp.step()
+            masks, paper, state = cs.hard_masks(), cs.paper_kept_fraction(), cs.state_dict()
+    if calibrate:  # the learned shift moves the center: logit = (a − center) / scale
+        calib = (center + scale * shift.detach().item(), scale)
+    return CSResult(masks, history, calib if calibrate else None, paper, state)

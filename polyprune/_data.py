@@ -1,0 +1,251 @@
+"""Private (kernel): the one adapter between a user's images and polyprune.
+
+Every public function that takes images accepts the same things, checked the same way:
+
+- a tensor ``(N, C, H, W)`` (split into batches of ``batch_size``; ``None``: one batch);
+- a map-style ``Dataset`` whose items are images ``(C, H, W)`` or ``(image, ...)`` tuples (read
+  in order through a ``DataLoader``, with ``workers`` worker processes);
+- a ``DataLoader`` (used as it is; a shuffling one is warned about, since the indices polyprune
+  reports are positions in the order the data comes in);
+- any other iterable of batches ``(B, C, H, W)``, of single images ``(C, H, W)`` (grouped into
+  batches), or of ``(tensor, ...)`` tuples of either — a generator is read once, lazily.
+
+Each batch is checked before the model sees it: floating point (``uint8`` images are refused
+with a hint to convert them), finite, non-empty, and of the same channels and size as the first
+batch. Items are numbered in the order they come in (their *global index*).
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler
+
+__all__ = ["Images", "as_images", "check_members"]
+
+_END = object()
+
+
+def _tensor_of(item: Any) -> Any:
+    """The image part of an item: the item itself, or the first element of a tuple/list."""
+    if isinstance(item, tuple | list) and item and isinstance(item[0], Tensor):
+        return item[0]
+    return item
+
+
+def _check(batch: Tensor, name: str, where: str) -> None:
+    if not batch.is_floating_point():
+        hint = (
+            " (uint8 images in 0..255: convert with images.float() / 255, or "
+            "torchvision.transforms.ToTensor())"
+            if batch.dtype == torch.uint8
+            else ""
+        )
+        raise ValueError(f"{name} must be floating point, got {batch.dtype} {where}{hint}")
+    if batch.shape[0] == 0 or batch.numel() == 0:
+        raise ValueError(f"{name} is empty {where} (shape {tuple(batch.shape)})")
+    if not bool(torch.isfinite(batch).all()):
+        raise ValueError(f"{name} contains NaN or infinite values {where}")
+
+
+def as_images(images: Any, name: str = "images", *, ndim: int | None = 4) -> Tensor:
+    """A checked tensor of images: ``ndim``-D (any ≥ 2-D if None), floating point, finite."""
+    if not isinstance(images, Tensor):
+        raise TypeError(f"{name} must be a tensor (N, C, H, W), got {type(images).__name__}")
+    if images.dim() < 2 or (ndim is not None and images.dim() != ndim):
+        want = "4-D (N, C, H, W)" if ndim == 4 else f"{ndim}-D" if ndim else "at least 2-D"
+        raise ValueError(f"{name} must be {want}, got shape {tuple(images.shape)}")
+    _check(images, name, "")
+    return images
+
+
+def check_members(members: Any, n: int) -> Tensor:
+    """A bool vector of length ``n`` with at least one member and one non-member."""
+    if not isinstance(members, Tensor):
+        try:
+            members = torch.as_tensor(members)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise TypeError(
+                f"members must be a bool tensor aligned with images, got {type(members).__name__}"
+            ) from exc
+    if members.dtype != torch.bool:
+        if members.is_floating_point() or members.is_complex():
+            raise ValueError(f"members must be a bool tensor (or 0/1 ints), got {members.dtype}")
+        if not bool(((members == 0) | (members == 1)).all()):
+            raise ValueError("members must be a bool tensor (or 0/1 ints), got other values")
+        members = members.bool()
+    if members.dim() != 1 or members.shape[0] != n:
+        raise ValueError(
+            f"members must have shape ({n},), one flag per image, got {tuple(members.shape)}"
+        )
+    n_in = int(members.sum())
+    if n_in == 0:
+        raise ValueError("members has no member: the cluster to fit is empty")
+    if n_in == n:
+        raise ValueError(
+            "members has no non-member: every image is in the cluster, so there is nothing to "
+            "separate it from (add the other cluster's images, or non-top images, as negatives)"
+        )
+    flags: Tensor = members.detach().cpu()
+    return flags
+
+
+def _shuffles(loader: DataLoader[Any]) -> bool:
+    batches = loader.batch_sampler
+    sampler = getattr(batches, "sampler", None) if batches is not None else None
+    return isinstance(loader.sampler, RandomSampler) or isinstance(sampler, RandomSampler)
+
+
+class Images:
+    """Batches of checked images from any supported source (see the module docstring).
+
+    Iterating yields ``(offset, batch)``: the global index of the batch's first item and the
+    batch ``(B, C, H, W)`` on the CPU (or wherever the source put it), not yet moved to a model.
+    ``length`` is the number of items when it can be known without reading them (else None).
+    ``passes`` > 1 keeps a one-shot iterator's batches in memory so that it can be read again.
+    """
+
+    def __init__(
+        self,
+        data: Any,
+        *,
+        batch_size: int | None = 64,
+        name: str = "data",
+        ndim: int | None = 4,
+        workers: int = 0,
+        passes: int = 1,
+    ) -> None:
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0
+        ):
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise ValueError(f"workers must be an int ≥ 0, got {workers!r}")
+        self.name, self.ndim = name, ndim
+        self._shape: tuple[int, ...] | None = None
+        self._source: Iterable[Any] | None = None
+        self._once: Iterator[Any] | None = None
+        self._grouped = False  # items are single images, to be grouped into batches
+        self._batch_size = batch_size or 64
+        self.length: int | None = None
+        if isinstance(data, Tensor):
+            as_images(data, name, ndim=ndim)
+            self.length = int(data.shape[0])
+            self._source = [data] if batch_size is None else list(torch.split(data, batch_size))
+        elif isinstance(data, DataLoader):
+            if _shuffles(data):
+                warnings.warn(
+                    f"{name} is a shuffling DataLoader: the indices polyprune reports are "
+                    "positions in this pass's random order, not dataset indices; pass the "
+                    "Dataset itself (or a DataLoader with shuffle=False)",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            self.length = _sized(data.dataset)
+            self._source = data
+        elif isinstance(data, Dataset):
+            self.length = None if isinstance(data, IterableDataset) else _sized(data)
+            if self.length == 0:
+                raise ValueError(f"{name} is empty (a Dataset with no items)")
+            self._source = DataLoader(
+                data,
+                batch_size=self._batch_size,
+                shuffle=False,
+                num_workers=workers,
+                pin_memory=workers > 0 and torch.cuda.is_available(),
+            )
+        elif isinstance(data, Iterable) and not isinstance(data, str | bytes):
+            self._from_iterable(data, passes)
+        else:
+            raise TypeError(
+                f"{name} must be a tensor (N, C, H, W), a Dataset, a DataLoader or an iterable of "
+                f"batches or images, got {type(data).__name__}"
+            )
+
+    def _from_iterable(self, data: Iterable[Any], passes: int) -> None:
+        iterator = iter(data)
+        one_shot = iterator is data
+        if one_shot and passes > 1:  # a generator read several times: keep it
+            data = list(iterator)
+            iterator, one_shot = iter(data), False
+        first = next(iterator, _END)
+        if first is _END:
+            raise ValueError(f"{self.name} is empty: give at least one batch of images")
+        image = _tensor_of(first)
+        if not isinstance(image, Tensor):
+            raise TypeError(
+                f"{self.name} must yield tensors or (tensor, ...) tuples, got "
+                f"{type(image).__name__}"
+            )
+        self._grouped = self.ndim is not None and image.dim() == self.ndim - 1
+        if one_shot:
+            self._once = itertools.chain([first], iterator)
+            return
+        self._source = data
+        if hasattr(data, "__len__"):
+            items = list(data)  # in memory already: count images, not list entries
+            sizes = [1 if self._grouped else int(_tensor_of(b).shape[0]) for b in items]
+            self.length = sum(sizes)
+
+    def __iter__(self) -> Iterator[tuple[int, Tensor]]:
+        if self._source is not None:
+            items: Iterable[Any] = self._source
+        elif self._once is not None:
+            items, self._once = self._once, None
+        else:
+            raise RuntimeError(f"{self.name} was a one-shot iterator and is used up")
+        if self._grouped:
+            items = _group(items, self._batch_size)
+        offset = 0
+        for number, item in enumerate(items):
+            batch = self._checked(_tensor_of(item), number, offset)
+            yield offset, batch
+            offset += int(batch.shape[0])
+        if offset == 0:
+            raise ValueError(f"{self.name} is empty")
+
+    def _checked(self, batch: Any, number: int, offset: int) -> Tensor:
+        where = f"(batch {number}, items from {offset})"
+        if not isinstance(batch, Tensor):
+            raise TypeError(f"{self.name} yields {type(batch).__name__} {where}, not a tensor")
+        if batch.dim() < 2 or (self.ndim is not None and batch.dim() != self.ndim):
+            want = f"{self.ndim}-D batches" if self.ndim else "batches of at least 2-D (N, C, ...)"
+            raise ValueError(
+                f"{self.name} must give {want}, got shape {tuple(batch.shape)} {where}; for one "
+                "image add a batch dimension"
+            )
+        _check(batch, self.name, where)
+        shape = tuple(batch.shape[1:])
+        if self._shape is None:
+            self._shape = shape
+        elif shape != self._shape:
+            raise ValueError(
+                f"{self.name} mixes image shapes: {shape} {where} after {self._shape}; "
+                "polyprune reads one map position across images of one size: resize them "
+                "first (e.g. torchvision.transforms.Resize + CenterCrop)"
+            )
+        return batch
+
+
+def _sized(data: Any) -> int | None:
+    try:
+        return len(data)
+    except TypeError:
+        return None
+
+
+def _group(items: Iterable[Any], size: int) -> Iterator[Tensor]:
+    """Stack single images ``(C, H, W)`` (or ``(image, ...)`` tuples) into batches of ``size``."""
+    chunk: list[Tensor] = []
+    for item in items:
+        chunk.append(_tensor_of(item))
+        if len(chunk) == size:
+            yield torch.stack(chunk)
+            chunk = []
+    if chunk:
+        yield torch.stack(chunk)

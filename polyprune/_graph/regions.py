@@ -1,0 +1,66 @@
+"""Private (kernel): which mask elements can reach a unit (the region of its subnetwork)."""
+
+from __future__ import annotations
+
+import torch
+import torch.fx as fx
+from torch import Tensor, nn
+
+from .._masking import check_granularity, mask_shape
+from .ops import lookup
+from .trace import is_maskable, reachable_from, trace_to
+
+__all__ = ["channel_producer", "unit_regions"]
+
+
+def _producer(node: fx.Node, model: nn.Module) -> fx.Node | None:
+    """Walk back from ``node`` through channel-wise ops to the maskable layer that makes it."""
+    while True:
+        if node.op == "call_module" and is_maskable(model.get_submodule(str(node.target))):
+            return node
+        op = lookup(node, model)
+        if op is None or op.channels != "keep":
+            return None
+        tensors = [a for a in node.all_input_nodes if a.op != "get_attr"]
+        if len(tensors) != 1:
+            return None
+        node = tensors[0]
+
+
+def channel_producer(model: nn.Module, layer: str) -> str | None:
+    """The Conv/Linear module whose output channels are ``layer``'s (``layer`` itself, or the one
+    behind channel-wise operations such as ReLU or BatchNorm); ``None`` if there is none."""
+    _, node = trace_to(model, layer)
+    producer = _producer(node, model)
+    return None if producer is None else str(producer.target)
+
+
+def unit_regions(
+    model: nn.Module, layer: str, channel: int, granularity: str
+) -> tuple[dict[str, tuple[int, ...]], dict[str, Tensor]]:
+    """Weight shapes and regions (mask elements that can reach the unit) for a unit's subnetwork.
+
+    Every maskable weight upstream of ``layer`` in the traced graph is in; the layer that
+    produces the unit's channel (``layer`` itself, or the Conv/Linear behind channel-wise ops
+    such as ReLU/BatchNorm when ``layer`` names one of those) contributes only the fan-in of
+    ``channel``.
+    """
+    check_granularity(granularity)
+    _, node = trace_to(model, layer)
+    producer = _producer(node, model)
+    restricted = f"{producer.target}.weight" if producer is not None else None
+    shapes: dict[str, tuple[int, ...]] = {}
+    regions: dict[str, Tensor] = {}
+    params = dict(model.named_parameters())
+    for name in reachable_from(model, node):
+        shape = tuple(params[name].shape)
+        region = torch.ones(mask_shape(shape, granularity), dtype=torch.bool)
+        if name == restricted:
+            if not 0 <= channel < shape[0]:
+                raise ValueError(
+                    f"channel {channel} is out of range for {layer!r} ({shape[0]} channels)"
+                )
+            region.zero_()
+            region[channel] = True
+        shapes[name], regions[name] = shape, region
+    return shapes, regions

@@ -1,0 +1,67 @@
+"""Private (kernel): the model's mode, dtype and device, and the images that go into it.
+
+polyprune reads a model; it never trains it. Every forward pass runs in eval mode (BatchNorm uses
+its running statistics and never updates them, dropout is off), and each module's own
+``training`` flag comes back afterwards. Images follow the model: they are moved to its device
+and cast to its floating-point dtype batch by batch; integer images are refused, because a
+``uint8`` image in [0, 255] fed to a model trained on [0, 1] floats gives a silently wrong answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["eval_mode", "first_in_channels", "model_dtype_device", "to_model"]
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode, restoring each one's own ``training`` flag after."""
+    flags = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        yield model
+    finally:
+        for m, flag in flags.items():
+            m.training = flag
+
+
+def first_in_channels(model: nn.Module) -> int:
+    """The input channel count of the first module that declares one (3 when none does)."""
+    for m in model.modules():
+        channels = getattr(m, "in_channels", None)
+        if isinstance(channels, int):
+            return channels
+    return 3
+
+
+def model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
+    """The dtype and device of the model's first floating-point parameter (float32/cpu if none)."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype, p.device
+    for b in model.buffers():
+        if b.is_floating_point():
+            return b.dtype, b.device
+    return torch.float32, torch.device("cpu")
+
+
+def to_model(images: Tensor, model: nn.Module, *, non_blocking: bool = False) -> Tensor:
+    """``images`` on the model's device, in its floating-point dtype (see the module docstring)."""
+    dtype, device = model_dtype_device(model)
+    return images.to(device=device, dtype=dtype, non_blocking=non_blocking)
+
+
+@contextlib.contextmanager
+def gradients_on() -> Iterator[None]:
+    """Autograd on, also inside a caller's ``torch.no_grad()`` or ``torch.inference_mode()``.
+
+    Scorers, Continuous Sparsification and feature visualization need gradients; without this a
+    caller's ``no_grad`` block would make them return all-zero scores or fail deep in autograd.
+    """
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
