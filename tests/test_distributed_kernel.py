@@ -1,0 +1,468 @@
+"""polyprune._dist: top-k merging (single process) and real multi-process runs under torchrun.
+
+The multi-process tests launch ``torchrun --standalone --nproc-per-node 2
+tests/_dist_worker.py`` (gloo on CPU; nccl too where two GPUs exist) and compare what the
+ranks wrote with single-process references computed here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from conftest import ROOT, load_script
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import Tensor
+
+from polyprune import _dist
+
+worker = load_script("tests/_dist_worker.py")
+
+
+# ---------------------------------------------------------------------------------------------
+# single process: merge_topk
+
+
+def reference(values: Tensor, k: int) -> list[int]:
+    """The tie rule, spelled out in plain Python: value descending, then lower index."""
+    return sorted(range(len(values)), key=lambda i: (-float(values[i]), i))[:k]
+
+
+def code_of(items: Tensor) -> Tensor:
+    """A payload row that names its item: (M, 2), so rows can be traced back."""
+    return torch.stack([items * 10, -items], dim=1).float()
+
+
+def crop_of(items: Tensor) -> Tensor:
+    return (items % 251).to(torch.uint8).view(-1, 1, 1, 1).expand(-1, 2, 3, 3).clone()
+
+
+def check_layout(top: _dist.MergedTopK) -> None:
+    """items distinct, in order of first appearance in indices (row-major); items[rows] ==
+    indices; payload rows name their items."""
+    flat = top.indices.reshape(-1).tolist()
+    assert top.items.tolist() == list(dict.fromkeys(flat))
+    assert torch.equal(top.items[top.rows], top.indices)
+    if "code" in top.payloads:
+        assert torch.equal(top.payloads["code"], code_of(top.items))
+        assert torch.equal(
+            top.payload("code"), code_of(top.indices.reshape(-1)).view(*top.indices.shape, 2)
+        )
+    if "crop" in top.payloads:
+        assert torch.equal(top.payload("crop"), crop_of(top.indices))
+
+
+@st.composite
+def sharded_data(draw: st.DrawFn) -> tuple[Tensor, list[list[int]], int, int]:
+    n = draw(st.integers(0, 40))
+    units = draw(st.integers(0, 3))  # 0: the (n,) form of one unit
+    levels = draw(st.integers(1, 4))  # few distinct values: many exact ties
+    seed = draw(st.integers(0, 2**31 - 1))
+    g = torch.Generator().manual_seed(seed)
+    values = torch.randint(0, levels, (n, max(units, 1)), generator=g).float()
+    values = values[:, 0] if units == 0 else values
+    n_shards = draw(st.integers(1, 5))
+    owner = draw(st.lists(st.integers(0, n_shards - 1), min_size=n, max_size=n))
+    shards = [[i for i in range(n) if owner[i] == s] for s in range(n_shards)]  # some empty
+    k = draw(st.integers(0, 12))
+    return values, shards, k, units
+
+
+def local_topk(values: Tensor, items: list[int], k: int, layer: bool) -> _dist.MergedTopK:
+    idx = torch.tensor(items, dtype=torch.long)
+    if not layer:
+        return _dist.merge_topk(values[idx], idx, {"code": code_of(idx), "crop": crop_of(idx)}, k)
+    v = values[idx].T.contiguous()  # (C, n_shard)
+    return _dist.merge_topk(v, idx.expand(v.shape[0], -1), {"code": code_of(idx)}, k, items=idx)
+
+
+@given(sharded_data(), st.randoms(use_true_random=False))
+def test_merging_shard_topks_equals_one_shot_topk(data: Any, rng: Any) -> None:
+    values, shards, k, units = data
+    layer = units > 0
+    parts = [local_topk(values, s, k, layer) for s in shards]
+    rng.shuffle(parts)  # the order in which ranks' parts arrive does not matter
+    if layer:
+        merged = _dist.merge_topk(
+            torch.cat([p.values for p in parts], dim=1),
+            torch.cat([p.indices for p in parts], dim=1),
+            {"code": torch.cat([p.payloads["code"] for p in parts])},
+            k,
+            items=torch.cat([p.items for p in parts]),
+        )
+        for c in range(units):
+            expected = reference(values[:, c], k)
+            assert merged.indices[c].tolist() == expected
+            assert merged.values[c].tolist() == values[expected, c].tolist()
+        assert merged.indices.shape == (units, min(k, values.shape[0]))
+    else:
+        merged = _dist.merge_topk(
+            torch.cat([p.values for p in parts]),
+            torch.cat([p.indices for p in parts]),
+            {n: torch.cat([p.payload(n) for p in parts]) for n in ("code", "crop")},
+            k,
+        )
+        expected = reference(values, k)
+        assert merged.indices.tolist() == expected
+        assert merged.values.tolist() == values[expected].tolist()
+        assert torch.equal(merged.items, merged.indices)  # (k,) form: payloads best first
+    check_layout(merged)
+
+
+def test_layer_payloads_are_stored_once_per_item() -> None:
+    values = torch.tensor([[3.0, 2.0, 1.0, 0.0], [3.0, 0.0, 2.0, 1.0], [0.0, 0.0, 0.0, 5.0]])
+    items = torch.tensor([7, 4, 9, 2])
+    indices = items.expand(3, -1)
+    top = _dist.merge_topk(values, indices, {"code": code_of(items)}, 2, items=items)
+    assert top.indices.tolist() == [[7, 4], [7, 9], [2, 4]]  # ties at 0.0: lower index first
+    assert top.items.tolist() == [7, 4, 9, 2]  # first appearance, row-major
+    assert top.rows.tolist() == [[0, 1], [0, 2], [3, 1]]
+    assert top.payloads["code"].shape == (4, 2)
+    check_layout(top)
+
+
+def test_ties_go_to_the_lower_index_whatever_the_candidate_order() -> None:
+    values = torch.tensor([1.0, 1.0, 1.0, 2.0, 1.0])
+    indices = torch.tensor([9, 3, 5, 8, 4])
+    top = _dist.merge_topk(values, indices, None, 4)
+    assert top.indices.tolist() == [8, 3, 4, 5]
+    assert top.payloads == {}
+
+
+def test_infinities_and_integer_values() -> None:
+    v = torch.tensor([1.0, float("inf"), float("-inf"), 0.0])
+    assert _dist.merge_topk(v, torch.arange(4), None, 4).indices.tolist() == [1, 0, 3, 2]
+    ints = torch.tensor([3, -1, 3, 7], dtype=torch.int32)
+    top = _dist.merge_topk(ints, torch.tensor([5, 6, 1, 2], dtype=torch.int32), None, 3)
+    assert top.indices.tolist() == [2, 1, 5] and top.indices.dtype == torch.long
+
+
+@pytest.mark.parametrize("shape", [(0,), (3, 0)])
+def test_no_candidates(shape: tuple[int, ...]) -> None:
+    empty = torch.empty(shape)
+    items = torch.empty(0, dtype=torch.long)
+    pay = {"code": torch.empty(0, 2)}
+    top = _dist.merge_topk(empty, empty.long(), pay, 5, items=items)
+    assert top.values.shape == shape and top.indices.shape == shape and top.rows.shape == shape
+    assert top.items.shape == (0,) and top.payloads["code"].shape == (0, 2)
+    assert len(top) == 0
+
+
+def test_k_zero_and_k_above_n() -> None:
+    v, i = torch.tensor([1.0, 2.0]), torch.tensor([0, 1])
+    assert _dist.merge_topk(v, i, None, 0).indices.tolist() == []
+    assert _dist.merge_topk(v, i, None, 10).indices.tolist() == [1, 0]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: _dist.merge_topk(torch.tensor([float("nan")]), torch.tensor([0]), None, 1), "NaN"),
+        (lambda: _dist.merge_topk(torch.ones(2), torch.tensor([1, 1]), None, 1), "twice"),
+        (lambda: _dist.merge_topk(torch.ones(2), torch.ones(2), None, 1), "integers"),
+        (lambda: _dist.merge_topk(torch.ones(2), torch.arange(3), None, 1), "shape"),
+        (
+            lambda: _dist.merge_topk(torch.ones(1, 1, 1), torch.zeros(1, 1, 1).long(), None, 1),
+            r"\(n,\) or \(C, n\)",
+        ),
+        (lambda: _dist.merge_topk(torch.ones(2), torch.arange(2), None, -1), "non-negative"),
+        (
+            lambda: _dist.merge_topk(torch.ones(2), torch.arange(2), {"c": torch.ones(3)}, 1),
+            "one row per item",
+        ),
+        (
+            lambda: _dist.merge_topk(
+                torch.ones(1, 2), torch.arange(2)[None], {"c": torch.ones(2)}, 1
+            ),
+            "items=",
+        ),
+        (
+            lambda: _dist.merge_topk(
+                torch.ones(2), torch.arange(2), {"c": torch.ones(2)}, 1, items=torch.tensor([1, 1])
+            ),
+            "duplicates",
+        ),
+        (
+            lambda: _dist.merge_topk(
+                torch.tensor([2.0, 1.0]),
+                torch.arange(2),
+                {"c": torch.ones(2)},
+                1,
+                items=torch.tensor([1, 5]),
+            ),
+            r"no payload row for item\(s\) \[0\]",
+        ),
+    ],
+)
+def test_merge_topk_rejects(call: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+# ---------------------------------------------------------------------------------------------
+# single process: everything else degrades to local behaviour
+
+
+def test_not_distributed() -> None:
+    assert _dist.world() == (0, 1)
+    assert not _dist.is_distributed() and _dist.is_main()
+    assert _dist.shard(7) == range(7) and _dist.owns_batch(3)
+    assert _dist.broadcast_object([1, 2]) == [1, 2]
+    _dist.barrier()
+    _dist.agree(None)
+    with pytest.raises(KeyError):  # the original exception, not a DistributedError
+        _dist.agree(KeyError("x"))
+    with pytest.raises(KeyError), _dist.collective_errors() as section:
+        section.check()
+        raise KeyError("x")
+    top = _dist.gather_topk(
+        torch.tensor([1.0, 3.0]), torch.tensor([4, 2]), {"code": code_of(torch.tensor([4, 2]))}, 1
+    )
+    assert top.indices.tolist() == [2] and top.payload("code").tolist() == [[20.0, -2.0]]
+
+
+def test_run_jobs_not_distributed() -> None:
+    seen: list[int] = []
+    calls: list[tuple[int, int]] = []
+
+    def fn(job: int) -> int:
+        seen.append(job)
+        return job * 2
+
+    assert _dist.run_jobs([3, 1, 2], fn, progress=lambda d, n: calls.append((d, n))) == [6, 2, 4]
+    assert seen == [3, 1, 2] and calls == [(1, 3), (2, 3), (3, 3)]
+    with pytest.raises(ZeroDivisionError):  # unchanged, not wrapped
+        _dist.run_jobs([1, 0], lambda j: 1 // j)
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 5])
+@pytest.mark.parametrize("n", [0, 1, 2, 4, 7, 10, 23])
+def test_shard_partitions_in_balanced_blocks(n: int, world_size: int) -> None:
+    blocks = [_dist.shard(n, rank=r, world_size=world_size) for r in range(world_size)]
+    assert [i for b in blocks for i in b] == list(range(n))  # contiguous, in rank order
+    sizes = [len(b) for b in blocks]
+    assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
+
+
+def test_owns_batch_round_robin() -> None:
+    owners = [[b for b in range(10) if _dist.owns_batch(b, rank=r, world_size=3)] for r in range(3)]
+    assert owners == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
+    with pytest.raises(ValueError):
+        _dist.shard(3, rank=2, world_size=2)
+    with pytest.raises(ValueError):
+        _dist.owns_batch(-1)
+
+
+@pytest.mark.parametrize("costs", [None, [1.0] * 7, [7, 1, 1, 1, 3, 3, 2], [0.0] * 7])
+@pytest.mark.parametrize("world_size", [1, 2, 3, 8])
+def test_assign_jobs_runs_each_job_once(costs: list[float] | None, world_size: int) -> None:
+    ranks = _dist.assign_jobs(7, world_size, costs)
+    assert len(ranks) == world_size
+    assert sorted(j for r in ranks for j in r) == list(range(7))
+    if costs is None:
+        assert ranks == [list(range(r, 7, world_size)) for r in range(world_size)]
+    else:  # longest-first: no rank exceeds the best possible load by more than the largest job
+        loads = [sum(costs[j] for j in r) for r in ranks]
+        assert max(loads) <= sum(costs) / world_size + max(costs)
+
+
+def test_timeout_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(_dist.TIMEOUT_ENV, raising=False)
+    assert _dist.timeout().total_seconds() == 1800
+    monkeypatch.setenv(_dist.TIMEOUT_ENV, "2.5")
+    assert _dist.timeout().total_seconds() == 2.5
+    for bad in ("soon", "0", "-3"):
+        monkeypatch.setenv(_dist.TIMEOUT_ENV, bad)
+        with pytest.raises(ValueError, match=_dist.TIMEOUT_ENV):
+            _dist.timeout()
+
+
+def test_distributed_error_messages() -> None:
+    one = _dist.DistributedError("scan", {1: "ValueError: boom"})
+    assert str(one) == "rank 1 failed in scan: ValueError: boom" and one.rank == 1
+    two = _dist.DistributedError("fit", {3: "KeyError: 'a'", 0: "OSError: disk"})
+    assert str(two) == "ranks 0, 3 failed in fit: rank 0: OSError: disk; rank 3: KeyError: 'a'"
+    assert two.rank == 0 and list(two.failures) == [0, 3]
+    lost = _dist.DistributedError("barrier", {}, "peer gone")
+    assert lost.rank is None and str(lost) == "barrier failed: peer gone"
+    assert _dist._describe(ValueError("\n  first\nsecond")) == "ValueError: first"
+    assert _dist._describe(KeyboardInterrupt()) == "KeyboardInterrupt"
+
+
+# ---------------------------------------------------------------------------------------------
+# two real processes under torchrun
+
+BACKENDS = [
+    "gloo",
+    pytest.param(
+        "nccl",
+        marks=pytest.mark.skipif(
+            not (torch.cuda.is_available() and torch.cuda.device_count() >= 2),
+            reason="nccl needs two CUDA devices",
+        ),
+    ),
+]
+LAUNCH_TIMEOUT = 120  # seconds; every scenario ends far sooner (they also assert their times)
+
+
+def launch(scenarios: str, out: Path, backend: str, **env: str) -> tuple[int, str, float]:
+    """Run the worker on two ranks; (exit code, output, seconds). The whole process group is
+    killed if it outlives LAUNCH_TIMEOUT (a hang), and the test fails."""
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+        worker.BACKEND_ENV: backend,
+        **env,
+    }
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc-per-node", "2", str(ROOT / "tests" / "_dist_worker.py"), scenarios,
+               str(out)]  # fmt: skip
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        command, env=environment, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        output, _ = proc.communicate(timeout=LAUNCH_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the agent and its workers: our own session
+        output, _ = proc.communicate()
+        pytest.fail(f"torchrun hung for {LAUNCH_TIMEOUT} s:\n{output[-4000:]}")
+    return proc.returncode, output, time.monotonic() - start
+
+
+def read(out: Path, name: str, log: str) -> list[dict[str, Any]]:
+    """Both ranks' results of a scenario."""
+    paths = [out / f"{name}{rank}.json" for rank in range(2)]
+    missing = [p.name for p in paths if not p.exists()]
+    assert not missing, f"{missing} not written; torchrun said:\n{log[-4000:]}"
+    return [json.loads(p.read_text()) for p in paths]
+
+
+def identical(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    for p in parts:
+        p.pop("seconds", None)
+    assert parts[0] == parts[1], "the ranks returned different results"
+    return parts[0]
+
+
+def check_topk(result: dict[str, Any]) -> None:
+    """(a) against a one-process top-k computed here, with payloads following their items."""
+    for case in worker.topk_cases():
+        got, k, values = result[case["name"]], case["k"], case["values"]
+        assert got["devices"] == ["cpu"]
+        codes = case["codes"]
+        if values.dim() == 1:
+            expected = reference(values, k)
+            assert got["indices"] == expected, case["name"]
+            assert got["values"] == values[expected].tolist()
+            assert got["codes"] == codes[expected].tolist()
+            assert got["crops"] == case["crops"][expected].tolist()
+        else:
+            for c in range(values.shape[1]):
+                expected = reference(values[:, c], k)
+                assert got["indices"][c] == expected, (case["name"], c)
+                assert got["values"][c] == values[expected, c].tolist()
+                assert got["codes"][c] == codes[expected].tolist()
+            flat = [i for row in got["indices"] for i in row]
+            assert got["items"] == list(dict.fromkeys(flat))  # each code vector once
+
+
+def check_jobs(result: dict[str, Any], out: Path) -> None:
+    """(b) results in job order on both ranks; each job ran once, on its assigned rank."""
+    plain = _dist.assign_jobs(7, 2)
+    assert result["plain"] == [
+        [j, j * j, 0 if j in plain[0] else 1, [float(j)] * 2, "cpu"] for j in range(7)
+    ]
+    weighted = _dist.assign_jobs(5, 2, costs=[5, 1, 1, 3, 2])
+    assert [r[2] for r in result["weighted"]] == [0 if j in weighted[0] else 1 for j in range(5)]
+    assert [r[0] for r in result["weighted"]] == list(range(10, 15))
+    assert result["none"] == []
+    ran = [[int(x) for x in (out / f"ran{r}.txt").read_text().split()] for r in range(2)]
+    assert sorted(ran[0] + ran[1]) == [*range(7), *range(10, 15)]  # each exactly once
+    assert ran[0] == plain[0] + [10 + j for j in weighted[0]]
+
+
+def check_shard(parts: list[dict[str, Any]]) -> None:
+    """(d) every n, including n < world size: the two shards cover 0..n-1 exactly once."""
+    assert [p["world"] for p in parts] == [[0, 2], [1, 2]]
+    assert [p["all_reduce"] for p in parts] == [2.0, 2.0]
+    assert [p["is_main"] for p in parts] == [True, False]
+    assert all(p["is_distributed"] for p in parts)
+    for n in ("0", "1", "2", "3", "7", "10", "101"):
+        first, second = parts[0]["shards"][n], parts[1]["shards"][n]
+        assert first + second == list(range(int(n)))
+        assert len(first) - len(second) in (0, 1)
+    assert parts[0]["batches"] == [0, 2, 4, 6, 8] and parts[1]["batches"] == [1, 3, 5, 7]
+
+
+def check_misc(result: dict[str, Any]) -> None:
+    assert result["broadcast"] == [1, [0, 1, 2], "cpu"]
+    body = result["collective_errors"]  # rank 0 stopped its 10 s loop at once
+    assert body["type"] == "DistributedError" and body["rank"] == 1
+    assert body["text"] == "rank 1 failed in the body: ValueError: boom on rank 1"
+    nan = result["nan_on_rank_1"]
+    assert nan["rank"] == 1 and nan["failures"] == {"1": "ValueError: values contain NaN"}
+    assert result["different_k"] == {
+        "type": "ValueError", "text": "gather_topk: ranks passed different k: [1, 2]"
+    }  # fmt: skip
+    assert result["overlapping"]["type"] == "ValueError"
+    assert "overlapping shards" in result["overlapping"]["text"]
+    unpicklable = result["unpicklable"]
+    assert unpicklable["rank"] == 1 and "pickle" in unpicklable["text"]
+    assert result["after"] == [2, 3, 4]  # the group survives agreed errors
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_two_processes(backend: str, tmp_path: Path) -> None:
+    """One launch: (a) topk, (b) jobs, (d) shard, errors that every rank survives, then (c) a
+    job that fails on rank 1, which must end both ranks with rank 1's error."""
+    code, log, seconds = launch("topk,jobs,shard,misc,job_failure", tmp_path, backend)
+    check_topk(identical(read(tmp_path, "topk", log)))
+    check_jobs(identical(read(tmp_path, "jobs", log)), tmp_path)
+    check_shard(read(tmp_path, "shard", log))
+    check_misc(identical(read(tmp_path, "misc", log)))
+    # (c)
+    assert code != 0, log[-4000:]
+    errors = read(tmp_path, "error", log)
+    for error in errors:
+        assert error["text"] == "rank 1 failed in run_jobs: RuntimeError: job 1 exploded"
+        assert error["rank"] == 1
+        assert error["elapsed"] < 5.0  # rank 0 stops after its current 2 s job, not its three
+    assert errors[0]["ran"] == [0] and errors[1]["ran"] == [1]
+    assert errors[1]["cause"] == "RuntimeError" and errors[0]["cause"] is None
+    assert seconds < LAUNCH_TIMEOUT / 2
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stuck_and_dead_ranks(backend: str, tmp_path: Path) -> None:
+    """One launch. A stuck rank: rank 1 stays away for 4 s while polyprune's collectives time
+    out after 3 s: rank 0's gather fails after 3 s, and so does a barrier, naming rank 1. A dead
+    rank: rank 1 exits (os._exit) while rank 0 waits in gather_topk with a 600 s timeout; rank
+    0 fails at once (or torchrun ends it), long before the timeout."""
+    code, log, seconds = launch("timeout,death", tmp_path, backend, POLYPRUNE_DIST_TIMEOUT="3")
+    stuck = read(tmp_path, "timeout", log)[0]["rank0"]
+    for step in ("gather", "barrier"):
+        assert stuck[step]["text"].startswith(
+            f"{'gather_topk' if step == 'gather' else step} failed: the collective failed on rank 0"
+        )
+        assert "within the 3 s timeout" in stuck[step]["text"]
+        assert 2.5 < stuck[step]["elapsed"] < 20
+    assert "Ranks 1 failed to pass monitoredBarrier" in stuck["barrier"]["text"]
+    assert code != 0, log[-4000:]
+    assert seconds < LAUNCH_TIMEOUT / 2, log[-4000:]
+    error = tmp_path / "error0.json"
+    if error.exists():  # unless torchrun's teardown came first
+        record = json.loads(error.read_text())
+        assert record["text"].startswith("gather_topk failed: the collective failed on rank 0")
+        assert record["elapsed"] < 30
