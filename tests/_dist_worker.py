@@ -302,7 +302,7 @@ def scenario_timeout(device: torch.device, out: Path) -> dict[str, Any]:
         ("barrier", _dist.barrier),
     ]
     for name, call in steps:
-        _dist._GROUP = None
+        _dist.comm._GROUP = None
         _dist.barrier()  # a new group, with the short timeout, on both ranks
         if rank == 1:
             time.sleep(4)
@@ -313,7 +313,7 @@ def scenario_timeout(device: torch.device, out: Path) -> dict[str, Any]:
         except _dist.DistributedError as exc:
             record[name] = {"text": str(exc), "elapsed": time.monotonic() - start}
     os.environ[_dist.TIMEOUT_ENV] = "600"
-    _dist._GROUP = None
+    _dist.comm._GROUP = None
     _dist.barrier()  # a new group on both ranks
     return {"rank0": record} if rank == 0 else {}
 

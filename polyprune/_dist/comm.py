@@ -1,0 +1,323 @@
+"""Private (kernel): polyprune's collectives, and errors that end every rank instead of hanging."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+
+from .world import DEFAULT_TIMEOUT, TIMEOUT_ENV, is_distributed, world
+
+T = TypeVar("T")
+
+
+class DistributedError(RuntimeError):
+    """A distributed section failed on some rank; raised on **every** rank.
+
+    Attributes
+    ----------
+    what : str
+        The section (``"run_jobs"``, ``"gather_topk"``, ...).
+    failures : dict[int, str]
+        Failing rank → ``"ExceptionType: first line of its message"``; empty when the
+        collective itself failed (a peer died or timed out) and no rank could report.
+    rank : int or None
+        The lowest failing rank, if known.
+    """
+
+    def __init__(self, what: str, failures: Mapping[int, str], detail: str | None = None):
+        self.what = what
+        self.failures = dict(sorted(failures.items()))
+        self.rank: int | None = min(self.failures) if self.failures else None
+        if self.failures:
+            ranks = list(self.failures)
+            if len(ranks) == 1:
+                message = f"rank {ranks[0]} failed in {what}: {self.failures[ranks[0]]}"
+            else:
+                listed = "; ".join(f"rank {r}: {e}" for r, e in self.failures.items())
+                message = f"ranks {', '.join(map(str, ranks))} failed in {what}: {listed}"
+        else:
+            message = f"{what} failed: {detail}"
+        super().__init__(message)
+
+
+def _describe(exc: BaseException) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    text = type(exc).__name__ + (f": {lines[0].strip()}" if lines else "")
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+def timeout() -> timedelta:
+    """The timeout of polyprune's collectives: ``POLYPRUNE_DIST_TIMEOUT`` seconds if set, else
+    torch's default of 30 minutes.
+
+    It bounds how long a rank waits in a collective for a peer that is alive but does not
+    arrive; keep it above the longest legitimate wait (e.g. the imbalance between ranks'
+    shares of a scan). Exceptions and dead processes do not wait for it (see the module
+    docstring). Read when the group is created (the first collective).
+
+    >>> timeout().total_seconds() > 0
+    True
+    """
+    raw = os.environ.get(TIMEOUT_ENV)
+    if raw is None or not raw.strip():
+        return DEFAULT_TIMEOUT
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise ValueError(f"{TIMEOUT_ENV} must be a number of seconds, got {raw!r}") from None
+    if not seconds > 0:
+        raise ValueError(f"{TIMEOUT_ENV} must be positive, got {raw!r}")
+    return timedelta(seconds=seconds)
+
+
+# (the default group it belongs to, our gloo group, its timeout)
+_GROUP: tuple[Any, Any, timedelta] | None = None
+
+
+def _group() -> Any:
+    """polyprune's gloo group over all ranks, created on first use (collectively: the first
+    collective of this module is one on every rank)."""
+    global _GROUP
+    default = dist.group.WORLD
+    if _GROUP is None or _GROUP[0] is not default:
+        limit = timeout()
+        _GROUP = (default, dist.new_group(backend="gloo", timeout=limit), limit)
+    return _GROUP[1]
+
+
+def _dumps(obj: object) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def _loads(data: bytes) -> Any:
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+
+
+def _collective_failed(what: str, exc: Exception) -> DistributedError:
+    limit = f"{_GROUP[2].total_seconds():g} s" if _GROUP is not None else "group's"
+    return DistributedError(
+        what,
+        {},
+        f"the collective failed on rank {world()[0]} (a peer died, or did not arrive within "
+        f"the {limit} timeout): {_describe(exc)}",
+    )
+
+
+class _PeerFailed(BaseException):
+    """Raised by :meth:`Section.check` when another rank has failed: unwinds local work (a
+    BaseException, so that ``except Exception`` in user code does not swallow it)."""
+
+
+_POLL_SECONDS = 0.25  # Section.check asks the store at most this often
+_SECTIONS = 0  # sections opened by this process: the same sequence on every rank
+
+
+class Section:
+    """The local part of a collective section (see :func:`collective_errors`).
+
+    A rank that fails in the section flags it in the job's key-value store (the one
+    ``init_process_group`` rendezvoused with); :meth:`check` lets long local loops on the
+    other ranks notice and stop at once (they then raise the failing rank's error) instead of
+    finishing their whole share before the agreement round. Best effort: without a reachable
+    store, :meth:`check` does nothing and the failure is still reported at the agreement.
+    """
+
+    def __init__(self, key: str | None) -> None:
+        self._key = key
+        self._last = time.monotonic()
+
+    def check(self) -> None:
+        """Stop (unwind to the end of the section) if another rank has already failed in it.
+
+        Cheap: asks the store at most every 0.25 s; does nothing when not distributed.
+
+        >>> with collective_errors("scan") as section:
+        ...     for batch in range(3):
+        ...         section.check()
+        """
+        if self._key is None:
+            return
+        now = time.monotonic()
+        if now - self._last < _POLL_SECONDS:
+            return
+        self._last = now
+        try:
+            failed = bool(dist.distributed_c10d._get_default_store().check([self._key]))
+        except Exception:
+            return
+        if failed:
+            raise _PeerFailed
+
+    def _flag(self) -> None:
+        if self._key is None:
+            return
+        with suppress(Exception):
+            dist.distributed_c10d._get_default_store().set(self._key, str(world()[0]))
+
+
+def new_section() -> Section:
+    global _SECTIONS
+    if not is_distributed():
+        return Section(None)
+    _SECTIONS += 1
+    return Section(f"polyprune/section/{_SECTIONS}/failed")
+
+
+def exchange(what: str, build: Callable[[], object], section: Section | None = None) -> list[Any]:
+    """All-gather ``build()``'s result from every rank, in rank order, after agreeing on
+    errors: if ``build`` raised on any rank, every rank raises :class:`DistributedError`.
+    ``build`` may stop early with :meth:`Section.check` when another rank has failed."""
+    error: Exception | None = None
+    stopped = False
+    data = b""
+    try:
+        data = _dumps(build())
+    except _PeerFailed:
+        stopped = True
+    except Exception as exc:
+        error = exc
+        if section is not None:
+            section._flag()
+    mine = (None if error is None else _describe(error), stopped, data)
+    parts: list[Any] = [None] * world()[1]
+    try:
+        dist.all_gather_object(parts, mine, group=_group())
+    except Exception as exc:
+        raise _collective_failed(what, exc) from exc
+    failures = {r: e for r, (e, _, _) in enumerate(parts) if e is not None}
+    if failures:
+        raise DistributedError(what, failures) from error
+    if any(s for _, s, _ in parts):  # cannot happen: a rank stops only after another failed
+        raise DistributedError(what, {}, "a rank stopped early but no rank reported an error")
+    return [_loads(d) for _, _, d in parts]
+
+
+def agree(error: Exception | None = None, *, what: str = "a distributed section") -> None:
+    """Collective: raise on every rank if ``error`` is set on any rank.
+
+    Every rank calls it at the same point, passing the exception it caught (or ``None``).
+    Distributed, all ranks raise :class:`DistributedError` naming the failing ranks (chained
+    to ``error`` where it is set); not distributed, ``error`` itself is re-raised.
+
+    >>> agree(None)
+    >>> agree(ValueError("bad"))
+    Traceback (most recent call last):
+    ...
+    ValueError: bad
+    """
+    if not is_distributed():
+        if error is not None:
+            raise error
+        return
+
+    def build() -> None:
+        if error is not None:
+            raise error
+
+    exchange(what, build)
+
+
+@contextmanager
+def collective_errors(what: str = "a distributed section") -> Iterator[Section]:
+    """Collective: run the body, then make every rank agree on whether any rank raised.
+
+    Wrap the *local* work that precedes a collective (a rank's share of a scan), so that an
+    exception on one rank ends every rank with a :class:`DistributedError` naming it instead
+    of leaving the others waiting in the next collective. Long loops in the body should call
+    the yielded :class:`Section`'s ``check()`` now and then (e.g. once per batch): when another
+    rank has failed, it unwinds the body at once and this rank raises that rank's error too,
+    without finishing its share first. The body must not itself run collectives of the
+    default group (this module's functions are fine: a :class:`DistributedError` they raise
+    on every rank passes through unchanged). Not distributed: runs the body, exceptions pass
+    unchanged.
+
+    >>> with collective_errors("scan") as section:
+    ...     local = 0
+    ...     for batch in range(10):
+    ...         section.check()
+    ...         local += batch
+    >>> local
+    45
+    """
+    section = new_section()
+    if section._key is None:
+        yield section
+        return
+    try:
+        yield section
+    except DistributedError:
+        raise  # already raised on every rank by a collective inside the body
+    except _PeerFailed:
+        exchange(what, _stop)
+        raise AssertionError("unreachable: another rank failed") from None
+    except Exception as exc:
+        section._flag()
+        agree(exc, what=what)
+        raise  # unreachable: agree raised
+    agree(None, what=what)
+
+
+def _stop() -> None:
+    raise _PeerFailed
+
+
+# ---------------------------------------------------------------------------------------------
+# collectives
+
+
+def broadcast_object(obj: T, src: int = 0) -> T:
+    """Collective: rank ``src``'s ``obj`` on every rank (a deserialized copy, tensors on the
+    CPU); ``obj`` itself when not distributed. Other ranks' ``obj`` is ignored.
+
+    >>> broadcast_object({"seed": 3})
+    {'seed': 3}
+    """
+    rank, size = world()
+    if size == 1:
+        return obj
+    if not 0 <= src < size:
+        raise ValueError(f"src must be a rank in 0..{size - 1}, got {src}")
+    error: Exception | None = None
+    data = b""
+    if rank == src:
+        try:
+            data = _dumps(obj)
+        except Exception as exc:
+            error = exc
+    box: list[Any] = [(None if error is None else _describe(error), data)]
+    try:
+        dist.broadcast_object_list(box, src=src, group=_group())
+    except Exception as exc:
+        raise _collective_failed("broadcast_object", exc) from exc
+    described, payload = box[0]
+    if described is not None:
+        raise DistributedError("broadcast_object", {src: described}) from error
+    result: T = _loads(payload)
+    return result
+
+
+def barrier() -> None:
+    """Collective: wait until every rank arrives; no-op when not distributed.
+
+    A host-side ``monitored_barrier`` on polyprune's gloo group: if some rank does not arrive
+    within :func:`timeout`, the error (a :class:`DistributedError`) lists the missing ranks. It
+    does not synchronize CUDA streams.
+
+    >>> barrier()
+    """
+    if not is_distributed():
+        return
+    try:
+        dist.monitored_barrier(group=_group(), timeout=timeout(), wait_all_ranks=True)
+    except Exception as exc:
+        raise _collective_failed("barrier", exc) from exc
