@@ -12,18 +12,29 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from ._graph.trace import is_maskable
-
 __all__ = [
     "GRANULARITIES",
+    "MASKABLE_TYPES",
     "Granularity",
     "attach",
     "choose_best",
     "element_sizes",
     "expand",
+    "is_maskable",
     "mask_shape",
     "owner",
 ]
+
+#: Module types whose ``weight`` can be masked. Other layers pass through unmasked.
+MASKABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+def is_maskable(module: nn.Module) -> bool:
+    """Whether ``module`` is a Conv/Linear layer with a weight that polyprune can mask."""
+    return isinstance(module, MASKABLE_TYPES) and isinstance(
+        getattr(module, "weight", None), nn.Parameter
+    )
+
 
 Granularity = Literal["weight", "kernel", "filter"]
 GRANULARITIES: tuple[str, ...] = get_args(Granularity)

@@ -87,11 +87,23 @@ def _image_folder(root: str, size: int, normalize: bool, channels: int) -> Any:
         raise CLIError(f"cannot read images from {root}: {exc}") from exc
 
 
+def import_plugins(modules: Sequence[str]) -> None:
+    """Import the user's modules (``--import``): their scorers register by name on import."""
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise CLIError(f"--import {name}: {exc}") from exc
+
+
 def cmd_study(args: argparse.Namespace) -> int:
     from . import study
     from ._model import first_in_channels
     from .targets import Unit
 
+    import_plugins(args.imports)
     if args.threads is not None:
         if args.threads < 1:
             raise CLIError(f"--threads must be ≥ 1, got {args.threads}")
@@ -145,7 +157,14 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--data", required=True, help="ImageFolder directory")
     st.add_argument("--out", default="polyprune-study", help="report directory")
     st.add_argument("--k", type=int, default=1000, help="top activating crops (default 1000)")
-    st.add_argument("--methods", nargs="+", default=["cs", "actgrad", "snip", "force"])
+    st.add_argument(
+        "--methods", nargs="+", default=["cs", "actgrad", "snip", "force"],
+        help="'cs' and scorer names (registered scorers; see --import)",
+    )  # fmt: skip
+    st.add_argument(
+        "--import", dest="imports", action="append", default=[], metavar="MODULE",
+        help="import a Python module first (its scorers register by name); repeatable",
+    )  # fmt: skip
     st.add_argument("--keep", type=float, default=0.05, help="kept fraction for scorers")
     st.add_argument(
         "--epochs", type=int, default=CSConfig().epochs, help="Continuous Sparsification epochs"

@@ -23,8 +23,9 @@ import torch
 import torch.fx as fx
 from torch import Tensor, nn
 
+from .._masking import is_maskable
 from .ops import describe, lookup
-from .trace import GraphError, is_maskable, trace_to, upstream
+from .trace import GraphError, trace_to, upstream
 
 __all__ = ["effective_kernels", "from_kernels", "kernel_view"]
 

@@ -6,9 +6,9 @@ import torch
 import torch.fx as fx
 from torch import Tensor, nn
 
-from .._masking import check_granularity, mask_shape
+from .._masking import check_granularity, is_maskable, mask_shape
 from .ops import lookup
-from .trace import is_maskable, reachable_from, trace_to
+from .trace import reachable_from, trace_to
 
 __all__ = ["channel_producer", "unit_regions"]
 

@@ -13,29 +13,19 @@ from collections.abc import Iterable
 import torch.fx as fx
 from torch import nn
 
+from .._masking import is_maskable
+
 __all__ = [
-    "MASKABLE_TYPES",
     "GraphError",
     "check_layer",
-    "is_maskable",
     "reachable_parameters",
     "trace_to",
     "upstream",
 ]
 
-#: Module types whose ``weight`` can be masked. Other layers pass through unmasked.
-MASKABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-
 
 class GraphError(ValueError):
     """The model's graph cannot answer the question asked (untraceable, or unsupported op)."""
-
-
-def is_maskable(module: nn.Module) -> bool:
-    """Whether ``module`` is a Conv/Linear layer with a weight that polyprune can mask."""
-    return isinstance(module, MASKABLE_TYPES) and isinstance(
-        getattr(module, "weight", None), nn.Parameter
-    )
 
 
 def check_layer(model: nn.Module, layer: str) -> nn.Module:

@@ -1,0 +1,78 @@
+"""Draw docs/img/architecture.png from the layers contract in pyproject.toml (one source).
+
+Usage::
+
+    python docs/_figures/architecture.py [OUT.png]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import tomllib
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: The name of each layer of the contract, top to bottom (docs/architecture.md explains them).
+NAMES = (
+    "app: command line",
+    "app: demo",
+    "pipeline: result types",
+    "pipeline: study, scan",
+    "pipeline: report",
+    "methods (composite)",
+    "methods",
+    "method: receptive fields",
+    "engine",
+    "core types",
+    "kernel: graph, units",
+    "kernel: model, data, ranks",
+)
+
+
+def layers() -> list[list[str]]:
+    """The modules of each layer (top to bottom), as the import-linter contract lists them."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    contract = config["tool"]["importlinter"]["contracts"][0]
+    return [
+        [m.strip().removeprefix("polyprune.") for m in layer.replace("|", ":").split(":")]
+        for layer in contract["layers"]
+    ]
+
+
+def draw(out: Path) -> Path:
+    from matplotlib.figure import Figure
+
+    rows = layers()
+    if len(rows) != len(NAMES):
+        raise SystemExit(f"the contract has {len(rows)} layers, NAMES {len(NAMES)}: update NAMES")
+    fig = Figure(figsize=(10.5, 0.5 * len(rows) + 0.6))
+    ax = fig.subplots()
+    ax.set_axis_off()
+    ax.set_xlim(0, 10)
+    ax.set_ylim(-0.5, len(rows))
+    for r, (name, modules) in enumerate(zip(NAMES, rows, strict=True)):
+        y = len(rows) - 1 - r
+        colour = "#dbe9f6" if name.startswith("kernel") else "#fde8c8"
+        if name.startswith(("pipeline", "app")):
+            colour = "#d9f2d9"
+        elif name.startswith("core"):
+            colour = "#f6d5e5"
+        ax.add_patch(_box(fig, 0.1, y - 0.4, 9.8, 0.8, colour))
+        ax.text(0.25, y, name, va="center", fontsize=9, weight="bold")
+        ax.text(2.7, y, "  ".join(modules), va="center", fontsize=8, family="monospace")
+    ax.set_title("polyprune's layers: each imports only from the layers below it", fontsize=10)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100, bbox_inches="tight")
+    return out
+
+
+def _box(fig: object, x: float, y: float, w: float, h: float, colour: str) -> object:
+    from matplotlib.patches import FancyBboxPatch
+
+    return FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.02", fc=colour, ec="#888")
+
+
+if __name__ == "__main__":
+    print(draw(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "docs/img/architecture.png"))
