@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from typing import Literal, get_args
 
 import torch
@@ -15,8 +16,11 @@ from torch.nn.utils import parametrize
 __all__ = [
     "GRANULARITIES",
     "MASKABLE_TYPES",
+    "Applied",
+    "Attachment",
     "Granularity",
     "attach",
+    "check_untied",
     "choose_best",
     "element_sizes",
     "expand",
@@ -118,31 +122,108 @@ class WeightMask(nn.Module):
         return weight * mask
 
 
+def check_untied(model: nn.Module, names: Iterable[str]) -> None:
+    """Refuse weights that are one ``Parameter`` used by several modules (tied weights).
+
+    A mask is registered on one module: the other uses of a tied weight would stay dense, and
+    the subnetwork would silently not be the one described.
+    """
+    uses: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        uses.setdefault(id(p), []).append(name)
+    params = dict(model.named_parameters())
+    for name in names:
+        shared = uses.get(id(params[name]), []) if name in params else []
+        if len(shared) > 1:
+            raise ValueError(
+                f"{name!r} is tied: the same Parameter is also {sorted(set(shared) - {name})}. "
+                "A mask on one module would leave the other uses dense, so polyprune refuses "
+                "tied weights; untie them first (e.g. model.b.weight = "
+                "nn.Parameter(model.a.weight.detach().clone()))"
+            )
+
+
+class Attachment:
+    """Parametrizations registered on named weights, taken off exactly and robustly.
+
+    Every name is validated before anything is registered (masked, pruned or tied weights are
+    refused). :meth:`close` removes what is registered, puts the original ``Parameter`` objects
+    back in their registration order (hence ``state_dict`` key order) and, with ``freeze``,
+    restores every parameter's ``requires_grad``. A removal that fails leaves the attachment
+    consistent: :attr:`attached` stays true and :meth:`close` can be called again.
+    """
+
+    def __init__(
+        self, model: nn.Module, parametrizations: Mapping[str, nn.Module], *, freeze: bool = False
+    ) -> None:
+        owners = {name: owner(model, name) for name in parametrizations}  # refuses masked
+        check_untied(model, parametrizations)
+        self._orders = {id(m): (m, list(m._parameters)) for m, _ in owners.values()}
+        self._flags = [(p, p.requires_grad) for p in model.parameters()] if freeze else []
+        self._done: list[tuple[nn.Module, str]] = []
+        try:
+            for p, _ in self._flags:
+                p.requires_grad_(False)
+            for name, (module, attr) in owners.items():
+                parametrize.register_parametrization(module, attr, parametrizations[name])
+                self._done.append((module, attr))
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def attached(self) -> bool:
+        return bool(self._done or self._flags)
+
+    def close(self) -> None:
+        """Remove every parametrization and restore the model (a no-op when already done)."""
+        while self._done:
+            module, attr = self._done[-1]
+            if parametrize.is_parametrized(module, attr):
+                parametrize.remove_parametrizations(module, attr, leave_parametrized=False)
+            self._done.pop()
+        for module, order in self._orders.values():
+            params = module._parameters
+            for key in order:
+                if key in params:
+                    params[key] = params.pop(key)
+        for p, flag in self._flags:
+            p.requires_grad_(flag)
+        self._flags = []
+
+
+class Applied(AbstractContextManager[nn.Module]):
+    """The context of ``Masks.applied``: entered once, restores the model on exit."""
+
+    def __init__(self, model: nn.Module, parametrizations: dict[str, nn.Module]) -> None:
+        self._model, self._parametrizations = model, parametrizations
+        self._attachment: Attachment | None = None
+
+    def __enter__(self) -> nn.Module:
+        if self._attachment is not None:
+            raise RuntimeError(
+                "this masks.applied(model) context is already active; it cannot be entered "
+                "again until it is left"
+            )
+        self._attachment = Attachment(self._model, self._parametrizations)
+        return self._model
+
+    def __exit__(self, *exc_info: object) -> None:
+        attachment, self._attachment = self._attachment, None
+        if attachment is not None:
+            attachment.close()
+
+
 @contextlib.contextmanager
 def attach(
     model: nn.Module, parametrizations: Mapping[str, nn.Module]
 ) -> Iterator[dict[str, nn.Module]]:
-    """Register one parametrization per named weight; on exit restore the model exactly.
-
-    Every name is validated before anything is registered. On exit (also on error) every
-    parametrization is removed, the original ``Parameter`` objects are back in place and the
-    parameters' registration order (hence ``state_dict`` key order) is as before.
-    """
-    owners = {name: owner(model, name) for name in parametrizations}  # refuses masked weights
-    orders = {id(m): (m, list(m._parameters)) for m, _ in owners.values()}
-    done: list[tuple[nn.Module, str]] = []
+    """:class:`Attachment` as a context manager: the model is restored on exit, also on error."""
+    attachment = Attachment(model, parametrizations)
     try:
-        for name, (module, attr) in owners.items():
-            parametrize.register_parametrization(module, attr, parametrizations[name])
-            done.append((module, attr))
-        yield {name: parametrizations[name] for name in parametrizations}
+        yield dict(parametrizations)
     finally:
-        for module, attr in reversed(done):
-            parametrize.remove_parametrizations(module, attr, leave_parametrized=False)
-        for module, order in orders.values():
-            params = module._parameters
-            for key in order:
-                params[key] = params.pop(key)
+        attachment.close()
 
 
 def as_bool(mask: Tensor, name: str) -> Tensor:
@@ -178,7 +259,7 @@ def choose_best(
         )
     picked = _top(scores, weights, target)
     zeros = int((scores[picked] == 0).sum())
-    if zeros and bool((scores != 0).any()):
+    if zeros and bool((scores != 0).any()) and not bool(picked.all()):  # all kept: no choice
         warnings.warn(
             f"{zeros} kept elements have score 0 (the objective's "
             "gradient is sparse): which of those are kept is decided by order, not by score",

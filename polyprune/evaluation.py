@@ -24,6 +24,7 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
+from ._data import as_images
 from ._masking import element_sizes
 from ._unit_io import unit_activations
 from .masks import Masks
@@ -225,7 +226,13 @@ def held_out_split(
 
 @dataclass(frozen=True)
 class ClusterEvaluation:
-    """Evaluation of one cluster's subnetwork (see module docstring)."""
+    """Evaluation of one cluster's subnetwork (see module docstring).
+
+    ``flags`` names what makes the numbers meaningless, if anything: ``"empty"`` (the
+    subnetwork keeps no weight that can reach the unit) and ``"constant"`` (the unit's
+    activation under the subnetwork is the same on every evaluated image, so AUROC is 0.5 and
+    r undefined by construction).
+    """
 
     label: int
     kept_fraction: float
@@ -235,6 +242,7 @@ class ClusterEvaluation:
     after_held_out: Separation | None
     pearson_r: float
     pearson_r_held_out: float | None
+    flags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -294,9 +302,10 @@ def evaluate(
     masks = {int(k): getattr(v, "masks", v) for k, v in subnetworks.items()}
     if not masks or not all(isinstance(m, Masks) for m in masks.values()):
         raise ValueError("subnetworks must map cluster labels to Masks (or Subnetworks)")
-    sets = [(images, torch.as_tensor(np.asarray(labels)))]
+    sets = [(as_images(images), torch.as_tensor(np.asarray(labels)))]
     if held_out is not None:
-        sets.append((held_out[0], torch.as_tensor(np.asarray(held_out[1]))))
+        held_images = as_images(held_out[0], "held_out images")
+        sets.append((held_images, torch.as_tensor(np.asarray(held_out[1]))))
     for x, y in sets:
         if x.dim() != 4 or y.shape != (x.shape[0],):
             raise ValueError(f"images {tuple(x.shape)} and labels {tuple(y.shape)} do not align")
@@ -344,10 +353,13 @@ def _evaluate(
         if fit is None:
             raise ValueError(f"cluster {label} has no images to compare against")
         held = seps[1] if len(seps) > 1 else None
+        everything = torch.cat(list(subnets[label]))
+        flags = (*(("empty",) if m.kept_weights() == 0 else ()),
+                 *(("constant",) if bool((everything == everything[0]).all()) else ()))  # fmt: skip
         results[label] = ClusterEvaluation(
             label=label, kept_fraction=m.kept_fraction(), before=fit[0], after=fit[1],
             before_held_out=held[0] if held else None, after_held_out=held[1] if held else None,
-            pearson_r=fit[2], pearson_r_held_out=held[2] if held else None,
+            pearson_r=fit[2], pearson_r_held_out=held[2] if held else None, flags=flags,
         )  # fmt: skip
     labels_sorted = sorted(masks)
     overlaps = {

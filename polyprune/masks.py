@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from typing import Any, Literal
 
 import torch
@@ -259,14 +259,7 @@ class Masks(Mapping[str, Tensor]):
         same order) and values, no parametrizations or hooks left, also when the body raises.
         """
         expanded = self._check_fits(model)
-        params = {name: mk.WeightMask(m) for name, m in expanded.items()}
-
-        @contextmanager
-        def scope() -> Iterator[nn.Module]:
-            with mk.attach(model, params):
-                yield model
-
-        return scope()
+        return mk.Applied(model, {name: mk.WeightMask(m) for name, m in expanded.items()})
 
     def apply(self, model: nn.Module) -> nn.Module:
         """Apply the masks until :meth:`remove` (prefer :meth:`applied`, which cannot leak)."""
@@ -369,35 +362,58 @@ class Masks(Mapping[str, Tensor]):
     # -- persistence -------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write to ``path`` (``torch.save`` of plain containers: loads with weights_only)."""
+        torch.save(self.to_dict(), path)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain containers of tensors, strings and numbers (``torch.load(weights_only=True)``
+        reads them back); :meth:`from_dict` rebuilds the masks."""
         unit = None if self.unit is None else [self.unit.layer, self.unit.channel]
         position = None if self.unit is None or self.unit.position is None else self.unit.position
-        torch.save(
-            {
-                "format": _FORMAT,
-                "granularity": self.granularity,
-                "masks": dict(self._masks),
-                "weight_shapes": {k: list(v) for k, v in self.weight_shapes.items()},
-                "regions": dict(self.regions),
-                "unit": unit,
-                "position": None if position is None else list(position),
-            },
-            path,
-        )
+        return {
+            "format": _FORMAT,
+            "granularity": self.granularity,
+            "masks": dict(self._masks),
+            "weight_shapes": {k: list(v) for k, v in self.weight_shapes.items()},
+            "regions": dict(self.regions),
+            "unit": unit,
+            "position": None if position is None else list(position),
+        }
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], model: nn.Module | None = None) -> Masks:
-        """Read masks written by :meth:`save`; with ``model``, check they fit it."""
-        data: Any = torch.load(path, weights_only=True)
-        if not isinstance(data, dict) or data.get("format") != _FORMAT:
-            raise ValueError(f"{os.fspath(path)!r} is not a polyprune masks file ({_FORMAT})")
+    def from_dict(cls, data: Mapping[str, Any]) -> Masks:
+        """The masks of :meth:`to_dict`."""
         unit = None
         if data["unit"] is not None:
             pos = data["position"]
             unit = Unit(str(data["unit"][0]), int(data["unit"][1]), tuple(pos) if pos else None)
-        masks = cls(
+        return cls(
             data["masks"], data["granularity"], weight_shapes=data["weight_shapes"],
             regions=data["regions"], unit=unit,
         )  # fmt: skip
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], model: nn.Module | None = None) -> Masks:
+        """Read masks written by :meth:`save`; with ``model``, check they fit it.
+
+        Raises ``ValueError`` naming the file for anything that is not a whole polyprune masks
+        file (empty, truncated, another format), ``FileNotFoundError`` for a missing one.
+        """
+        where = os.fspath(path)
+        if not os.path.isfile(where):
+            raise FileNotFoundError(f"no masks file at {where!r}")
+        try:
+            data: Any = torch.load(path, weights_only=True)
+        except Exception as exc:  # torch raises EOFError, RuntimeError, pickle errors, ...
+            raise ValueError(
+                f"{where!r} is not a readable polyprune masks file ({_FORMAT}): "
+                f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
+            ) from exc
+        if not isinstance(data, dict) or data.get("format") != _FORMAT:
+            raise ValueError(f"{where!r} is not a polyprune masks file ({_FORMAT})")
+        try:
+            masks = cls.from_dict(data)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ValueError(f"{where!r} is a damaged polyprune masks file: {exc}") from exc
         if model is not None:
             masks._check_fits(model)
         return masks

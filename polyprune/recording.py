@@ -286,12 +286,6 @@ class _Plan:
             return cls(at, None, position)
         if field.output_size == (1, 1) or field.covers_input(position):
             return cls(at, None, position)  # the unit sees the whole image: nothing to cut
-        if size[0] < field.size[0] or size[1] < field.size[1]:
-            raise ValueError(
-                f"images are {size[0]}×{size[1]}, smaller than the {field.size[0]}×"
-                f"{field.size[1]} receptive field of {unit.layer!r}: a crop would be the whole "
-                "image; pass larger images, an earlier layer, or crop=False"
-            )
         return cls(at, field, position)
 
     def cut(self, batch: Tensor) -> tuple[Tensor, tuple[int, int] | None]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,12 @@ class StudyResult:
         Name → optimised images (with ``visualize=True``).
     timings : dict
         Seconds per stage.
+    config : dict
+        The settings of the run (JSON-ready).
+    flags : list of str
+        What makes the unit's results meaningless, if anything: ``"constant"`` when the unit
+        takes one value on all its top-k images (a dead unit, typically 0 everywhere after a
+        ReLU): its top-k are then arbitrary and nothing is fitted.
     """
 
     unit: Unit
@@ -65,11 +72,12 @@ class StudyResult:
     visualizations: dict[str, Tensor] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
 
     @property
     def is_polysemantic(self) -> bool:
-        """Two or more clusters among the top activations."""
-        return self.clustering.is_polysemantic
+        """Two or more clusters among the top activations (never for a constant unit)."""
+        return self.clustering.is_polysemantic and "constant" not in self.flags
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per (method, cluster): kept fraction, separation before/after, r."""
@@ -81,17 +89,21 @@ class StudyResult:
                     "auroc_before": c.before.auroc, "auroc_after": c.after.auroc,
                     "auroc_held_out": c.after_held_out.auroc if c.after_held_out else None,
                     "dprime_after": c.after.dprime, "pearson_r": c.pearson_r,
+                    "flags": list(c.flags),
                 })  # fmt: skip
         return out
 
     def summary(self) -> str:
         """A plain-text table of :meth:`rows`, with the clustering on top."""
         c = self.clustering
+        inputs = "top crops" if self.top.field is not None else "top images"
+        verdict = "polysemantic" if self.is_polysemantic else "not polysemantic"
+        if "constant" in self.flags:
+            verdict += f" (the unit is constant, {float(self.top.values[0]):.4g}: a dead unit?)"
         head = (
             f"unit {self.unit.layer}[{self.unit.channel}] at {self.unit.position}: "
-            f"{c.n_clusters} clusters {c.sizes} of {len(self.top)} top crops "
-            f"(noise {c.noise_fraction:.0%}) → "
-            + ("polysemantic" if c.is_polysemantic else "not polysemantic")
+            f"{c.n_clusters} clusters {c.sizes} of {len(self.top)} {inputs} "
+            f"(noise {c.noise_fraction:.0%}) → {verdict}"
         )
         lines = [head]
         if self.evaluations:
@@ -105,6 +117,7 @@ class StudyResult:
                     f"{r['method']:<10}{r['cluster']:>8}{r['kept']:>9.2%}{r['auroc_before']:>14.3f}"
                     f"{r['auroc_after']:>8.3f}{held:>10}{r['dprime_after']:>10.2f}"
                     f"{r['pearson_r']:>7.2f}"
+                    + (f"  ⚠ {', '.join(r['flags'])} subnetwork" if r["flags"] else "")
                 )
         return "\n".join(lines)
 
@@ -205,13 +218,23 @@ def study(
     clustering = cluster(top.codes, min_cluster_size, **dict(cluster_options or {}))
     timings["clustering"] = time.perf_counter() - t
     fit_index, held_index = held_out_split(clustering.labels, held_out, seed=seed)
+    flags = ["constant"] if bool((top.values == top.values[0]).all()) else []
     result = StudyResult(
         unit=top.unit, top=top, clustering=clustering, fit_index=fit_index,
         held_index=held_index, timings=timings,
         config={"k": k, "keep": keep, "granularity": granularity, "held_out": held_out,
                 "methods": [n for n, _ in named], "seed": seed, "crop": top.field is not None,
                 "cs": (cs or CSConfig()).to_dict()},
+        flags=flags,
     )  # fmt: skip
+    if flags:
+        warnings.warn(
+            f"{unit} takes the same value ({float(top.values[0]):.4g}) on all its top-{k} images "
+            "(a dead unit?): its top images are arbitrary, so nothing is fitted",
+            UserWarning,
+            stacklevel=2,
+        )
+        return result
     if not clustering.is_polysemantic:
         _log(progress, f"{clustering.n_clusters} cluster(s): not polysemantic, nothing to split")
         return result

@@ -23,6 +23,7 @@ from .targets import Unit
 __all__ = ["visualize"]
 
 
+@gradients_on()  # also inside a caller's no_grad / inference_mode
 def visualize(
     model: nn.Module,
     unit: Unit,
@@ -66,7 +67,7 @@ def visualize(
     image = FourierImage(batch, hw, generator=gen, channels=channels).to(device)
     optimizer = torch.optim.Adam(image.parameters(), lr=lr)
     ctx: AbstractContextManager[Any] = masks.applied(model) if masks is not None else nullcontext()
-    with ctx, eval_mode(model), gradients_on():
+    with ctx, eval_mode(model):
         for _ in tqdm(range(steps), disable=not progress, desc=f"visualize {unit}"):
             x = image().to(dtype)
             if transforms:

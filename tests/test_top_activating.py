@@ -154,8 +154,6 @@ def test_bad_input_is_refused_before_work():
         pp.top_activating(model, pp.Unit("6", 0), x, k=1, progress=False)
     with pytest.raises(ValueError, match="4-D"):
         pp.top_activating(model, unit, torch.randn(5, 40, 40), k=1, progress=False)
-    with pytest.raises(ValueError, match="smaller than the"):
-        pp.top_activating(model, unit, torch.randn(5, 3, 18, 18), k=1, progress=False)
     nan = x.clone()
     nan[2, 0, 5, 5] = float("inf")
     with pytest.raises(ValueError, match="NaN or infinite"):
@@ -174,3 +172,13 @@ def test_kept_inputs_are_the_crops_of_the_top_items():
     on_crops = layer_output(model, "5", top.inputs)[:, 1, expected.unit[0], expected.unit[1]]
     torch.testing.assert_close(on_crops, top.values, rtol=1e-5, atol=1e-6)
     assert pp.top_activating(model, pp.Unit("5", 1), x, k=4, progress=False).inputs is None
+
+
+def test_images_smaller_than_the_field_are_cropped_exactly_or_used_whole():
+    model = _small()
+    x = torch.randn(12, 3, 18, 18)  # the field of layer "5" is larger than the image
+    cropped = pp.top_activating(model, pp.Unit("5", 1), x, k=4, keep_inputs=True, progress=False)
+    whole = pp.top_activating(model, pp.Unit("5", 1), x, k=4, crop=False, progress=False)
+    reference = layer_output(model, "5", x)[:, 1, 0, 0]
+    for top in (cropped, whole):
+        assert_same_top(top.indices, top.values, reference)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .._model import eval_mode, model_dtype_device
+from .._model import eval_mode, gradients_on, model_dtype_device
 from .._unit_io import unit_activation, unit_activations
 from ..masks import Masks
 from ..targets import Unit
@@ -57,6 +57,7 @@ def _param_groups(
     return groups
 
 
+@gradients_on()  # also inside a caller's no_grad / inference_mode
 def fit_cs(
     model: nn.Module,
     unit: Unit,

@@ -19,7 +19,6 @@ __all__ = [
     "check_positive",
     "init_logits",
     "mask_targets",
-    "restore_flags",
 ]
 
 
@@ -68,11 +67,6 @@ def check_positive(name: str, value: object) -> None:
         or value <= 0
     ):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-
-
-def restore_flags(flags: list[tuple[nn.Parameter, bool]]) -> None:
-    for p, flag in flags:
-        p.requires_grad_(flag)
 
 
 def mask_targets(

@@ -14,8 +14,8 @@ same ``requires_grad`` flags, and no parametrizations left.
 
 from __future__ import annotations
 
-import contextlib
 import math
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -32,7 +32,6 @@ from .soft_masks import (
     check_positive,
     init_logits,
     mask_targets,
-    restore_flags,
 )
 
 __all__ = ["ContinuousSparsifier", "ExponentialTemperature"]
@@ -118,11 +117,14 @@ class ContinuousSparsifier:
         )
         self._logits_list = list(self._logits.values())
         self._counts = {n: int(r.sum()) for n, r in regions.items()}
-        self._attached: contextlib.ExitStack | None = None
-        self._attach()
+        self._parametrizations = self._make_parametrizations()
+        self._attachment = mk.Attachment(model, self._parametrizations, freeze=True)
+        # dropped without remove() (an exception in user code, `del`): the model is restored
+        # when this object is collected; the callback holds the attachment, not the sparsifier
+        self._finalizer = weakref.finalize(self, self._attachment.close)
 
     # -- attach / remove ---------------------------------------------------------------------
-    def _attach(self) -> None:
+    def _make_parametrizations(self) -> dict[str, SigmoidMask]:
         params = dict(self.model.named_parameters())
         parametrizations = {}
         for name, logits in self._logits.items():
@@ -134,29 +136,20 @@ class ContinuousSparsifier:
                 None if bool(region.all()) else region.to(weight.device),
                 self._temp,
             )
-        stack = contextlib.ExitStack()
-        flags = [(p, p.requires_grad) for p in self.model.parameters()]
-        stack.callback(restore_flags, flags)
-        for p, _ in flags:
-            p.requires_grad_(False)
-        try:
-            stack.enter_context(mk.attach(self.model, parametrizations))
-        except BaseException:
-            stack.close()
-            raise
-        self._parametrizations = parametrizations
-        self._attached = stack
+        return parametrizations
 
     @property
     def attached(self) -> bool:
         """Whether the masks are currently applied to the model."""
-        return self._attached is not None
+        return self._attachment.attached
 
     def remove(self) -> nn.Module:
-        """Take the masks off and restore the model exactly (a no-op when already removed)."""
-        stack, self._attached = self._attached, None
-        if stack is not None:
-            stack.close()
+        """Take the masks off and restore the model exactly (a no-op when already removed).
+
+        If a removal fails, the sparsifier stays :attr:`attached` and ``remove()`` can be
+        called again; the model is also restored when the sparsifier is garbage-collected.
+        """
+        self._attachment.close()
         return self.model
 
     def __enter__(self) -> ContinuousSparsifier:

@@ -6,7 +6,7 @@ import torch
 import torch.fx as fx
 from torch import Tensor, nn
 
-from .._masking import check_granularity, is_maskable, mask_shape
+from .._masking import check_granularity, check_untied, is_maskable, mask_shape
 from .ops import lookup
 from .trace import reachable_from, trace_to
 
@@ -52,7 +52,9 @@ def unit_regions(
     shapes: dict[str, tuple[int, ...]] = {}
     regions: dict[str, Tensor] = {}
     params = dict(model.named_parameters())
-    for name in reachable_from(model, node):
+    reachable = reachable_from(model, node)
+    check_untied(model, reachable)
+    for name in reachable:
         shape = tuple(params[name].shape)
         region = torch.ones(mask_shape(shape, granularity), dtype=torch.bool)
         if name == restricted:
