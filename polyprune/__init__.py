@@ -28,6 +28,7 @@ from .evaluation import evaluate
 from .masks import Masks
 from .receptive_field import ReceptiveField
 from .recording import ActivationRecorder, top_activating
+from .scan import scan
 from .scoring import FORCE, SNIP, ActGrad, Magnitude, Random, Scorer
 from .sparsify import ContinuousSparsifier, CSConfig, ExponentialTemperature
 from .study import study
@@ -56,6 +57,7 @@ __all__ = [
     "cluster",
     "evaluate",
     "fit_subnetwork",
+    "scan",
     "study",
     "top_activating",
     "visualize",

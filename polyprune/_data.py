@@ -24,9 +24,12 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler, Subset
 
-__all__ = ["Images", "as_images", "check_members"]
+from ._dist import owns_batch, world
+from ._dist import shard as shard_of
+
+__all__ = ["Images", "as_images", "check_members", "take"]
 
 _END = object()
 
@@ -108,6 +111,8 @@ class Images:
     batch ``(B, C, H, W)`` on the CPU (or wherever the source put it), not yet moved to a model.
     ``length`` is the number of items when it can be known without reading them (else None).
     ``passes`` > 1 keeps a one-shot iterator's batches in memory so that it can be read again.
+    ``shard=True``: under ``torch.distributed`` yield only this rank's batches (module
+    docstring); ``local_length`` is then the number of items this rank reads, when known.
     """
 
     def __init__(
@@ -119,6 +124,7 @@ class Images:
         ndim: int | None = 4,
         workers: int = 0,
         passes: int = 1,
+        shard: bool = False,
     ) -> None:
         if batch_size is not None and (
             isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0
@@ -133,9 +139,16 @@ class Images:
         self._grouped = False  # items are single images, to be grouped into batches
         self._batch_size = batch_size or 64
         self.length: int | None = None
+        self._start = 0  # global index of the first item this rank reads (sized shards)
+        self._round_robin = False  # distributed and not sized: skip other ranks' batches
+        distributed = shard and world()[1] > 1
+        block: range | None = None
         if isinstance(data, Tensor):
             as_images(data, name, ndim=ndim)
             self.length = int(data.shape[0])
+            if distributed:
+                block = shard_of(self.length)
+                data = data[block.start : block.stop]
             self._source = [data] if batch_size is None else list(torch.split(data, batch_size))
         elif isinstance(data, DataLoader):
             if _shuffles(data):
@@ -152,6 +165,9 @@ class Images:
             self.length = None if isinstance(data, IterableDataset) else _sized(data)
             if self.length == 0:
                 raise ValueError(f"{name} is empty (a Dataset with no items)")
+            if distributed and self.length is not None:
+                block = shard_of(self.length)
+                data = Subset(data, block)
             self._source = DataLoader(
                 data,
                 batch_size=self._batch_size,
@@ -166,6 +182,12 @@ class Images:
                 f"{name} must be a tensor (N, C, H, W), a Dataset, a DataLoader or an iterable of "
                 f"batches or images, got {type(data).__name__}"
             )
+        if block is not None:
+            self._start = block.start
+            self.local_length: int | None = len(block)
+        else:
+            self._round_robin = distributed
+            self.local_length = self.length
 
     def _from_iterable(self, data: Iterable[Any], passes: int) -> None:
         iterator = iter(data)
@@ -201,12 +223,15 @@ class Images:
             raise RuntimeError(f"{self.name} was a one-shot iterator and is used up")
         if self._grouped:
             items = _group(items, self._batch_size)
-        offset = 0
+        offset = self._start
         for number, item in enumerate(items):
+            if self._round_robin and not owns_batch(number):
+                offset += _count(_tensor_of(item))  # another rank's: counted, not checked
+                continue
             batch = self._checked(_tensor_of(item), number, offset)
             yield offset, batch
             offset += int(batch.shape[0])
-        if offset == 0:
+        if offset == 0:  # (an empty shard starts at n > 0)
             raise ValueError(f"{self.name} is empty")
 
     def _checked(self, batch: Any, number: int, offset: int) -> Tensor:
@@ -230,6 +255,42 @@ class Images:
                 "first (e.g. torchvision.transforms.Resize + CenterCrop)"
             )
         return batch
+
+
+def _count(batch: Any) -> int:
+    """How many items a batch that this rank skips holds (its first dimension)."""
+    if not isinstance(batch, Tensor) or batch.dim() == 0:
+        raise TypeError(f"data yields {type(batch).__name__}, not a batch tensor")
+    return int(batch.shape[0])
+
+
+def take(data: Any, indices: Tensor, name: str = "data") -> Tensor:
+    """The items at ``indices`` (global indices) of indexable ``data``, as a checked batch.
+
+    ``data`` must be a tensor ``(N, C, H, W)`` or a map-style Dataset (items are images or
+    ``(image, ...)`` tuples), the same one the indices were computed on.
+    """
+    idx = [int(i) for i in indices.reshape(-1).tolist()]
+    if isinstance(data, Tensor):
+        as_images(data, name)
+        n = int(data.shape[0])
+        if any(not 0 <= i < n for i in idx):
+            raise ValueError(f"{name} has {n} items, fewer than the indices need ({max(idx)})")
+        return data[torch.tensor(idx, dtype=torch.long)]
+    if isinstance(data, Dataset) and not isinstance(data, IterableDataset):
+        n_items = _sized(data)
+        if n_items is not None and any(not 0 <= i < n_items for i in idx):
+            raise ValueError(f"{name} has {n_items} items, fewer than the indices need")
+        if not idx:
+            raise ValueError("no indices to take")
+        images = [_tensor_of(data[i]) for i in idx]
+        if not all(isinstance(x, Tensor) for x in images):
+            raise TypeError(f"{name}'s items must be tensors or (tensor, ...) tuples")
+        return as_images(torch.stack(images), name)
+    raise TypeError(
+        f"{name} must be indexable to read items by index: a tensor (N, C, H, W) or a map-style "
+        f"Dataset, got {type(data).__name__} (a DataLoader or an iterable can only be streamed)"
+    )
 
 
 def _sized(data: Any) -> int | None:

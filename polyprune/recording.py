@@ -14,6 +14,14 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ._data import Images, as_images
+from ._dist import (
+    all_gather,
+    broadcast_object,
+    collective_errors,
+    gather_topk,
+    is_distributed,
+    is_main,
+)
 from ._graph.field import ReceptiveFieldError
 from ._graph.run import LayerHooks, forward_until, read_unit, resolve_position
 from ._model import eval_mode, to_model
@@ -216,6 +224,13 @@ def top_activating(
     images (a tensor, a Dataset, a DataLoader, an iterable of batches or of images; ``workers``
     loader processes read a Dataset). The model runs in eval mode and is left as found.
 
+    Under ``torch.distributed`` (e.g. launched with ``torchrun``) every rank streams only its
+    share of ``data`` (contiguous blocks of a tensor or Dataset; every ``world``-th batch of a
+    DataLoader or iterable), the local top-k's are merged with the same tie rule, and every
+    rank returns the same result: equal to one process's wherever activations differ by more
+    than float rounding (batches are composed differently). Every rank must call it; a
+    failure on one rank raises on all. Progress is shown on rank 0 only.
+
     Examples
     --------
     >>> import torch, torchvision, polyprune as pp
@@ -230,18 +245,21 @@ def top_activating(
     if not isinstance(unit, Unit):
         raise TypeError(f"unit must be a polyprune.Unit, got {type(unit).__name__}")
     unit.validate(model)
-    images = Images(data, batch_size=batch_size, workers=workers)
+    images = Images(data, batch_size=batch_size, workers=workers, shard=True)
     if images.length is not None and k > images.length:
         raise ValueError(f"k={k} is larger than the data set ({images.length} items)")
     state = _TopK(k)
     plan: _Plan | None = None
     seen, at = 0, None
     with (
+        collective_errors("top_activating") as section,
         eval_mode(model),
         torch.no_grad(),
-        tqdm(total=images.length, disable=not progress, unit="img", desc=f"top-{k} {unit}") as bar,
-    ):
+        tqdm(total=images.local_length, disable=not (progress and is_main()), unit="img",
+             desc=f"top-{k} {unit}") as bar,
+    ):  # fmt: skip
         for offset, batch in images:
+            section.check()  # another rank failed: stop and raise its error
             if plan is None:
                 plan = _Plan.make(model, unit, batch, crop)
             x, at = plan.cut(batch)
@@ -249,6 +267,10 @@ def top_activating(
             state.push(read_unit(out, None, at), unit.channel, offset, x if keep_inputs else None)
             seen = offset + int(batch.shape[0])
             bar.update(batch.shape[0])
+    if is_distributed():  # every rank: the global top-k and the plan of rank 0 (never empty)
+        state.gather()
+        plan, at = broadcast_object((plan, at))
+        seen = images.length if images.length is not None else max(all_gather(seen))
     if k > seen:
         raise ValueError(f"k={k} is larger than the data set ({seen} items)")
     assert plan is not None and state.codes is not None
@@ -319,6 +341,16 @@ class _TopK:
         self.codes = _merge(self.codes, codes, order)
         if inputs is not None:
             self.inputs = _merge(self.inputs, inputs.detach().cpu(), order)
+
+    def gather(self) -> None:
+        """Collective: become the global top-k of every rank's (an empty shard joins too)."""
+        payloads = {} if self.codes is None else {"codes": self.codes}
+        if self.inputs is not None:
+            payloads["inputs"] = self.inputs
+        top = gather_topk(self.values, self.indices, payloads, self.k)
+        self.values, self.indices = top.values, top.indices
+        self.codes = top.payload("codes") if "codes" in top.payloads else None
+        self.inputs = top.payload("inputs") if "inputs" in top.payloads else None
 
 
 def _merge(kept: Tensor | None, new: Tensor, order: Tensor) -> Tensor:

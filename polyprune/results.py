@@ -9,6 +9,7 @@
 :class:`Evaluation`                :func:`~polyprune.evaluate` (with :class:`ClusterEvaluation`,
                                    :class:`Separation`, :class:`Overlap`)
 :class:`StudyResult`               :func:`~polyprune.study`
+:class:`Scan`                      :func:`~polyprune.scan`
 =================================  ==============================================
 """
 
@@ -19,6 +20,7 @@ from .evaluation import ClusterEvaluation, Evaluation, Overlap, Separation
 from .masks import Scores
 from .receptive_field import Crop
 from .recording import TopActivations
+from .scan import Scan
 from .study import StudyResult
 from .subnetwork import Subnetwork
 
@@ -28,6 +30,7 @@ __all__ = [
     "Crop",
     "Evaluation",
     "Overlap",
+    "Scan",
     "Scores",
     "Separation",
     "StudyResult",

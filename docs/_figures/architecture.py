@@ -20,7 +20,7 @@ NAMES = (
     "app: demo",
     "pipeline: result types",
     "pipeline: study, scan",
-    "pipeline: report",
+    "pipeline: results, reports",
     "methods (composite)",
     "methods",
     "method: receptive fields",

@@ -6,8 +6,8 @@ unavailable or not initialized: :func:`world` is ``(0, 1)``, :func:`shard` is th
 :func:`broadcast_object`, :func:`barrier` and :func:`collective_errors` do nothing.
 
 Distributed, :func:`gather_topk`, :func:`run_jobs`, :func:`agree`, :func:`collective_errors`,
-:func:`broadcast_object` and :func:`barrier` are *collectives*: every rank must call them, in
-the same order. The rest is local and pure.
+:func:`broadcast_object`, :func:`all_gather` and :func:`barrier` are *collectives*: every rank
+must call them, in the same order. The rest is local and pure.
 
 Typical use (a scan)::
 
@@ -86,6 +86,7 @@ from .comm import (
     DistributedError,
     Section,
     agree,
+    all_gather,
     barrier,
     broadcast_object,
     collective_errors,
@@ -101,6 +102,7 @@ __all__ = [
     "MergedTopK",
     "Section",
     "agree",
+    "all_gather",
     "assign_jobs",
     "barrier",
     "broadcast_object",

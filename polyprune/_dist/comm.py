@@ -306,6 +306,19 @@ def broadcast_object(obj: T, src: int = 0) -> T:
     return result
 
 
+def all_gather(obj: T, *, what: str = "all_gather") -> list[T]:
+    """Collective: every rank's ``obj``, in rank order (deserialized copies, tensors on the
+    CPU); ``[obj]`` when not distributed. Small things only (statistics, counts).
+
+    >>> all_gather({"items": 3})
+    [{'items': 3}]
+    """
+    if not is_distributed():
+        return [obj]
+    parts: list[T] = exchange(what, lambda: obj)
+    return parts
+
+
 def barrier() -> None:
     """Collective: wait until every rank arrives; no-op when not distributed.
 

@@ -1,0 +1,170 @@
+"""Private: write a :class:`~polyprune.scan.Scan` to a directory (CSV, JSON, tensors, figures,
+HTML) and read it back."""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from . import plot
+from ._dist import MergedTopK
+from ._report import _clean
+from .clustering import Clustering
+from .receptive_field import ReceptiveField
+from .recording import _Plan
+from .targets import Unit
+
+if TYPE_CHECKING:
+    from ._scan_result import Scan
+
+__all__ = ["read_scan", "write_scan"]
+
+FORMAT = 1
+_FIELD_KEYS = ("layer", "input_size", "size", "stride", "start", "output_size")
+
+
+def _pos(value: Any) -> tuple[int, int] | None:
+    return None if value is None else (int(value[0]), int(value[1]))
+
+
+def write_scan(scan: Scan, out: Path, data: Any, crops: int) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    table = scan.table()
+    fields = {
+        layer: None if p.field is None else {key: getattr(p.field, key) for key in _FIELD_KEYS}
+        for layer, p in scan._plans.items()
+    }
+    meta = {
+        "format": FORMAT,
+        "layers": list(scan.layers),
+        "config": scan.config,
+        "fields": fields,
+        "positions": {layer: p.at for layer, p in scan._plans.items()},
+        "seen_at": scan._seen_at,
+        "clusterings": {
+            f"{layer}/{c}": {"min_cluster_size": cl.min_cluster_size, "params": cl.params}
+            for (layer, c), cl in scan._clusterings.items()
+        },
+        "table": table,
+    }
+    (out / "scan.json").write_text(json.dumps(_clean(meta), indent=1))
+    with (out / "scan.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(table[0]))
+        writer.writeheader()
+        for row in table:
+            flat = dict(row)
+            for key in ("sizes", "flags", "position"):
+                flat[key] = ";".join(str(v) for v in row[key] or ())
+            writer.writerow(flat)
+    torch.save(scan._state(), out / "scan.pt")
+    figures = [("Score of every channel", _score_figure(scan, out / "scores.png"))]
+    if data is not None:
+        for unit in scan.ranked(polysemantic=True)[:crops]:
+            top = scan.top(unit, data)
+            assert top.inputs is not None
+            name = f"{unit.layer}[{unit.channel}]"
+            path = out / f"crops_{unit.layer}_{unit.channel}.png"
+            plot.crops(
+                top.inputs,
+                scan.clustering(unit).labels,
+                path,
+                title=f"top-{len(top)} crops of {name} by cluster",
+            )
+            figures.append((f"{name}: top crops, one row per cluster", path.name))
+    note = (
+        ""
+        if data is not None
+        else ("<p>No crop grids: pass the data to <code>Scan.save(directory, data)</code>.</p>")
+    )
+    body = [
+        f"<h1>polyprune scan of {html.escape(', '.join(scan.layers))}</h1>",
+        f"<pre>{html.escape(scan.summary(20))}</pre>",
+        '<p>All channels: <a href="scan.csv">scan.csv</a>, <a href="scan.json">scan.json</a></p>',
+        note,
+    ]
+    body += [f'<h2>{html.escape(t)}</h2><img src="{p}" alt="{html.escape(t)}">' for t, p in figures]
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>polyprune scan</title>"
+        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}img{max-width:100%}"
+        "</style></head><body>" + "\n".join(body) + "</body></html>"
+    )
+    path = out / "report.html"
+    path.write_text(page)
+    return path
+
+
+def _score_figure(scan: Scan, path: Path) -> str:
+    from matplotlib.figure import Figure
+
+    rows = scan.table()
+    fig = Figure(figsize=(9, 2.2 * len(scan.layers) + 0.6))
+    axes = fig.subplots(len(scan.layers), 1, squeeze=False)[:, 0]
+    for ax, layer in zip(axes, scan.layers, strict=True):
+        mine = sorted((r for r in rows if r["layer"] == layer), key=lambda r: r["channel"])
+        colours = [
+            "#c0392b" if r["polysemantic"] else "#bbbbbb" if r["flags"] else "#5b8db8" for r in mine
+        ]
+        ax.bar([r["channel"] for r in mine], [r["score"] for r in mine], color=colours, width=1.0)
+        best = sorted((r for r in mine if r["polysemantic"]), key=lambda r: r["rank"])[:3]
+        for r in best:
+            ax.annotate(str(r["channel"]), (r["channel"], r["score"]), ha="center", fontsize=8)
+        ax.set_title(
+            f"{layer}: score (red: polysemantic, grey: dead/constant)", fontsize=9, loc="left"
+        )
+        ax.set_ylabel("score")
+    axes[-1].set_xlabel("channel")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path.name
+
+
+def read_scan(directory: Path) -> Scan:
+    from ._scan_result import Scan
+
+    paths = [directory / name for name in ("scan.json", "scan.pt")]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{directory} holds no saved scan (missing {missing}); write "
+            "one with Scan.save(directory)"
+        )
+    meta = json.loads(paths[0].read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{paths[0]} has format {meta.get('format')!r}; expected {FORMAT}")
+    state = torch.load(paths[1], map_location="cpu", weights_only=True)
+    tops = {
+        layer: MergedTopK(t["values"], t["indices"], t["items"], t["rows"], {"codes": t["codes"]})
+        for layer, t in state["tops"].items()
+    }
+    clusterings = {}
+    for key, info in meta["clusterings"].items():
+        layer, _, channel = key.rpartition("/")
+        clusterings[(layer, int(channel))] = Clustering(
+            state["labels"][key].numpy(),
+            state["probabilities"][key].numpy(),
+            int(info["min_cluster_size"]),
+            info["params"],
+        )
+    plans = {}
+    for layer in meta["layers"]:
+        at, spec = _pos(meta["positions"][layer]), meta["fields"][layer]
+        field = (
+            None
+            if spec is None
+            else ReceptiveField(spec["layer"], *(tuple(spec[key]) for key in _FIELD_KEYS[1:]))
+        )
+        plans[layer] = _Plan(Unit(layer, 0, at), field, at)
+    rows = []
+    for row in meta["table"]:
+        row = {k: v for k, v in row.items() if k not in ("rank", "position")}
+        for key in ("separation", "balance"):
+            row[key] = math.nan if row[key] is None else row[key]
+        rows.append(row)
+    seen_at = {layer: _pos(at) for layer, at in meta["seen_at"].items()}
+    return Scan(meta["layers"], tops, clusterings, rows, plans, seen_at, meta["config"])

@@ -1,0 +1,311 @@
+"""Private: :class:`Scan`, the result of :func:`polyprune.scan`, and how channels are scored."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ._data import take
+from ._dist import MergedTopK, is_main
+from .clustering import Clustering
+from .recording import TopActivations, _Plan
+from .targets import Unit
+
+__all__ = ["Scan", "channel_row"]
+
+#: Flags that put a channel last: its top-k says nothing about what it responds to.
+FLAGS = {
+    "dead": "never positive on the data (max activation ≤ 0): dead after a ReLU",
+    "constant": "one value on all its top-k items: its top-k are arbitrary",
+}
+
+
+def channel_row(clustering: Clustering, codes: Tensor, values: Tensor) -> dict[str, Any]:
+    """One channel's entry of the table: clusters, separation, balance, score and flags.
+
+    See :class:`Scan` for the definitions.
+    """
+    labels = clustering.labels
+    clustered = labels >= 0
+    flags = [
+        f
+        for f, bad in (
+            ("dead", float(values[0]) <= 0.0),
+            ("constant", bool(values[0] == values[-1])),
+        )
+        if bad
+    ]
+    separation = balance = math.nan
+    if clustering.n_clusters >= 2:
+        from sklearn.metrics import silhouette_score
+
+        x = codes.detach().cpu().double().numpy()[clustered]
+        separation = float(silhouette_score(x, labels[clustered], metric="euclidean"))
+        if not math.isfinite(separation):  # all clustered codes equal
+            separation = 0.0
+        largest = max(clustering.sizes) / int(clustered.sum())
+        balance = min(1.0, 2.0 * (1.0 - largest))
+    polysemantic = clustering.n_clusters >= 2 and not flags
+    score = max(separation, 0.0) * balance * (1.0 - clustering.noise_fraction)
+    return {
+        "clusters": clustering.n_clusters,
+        "sizes": list(clustering.sizes),
+        "noise": float(clustering.noise_fraction),
+        "separation": separation,
+        "balance": balance,
+        "score": float(score) if polysemantic else 0.0,
+        "max": float(values[0]),
+        "flags": flags,
+        "polysemantic": polysemantic,
+    }
+
+
+def _rank_key(row: Mapping[str, Any], layers: Sequence[str]) -> tuple[Any, ...]:
+    return (
+        bool(row["flags"]),
+        not row["polysemantic"],
+        -row["score"],
+        layers.index(row["layer"]),
+        row["channel"],
+    )
+
+
+class Scan:
+    """Every channel of one or more layers, ranked by how polysemantic it is (:func:`scan`).
+
+    **Score.** Each channel's top-k codes (the layer's center values on its top-k items) are
+    clustered with HDBSCAN, as in :func:`~polyprune.study`. From the clustering:
+
+    - ``clusters``, ``sizes``, ``noise``: HDBSCAN's clusters and the fraction of codes it left
+      as noise;
+    - ``separation``: the silhouette of the clustered codes (noise excluded; Euclidean, in the
+      raw code space), in [-1, 1]: how far each code is from the nearest other cluster
+      compared with its own;
+    - ``balance``: ``min(1, 2·(1 − p))`` with ``p`` the largest cluster's share of the
+      clustered codes: 1 when no cluster holds more than half of them, falling to 0 as one
+      cluster takes everything (a second meaning seen on a handful of items counts less);
+    - ``score = max(separation, 0) · balance · (1 − noise)`` for a *polysemantic* channel (two
+      or more clusters, not flagged), 0 otherwise.
+
+    ``flags``: ``"dead"`` (its maximum over the data is ≤ 0: dead after a ReLU) and
+    ``"constant"`` (one value on all its top-k: the top-k are arbitrary). **Rank**:
+    polysemantic channels by decreasing score, then the other channels, then flagged ones
+    (ties: layer order, then channel). ``mean`` is the channel's mean center activation over
+    all items, ``max`` its largest.
+
+    Examples
+    --------
+    >>> import torch, polyprune as pp
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    >>> result = pp.scan(net, "0", torch.rand(40, 3, 8, 8), k=20, progress=False)
+    >>> [row["channel"] for row in result.table()] == [u.channel for u in result.ranked()]
+    True
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[str],
+        tops: Mapping[str, MergedTopK],
+        clusterings: Mapping[tuple[str, int], Clustering],
+        rows: Sequence[Mapping[str, Any]],
+        plans: Mapping[str, _Plan],
+        seen_at: Mapping[str, tuple[int, int] | None],
+        config: Mapping[str, Any],
+    ) -> None:
+        self.layers: tuple[str, ...] = tuple(layers)
+        self.config: dict[str, Any] = dict(config)
+        self._tops = dict(tops)
+        self._clusterings = dict(clusterings)
+        self._plans = dict(plans)
+        self._seen_at = dict(seen_at)
+        ordered = sorted((dict(r) for r in rows), key=lambda r: _rank_key(r, self.layers))
+        for rank, row in enumerate(ordered, 1):
+            row["rank"] = rank
+            row["position"] = self._plans[row["layer"]].at
+        self._rows = ordered
+
+    @property
+    def k(self) -> int:
+        """How many top items each channel keeps."""
+        return int(self.config["k"])
+
+    @property
+    def n_items(self) -> int:
+        """How many items the data held."""
+        return int(self.config["items"])
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __repr__(self) -> str:
+        poly = sum(r["polysemantic"] for r in self._rows)
+        return (
+            f"Scan({', '.join(self.layers)}: {len(self)} channels, {poly} polysemantic, "
+            f"top-{self.k} of {self.n_items} items)"
+        )
+
+    def ranked(self, *, polysemantic: bool = False) -> list[Unit]:
+        """The channels as :class:`~polyprune.Unit` s (map center position), most polysemantic
+        first; only the polysemantic ones with ``polysemantic=True``."""
+        return [
+            Unit(r["layer"], r["channel"], r["position"])
+            for r in self._rows
+            if r["polysemantic"] or not polysemantic
+        ]
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per channel, in rank order: ``rank, layer, channel, position, clusters,
+        sizes, noise, separation, balance, score, mean, max, flags, polysemantic``."""
+        keys = (
+            "rank",
+            "layer",
+            "channel",
+            "position",
+            "clusters",
+            "sizes",
+            "noise",
+            "separation",
+            "balance",
+            "score",
+            "mean",
+            "max",
+            "flags",
+            "polysemantic",
+        )
+        return [{key: row[key] for key in keys} for row in self._rows]
+
+    def summary(self, n: int = 10) -> str:
+        """A plain-text table of the ``n`` first channels."""
+        lines = [
+            repr(self),
+            f"{'rank':>4} {'unit':<22}{'clusters':>9}{'noise':>7}"
+            f"{'separation':>11}{'balance':>8}{'score':>7}{'max':>9}  flags",
+        ]
+        for r in self._rows[:n]:
+            sep = "-" if math.isnan(r["separation"]) else f"{r['separation']:.3f}"
+            bal = "-" if math.isnan(r["balance"]) else f"{r['balance']:.2f}"
+            unit = f"{r['layer']}[{r['channel']}]"
+            lines.append(
+                f"{r['rank']:>4} {unit:<22}{r['clusters']:>9}{r['noise']:>7.0%}"
+                f"{sep:>11}{bal:>8}{r['score']:>7.3f}{r['max']:>9.3g}  "
+                f"{', '.join(r['flags'])}"
+            )
+        return "\n".join(lines)
+
+    def _resolve(self, unit: int | Unit | tuple[str, int]) -> tuple[str, int]:
+        if isinstance(unit, Unit):
+            layer, channel = unit.layer, unit.channel
+        elif isinstance(unit, tuple) and len(unit) == 2:
+            layer, channel = unit
+        elif isinstance(unit, int | np.integer) and not isinstance(unit, bool):
+            if len(self.layers) > 1:
+                raise ValueError(
+                    f"this scan covers {list(self.layers)}: name the channel as a "
+                    "Unit or a (layer, channel) pair"
+                )
+            layer, channel = self.layers[0], int(unit)
+        else:
+            raise TypeError(
+                f"unit must be a channel (int), a Unit or a (layer, channel) pair, got {unit!r}"
+            )
+        if layer not in self._tops:
+            raise ValueError(f"layer {layer!r} was not scanned; scanned: {list(self.layers)}")
+        channels = int(self._tops[layer].values.shape[0])
+        if not 0 <= channel < channels:
+            raise ValueError(
+                f"channel {channel} is out of range for {layer!r} (valid: 0..{channels - 1})"
+            )
+        return layer, int(channel)
+
+    def clustering(self, unit: int | Unit | tuple[str, int]) -> Clustering:
+        """The clustering of a channel's top-k codes (as :func:`~polyprune.cluster` gives)."""
+        return self._clusterings[self._resolve(unit)]
+
+    def top(self, unit: int | Unit | tuple[str, int], data: Any = None) -> TopActivations:
+        """A channel's :class:`~polyprune.results.TopActivations`, without another pass.
+
+        ``values``, ``indices`` and ``codes`` come from the scan. The crops (``inputs``) are
+        filled when ``data`` is given: it must be indexable — a tensor ``(N, C, H, W)`` or a
+        map-style Dataset, the same data the scan read — and the ``k`` items are read by
+        index and cut to the channel's receptive field (the scan's crop). Pass the result to
+        :func:`~polyprune.study` (``study(model, unit, data, top=scan.top(unit, data))``) to
+        skip its own pass.
+        """
+        layer, channel = self._resolve(unit)
+        top, plan = self._tops[layer], self._plans[layer]
+        indices, values = top.indices[channel].clone(), top.values[channel].clone()
+        codes = top.payloads["codes"][top.rows[channel]]
+        inputs = None
+        if data is not None:
+            images = take(data, indices)
+            shape = tuple(self.config.get("input_shape") or images.shape[1:])
+            if tuple(images.shape[1:]) != shape:
+                raise ValueError(
+                    f"data's images are {tuple(images.shape[1:])}, the scanned "
+                    f"ones were {shape}: pass the data the scan read"
+                )
+            inputs = plan.cut(images)[0].clone()
+        return TopActivations(
+            Unit(layer, channel, plan.at),
+            indices,
+            values,
+            codes,
+            plan.field,
+            inputs,
+            Unit(layer, channel, self._seen_at[layer]),
+        )
+
+    def save(self, directory: str | Path, data: Any = None, *, crops: int = 4) -> Path:
+        """Write ``scan.csv``, ``scan.json`` (the table and the settings), ``scan.pt`` (the
+        top-k's, for :meth:`load`) and ``report.html`` with a figure of the score over the
+        channels and, when ``data`` (indexable, as for :meth:`top`) is given, crop grids of the
+        ``crops`` most polysemantic channels. Returns the path of ``report.html``.
+
+        Distributed, only rank 0 writes (the others return the same path), so every rank may
+        call it.
+        """
+        from ._scan_report import write_scan
+
+        if isinstance(crops, bool) or not isinstance(crops, int) or crops < 0:
+            raise ValueError(f"crops must be an int ≥ 0, got {crops!r}")
+        out = Path(directory)
+        if not is_main():
+            return out / "report.html"
+        return write_scan(self, out, data, crops)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Scan:
+        """Read a scan written by :meth:`save` (everything but the crops: pass ``data`` to
+        :meth:`top` again)."""
+        from ._scan_report import read_scan
+
+        return read_scan(Path(directory))
+
+    def _state(self) -> dict[str, Any]:
+        """Tensors for ``scan.pt`` (see ``_scan_report``)."""
+        return {
+            "tops": {
+                layer: {
+                    "values": t.values,
+                    "indices": t.indices,
+                    "items": t.items,
+                    "rows": t.rows,
+                    "codes": t.payloads["codes"],
+                }
+                for layer, t in self._tops.items()
+            },
+            "labels": {
+                f"{layer}/{c}": torch.from_numpy(cl.labels)
+                for (layer, c), cl in self._clusterings.items()
+            },
+            "probabilities": {
+                f"{layer}/{c}": torch.from_numpy(cl.probabilities)
+                for (layer, c), cl in self._clusterings.items()
+            },
+        }

@@ -1,0 +1,233 @@
+"""Scan whole layers for polysemantic units: one pass over the data records every channel.
+
+:func:`scan` streams the data once, reads every channel of each layer at the map's center
+(one receptive-field crop serves all channels of a layer), keeps every channel's top-k with its
+codes, clusters each channel's codes exactly as :func:`~polyprune.study` does and ranks the
+channels by how polysemantic they are (:class:`Scan`). Under ``torch.distributed`` the pass
+and the clustering are split over the ranks and every rank returns the same :class:`Scan`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from ._data import Images
+from ._dist import (
+    MergedTopK,
+    all_gather,
+    broadcast_object,
+    collective_errors,
+    gather_topk,
+    is_distributed,
+    is_main,
+    run_jobs,
+)
+from ._graph.run import forward_until, read_unit
+from ._graph.trace import check_layer
+from ._model import eval_mode, to_model
+from ._scan_result import Scan, channel_row
+from ._topk import LayerTopK
+from .clustering import MIN_CODES, Clustering, cluster
+from .recording import _Plan
+from .targets import Unit
+
+__all__ = ["Scan", "scan"]
+
+_CLUSTER_OPTIONS = ("standardize", "min_samples", "cluster_selection_method", "n_components")
+
+
+def _check_args(
+    model: nn.Module,
+    layers: str | Sequence[str],
+    k: int,
+    min_cluster_size: int | None,
+    cluster_options: Mapping[str, Any] | None,
+) -> tuple[str, ...]:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    names = (layers,) if isinstance(layers, str) else tuple(layers)
+    if not names:
+        raise ValueError("layers must name at least one module (e.g. 'features.10')")
+    if len(set(names)) != len(names):
+        raise ValueError(f"layers contains duplicates: {list(names)}")
+    for name in names:
+        check_layer(model, name)
+    if isinstance(k, bool) or not isinstance(k, int) or k < MIN_CODES:
+        raise ValueError(f"k must be an int ≥ {MIN_CODES} (the codes are clustered), got {k!r}")
+    if min_cluster_size is not None and (
+        isinstance(min_cluster_size, bool)
+        or not isinstance(min_cluster_size, int)
+        or not 2 <= min_cluster_size <= k
+    ):
+        raise ValueError(
+            f"min_cluster_size must be None or an int in [2, k={k}], got {min_cluster_size!r}"
+        )
+    options = dict(cluster_options or {})
+    unknown = sorted(set(options) - set(_CLUSTER_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown cluster_options {unknown}; valid: {list(_CLUSTER_OPTIONS)}")
+    if options.get("cluster_selection_method", "eom") not in ("eom", "leaf"):
+        raise ValueError(
+            "cluster_options['cluster_selection_method'] must be 'eom' or 'leaf', "
+            f"got {options['cluster_selection_method']!r}"
+        )
+    return names
+
+
+def scan(
+    model: nn.Module,
+    layers: str | Sequence[str],
+    data: Tensor | Dataset[Any] | DataLoader[Any] | Iterable[Any],
+    *,
+    k: int = 1000,
+    crop: bool = True,
+    batch_size: int = 64,
+    workers: int = 0,
+    min_cluster_size: int | None = None,
+    cluster_options: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> Scan:
+    """Find the polysemantic channels of whole layers in one pass over ``data``.
+
+    1. **One pass.** Every batch is cut to the receptive field of the map's center unit
+       (``crop=True``; one crop serves every channel of a layer, since they share that
+       position, and it is exact: the activations equal the full image's), run up to the
+       layer, and the layer's center values (all ``C`` channels) are merged into a running
+       top-``k`` per channel, keeping each kept item's code vector once (memory
+       ``O(C·k)`` values plus one code row per distinct kept item, never ``O(N·C·H·W)``).
+       Several layers share the pass: the data is read once, and layers whose crops are the
+       same share one forward. Where no exact field can be derived, whole images are used,
+       with a warning (as in :func:`~polyprune.top_activating`).
+    2. **Clusters.** Each channel's top-``k`` codes are clustered with
+       :func:`~polyprune.cluster` (``min_cluster_size`` and ``cluster_options`` as in
+       :func:`~polyprune.study`), so channel ``c`` gets exactly what
+       ``cluster(top_activating(model, Unit(layer, c), data, k).codes)`` gives.
+    3. **Ranking.** See :class:`Scan` for the score: channels with two or more clusters
+       first, by separation × balance × (1 − noise); then the others; dead or constant
+       channels last.
+
+    ``data`` is anything :mod:`polyprune` accepts as images. The model runs in eval mode
+    without gradients and is left as found. Under ``torch.distributed`` (``torchrun``) every
+    rank reads its share of the data and clusters its share of the channels; every rank gets
+    the same :class:`Scan` (equal to one process's wherever activations differ by more than
+    float rounding), and a failure on one rank raises on all. Progress on rank 0 only.
+
+    Examples
+    --------
+    >>> import polyprune as pp
+    >>> from polyprune import zoo
+    >>> model, _ = zoo.planted_network()
+    >>> images, _ = zoo.concept_images(600, size=zoo.PLANTED_SIZE, seed=1)
+    >>> result = pp.scan(model, "features.6", images, k=120, progress=False)
+    >>> result.ranked()[0] == pp.Unit(*zoo.PLANTED_TARGET, position=(3, 3))
+    True
+    >>> top = result.top(0)  # no second pass: values, indices and codes of channel 0
+    >>> len(top), tuple(top.codes.shape)
+    (120, (120, 5))
+    """
+    names = _check_args(model, layers, k, min_cluster_size, cluster_options)
+    options = dict(cluster_options or {})
+    images = Images(data, batch_size=batch_size, workers=workers, shard=True)
+    if images.length is not None and k > images.length:
+        raise ValueError(f"k={k} is larger than the data set ({images.length} items)")
+    show = progress and is_main()
+    states = {name: LayerTopK(k) for name in names}
+    sums: dict[str, Tensor] = {}
+    plans: dict[str, _Plan] = {}
+    seen_at: dict[str, tuple[int, int] | None] = {}  # the unit's position in what the model sees
+    shape: tuple[int, ...] = ()
+    groups: list[list[str]] = []  # layers that share one crop, hence one forward
+    seen = 0
+    with (
+        collective_errors("scan") as section,
+        eval_mode(model),
+        torch.no_grad(),
+        tqdm(
+            total=images.local_length, disable=not show, unit="img", desc=f"scan {', '.join(names)}"
+        ) as bar,
+    ):
+        for offset, batch in images:
+            section.check()  # another rank failed: stop and raise its error
+            if not plans:
+                plans = {name: _Plan.make(model, Unit(name, 0), batch, crop) for name in names}
+                seen_at = {name: plan.cut(batch[:1])[1] for name, plan in plans.items()}
+                shape = tuple(batch.shape[1:])
+                groups = _share_crops(plans)
+            for group in groups:
+                x, _ = plans[group[0]].cut(batch)
+                outs = forward_until(model, to_model(x, model), group)
+                for name in group:
+                    codes = read_unit(outs[name], None, seen_at[name]).float()
+                    states[name].push(codes, offset)
+                    column = codes.double().sum(dim=0).cpu()
+                    sums[name] = column if name not in sums else sums[name] + column
+            seen = offset + int(batch.shape[0])
+            bar.update(batch.shape[0])
+    tops = {name: states[name].result() for name in names}
+    if is_distributed():
+        tops = {name: _gather(tops[name], k) for name in names}
+        # rank 0 always reads data (it owns the first block or batch): its plans are everyone's
+        plans, seen_at, shape = broadcast_object((plans, seen_at, shape))
+        parts = all_gather((seen, sums))
+        seen = max(s for s, _ in parts) if images.length is None else images.length
+        sums = {
+            name: sum((p[1][name] for p in parts if name in p[1]), torch.zeros(1)) for name in names
+        }
+    if k > seen:
+        raise ValueError(f"k={k} is larger than the data set ({seen} items)")
+    merged: dict[str, MergedTopK] = {}
+    for name in names:
+        top = tops[name]
+        assert top is not None
+        merged[name] = top
+    jobs = [(name, c) for name in names for c in range(merged[name].values.shape[0])]
+    count = None if is_distributed() else len(jobs)  # rank 0 shows its own share
+    with tqdm(total=count, disable=not show, unit="channel", desc="clustering") as bar:
+
+        def one(job: tuple[str, int]) -> tuple[Clustering, dict[str, Any]]:
+            name, channel = job
+            codes = merged[name].payload("codes")[channel]
+            clustering = cluster(codes, min_cluster_size, **options)
+            return clustering, channel_row(clustering, codes, merged[name].values[channel])
+
+        done = run_jobs(
+            jobs, one, what="scan clustering", progress=lambda _done, _total: bar.update(1)
+        )
+    clusterings = {job: c for job, (c, _) in zip(jobs, done, strict=True)}
+    rows = []
+    for (name, channel), (_, row) in zip(jobs, done, strict=True):
+        rows.append(
+            {"layer": name, "channel": channel, **row, "mean": float(sums[name][channel]) / seen}
+        )
+    config = {
+        "k": k,
+        "crop": crop,
+        "batch_size": batch_size,
+        "min_cluster_size": min_cluster_size,
+        "cluster_options": options,
+        "items": seen,
+        "input_shape": list(shape),
+    }
+    return Scan(names, merged, clusterings, rows, plans, seen_at, config)
+
+
+def _share_crops(plans: Mapping[str, _Plan]) -> list[list[str]]:
+    """Layers grouped by the crop they need (whole images, or one crop box): one forward each."""
+    groups: dict[object, list[str]] = {}
+    for name, plan in plans.items():
+        key = None if plan.field is None else plan.field.crop_box(plan.at)
+        groups.setdefault(key, []).append(name)
+    return list(groups.values())
+
+
+def _gather(top: MergedTopK | None, k: int) -> MergedTopK:
+    """Collective: the global top-k of one layer (a rank that read nothing joins empty)."""
+    if top is None:
+        return gather_topk(torch.empty(0), torch.empty(0, dtype=torch.long), None, k)
+    return gather_topk(top.values, top.indices, top.payloads, k, items=top.items)
