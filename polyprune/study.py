@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from ._cs.config import CSConfig
+from ._dist import is_main, run_jobs
 from ._unit_io import unit_activations
 from .clustering import Clustering, cluster
 from .evaluation import Evaluation, _evaluate, held_out_split
@@ -145,9 +146,15 @@ class StudyResult:
         }  # fmt: skip
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``results.json``, figures, ``report.md`` and ``report.html`` to ``directory``."""
+        """Write ``results.json``, figures, ``report.md`` and ``report.html`` to ``directory``.
+
+        Distributed, only rank 0 writes (the others return the same path), so every rank may
+        call it.
+        """
         from ._report import write_report
 
+        if not is_main():
+            return Path(directory) / "report.html"
         return write_report(self, Path(directory))
 
 
@@ -176,6 +183,7 @@ def study(
     visualize_options: Mapping[str, Any] | None = None,
     seed: int = 0,
     progress: bool = True,
+    top: TopActivations | None = None,
 ) -> StudyResult:
     """Run the paper's pipeline on one unit.
 
@@ -193,6 +201,17 @@ def study(
     for Random). ``cs`` configures Continuous Sparsification (default ``CSConfig()``).
     ``crop``: cut the images to the unit's receptive field (whole images where no crop is
     needed or none can be derived; see :func:`top_activating`).
+
+    ``top``: the unit's top activations computed already, with their crops (e.g.
+    ``scan.top(unit, data)`` of a :func:`~polyprune.scan`, or ``top_activating(...,
+    keep_inputs=True)``): step 1 is skipped, and ``k``, ``crop``, ``batch_size`` and
+    ``workers`` are not used.
+
+    Under ``torch.distributed`` (``torchrun``): step 1 shards ``data`` over the ranks (see
+    :func:`top_activating`), the fits of step 3 (one per method and cluster) are spread over
+    the ranks as independent jobs, each seeded by ``seed`` alone as in one process, and every
+    rank returns the same result (masks identical to one process's). Every rank must call it;
+    a failure on one rank raises on all; progress and :meth:`StudyResult.save` on rank 0 only.
     """
     if not 0 < held_out < 1:
         raise ValueError(f"held_out must be in (0, 1), got {held_out}")
@@ -203,16 +222,22 @@ def study(
         )
     if cs is not None and not isinstance(cs, CSConfig):
         raise TypeError(f"cs must be a polyprune.CSConfig, got {type(cs).__name__}")
+    progress = progress and is_main()
     named = [resolve_method(m, keep=keep, progress=progress) for m in methods]
     unit.validate(model)
+    _check_top(top, unit)
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    _log(progress, f"1/4 top-{k} crops of {unit.layer}[{unit.channel}]")
-    top = top_activating(
-        model, unit, data, k, crop=crop, batch_size=batch_size, keep_inputs=True,
-        workers=workers, progress=progress,
-    )  # fmt: skip
-    timings["top_activating"] = time.perf_counter() - t
+    if top is None:
+        _log(progress, f"1/4 top-{k} crops of {unit.layer}[{unit.channel}]")
+        top = top_activating(
+            model, unit, data, k, crop=crop, batch_size=batch_size, keep_inputs=True,
+            workers=workers, progress=progress,
+        )  # fmt: skip
+        timings["top_activating"] = time.perf_counter() - t
+    else:
+        k = len(top)
+        _log(progress, f"1/4 top-{k} crops of {unit.layer}[{unit.channel}] given")
     t = time.perf_counter()
     _log(progress, "2/4 clustering the layer codes (HDBSCAN)")
     clustering = cluster(top.codes, min_cluster_size, **dict(cluster_options or {}))
@@ -243,21 +268,29 @@ def study(
     labels = torch.from_numpy(clustering.labels)
     fit_x, fit_y = crops[fit_index], labels[fit_index]
     clean = fit_y >= 0
-    t = time.perf_counter()
     _log(progress, f"3/4 fitting {len(named)} method(s) × {clustering.n_clusters} clusters")
-    for name, method in named:
-        per_cluster: dict[int, Subnetwork] = {}
-        for label in range(clustering.n_clusters):
-            how = method if isinstance(method, str) else method.for_cluster(seed, label)
-            own = None if isinstance(how, str) else how.keep  # an instance's keep wins
-            per_cluster[label] = fit_subnetwork(
-                model, seen_as, fit_x[clean], fit_y[clean] == label, how,
-                keep=keep if own is None else own,
-                granularity=granularity, config=cs, seed=seed, progress=progress,
-            )  # fmt: skip
-        result.subnetworks[name] = per_cluster
-        timings[f"fit {name}"] = time.perf_counter() - t
-        t = time.perf_counter()
+
+    def fit(job: tuple[int, int]) -> tuple[Subnetwork, float]:
+        # one (method, cluster): depends on the job alone (fit_subnetwork seeds from seed), so
+        # any rank computes what one process does
+        start = time.perf_counter()
+        method, label = named[job[0]][1], job[1]
+        how = method if isinstance(method, str) else method.for_cluster(seed, label)
+        own = None if isinstance(how, str) else how.keep  # an instance's keep wins
+        sub = fit_subnetwork(
+            model, seen_as, fit_x[clean], fit_y[clean] == label, how,
+            keep=keep if own is None else own,
+            granularity=granularity, config=cs, seed=seed, progress=progress,
+        )  # fmt: skip
+        return sub, time.perf_counter() - start
+
+    jobs = [(m, label) for m in range(len(named)) for label in range(clustering.n_clusters)]
+    fitted = run_jobs(jobs, fit, what="study fits")
+    for (m, label), (sub, seconds) in zip(jobs, fitted, strict=True):
+        name = named[m][0]
+        result.subnetworks.setdefault(name, {})[label] = sub
+        timings[f"fit {name}"] = timings.get(f"fit {name}", 0.0) + seconds
+    t = time.perf_counter()
     _log(progress, "4/4 evaluating separation, held-out and overlap")
     # every activation once, on all crops; evaluate's fitted and held-out sets are slices of it
     original = unit_activations(model, seen_as, crops, None, 256)
@@ -281,6 +314,27 @@ def study(
         result.visualizations = _visualize(model, seen_as, result, visualize_options, progress)
         timings["visualize"] = time.perf_counter() - t
     return result
+
+
+def _check_top(top: TopActivations | None, unit: Unit) -> None:
+    if top is None:
+        return
+    if not isinstance(top, TopActivations):
+        raise TypeError(f"top must be a TopActivations (or None), got {type(top).__name__}")
+    if (top.unit.layer, top.unit.channel) != (unit.layer, unit.channel):
+        raise ValueError(
+            f"top belongs to {top.unit.layer}[{top.unit.channel}], not to "
+            f"{unit.layer}[{unit.channel}]"
+        )
+    if unit.position is not None and top.unit.position != unit.position:
+        raise ValueError(f"top was recorded at position {top.unit.position}, not {unit.position}")
+    if top.inputs is None or top.input_unit is None:
+        raise ValueError(
+            "top holds no inputs (crops) to fit on: use scan.top(unit, data) with the data, or "
+            "top_activating(..., keep_inputs=True)"
+        )
+    if len(top) < 10:
+        raise ValueError(f"top holds {len(top)} items; at least 10 are needed to cluster")
 
 
 def _visualize(
