@@ -149,7 +149,10 @@ class Images:
             if distributed:
                 block = shard_of(self.length)
                 data = data[block.start : block.stop]
-            self._source = [data] if batch_size is None else list(torch.split(data, batch_size))
+            if data.shape[0] == 0:  # this rank's shard is empty
+                self._source = []
+            else:
+                self._source = [data] if batch_size is None else list(torch.split(data, batch_size))
         elif isinstance(data, DataLoader):
             if _shuffles(data):
                 warnings.warn(

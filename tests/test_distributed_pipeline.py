@@ -1,0 +1,126 @@
+"""scan, top_activating, study and the CLI on two real processes (torchrun, gloo on CPU; nccl
+too where two GPUs exist), compared with one process.
+
+One launch runs everything (``tests/_dist_pipeline_worker.py``): ``polyprune scan`` through the
+CLI (which initializes the process group itself), then scans of a tensor, an iterable, a
+Dataset and a single batch (rank 1 reads nothing), ``top_activating`` (also with an empty
+shard), ``study`` with CS and two scorers, reports written on rank 0 only, and a failure on
+rank 1 that must end both ranks with its error.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from conftest import ROOT, load_script
+
+import polyprune as pp
+from polyprune import zoo
+from polyprune.cli import _image_folder
+
+worker = load_script("tests/_dist_pipeline_worker.py")
+
+BACKENDS = [
+    "gloo",
+    pytest.param(
+        "nccl",
+        marks=pytest.mark.skipif(
+            not (torch.cuda.is_available() and torch.cuda.device_count() >= 2),
+            reason="nccl needs two CUDA devices",
+        ),
+    ),
+]
+LAUNCH_TIMEOUT = 240  # seconds: a hang, not a slow machine (the launch takes ~20-40 s here)
+
+
+def launch(folder: Path, out: Path, backend: str) -> tuple[int, str, float]:
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+        "POLYPRUNE_DIST_TIMEOUT": "120",
+        worker.BACKEND_ENV: backend,
+    }
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc-per-node", "2", str(ROOT / "tests" / "_dist_pipeline_worker.py"),
+               str(folder), str(out)]  # fmt: skip
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        command, env=environment, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        output, _ = proc.communicate(timeout=LAUNCH_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the agent and its workers: our own session
+        output, _ = proc.communicate()
+        pytest.fail(f"torchrun hung for {LAUNCH_TIMEOUT} s:\n{output[-4000:]}")
+    return proc.returncode, output, time.monotonic() - start
+
+
+def both(out: Path, name: str, log: str) -> dict[str, Any]:
+    """The scenario's result, which must be identical on both ranks."""
+    paths = [out / f"{name}{rank}.json" for rank in range(2)]
+    missing = [p.name for p in paths if not p.exists()]
+    assert not missing, f"{missing} not written; torchrun said:\n{log[-4000:]}"
+    parts = [json.loads(p.read_text()) for p in paths]
+    for p in parts:
+        p.pop("seconds", None)
+    assert parts[0] == parts[1], f"{name}: the ranks returned different results"
+    return parts[0]
+
+
+def test_the_fixture_is_exact() -> None:
+    """No partial sum of the integer network reaches 2**24 on 0/1 images: with |w| and |x| every
+    partial sum is bounded by the |w|-network's output, so float32 holds all values exactly."""
+    bound = copy.deepcopy(worker.exact_net())
+    with torch.no_grad():
+        for p in bound.parameters():
+            p.abs_()
+        assert float(bound(worker.exact_images()).max()) < 2**24
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_two_processes_equal_one(backend: str, tmp_path: Path) -> None:
+    folder = zoo.write_image_folder(tmp_path / "images", 10, size=zoo.PLANTED_SIZE, seed=3)
+    out = tmp_path / "out"
+    out.mkdir()
+    code, log, _ = launch(folder, out, backend)
+    assert code == 0, f"torchrun failed:\n{log[-4000:]}"
+
+    model, images = worker.exact_net(), worker.exact_images()
+    for name, case in worker.CASES.items():  # identical on both ranks, and equal to one process
+        assert both(out, name, log) == json.loads(json.dumps(case(model, images))), name
+
+    # the CLI: exit 0 on both ranks, the group set up and torn down, output on rank 0 only
+    cli = [json.loads((out / f"cli{r}.json").read_text()) for r in range(2)]
+    assert [c["code"] for c in cli] == [0, 0]
+    assert not any(c["left_initialized"] for c in cli)
+    assert "features.6[" in cli[0]["stdout"] and cli[1]["stdout"] == ""
+    written = pp.results.Scan.load(out / "cli")
+    data = _image_folder(str(folder), 32, False, 3)
+    alone = pp.scan(zoo.planted_network()[0], "features.6", data, k=30, progress=False)
+    for unit in alone.ranked():  # float model: equal up to rounding (conftest.assert_same_top)
+        got, want = written.top(unit), alone.top(unit)
+        torch.testing.assert_close(got.values, want.values, rtol=1e-5, atol=1e-6)
+    assert (out / "cli" / "report.html").exists() and (out / "cli" / "crops_features.6_0.png")
+
+    # reports: rank 0 writes, rank 1 does not
+    assert (out / "scan_report0" / "report.html").exists()
+    assert not (out / "scan_report1").exists()
+
+    # a failure on rank 1 ends both ranks with its error
+    failure = [json.loads((out / f"failure{r}.json").read_text()) for r in range(2)]
+    for f in failure:
+        assert f["error"] and f["error"].startswith("rank 1 failed in scan: ValueError"), f
+        assert "NaN" in f["error"]
