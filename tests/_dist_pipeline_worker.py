@@ -121,7 +121,7 @@ CASES: dict[str, Callable[[nn.Module, Tensor], dict[str, Any]]] = {
         pp.top_activating(
             m, pp.Unit(LAYER, 0), x, K, batch_size=16, keep_inputs=True, progress=False
         )
-    ),  # fmt: skip
+    ),
     # one image: rank 1's shard is empty
     "top_one_image": lambda m, x: top_record(
         pp.top_activating(m, pp.Unit(LAYER, 2), x[:1], 1, keep_inputs=True, progress=False)
@@ -136,7 +136,7 @@ CASES: dict[str, Callable[[nn.Module, Tensor], dict[str, Any]]] = {
             cs=pp.CSConfig(epochs=2),
             progress=False,
         )
-    ),  # fmt: skip
+    ),
 }
 
 
