@@ -167,4 +167,6 @@ def read_scan(directory: Path) -> Scan:
             row[key] = math.nan if row[key] is None else row[key]
         rows.append(row)
     seen_at = {layer: _pos(at) for layer, at in meta["seen_at"].items()}
-    return Scan(meta["layers"], tops, clusterings, rows, plans, seen_at, meta["config"])
+    return Scan(
+        meta["layers"], tops, clusterings, rows, plans, seen_at, meta["config"], meta["timings"]
+    )

@@ -117,9 +117,13 @@ class Scan:
         plans: Mapping[str, _Plan],
         seen_at: Mapping[str, tuple[int, int] | None],
         config: Mapping[str, Any],
+        timings: Mapping[str, float] | None = None,
     ) -> None:
         self.layers: tuple[str, ...] = tuple(layers)
         self.config: dict[str, Any] = dict(config)
+        #: Seconds: ``"pass"`` (reading the data and merging the ranks' top-k's) and
+        #: ``"clustering"`` (all channels).
+        self.timings: dict[str, float] = dict(timings or {})
         self._tops = dict(tops)
         self._clusterings = dict(clusterings)
         self._plans = dict(plans)

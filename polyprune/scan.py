@@ -9,6 +9,7 @@ and the clustering are split over the ranks and every rank returns the same :cla
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -144,6 +145,7 @@ def scan(
     shape: tuple[int, ...] = ()
     groups: list[list[str]] = []  # layers that share one crop, hence one forward
     seen = 0
+    start = time.perf_counter()
     with (
         collective_errors("scan") as section,
         eval_mode(model),
@@ -181,6 +183,8 @@ def scan(
         }
     if k > seen:
         raise ValueError(f"k={k} is larger than the data set ({seen} items)")
+    timings = {"pass": time.perf_counter() - start}
+    start = time.perf_counter()
     merged: dict[str, MergedTopK] = {}
     for name in names:
         top = tops[name]
@@ -199,6 +203,7 @@ def scan(
         done = run_jobs(
             jobs, one, what="scan clustering", progress=lambda _done, _total: bar.update(1)
         )
+    timings["clustering"] = time.perf_counter() - start
     clusterings = {job: c for job, (c, _) in zip(jobs, done, strict=True)}
     rows = []
     for (name, channel), (_, row) in zip(jobs, done, strict=True):
@@ -214,7 +219,7 @@ def scan(
         "items": seen,
         "input_shape": list(shape),
     }
-    return Scan(names, merged, clusterings, rows, plans, seen_at, config)
+    return Scan(names, merged, clusterings, rows, plans, seen_at, config, timings)
 
 
 def _share_crops(plans: Mapping[str, _Plan]) -> list[list[str]]:
