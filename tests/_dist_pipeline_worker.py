@@ -140,6 +140,17 @@ CASES: dict[str, Callable[[nn.Module, Tensor], dict[str, Any]]] = {
 }
 
 
+def load_example() -> Any:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "scan_torchrun.py"
+    spec = importlib.util.spec_from_file_location("_scan_torchrun_example", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_cli(folder: str, out: Path, device: str) -> dict[str, Any]:
     """``polyprune scan`` as torchrun would run it (the group is not initialized yet)."""
     assert not dist.is_initialized()
@@ -177,6 +188,11 @@ def main() -> None:
             result = case(model, images)
             result["seconds"] = round(time.monotonic() - start, 3)
             (out / f"{name}{rank}.json").write_text(json.dumps(result, sort_keys=True))
+        # the documented example (examples/scan_torchrun.py) on both ranks
+        example = load_example()
+        scan, result = example.main(out / f"example{rank}")
+        record = {"table": json.loads(json.dumps(scan.table())), "study": study_record(result)}
+        (out / f"example_run{rank}.json").write_text(json.dumps(record, sort_keys=True))
         # reports: every rank calls save, only rank 0 writes
         pp.scan(model, LAYER, images[:100], k=20, progress=False).save(out / f"scan_report{rank}")
         # a failure on rank 1 only (NaN in its shard of a Dataset) ends both ranks with its error

@@ -115,6 +115,17 @@ def test_two_processes_equal_one(backend: str, tmp_path: Path) -> None:
         torch.testing.assert_close(got.values, want.values, rtol=1e-5, atol=1e-6)
     assert (out / "cli" / "report.html").exists() and (out / "cli" / "crops_features.6_0.png")
 
+    # the example: identical on both ranks, reports on rank 0 only; one process gets the same
+    # clusters and ranks (a float network: values compared up to rounding by the table's order)
+    run = both(out, "example_run", log)
+    alone_scan, alone_study = worker.load_example().main(tmp_path / "alone")
+    assert [(r["channel"], r["clusters"]) for r in run["table"]] == [
+        (r["channel"], r["clusters"]) for r in alone_scan.table()
+    ]
+    assert run["study"]["clustering"]["labels"] == alone_study.clustering.labels.tolist()
+    assert (out / "example0" / "study" / "report.html").exists()
+    assert not (out / "example1").exists()
+
     # reports: rank 0 writes, rank 1 does not
     assert (out / "scan_report0" / "report.html").exists()
     assert not (out / "scan_report1").exists()
