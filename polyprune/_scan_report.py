@@ -42,6 +42,7 @@ def write_scan(scan: Scan, out: Path, data: Any, crops: int) -> Path:
     }
     meta = {
         "format": FORMAT,
+        "timings": scan.timings,
         "layers": list(scan.layers),
         "config": scan.config,
         "fields": fields,
@@ -168,5 +169,5 @@ def read_scan(directory: Path) -> Scan:
         rows.append(row)
     seen_at = {layer: _pos(at) for layer, at in meta["seen_at"].items()}
     return Scan(
-        meta["layers"], tops, clusterings, rows, plans, seen_at, meta["config"], meta["timings"]
+        meta["layers"], tops, clusterings, rows, plans, seen_at, meta["config"], meta.get("timings")
     )

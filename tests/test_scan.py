@@ -115,7 +115,7 @@ def test_save_load_and_report(planted, tmp_path):
     header = (tmp_path / "scan" / "scan.csv").read_text().splitlines()[0]
     assert header.startswith("rank,layer,channel,position,clusters,sizes,noise,separation")
     back = pp.results.Scan.load(tmp_path / "scan")
-    assert back.table() == result.table()
+    assert back.table() == result.table() and back.timings == result.timings
     top, again = result.top(3, images), back.top(3, images)
     for name in ("indices", "values", "codes", "inputs"):
         assert torch.equal(getattr(top, name), getattr(again, name))
