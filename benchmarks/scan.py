@@ -13,8 +13,8 @@
    and the trained zoo models' known units' ranks (goal: first, and top 3).
 
 Run: ``python benchmarks/scan.py`` or ``python -m benchmarks.scan`` (``--quick``: seconds, tiny
-sizes, the 2-process run replaced by one in-process child). Timings on a shared machine vary
-with its load: every ratio is measured against a baseline in the same run.
+sizes, AlexNet ``features.0``, the 2-process run replaced by one in-process child). Timings on a
+shared machine vary with its load: every ratio is measured against a baseline in the same run.
 """
 
 from __future__ import annotations
@@ -67,22 +67,22 @@ def _alexnet() -> torch.nn.Module:
     return torchvision.models.alexnet().eval()
 
 
-def speed(n: int, k: int, size: int, loop_channels: int) -> dict[str, float]:
+def speed(n: int, k: int, size: int, loop_channels: int, layer: str) -> dict[str, float]:
     model = _alexnet()
-    channels = 256
     t = time.perf_counter()
-    result = pp.scan(model, LAYER, _images(n, 64, size), k=k, progress=False)
+    result = pp.scan(model, layer, _images(n, 64, size), k=k, progress=False)
+    channels = len(result)
     scan_wall = time.perf_counter() - t
     one = []
     for c in range(loop_channels):
         t = time.perf_counter()
-        top = pp.top_activating(model, pp.Unit(LAYER, c), _images(n, 64, size), k, progress=False)
+        top = pp.top_activating(model, pp.Unit(layer, c), _images(n, 64, size), k, progress=False)
         one.append(time.perf_counter() - t)
         assert torch.equal(top.indices, result.top(c).indices)  # same batches: bit for bit
     per_call = sorted(one)[len(one) // 2]
     clustering = result.timings["clustering"]
     loop = per_call * channels
-    print(f"scan of all {channels} channels of alexnet {LAYER}, {n} images {size}×{size}, k={k}")
+    print(f"scan of all {channels} channels of alexnet {layer}, {n} images {size}×{size}, k={k}")
     print(f"  scan: {scan_wall:.2f} s (pass {result.timings['pass']:.2f} s + clustering "
           f"{clustering:.2f} s)")  # fmt: skip
     print(f"  top_activating: {per_call:.2f} s per channel (median of {loop_channels}); loop over "
@@ -102,15 +102,15 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux
 
 
-def _memory_child(n: int, size: int) -> None:
+def _memory_child(n: int, size: int, layer: str) -> None:
     torch.set_num_threads(1)
-    result = pp.scan(_alexnet(), LAYER, _images(n, 50, size), k=100, progress=False)
+    result = pp.scan(_alexnet(), layer, _images(n, 50, size), k=100, progress=False)
     print(json.dumps({"n": n, "rss_mb": _peak_rss_mb(), "channels": len(result)}))
 
 
-def memory(sizes: tuple[int, int], size: int) -> float:
-    cmds = [[sys.executable, str(SCRIPT), "--memory-child", str(n), "--size", str(size)]
-            for n in sizes]  # fmt: skip
+def memory(sizes: tuple[int, int], size: int, layer: str) -> float:
+    cmds = [[sys.executable, str(SCRIPT), "--memory-child", str(n), "--size", str(size),
+             "--layer", layer] for n in sizes]  # fmt: skip
     children = [subprocess.Popen(c, stdout=subprocess.PIPE, text=True) for c in cmds]
     peaks = []
     for child in children:  # both at once: each measures only its own peak
@@ -118,7 +118,7 @@ def memory(sizes: tuple[int, int], size: int) -> float:
         if child.returncode:
             raise RuntimeError(f"memory child failed ({child.returncode})")
         peaks.append(json.loads(line.strip().splitlines()[-1])["rss_mb"])
-    print(f"scan(k=100) peak RSS, alexnet {LAYER}, {size}×{size}:")
+    print(f"scan(k=100) peak RSS, alexnet {layer}, {size}×{size}:")
     for n, mb in zip(sizes, peaks, strict=True):
         print(f"  {n:6d} images: {mb:8.1f} MB")
     growth = peaks[1] - peaks[0]
@@ -206,9 +206,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--size", type=int, default=224, help=argparse.SUPPRESS)
     parser.add_argument("--k", type=int, default=100, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--layer", default=LAYER, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child is not None:
-        _memory_child(args.memory_child, args.size)
+        _memory_child(args.memory_child, args.size, args.layer)
         return {}
     if args.dist_child is not None:
         _dist_child(args.dist_child, args.size, args.k, args.out)
@@ -216,14 +217,14 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     torch.set_num_threads(1)
     if args.quick:
         return {
-            "speed": speed(48, 12, 67, 1),
-            "memory": memory((120, 360), 67),
+            "speed": speed(48, 12, 67, 1, "features.0"),
+            "memory": memory((120, 360), 67, "features.0"),
             "processes": processes(64, 67, 12, quick=True),
             "ranks": ranks(1, 600, 120, trained=False),
         }
     return {
-        "speed": speed(args.images, 200, 224, 3),
-        "memory": memory((1000, 20000), 224),
+        "speed": speed(args.images, 200, 224, 3, LAYER),
+        "memory": memory((1000, 20000), 224, LAYER),
         "processes": processes(1024, 224, 200, quick=False),
         "ranks": ranks(5, 1500, 300),
     }
