@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ._data import as_images
-from ._graph.regions import channel_producer
+from ._graph.regions import layer_channels
 from ._graph.run import (
     check_unit_layout,
     forward_until,
@@ -18,7 +18,7 @@ from ._graph.run import (
     read_unit,
     resolve_position,
 )
-from ._graph.trace import GraphError, check_layer
+from ._graph.trace import check_layer
 from ._model import eval_mode, first_in_channels, model_dtype_device, to_model
 from ._unit_io import unit_activations
 
@@ -26,8 +26,6 @@ if TYPE_CHECKING:
     from .masks import Masks
 
 __all__ = ["OBJECTIVE_KINDS", "Objective", "Unit", "as_objective"]
-
-_CHANNEL_ATTRS = ("out_channels", "out_features", "num_features")
 
 
 @dataclass(frozen=True)
@@ -146,20 +144,6 @@ def _sample(model: nn.Module, sample: Tensor | int | tuple[int, int]) -> Tensor:
         raise ValueError(f"sample must be images (N, C, H, W) or a size (H, W), got {sample!r}")
     dtype, device = model_dtype_device(model)
     return torch.zeros(1, first_in_channels(model), *size, dtype=dtype, device=device)
-
-
-def layer_channels(model: nn.Module, layer: str) -> int | None:
-    """The layer's channel count from its module, or the Conv/Linear behind it (None: unknown)."""
-    module = check_layer(model, layer)
-    for attr in _CHANNEL_ATTRS:
-        value = getattr(module, attr, None)
-        if isinstance(value, int):
-            return value
-    try:
-        producer = channel_producer(model, layer)
-    except GraphError:
-        return None
-    return None if producer is None else layer_channels(model, producer)
 
 
 # -- objectives --------------------------------------------------------------------------------
