@@ -7,13 +7,15 @@
 2. Peak memory growth of ``top_activating`` from 1,000 to 10,000 images (each in a fresh
    subprocess, peak resident memory): it streams, so memory must not grow with the data set.
 
-Run: ``python benchmarks/recording.py`` (``--quick`` for a seconds-long smoke run).
+Run: ``python benchmarks/recording.py`` or ``python -m benchmarks.recording`` (``--quick`` for a
+seconds-long smoke run).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -27,6 +29,7 @@ import torchvision
 import polyprune as pp
 
 LAYER = "features.6"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _images(n: int, batch: int, seed: int = 0) -> Iterator[torch.Tensor]:
@@ -105,7 +108,8 @@ def memory(sizes: tuple[int, int], layer: str) -> list[float]:
     peaks = []
     for n in sizes:
         cmd = [sys.executable, __file__, "--child", str(n), "--layer", layer]
-        line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's polyprune, as the parent
+        line = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
         peaks.append(json.loads(line.strip().splitlines()[-1])["rss_mb"])
     print(f"top_activating(k=100) peak RSS, alexnet {layer}:")
     for n, mb in zip(sizes, peaks, strict=True):

@@ -12,6 +12,7 @@ Usage::
 
     python benchmarks/sparsify.py            # full: batch 32, 2,000 crops
     python benchmarks/sparsify.py --quick    # seconds, tiny sizes (smoke test)
+    python -m benchmarks.sparsify --quick    # the same, as a module
 """
 
 from __future__ import annotations
@@ -33,8 +34,21 @@ from polyprune.subnetwork import fit_subnetwork
 LAYER, CHANNEL = "features.10", 255
 
 
+def _features(model: nn.Module) -> nn.Sequential:
+    features = model.get_submodule("features")
+    assert isinstance(features, nn.Sequential)
+    return features
+
+
+def _weight(module: nn.Module) -> torch.Tensor:
+    """``module.weight`` as the forward sees it (masked while the sparsifier is attached)."""
+    weight = module.weight
+    assert isinstance(weight, torch.Tensor)
+    return weight
+
+
 def _step(model: nn.Module, x: torch.Tensor, position: tuple[int, int]) -> None:
-    out = model.features[:11](x)  # features.10, the unit's layer
+    out = _features(model)[:11](x)  # features.10, the unit's layer
     out[:, CHANNEL, position[0], position[1]].sum().backward()
 
 
@@ -80,12 +94,12 @@ def overhead(
                 plain.append(tp)
                 masked.append(tm)
         owners = [twin.get_submodule(n.rpartition(".")[0]) for n, _ in cs.named_parameters()]
-        grads = [torch.randn(o.weight.shape) for o in owners]
+        grads = [torch.randn(_weight(o).shape) for o in owners]
 
         def run_masks() -> None:
             for p in logits:
                 p.grad = None
-            torch.autograd.backward([o.weight for o in owners], grads)
+            torch.autograd.backward([_weight(o) for o in owners], grads)
 
         alone = statistics.median(_timed(run_masks) for _ in range(reps + 1))
     ratios = [m / p for p, m in zip(plain, masked, strict=True)]
