@@ -23,10 +23,7 @@ SCRIPTS = sorted(p for p in ROOT.glob("benchmarks/*.py") if p.name != "__init__.
 
 #: Known private imports, each to be removed with its entry once polyprune makes the name
 #: public (the test fails if an entry is no longer needed).
-KNOWN: dict[str, set[str]] = {
-    # the maintainer's script that retrains the shipped zoo weights
-    "examples/train_zoo.py": {"polyprune.zoo._training"},
-}
+KNOWN: dict[str, set[str]] = {}
 
 
 def _private(name: str) -> bool:
