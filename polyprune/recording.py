@@ -296,7 +296,12 @@ class _Plan:
         if field.output_size == (1, 1) or field.covers_input(position):
             return cls(at, None, position)  # the unit sees the whole image: nothing to cut
         plan = cls(at, field, position)
-        if field.measured and not plan._keeps_activation(model, batch):
+        try:  # some models accept only their own input size (a ViT asserts it): try one crop
+            kept = plan._keeps_activation(model, batch[:1] if not field.measured else batch)
+        except Exception as exc:  # the whole image ran (placed() above): the crop is the cause
+            _whole_images(unit, f"the model does not run on crops ({type(exc).__name__}: {exc})")
+            return cls(at, None, position)
+        if field.measured and not kept:
             _whole_images(unit, "the measured field's crop changes the unit's activation")
             return cls(at, None, position)
         return plan
@@ -304,9 +309,12 @@ class _Plan:
     def _keeps_activation(self, model: nn.Module, batch: Tensor) -> bool:
         """Whether the unit reads the same on this batch cropped and whole (up to rounding)."""
         x, crop_at = self.cut(batch)
-        whole = read_unit(_forward(model, batch, self.unit.layer), None, self.at)
         cropped = read_unit(_forward(model, x, self.unit.layer), None, crop_at)
-        return bool(torch.allclose(cropped, whole, rtol=1e-4, atol=1e-5 * float(whole.abs().max())))
+        if not self.field or not self.field.measured:
+            return True  # derived fields are exact by construction: the run itself is the check
+        whole = read_unit(_forward(model, batch, self.unit.layer), None, self.at)
+        scale = 1e-5 * float(whole.abs().max())
+        return bool(torch.allclose(cropped, whole, rtol=1e-4, atol=scale))
 
     def cut(self, batch: Tensor) -> tuple[Tensor, tuple[int, int] | None]:
         if self.field is None:
