@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -70,6 +70,25 @@ class Unit:
                     f"Unit.position must be None or a pair of ints ≥ 0, got {self.position!r}"
                 )
             object.__setattr__(self, "position", (int(pos[0]), int(pos[1])))
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"layer", "channel", "position"}`` as plain JSON-ready values."""
+        position = None if self.position is None else list(self.position)
+        return {"layer": self.layer, "channel": self.channel, "position": position}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Unit:
+        """The unit of :meth:`to_dict`.
+
+        Examples
+        --------
+        >>> from polyprune import Unit
+        >>> Unit.from_dict(Unit("features.10", 255, (6, 6)).to_dict())
+        Unit(layer='features.10', channel=255, position=(6, 6))
+        """
+        position = data.get("position")
+        return cls(str(data["layer"]), int(data["channel"]),
+                   None if position is None else (int(position[0]), int(position[1])))  # fmt: skip
 
     def validate(
         self, model: nn.Module, sample: Tensor | int | tuple[int, int] | None = None
