@@ -39,13 +39,20 @@ def _images(n: int, batch: int, seed: int = 0) -> Iterator[torch.Tensor]:
         yield torch.rand(min(batch, n - start), 3, 224, 224, generator=gen)
 
 
+def device_of(name: str) -> torch.device:
+    """``auto``: CUDA when there is a GPU, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
 def _naive_batch(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     out: list[torch.Tensor] = []
     module = model.get_submodule(LAYER)
-    handle = module.register_forward_hook(lambda m, a, o: out.append(o[:, :, 6, 6].clone()))
+    handle = module.register_forward_hook(lambda m, a, o: out.append(o[:, :, 6, 6].cpu()))
     try:
         with torch.no_grad():
-            model(x)
+            model(x.to(next(model.parameters()).device))
     finally:
         handle.remove()
     return out[0]
@@ -57,14 +64,15 @@ def _polyprune_batch(
     crop = rf.crop(x)
     rec = pp.ActivationRecorder(model, LAYER, "center", position=crop.unit)
     with torch.no_grad():
-        return rec.run(crop.images)[LAYER]
+        return rec.run(crop.images)[LAYER].cpu()  # images move to the model's device
 
 
-def speed(n: int, batch: int) -> None:
+def speed(n: int, batch: int, device: torch.device = torch.device("cpu")) -> None:
     """Per batch: the naive way, then polyprune, on the same fresh images (paired, so load
-    changes on a shared machine hit both); report total times and the median paired ratio."""
+    changes on a shared machine hit both); report total times and the median paired ratio.
+    Images are made on the CPU and moved to ``device`` by each side (as a loader's would be)."""
     torch.manual_seed(0)
-    model = torchvision.models.alexnet().eval()
+    model = torchvision.models.alexnet().eval().to(device)
     rf = pp.ReceptiveField.of(model, LAYER, (224, 224))
     warm = next(_images(batch, batch, seed=1))
     _naive_batch(model, warm), _polyprune_batch(model, rf, warm)
@@ -81,7 +89,7 @@ def speed(n: int, batch: int) -> None:
         ratios.append(a / b)
         diff = max(diff, float((got - ref).abs().max() / ref.abs().max()))
     median = sorted(ratios)[len(ratios) // 2]
-    print(f"center activations of alexnet {LAYER}, {n} images 224×224, batch {batch}")
+    print(f"center activations of alexnet {LAYER}, {n} images 224×224, batch {batch}, {device}")
     print(f"  naive (full forward + hook): {naive:8.2f} s  ({n / naive:7.1f} img/s)")
     print(f"  polyprune (crop + stop)    : {ours:8.2f} s  ({n / ours:7.1f} img/s)")
     print(f"  speed-up (median of {len(ratios)} paired batches): {median:.2f}×   (goal ≥ 5×)")
@@ -122,17 +130,19 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds")
     parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--layer", default=LAYER, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
         _child(args.child, args.layer)
         return
+    device = device_of(args.device)
     if args.quick:
-        speed(64, 32)
+        speed(64, 32, device)
         memory((100, 300), "features.2")
     else:
-        speed(args.images, 64)
+        speed(args.images, 64, device)
         memory((1000, 10000), LAYER)
 
 

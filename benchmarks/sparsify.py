@@ -55,6 +55,8 @@ def _step(model: nn.Module, x: torch.Tensor, position: tuple[int, int]) -> None:
 def _timed(fn: Callable[[], None]) -> float:
     t = time.perf_counter()
     fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()  # kernels run asynchronously: time their end, not their launch
     return time.perf_counter() - t
 
 
@@ -126,17 +128,24 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
     parser.add_argument("--no-epoch", action="store_true", help="skip the seconds-per-epoch run")
+    parser.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     batch, size = (2, 35) if args.quick else (32, 163)
     reps = args.reps or (1 if args.quick else 15)
     n_epoch = 4 if args.quick else 2000
+    device = torch.device(
+        args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
+    )
     torch.manual_seed(0)
     model = torchvision.models.alexnet().eval()
     model.classifier = nn.Identity()  # never reached (the forward stops at features.10)
-    x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1))
-    print(f"AlexNet up to {LAYER}, batch {batch} of {size}×{size}, {reps} interleaved reps")
+    model.to(device)
+    x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1)).to(device)
+    print(
+        f"AlexNet up to {LAYER}, batch {batch} of {size}×{size}, {reps} interleaved reps, {device}"
+    )
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(
         f"{'granularity':<12}{'plain s':>10}{'masked s':>10}{'ratio':>8}{'goal':>7}{'masks s':>10}"
