@@ -49,7 +49,8 @@ def device_of(name: str) -> torch.device:
 def _naive_batch(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     out: list[torch.Tensor] = []
     module = model.get_submodule(LAYER)
-    handle = module.register_forward_hook(lambda m, a, o: out.append(o[:, :, 6, 6].cpu()))
+    # clone: a view would be rewritten by the in-place ReLU after the layer
+    handle = module.register_forward_hook(lambda m, a, o: out.append(o[:, :, 6, 6].clone().cpu()))
     try:
         with torch.no_grad():
             model(x.to(next(model.parameters()).device))
@@ -67,12 +68,12 @@ def _polyprune_batch(
         return rec.run(crop.images)[LAYER].cpu()  # images move to the model's device
 
 
-def speed(n: int, batch: int, device: torch.device = torch.device("cpu")) -> None:
+def speed(n: int, batch: int, device: torch.device | None = None) -> None:
     """Per batch: the naive way, then polyprune, on the same fresh images (paired, so load
     changes on a shared machine hit both); report total times and the median paired ratio.
     Images are made on the CPU and moved to ``device`` by each side (as a loader's would be)."""
     torch.manual_seed(0)
-    model = torchvision.models.alexnet().eval().to(device)
+    model = torchvision.models.alexnet().eval().to(device or torch.device("cpu"))
     rf = pp.ReceptiveField.of(model, LAYER, (224, 224))
     warm = next(_images(batch, batch, seed=1))
     _naive_batch(model, warm), _polyprune_batch(model, rf, warm)
