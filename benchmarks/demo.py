@@ -4,7 +4,7 @@ Every stage is also expressed as a multiple of one plain forward pass of the sam
 same images (no hooks, no crops), measured in the same run, so the figures compare across
 machines and loads.
 
-Run: ``python benchmarks/demo.py [--out DIR]``.
+Run: ``python benchmarks/demo.py [--out DIR]`` or ``python -m benchmarks.demo [--out DIR]``.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ figures can be reproduced.
 
 Usage::
 
-    python benchmarks/handbuilt.py
+    python benchmarks/handbuilt.py      # or: python -m benchmarks.handbuilt
 """
 
 from __future__ import annotations

@@ -7,13 +7,15 @@
 2. Peak memory growth of ``top_activating`` from 1,000 to 10,000 images (each in a fresh
    subprocess, peak resident memory): it streams, so memory must not grow with the data set.
 
-Run: ``python benchmarks/recording.py`` (``--quick`` for a seconds-long smoke run).
+Run: ``python benchmarks/recording.py`` or ``python -m benchmarks.recording`` (``--quick`` for a
+seconds-long smoke run).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -27,6 +29,7 @@ import torchvision
 import polyprune as pp
 
 LAYER = "features.6"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _images(n: int, batch: int, seed: int = 0) -> Iterator[torch.Tensor]:
@@ -36,13 +39,21 @@ def _images(n: int, batch: int, seed: int = 0) -> Iterator[torch.Tensor]:
         yield torch.rand(min(batch, n - start), 3, 224, 224, generator=gen)
 
 
+def device_of(name: str) -> torch.device:
+    """``auto``: CUDA when there is a GPU, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
 def _naive_batch(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     out: list[torch.Tensor] = []
     module = model.get_submodule(LAYER)
-    handle = module.register_forward_hook(lambda m, a, o: out.append(o[:, :, 6, 6].clone()))
+    # clone: a view would be rewritten by the in-place ReLU after the layer
+    handle = module.register_forward_hook(lambda m, a, o: out.append(o[:, :, 6, 6].clone().cpu()))
     try:
         with torch.no_grad():
-            model(x)
+            model(x.to(next(model.parameters()).device))
     finally:
         handle.remove()
     return out[0]
@@ -54,14 +65,15 @@ def _polyprune_batch(
     crop = rf.crop(x)
     rec = pp.ActivationRecorder(model, LAYER, "center", position=crop.unit)
     with torch.no_grad():
-        return rec.run(crop.images)[LAYER]
+        return rec.run(crop.images)[LAYER].cpu()  # images move to the model's device
 
 
-def speed(n: int, batch: int) -> None:
+def speed(n: int, batch: int, device: torch.device | None = None) -> None:
     """Per batch: the naive way, then polyprune, on the same fresh images (paired, so load
-    changes on a shared machine hit both); report total times and the median paired ratio."""
+    changes on a shared machine hit both); report total times and the median paired ratio.
+    Images are made on the CPU and moved to ``device`` by each side (as a loader's would be)."""
     torch.manual_seed(0)
-    model = torchvision.models.alexnet().eval()
+    model = torchvision.models.alexnet().eval().to(device or torch.device("cpu"))
     rf = pp.ReceptiveField.of(model, LAYER, (224, 224))
     warm = next(_images(batch, batch, seed=1))
     _naive_batch(model, warm), _polyprune_batch(model, rf, warm)
@@ -78,7 +90,7 @@ def speed(n: int, batch: int) -> None:
         ratios.append(a / b)
         diff = max(diff, float((got - ref).abs().max() / ref.abs().max()))
     median = sorted(ratios)[len(ratios) // 2]
-    print(f"center activations of alexnet {LAYER}, {n} images 224×224, batch {batch}")
+    print(f"center activations of alexnet {LAYER}, {n} images 224×224, batch {batch}, {device}")
     print(f"  naive (full forward + hook): {naive:8.2f} s  ({n / naive:7.1f} img/s)")
     print(f"  polyprune (crop + stop)    : {ours:8.2f} s  ({n / ours:7.1f} img/s)")
     print(f"  speed-up (median of {len(ratios)} paired batches): {median:.2f}×   (goal ≥ 5×)")
@@ -105,7 +117,8 @@ def memory(sizes: tuple[int, int], layer: str) -> list[float]:
     peaks = []
     for n in sizes:
         cmd = [sys.executable, __file__, "--child", str(n), "--layer", layer]
-        line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's polyprune, as the parent
+        line = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
         peaks.append(json.loads(line.strip().splitlines()[-1])["rss_mb"])
     print(f"top_activating(k=100) peak RSS, alexnet {layer}:")
     for n, mb in zip(sizes, peaks, strict=True):
@@ -118,17 +131,19 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds")
     parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--layer", default=LAYER, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
         _child(args.child, args.layer)
         return
+    device = device_of(args.device)
     if args.quick:
-        speed(64, 32)
+        speed(64, 32, device)
         memory((100, 300), "features.2")
     else:
-        speed(args.images, 64)
+        speed(args.images, 64, device)
         memory((1000, 10000), LAYER)
 
 

@@ -11,6 +11,7 @@ Usage::
 
     python benchmarks/scoring.py            # 64 crops of 163×163 (the unit's receptive field)
     python benchmarks/scoring.py --quick    # seconds: 2 crops of 67×67, FORCE(2), 1 thread
+    python -m benchmarks.scoring --quick    # the same, as a module
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -46,8 +48,10 @@ def setup(crop: int, batch: int) -> tuple[torch.nn.Module, torch.Tensor, Unit]:
 
 def dense(model: torch.nn.Module, x: torch.Tensor, unit: Unit) -> None:
     """One forward to the unit's layer and the gradient w.r.t. every parameter before it."""
-    params = [p for p in model.features.parameters()]
-    out = model.features[:11](x)  # features.10: a plain forward, no hooks
+    features = model.get_submodule("features")
+    assert isinstance(features, torch.nn.Sequential)
+    params = [p for p in features.parameters()]
+    out = features[:11](x)  # features.10: a plain forward, no hooks
     f = out[:, unit.channel, (out.shape[2] - 1) // 2, (out.shape[3] - 1) // 2].sum()
     torch.autograd.grad(f, params, allow_unused=True)
 
@@ -154,9 +158,7 @@ def _run(args: argparse.Namespace) -> dict[str, float]:
         name = type(scorer).__name__ + (f"({rounds})" if isinstance(scorer, FORCE) else "")
         for gran in GRANULARITIES:
             once = 1 if isinstance(scorer, FORCE) else repeat
-            seconds, scores = timed(
-                lambda s=scorer, g=gran: s.score(model, x, unit, granularity=g), once
-            )
+            seconds, scores = timed(partial(scorer.score, model, x, unit, granularity=gran), once)
             if isinstance(scorer, FORCE) and gran == "kernel":
                 force_kernel = scores  # its kept fraction is printed below
             results[f"{name}/{gran}"] = seconds / base

@@ -12,6 +12,7 @@ Usage::
 
     python benchmarks/sparsify.py            # full: batch 32, 2,000 crops
     python benchmarks/sparsify.py --quick    # seconds, tiny sizes (smoke test)
+    python -m benchmarks.sparsify --quick    # the same, as a module
 """
 
 from __future__ import annotations
@@ -33,14 +34,29 @@ from polyprune.subnetwork import fit_subnetwork
 LAYER, CHANNEL = "features.10", 255
 
 
+def _features(model: nn.Module) -> nn.Sequential:
+    features = model.get_submodule("features")
+    assert isinstance(features, nn.Sequential)
+    return features
+
+
+def _weight(module: nn.Module) -> torch.Tensor:
+    """``module.weight`` as the forward sees it (masked while the sparsifier is attached)."""
+    weight = module.weight
+    assert isinstance(weight, torch.Tensor)
+    return weight
+
+
 def _step(model: nn.Module, x: torch.Tensor, position: tuple[int, int]) -> None:
-    out = model.features[:11](x)  # features.10, the unit's layer
+    out = _features(model)[:11](x)  # features.10, the unit's layer
     out[:, CHANNEL, position[0], position[1]].sum().backward()
 
 
 def _timed(fn: Callable[[], None]) -> float:
     t = time.perf_counter()
     fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()  # kernels run asynchronously: time their end, not their launch
     return time.perf_counter() - t
 
 
@@ -80,12 +96,12 @@ def overhead(
                 plain.append(tp)
                 masked.append(tm)
         owners = [twin.get_submodule(n.rpartition(".")[0]) for n, _ in cs.named_parameters()]
-        grads = [torch.randn(o.weight.shape) for o in owners]
+        grads = [torch.randn(_weight(o).shape) for o in owners]
 
         def run_masks() -> None:
             for p in logits:
                 p.grad = None
-            torch.autograd.backward([o.weight for o in owners], grads)
+            torch.autograd.backward([_weight(o) for o in owners], grads)
 
         alone = statistics.median(_timed(run_masks) for _ in range(reps + 1))
     ratios = [m / p for p, m in zip(plain, masked, strict=True)]
@@ -112,17 +128,24 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
     parser.add_argument("--no-epoch", action="store_true", help="skip the seconds-per-epoch run")
+    parser.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     batch, size = (2, 35) if args.quick else (32, 163)
     reps = args.reps or (1 if args.quick else 15)
     n_epoch = 4 if args.quick else 2000
+    device = torch.device(
+        args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
+    )
     torch.manual_seed(0)
     model = torchvision.models.alexnet().eval()
     model.classifier = nn.Identity()  # never reached (the forward stops at features.10)
-    x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1))
-    print(f"AlexNet up to {LAYER}, batch {batch} of {size}×{size}, {reps} interleaved reps")
+    model.to(device)
+    x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1)).to(device)
+    print(
+        f"AlexNet up to {LAYER}, batch {batch} of {size}×{size}, {reps} interleaved reps, {device}"
+    )
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(
         f"{'granularity':<12}{'plain s':>10}{'masked s':>10}{'ratio':>8}{'goal':>7}{'masks s':>10}"

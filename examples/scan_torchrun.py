@@ -22,7 +22,6 @@ from polyprune import zoo
 
 
 def main(out: Path) -> tuple[pp.results.Scan, pp.results.StudyResult]:
-    # --8<-- [start:scan]
     model, _ = zoo.planted_network()  # a CNN with a planted polysemantic unit
     images, _ = zoo.concept_images(600, size=zoo.PLANTED_SIZE, seed=1)
     scan = pp.scan(model, "features.6", images, k=120, progress=False)  # one pass, all channels
@@ -33,7 +32,6 @@ def main(out: Path) -> tuple[pp.results.Scan, pp.results.StudyResult]:
     top = scan.top(unit, images)  # its top-k from the scan, crops read by index: no new pass
     result = pp.study(model, unit, images, top=top, methods=["actgrad", "snip"], progress=False)
     result.save(out / "study")
-    # --8<-- [end:scan]
     return scan, result
 
 

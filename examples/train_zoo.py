@@ -24,7 +24,6 @@ from pathlib import Path
 import torch
 
 from polyprune import zoo
-from polyprune.zoo import _training
 
 SHIPPED = Path(zoo.__file__).parent / "weights"
 TARGETS = ("planted", "concepts-merged", "digits-merged")
@@ -48,17 +47,12 @@ def _save(state: dict[str, torch.Tensor], out: Path, name: str) -> None:
 
 def _classifier(name: str, out: Path) -> None:
     start = time.perf_counter()
-    train = (
-        _training.train_concepts_merged
-        if name == "concepts-merged"
-        else _training.train_digits_merged
-    )
-    model = train()
+    model = zoo.train(name)
     seconds = time.perf_counter() - start
     card = zoo.model_card(name)
-    layer, channel, fa, fb = _training.recommend_unit(model, name)
+    layer, channel, fa, fb = zoo.recommend_unit(model, name)
     print(f"{name}: trained in {seconds:.0f} s")
-    print(f"  held-out accuracy {_training.accuracy(model, name):.4f} (card: {card.accuracy:.4f})")
+    print(f"  held-out accuracy {zoo.accuracy(model, name):.4f} (card: {card.accuracy:.4f})")
     print(
         f"  recommended unit ({layer!r}, {channel}): top-{card.unit_top_k} split "
         f"{card.merged[0]} {fa:.2f} / {card.merged[1]} {fb:.2f} "
@@ -78,7 +72,7 @@ def main() -> None:
     for name in args.only or TARGETS:
         if name == "planted":
             start = time.perf_counter()
-            state = _training.train_planted(log=lambda line: print(" ", line, flush=True))
+            state = zoo.train_planted(log=lambda line: print(" ", line, flush=True))
             print(f"planted detectors: trained in {time.perf_counter() - start:.0f} s")
             _save(state, args.out, "planted")
         else:

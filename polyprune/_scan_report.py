@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 __all__ = ["read_scan", "write_scan"]
 
 FORMAT = 1
-_FIELD_KEYS = ("layer", "input_size", "size", "stride", "start", "output_size")
+_FIELD_KEYS = ("layer", "input_size", "size", "stride", "start", "output_size", "whole_image",
+               "measured")  # fmt: skip
 
 
 def _pos(value: Any) -> tuple[int, int] | None:
@@ -155,11 +156,12 @@ def read_scan(directory: Path) -> Scan:
     plans = {}
     for layer in meta["layers"]:
         at, spec = _pos(meta["positions"][layer]), meta["fields"][layer]
-        field = (
-            None
-            if spec is None
-            else ReceptiveField(spec["layer"], *(tuple(spec[key]) for key in _FIELD_KEYS[1:]))
-        )
+        field = None
+        if spec is not None:
+            values: dict[str, Any] = {
+                k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()
+            }
+            field = ReceptiveField(**{k: values[k] for k in _FIELD_KEYS if k in values})
         plans[layer] = _Plan(Unit(layer, 0, at), field, at)
     rows = []
     for row in meta["table"]:

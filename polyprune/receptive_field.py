@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from ._graph.field import ReceptiveFieldError
 from ._graph.interpret import propagate
 from ._graph.probe import Probe as _Probe
+from ._graph.probe import measure as _measure
 from ._graph.trace import check_layer
 from ._model import first_in_channels
 
@@ -62,6 +63,12 @@ class ReceptiveField:
         field reaches into padding.
     output_size : tuple[int, int]
         ``(H, W)`` of the layer's map at ``input_size``.
+    whole_image : bool
+        Every unit depends on every pixel (e.g. behind squeeze-and-excitation gating, which
+        pools the whole map into a per-channel gate): ``size`` is then the image size and a
+        unit's crop is the whole image.
+    measured : bool
+        Measured with :meth:`measure` (by probing units) rather than derived from the graph.
 
     Examples
     --------
@@ -77,6 +84,8 @@ class ReceptiveField:
     stride: tuple[int, int]
     start: tuple[int, int]
     output_size: tuple[int, int]
+    whole_image: bool = False
+    measured: bool = False
     _spans: tuple[tuple[tuple[int, int], ...], ...] = field(default=(), repr=False, compare=False)
 
     @classmethod
@@ -105,15 +114,23 @@ class ReceptiveField:
         size_hw = _pair(input_size, "input_size")
         channels = in_channels if in_channels is not None else first_in_channels(model)
         field, out_shape = propagate(model, layer, size_hw, channels)
-        if len(out_shape) != 4:
+        if len(out_shape) != 4 or len(field.dims) != 2:
             raise ReceptiveFieldError(f"layer {layer!r} does not produce a 2-D map (N, C, H, W)")
+        if field.dims != (2, 3):
+            raise ValueError(
+                f"layer {layer!r} outputs channels-last maps {out_shape} (its spatial axes are "
+                f"{field.dims}): polyprune reads units of (N, C, H, W) maps; choose a layer after "
+                "the permute back to channels-first"
+            )
+        whole = field.whole
         return cls(
             layer=layer,
             input_size=size_hw,
-            size=(field.size[0], field.size[1]),
+            size=size_hw if whole else (field.size[0], field.size[1]),
             stride=(field.stride[0], field.stride[1]),
-            start=(field.start[0], field.start[1]),
+            start=(0, 0) if whole else (field.start[0], field.start[1]),
             output_size=(int(out_shape[2]), int(out_shape[3])),
+            whole_image=whole,
             _spans=tuple(
                 tuple(zip(lo.tolist(), hi.tolist(), strict=True))
                 for lo, hi in zip(field.lo, field.hi, strict=True)
@@ -177,6 +194,8 @@ class ReceptiveField:
         unchanged; at the image border the crop is clamped, which keeps the same zero padding.
         """
         i, j = self._unit(unit)
+        if self.whole_image:
+            return (0, 0, *self.input_size)
         raw_top = self.start[0] + i * self.stride[0]
         raw_left = self.start[1] + j * self.stride[1]
         return (
@@ -243,6 +262,40 @@ class ReceptiveField:
         top, left, bottom, right = self.crop_box((i, j))
         unit_in_crop = (i - top // self.stride[0], j - left // self.stride[1])
         return Crop(images[..., top:bottom, left:right], unit_in_crop)
+
+    @classmethod
+    def measure(
+        cls,
+        model: nn.Module,
+        layer: str,
+        input_size: int | tuple[int, int],
+        *,
+        in_channels: int | None = None,
+        trials: int = 8,
+        seed: int = 0,
+    ) -> ReceptiveField:
+        """The field of ``layer`` measured by probing two units, for models ``of`` cannot trace.
+
+        The center unit's box (:meth:`probe`) gives the size, its distance to a diagonal
+        neighbour's box the stride. The result crops like a derived field (:meth:`crop`); since
+        it rests on measurements, :func:`~polyprune.top_activating` checks on the first batch
+        that a measured crop keeps the unit's activation, and uses whole images if not. Measure
+        at an input size where the center unit's field lies inside the image.
+
+        Examples
+        --------
+        >>> import torch, polyprune as pp
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.MaxPool2d(2),
+        ...                           torch.nn.Conv2d(2, 2, 3))
+        >>> rf = pp.ReceptiveField.measure(net, "2", 24)
+        >>> rf.size, rf.stride, rf.measured, rf.size == pp.ReceptiveField.of(net, "2", 24).size
+        ((8, 8), (2, 2), True, True)
+        """
+        check_layer(model, layer)
+        size_hw = _pair(input_size, "input_size")
+        channels = in_channels if in_channels is not None else first_in_channels(model)
+        size, stride, start, out = _measure(model, layer, size_hw, channels, trials, seed)
+        return cls(layer, size_hw, size, stride, start, out, measured=True)
 
     @staticmethod
     def probe(

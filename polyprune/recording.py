@@ -204,7 +204,7 @@ def top_activating(
     data: Tensor | Dataset[Any] | DataLoader[Any] | Iterable[Any],
     k: int = 1000,
     *,
-    crop: bool = True,
+    crop: bool | ReceptiveField = True,
     batch_size: int = 64,
     keep_inputs: bool = False,
     workers: int = 0,
@@ -217,12 +217,16 @@ def top_activating(
     memory is O(k + batch), independent of the data set's length. ``keep_inputs=True`` also
     keeps the k crops themselves (still O(k)), so no second pass over the data is needed.
 
-    Where no crop is needed (a 1×1 map, or a layer without a map) the whole images are used; where
-    the exact field cannot be derived (an operation without a receptive-field rule, an untraceable
-    model) the whole images are used too, with one warning that says why: the activation read is
-    exact either way, the crop only saves work. ``data`` is anything :mod:`polyprune` accepts as
-    images (a tensor, a Dataset, a DataLoader, an iterable of batches or of images; ``workers``
-    loader processes read a Dataset). The model runs in eval mode and is left as found.
+    Where no crop is needed (a 1×1 map, a layer without a map, a unit that sees the whole image)
+    the whole images are used; where the exact field cannot be derived (an operation without a
+    receptive-field rule, an untraceable model) the whole images are used too, with one warning
+    that says why: the activation read is exact either way, the crop only saves work. ``crop``
+    may also be a field measured with :meth:`ReceptiveField.measure` (checked on the first
+    batch: whole images are used, with a warning, if its crop changes the activation).
+
+    ``data`` is anything :mod:`polyprune` accepts as images (a tensor, a Dataset, a DataLoader,
+    an iterable of batches or of images; ``workers`` loader processes read a Dataset). The model
+    runs in eval mode and is left as found.
 
     Under ``torch.distributed`` (e.g. launched with ``torchrun``) every rank streams only its
     share of ``data`` (contiguous blocks of a tensor or Dataset; every ``world``-th batch of a
@@ -263,7 +267,7 @@ def top_activating(
             if plan is None:
                 plan = _Plan.make(model, unit, batch, crop)
             x, at = plan.cut(batch)
-            out = forward_until(model, to_model(x, model), [unit.layer])[unit.layer]
+            out = _forward(model, x, unit.layer)
             state.push(read_unit(out, None, at), unit.channel, offset, x if keep_inputs else None)
             seen = offset + int(batch.shape[0])
             bar.update(batch.shape[0])
@@ -290,30 +294,67 @@ class _Plan:
     at: tuple[int, int] | None
 
     @classmethod
-    def make(cls, model: nn.Module, unit: Unit, batch: Tensor, crop: bool) -> _Plan:
+    def make(
+        cls, model: nn.Module, unit: Unit, batch: Tensor, crop: bool | ReceptiveField
+    ) -> _Plan:
         at = placed(model, unit, batch)  # the position in the full image's map, checked
         position = at.position
-        if not crop or position is None:
+        if crop is False or position is None:
             return cls(at, None, position)
         size = (int(batch.shape[2]), int(batch.shape[3]))
-        try:
-            field = ReceptiveField.of(model, unit.layer, size, in_channels=int(batch.shape[1]))
-        except ReceptiveFieldError as exc:
-            warnings.warn(
-                f"no exact receptive field for {unit.layer!r}, so whole images are used instead "
-                f"of crops (as with crop=False; the activations are exact either way): {exc}",
-                UserWarning,
-                stacklevel=4,
-            )
-            return cls(at, None, position)
+        if isinstance(crop, ReceptiveField):
+            field = crop
+            if field.layer != unit.layer or field.input_size != size:
+                raise ValueError(
+                    f"crop is the field of {field.layer!r} at {field.input_size}, but the unit's "
+                    f"layer is {unit.layer!r} and the images are {size}"
+                )
+        else:
+            try:
+                field = ReceptiveField.of(model, unit.layer, size, in_channels=int(batch.shape[1]))
+            except ReceptiveFieldError as exc:
+                _whole_images(unit, str(exc))
+                return cls(at, None, position)
         if field.output_size == (1, 1) or field.covers_input(position):
             return cls(at, None, position)  # the unit sees the whole image: nothing to cut
-        return cls(at, field, position)
+        plan = cls(at, field, position)
+        try:  # some models accept only their own input size (a ViT asserts it): try one crop
+            kept = plan._keeps_activation(model, batch[:1] if not field.measured else batch)
+        except Exception as exc:  # the whole image ran (placed() above): the crop is the cause
+            _whole_images(unit, f"the model does not run on crops ({type(exc).__name__}: {exc})")
+            return cls(at, None, position)
+        if field.measured and not kept:
+            _whole_images(unit, "the measured field's crop changes the unit's activation")
+            return cls(at, None, position)
+        return plan
+
+    def _keeps_activation(self, model: nn.Module, batch: Tensor) -> bool:
+        """Whether the unit reads the same on this batch cropped and whole (up to rounding)."""
+        x, crop_at = self.cut(batch)
+        cropped = read_unit(_forward(model, x, self.unit.layer), None, crop_at)
+        if not self.field or not self.field.measured:
+            return True  # derived fields are exact by construction: the run itself is the check
+        whole = read_unit(_forward(model, batch, self.unit.layer), None, self.at)
+        scale = 1e-5 * float(whole.abs().max())
+        return bool(torch.allclose(cropped, whole, rtol=1e-4, atol=scale))
 
     def cut(self, batch: Tensor) -> tuple[Tensor, tuple[int, int] | None]:
         if self.field is None:
             return batch, self.at
         return self.field.crop(batch, self.at)
+
+
+def _forward(model: nn.Module, x: Tensor, layer: str) -> Tensor:
+    return forward_until(model, to_model(x, model), [layer])[layer]
+
+
+def _whole_images(unit: Unit, why: str) -> None:
+    warnings.warn(
+        f"no exact receptive field for {unit.layer!r}, so whole images are used instead of crops "
+        f"(as with crop=False; the activations are exact either way): {why}",
+        UserWarning,
+        stacklevel=5,
+    )
 
 
 class _TopK:

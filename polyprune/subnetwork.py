@@ -7,6 +7,8 @@ return the same :class:`Subnetwork`.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +26,8 @@ from .scoring._base import Scorer, available, create, warn_if_all_zero
 from .targets import Unit
 
 __all__ = ["Subnetwork", "fit_subnetwork", "methods", "resolve_method"]
+
+_FORMAT = "polyprune.subnetwork/1"
 
 
 def methods() -> tuple[str, ...]:
@@ -78,7 +82,7 @@ class Subnetwork:
     unit : Unit
         The unit, with the position the fit used.
     method : str
-        ``"cs"`` or the scorer's class name.
+        ``"cs"`` or the scorer's registry name (``"snip"``, ``"force"``, ...).
     history : dict of str to list of float
         Per epoch for CS (``loss``, ``bce``, ``penalty``, ``temperature``, ``kept_fraction``,
         ``lr``, ``seconds`` of training); empty for scorers.
@@ -109,6 +113,57 @@ class Subnetwork:
     def activations(self, model: nn.Module, images: Tensor, batch_size: int = 256) -> Tensor:
         """The unit's activation on ``images`` with the hard masks applied (model restored)."""
         return unit_activations(model, self.unit, as_images(images), self.masks, batch_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain containers of tensors, strings and numbers (``torch.load(weights_only=True)``
+        reads them back); :meth:`from_dict` rebuilds the subnetwork."""
+        return {
+            "format": _FORMAT, "masks": self.masks.to_dict(), "unit": self.unit.to_dict(),
+            "method": self.method, "history": {k: list(v) for k, v in self.history.items()},
+            "calibration": None if self.calibration is None else list(self.calibration),
+            "paper_kept_fraction": self.paper_kept_fraction, "state": self.state,
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Subnetwork:
+        """The subnetwork of :meth:`to_dict`."""
+        if data.get("format") != _FORMAT:
+            raise ValueError(f"not a polyprune subnetwork ({_FORMAT}): {data.get('format')!r}")
+        calibration = data.get("calibration")
+        return cls(
+            Masks.from_dict(data["masks"]), Unit.from_dict(data["unit"]), str(data["method"]),
+            {k: [float(x) for x in v] for k, v in data.get("history", {}).items()},
+            None if calibration is None else (float(calibration[0]), float(calibration[1])),
+            data.get("paper_kept_fraction"), data.get("state"),
+        )  # fmt: skip
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write to ``path`` (loads with ``weights_only=True``: no code is unpickled).
+
+        Examples
+        --------
+        >>> import tempfile, torch, polyprune as pp
+        >>> net = pp.zoo.handbuilt()
+        >>> sub = pp.fit_subnetwork(net.model, net.unit, net.images, torch.arange(6) < 3,
+        ...                         "snip", keep=0.1)
+        >>> path = tempfile.mktemp(suffix=".pt")
+        >>> sub.save(path)
+        >>> pp.results.Subnetwork.load(path).masks.iou(sub.masks)
+        1.0
+        """
+        torch.save(self.to_dict(), path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Subnetwork:
+        """Read a subnetwork written by :meth:`save`; a bad file is a ``ValueError`` naming it."""
+        try:
+            return cls.from_dict(torch.load(path, weights_only=True))
+        except FileNotFoundError:
+            raise
+        except Exception as exc:
+            raise ValueError(
+                f"{os.fspath(path)!r} is not a readable polyprune subnetwork: {exc}"
+            ) from exc
 
 
 def fit_subnetwork(

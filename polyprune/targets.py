@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from ._data import as_images
-from ._graph.regions import channel_producer
+from ._graph.regions import layer_channels
 from ._graph.run import (
     check_unit_layout,
     forward_until,
@@ -18,7 +18,7 @@ from ._graph.run import (
     read_unit,
     resolve_position,
 )
-from ._graph.trace import GraphError, check_layer
+from ._graph.trace import check_layer
 from ._model import eval_mode, first_in_channels, model_dtype_device, to_model
 from ._unit_io import unit_activations
 
@@ -26,8 +26,6 @@ if TYPE_CHECKING:
     from .masks import Masks
 
 __all__ = ["OBJECTIVE_KINDS", "Objective", "Unit", "as_objective"]
-
-_CHANNEL_ATTRS = ("out_channels", "out_features", "num_features")
 
 
 @dataclass(frozen=True)
@@ -72,6 +70,25 @@ class Unit:
                     f"Unit.position must be None or a pair of ints ≥ 0, got {self.position!r}"
                 )
             object.__setattr__(self, "position", (int(pos[0]), int(pos[1])))
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"layer", "channel", "position"}`` as plain JSON-ready values."""
+        position = None if self.position is None else list(self.position)
+        return {"layer": self.layer, "channel": self.channel, "position": position}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Unit:
+        """The unit of :meth:`to_dict`.
+
+        Examples
+        --------
+        >>> from polyprune import Unit
+        >>> Unit.from_dict(Unit("features.10", 255, (6, 6)).to_dict())
+        Unit(layer='features.10', channel=255, position=(6, 6))
+        """
+        position = data.get("position")
+        return cls(str(data["layer"]), int(data["channel"]),
+                   None if position is None else (int(position[0]), int(position[1])))  # fmt: skip
 
     def validate(
         self, model: nn.Module, sample: Tensor | int | tuple[int, int] | None = None
@@ -146,20 +163,6 @@ def _sample(model: nn.Module, sample: Tensor | int | tuple[int, int]) -> Tensor:
         raise ValueError(f"sample must be images (N, C, H, W) or a size (H, W), got {sample!r}")
     dtype, device = model_dtype_device(model)
     return torch.zeros(1, first_in_channels(model), *size, dtype=dtype, device=device)
-
-
-def layer_channels(model: nn.Module, layer: str) -> int | None:
-    """The layer's channel count from its module, or the Conv/Linear behind it (None: unknown)."""
-    module = check_layer(model, layer)
-    for attr in _CHANNEL_ATTRS:
-        value = getattr(module, attr, None)
-        if isinstance(value, int):
-            return value
-    try:
-        producer = channel_producer(model, layer)
-    except GraphError:
-        return None
-    return None if producer is None else layer_channels(model, producer)
 
 
 # -- objectives --------------------------------------------------------------------------------

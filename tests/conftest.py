@@ -79,7 +79,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_script(relative: str) -> ModuleType:
-    """Import a script of the repository (``benchmarks/x.py``, ``examples/y.py``) as a module."""
+    """Import a script of the repository (``examples/y.py``, ``docs/_figures/z.py``) as a module.
+
+    Benchmarks are a package: tests import them as ``benchmarks.x`` (pyproject's pytest
+    ``pythonpath``), never through this.
+    """
     path = ROOT / relative
     spec = importlib.util.spec_from_file_location(f"_script_{path.stem}", path)
     assert spec is not None and spec.loader is not None

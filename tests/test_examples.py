@@ -1,4 +1,4 @@
-"""The examples run end to end (the tutorial, and the paper's AlexNet script on random weights)."""
+"""The examples run end to end (the paper's AlexNet script on random weights)."""
 
 from __future__ import annotations
 
@@ -16,26 +16,6 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 def _load(name: str) -> ModuleType:
     return load_script(f"examples/{name}.py")
-
-
-def test_tutorial(tmp_path, capsys):
-    out = _load("tutorial").main(tmp_path)
-    rf = out["rf"]
-    assert (rf.size, rf.stride, rf.output_size, rf.center) == ((18, 18), (4, 4), (8, 8), (3, 3))
-    assert "(18, 18) (4, 4) (8, 8) (3, 3)" in capsys.readouterr().out
-    assert out["clusters"].n_clusters == 2  # type: ignore[attr-defined]
-    assert abs(out["snip"].kept_fraction - 0.05) < 0.005  # type: ignore[attr-defined]
-    cluster0 = out["report"].clusters[0]  # type: ignore[attr-defined]
-    assert cluster0.after.auroc > cluster0.before.auroc
-    assert (tmp_path / "report.html").exists()
-
-
-def test_docs_tutorial_sections_exist():
-    text = (EXAMPLES / "tutorial.py").read_text()
-    doc = (EXAMPLES.parent / "docs" / "tutorial.md").read_text()
-    for section in ("model", "crop", "top", "fit", "evaluate", "study"):
-        assert f'"examples/tutorial.py:{section}"' in doc
-        assert f"[start:{section}]" in text and f"[end:{section}]" in text
 
 
 def test_alexnet_imagenet_script_end_to_end_on_random_weights(tmp_path):

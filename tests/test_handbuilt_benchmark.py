@@ -1,13 +1,14 @@
-"""benchmarks/handbuilt.py reproduces the scorer issue's keep table, so the script cannot rot."""
+"""benchmarks.handbuilt reproduces the scorer issue's keep table, so the script cannot rot."""
 
 from __future__ import annotations
 
 import pytest
-from conftest import load_script
+
+from benchmarks import handbuilt
 
 
 def test_handbuilt_table(capsys: pytest.CaptureFixture[str]) -> None:
-    results = load_script("benchmarks/handbuilt.py").main([])
+    results = handbuilt.main([])
     out = capsys.readouterr().out
     assert "15 known kernels of 96" in out
     for scorer in ("ActGrad", "SNIP", "FORCE"):

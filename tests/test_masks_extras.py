@@ -169,12 +169,25 @@ class Shared(nn.Module):
         return self.out(self.conv(self.conv(x)))
 
 
+class Rolled(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3)
+        self.out = nn.Conv2d(2, 1, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(torch.roll(self.conv(x), 1, dims=2))
+
+
 def test_effective_refuses_graphs_it_cannot_follow_and_masks_without_a_unit() -> None:
+    rolled = Masks({"conv.weight": torch.ones(2, 3, dtype=torch.bool)}, "kernel")
+    with pytest.raises(GraphError, match="cannot follow channels through the function roll"):
+        rolled.effective(Rolled(), Unit("out", 0))
     flat = Masks({"conv.weight": torch.ones(2, 3, dtype=torch.bool)}, "kernel")
-    with pytest.raises(GraphError, match="cannot follow channels through the function flatten"):
-        flat.effective(Flat(), Unit("fc", 0))
     with pytest.raises(ValueError, match="needs the unit"):
         flat.effective(Flat())
+    # a flatten regroups channels with positions: followed all-to-all, nothing is dropped
+    assert flat.effective(Flat(), Unit("fc", 0))["conv.weight"].all()
     shared = Masks({"conv.weight": torch.ones(3, 3, dtype=torch.bool)}, "kernel")
     with pytest.raises(GraphError, match="more than once"):
         shared.effective(Shared(), Unit("out", 0))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from conftest import load_script
+from benchmarks import recording
 
 
 def test_benchmark_quick(capsys):
-    load_script("benchmarks/recording.py").main(["--quick"])
+    recording.main(["--quick"])
     out = capsys.readouterr().out
     assert "speed-up (median of 2 paired batches)" in out
     assert "max relative difference    : 0.00e+00" in out  # crops are exact

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 
-from conftest import load_script
+from benchmarks import sparsify
 
 
 def test_benchmark_quick(capsys):
-    results = load_script("benchmarks/sparsify.py").main(["--quick"])
+    results = sparsify.main(["--quick"])
     out = capsys.readouterr().out
     assert set(results) == {"kernel", "weight", "epoch_seconds"}
     assert all(math.isfinite(v) and v > 0 for v in results.values())

@@ -1,7 +1,13 @@
-"""Private (kernel): propagate receptive fields over the traced graph, op by op (:mod:`.ops`)."""
+"""Private (kernel): propagate receptive fields over the traced graph, op by op (:mod:`.ops`).
+
+Values that are tuples or lists of maps (``x.chunk(2, 1)``, a list of features passed to a
+DenseNet layer) carry a tuple of fields, one per element, so no field is ever dropped on the way:
+an operation whose inputs have fields either has a rule or is an error.
+"""
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import torch
@@ -9,11 +15,14 @@ import torch.fx as fx
 from torch import Tensor, nn
 
 from .._model import eval_mode, model_dtype_device
-from .field import Field, ReceptiveFieldError
+from .field import Call, Field, ReceptiveFieldError
 from .ops import describe, lookup
 from .trace import GraphError, trace_to
 
 __all__ = ["propagate"]
+
+#: What a value of the graph carries: a field (a map), fields (a tuple/list of maps), or None.
+Carried = Field | tuple[Any, ...] | None
 
 
 class _Reached(Exception):
@@ -22,16 +31,20 @@ class _Reached(Exception):
         self.value = value
 
 
-class _FieldInterpreter(fx.Interpreter):
-    """Runs the graph on real tensors and propagates a :class:`Field` alongside each value."""
+def _has_field(carried: Carried) -> bool:
+    if isinstance(carried, tuple):
+        return any(_has_field(c) for c in carried)
+    return carried is not None
 
-    def __init__(
-        self, gm: fx.GraphModule, stop: fx.Node | None, placeholder_fields: list[Field | None]
-    ) -> None:
+
+class _FieldInterpreter(fx.Interpreter):
+    """Runs the graph on real tensors and propagates fields alongside each value."""
+
+    def __init__(self, gm: fx.GraphModule, stop: fx.Node, image: Field) -> None:
         super().__init__(gm)
-        self.fields: dict[fx.Node, Field | None] = {}
+        self.fields: dict[fx.Node, Carried] = {}
         self._stop = stop
-        self._placeholders = iter(placeholder_fields)
+        self._image: Field | None = image
 
     def run_node(self, n: fx.Node) -> Any:
         value = super().run_node(n)
@@ -40,49 +53,65 @@ class _FieldInterpreter(fx.Interpreter):
             raise _Reached(value)
         return value
 
-    def _field(self, n: fx.Node, value: Any) -> Field | None:
+    def _carried(self, arg: Any) -> Carried:
+        if isinstance(arg, fx.Node):
+            return self.fields.get(arg)
+        if isinstance(arg, list | tuple):
+            inner = tuple(self._carried(a) for a in arg)
+            return inner if _has_field(inner) else None
+        return None
+
+    def _field(self, n: fx.Node, value: Any) -> Carried:
         if n.op == "placeholder":
-            return next(self._placeholders, None)
-        if n.op == "output":
-            fields = [self.fields[a] for a in n.all_input_nodes]
-            return fields[0] if len(fields) == 1 else None
-        inputs = [a for a in n.all_input_nodes if self.fields.get(a) is not None]
-        if n.op == "get_attr" or not inputs or not isinstance(value, Tensor):
+            image, self._image = self._image, None  # the first input is the image
+            return image
+        if n.op in ("get_attr", "output"):
             return None
+        carried = [self._carried(a) for a in (*n.args, *n.kwargs.values())]
+        if not any(_has_field(c) for c in carried):
+            return None  # a constant: computed from parameters or literals only
+        if not _holds_tensor(value):
+            return None  # metadata of a map (its .size(), .dim(), .shape): no pixels
         where = f"node {n.name!r} ({describe(n, self.module)})"
-        if value.dim() < 3:
-            raise ReceptiveFieldError(
-                f"{where} has no spatial dimensions (output shape {tuple(value.shape)}): after a "
-                "flatten or linear layer every unit sees the whole input; choose an earlier layer"
-            )
-        in_fields = [self.fields[a] for a in inputs]
-        in_values = [self.env[a] for a in inputs]
-        target: Any = self.fetch_attr(str(n.target)) if n.op == "call_module" else n.target
+        if n.op == "call_function" and n.target is operator.getitem:
+            source = carried[0]
+            if isinstance(source, tuple):  # an element (or a slice) of a tuple/list of maps
+                picked: Carried = source[n.args[1]]  # type: ignore[index]
+                return picked
         entry = lookup(n, self.module)
-        if entry is None and n.op == "call_module" and next(target.children(), None) is not None:
-            return _through_module(target, self, n)  # a container used as the layer
         if entry is None:
             raise ReceptiveFieldError(
-                f"{where}: no receptive-field rule for this operation; polyprune does not guess. "
-                "Use ReceptiveField.probe(...) to measure the field empirically"
+                f"{where}: no receptive-field rule for this operation; polyprune does not guess "
+                "(an exact crop needs one: add it to polyprune's op table, or measure the field "
+                "with ReceptiveField.measure)"
             )
-        return entry.spatial(
-            target, [f for f in in_fields if f is not None], in_values, value, where
-        )
+        args, kwargs = self.fetch_args_kwargs_from_env(n)
+        pairs = _flat_pairs(carried, [*args, *kwargs.values()])
+        call = Call(
+            self.fetch_attr(str(n.target)) if n.op == "call_module" else n.target,
+            tuple(args), dict(kwargs), [f for f, _ in pairs], [t for _, t in pairs], value, where,
+        )  # fmt: skip
+        result = entry.spatial(call)
+        if isinstance(value, tuple | list):  # chunk / split / unbind: every piece alike
+            return tuple(result for _ in value)
+        return result
 
 
-def _through_module(module: nn.Module, outer: _FieldInterpreter, n: fx.Node) -> Field | None:
-    """Propagate a field through a non-leaf module (e.g. a ResNet block used as the layer)."""
-    try:
-        gm = fx.symbolic_trace(module)
-    except Exception as exc:
-        raise ReceptiveFieldError(f"cannot trace module {n.target!r}: {exc}") from exc
-    args, _ = outer.fetch_args_kwargs_from_env(n)
-    fields = [outer.fields.get(a) if isinstance(a, fx.Node) else None for a in n.args]
-    inner = _FieldInterpreter(gm, None, fields)
-    inner.run(*args)
-    output = next(node for node in gm.graph.nodes if node.op == "output")
-    return inner.fields[output]
+def _holds_tensor(value: Any) -> bool:
+    if isinstance(value, Tensor):
+        return True
+    return isinstance(value, list | tuple) and any(_holds_tensor(v) for v in value)
+
+
+def _flat_pairs(carried: list[Carried], values: list[Any]) -> list[tuple[Field, Tensor]]:
+    """The (field, tensor) pairs of the arguments, lists of maps (torch.cat's) flattened."""
+    pairs: list[tuple[Field, Tensor]] = []
+    for c, v in zip(carried, values, strict=True):
+        if isinstance(c, Field) and isinstance(v, Tensor):
+            pairs.append((c, v))
+        elif isinstance(c, tuple) and isinstance(v, list | tuple):
+            pairs += _flat_pairs(list(c), list(v))
+    return pairs
 
 
 def propagate(
@@ -98,7 +127,7 @@ def propagate(
         raise ReceptiveFieldError(str(exc)) from exc
     dtype, device = model_dtype_device(model)
     x = torch.zeros(1, channels, *size, dtype=dtype, device=device)
-    interp = _FieldInterpreter(gm, node, [Field.identity(size)])
+    interp = _FieldInterpreter(gm, node, Field.identity(size))
     out: Any = None
     with eval_mode(model), torch.no_grad():
         try:
@@ -114,6 +143,6 @@ def propagate(
                 f"reaching {layer!r} (input too small, or wrong in_channels?): {exc}"
             ) from exc
     field = interp.fields.get(node)
-    if field is None or not isinstance(out, Tensor):
+    if not isinstance(field, Field) or not isinstance(out, Tensor):
         raise ReceptiveFieldError(f"layer {layer!r} does not produce a 2-D map (N, C, H, W)")
     return field, tuple(out.shape)

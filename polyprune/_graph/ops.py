@@ -31,115 +31,15 @@ from typing import Any, Literal
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
-from .field import Field, ReceptiveFieldError
+from . import rules
+from .field import Call, Field
 
-__all__ = ["Channels", "Op", "lookup", "lookup_module"]
+__all__ = ["Channels", "Op", "Rule", "lookup", "lookup_module"]
 
-# (operation, input fields of tensor arguments, input tensors, output) -> output field
-Rule = Callable[[Any, list[Field], list[Tensor], Tensor, str], Field]
-
-
-def _tuple(value: Any, n: int) -> tuple[int, ...]:
-    if isinstance(value, int):
-        return (value,) * n
-    out = tuple(int(v) for v in value)
-    if len(out) != n:
-        raise ReceptiveFieldError(f"expected {n} values, got {value!r}")
-    return out
-
-
-def _spatial(t: Tensor) -> int:
-    return t.dim() - 2
-
-
-def _only(fields: list[Field], where: str) -> Field:
-    if len(fields) != 1:
-        raise ReceptiveFieldError(f"{where}: expected one spatial input, got {len(fields)}")
-    return fields[0]
-
-
-def _conv(m: nn.Module, fields: list[Field], ins: list[Tensor], out: Tensor, where: str) -> Field:
-    assert isinstance(m, nn.modules.conv._ConvNd)
-    f = _only(fields, where)
-    n = len(m.kernel_size)
-    if m.padding_mode != "zeros":
-        raise ReceptiveFieldError(
-            f"{where}: padding_mode={m.padding_mode!r} copies pixels from inside the image into "
-            "the border, so receptive fields are not uniform there; only 'zeros' is supported"
-        )
-    kernel, dilation = _tuple(m.kernel_size, n), _tuple(m.dilation, n)
-    if isinstance(m.padding, str):  # "valid" or "same" (stride 1): PyTorch pads total//2 first
-        padding = tuple(
-            0 if m.padding == "valid" else (d * (k - 1)) // 2
-            for k, d in zip(kernel, dilation, strict=True)
-        )
-    else:
-        padding = _tuple(m.padding, n)
-    return f.window(kernel, _tuple(m.stride, n), padding, dilation, out.shape[2:])
-
-
-def _pool(m: nn.Module, fields: list[Field], ins: list[Tensor], out: Tensor, where: str) -> Field:
-    f = _only(fields, where)
-    n = _spatial(out)
-    kernel = _tuple(m.kernel_size, n)
-    stride = _tuple(m.stride if m.stride else m.kernel_size, n)
-    dilation = _tuple(getattr(m, "dilation", 1), n)
-    return f.window(kernel, stride, _tuple(m.padding, n), dilation, out.shape[2:])
-
-
-def _adaptive(
-    m: nn.Module, fields: list[Field], ins: list[Tensor], out: Tensor, where: str
-) -> Field:
-    f = _only(fields, where)
-    in_size, out_size = ins[0].shape[2:], out.shape[2:]
-    if any(i % o for i, o in zip(in_size, out_size, strict=True)):
-        raise ReceptiveFieldError(
-            f"{where}: adaptive pooling from {tuple(in_size)} to {tuple(out_size)} uses windows "
-            "of unequal size, so the receptive field is not uniform; choose an input size at "
-            "which the map divides evenly"
-        )
-    kernel = tuple(i // o for i, o in zip(in_size, out_size, strict=True))
-    return f.window(kernel, kernel, (0,) * len(kernel), (1,) * len(kernel), out.shape[2:])
-
-
-def _pointwise(op: Any, fields: list[Field], ins: list[Tensor], out: Tensor, where: str) -> Field:
-    """Element-wise (spatially) operations; several inputs are merged by union of their fields."""
-    shapes = {tuple(t.shape[2:]) for t in ins if t.dim() >= 3}
-    if len(shapes) > 1 or (shapes and tuple(out.shape[2:]) not in shapes):
-        raise ReceptiveFieldError(f"{where}: combines maps of different sizes {sorted(shapes)}")
-    first = fields[0]
-    for other in fields[1:]:
-        if other.stride != first.stride:
-            raise ReceptiveFieldError(
-                f"{where}: maps with strides {first.stride} and {other.stride} meet here, so one "
-                "output position sees differently spaced inputs; the receptive field is not uniform"
-            )
-    if len(fields) == 1:
-        return first
-    dims = range(len(first.start))
-    start = tuple(min(f.start[i] for f in fields) for i in dims)
-    end = tuple(max(f.start[i] + f.size[i] for f in fields) for i in dims)
-    lo = tuple(torch.stack([f.lo[i] for f in fields]).amin(dim=0) for i in dims)
-    hi = tuple(torch.stack([f.hi[i] for f in fields]).amax(dim=0) for i in dims)
-    return Field(tuple(e - s for s, e in zip(start, end, strict=True)), first.stride, start, lo, hi)
-
-
-def _cat(op: Any, fields: list[Field], ins: list[Tensor], out: Tensor, where: str) -> Field:
-    # concatenation along channels is a union; along a spatial dim it shifts positions
-    if any(t.dim() >= 3 and t.shape[2:] != out.shape[2:] for t in ins):
-        raise ReceptiveFieldError(
-            f"{where}: concatenation along a spatial dimension is not supported"
-        )
-    return _pointwise(op, fields, ins, out, where)
-
-
-def _linear(m: nn.Module, fields: list[Field], ins: list[Tensor], out: Tensor, where: str) -> Field:
-    raise ReceptiveFieldError(
-        f"{where}: a Linear layer on a map mixes its last dimension, which in (N, C, H, W) is "
-        "a spatial one; there is no uniform receptive field to follow"
-    )
+#: A receptive-field rule: the field of an operation's output from its :class:`~.field.Call`.
+Rule = Callable[[Call], Field]
 
 
 Channels = Literal["keep", "mask", "merge", "cat", "mix"]
@@ -153,10 +53,23 @@ class Op:
     channels: Channels
 
 
-_KEEP = Op(_pointwise, "keep")
-_MERGE = Op(_pointwise, "merge")
-_MIX = Op(_pointwise, "mix")
-_CAT = Op(_cat, "cat")
+_KEEP = Op(rules.pointwise, "keep")
+_MERGE = Op(rules.pointwise, "merge")
+_MIX = Op(rules.pointwise, "mix")
+_CAT = Op(rules.cat, "cat")
+_GLOBAL = Op(rules.global_norm, "keep")  # statistics over the whole map, per channel
+# layout operations regroup or move axes: the spatial field follows the axes; channels are
+# followed all-to-all (a regrouped channel has no one source channel)
+_LAYOUT = {
+    name: Op(rule, "mix")
+    for name, rule in (
+        ("permute", rules.permute), ("transpose", rules.transpose), ("swapaxes", rules.transpose),
+        ("unsqueeze", rules.unsqueeze), ("squeeze", rules.squeeze), ("view", rules.reshape),
+        ("reshape", rules.reshape), ("flatten", rules.reshape), ("unflatten", rules.reshape),
+        ("chunk", rules.split), ("split", rules.split), ("unbind", rules.split),
+        ("getitem", rules.getitem),
+    )
+}  # fmt: skip
 
 _WINDOW_POOLS: tuple[type[nn.Module], ...] = (
     nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
@@ -175,21 +88,34 @@ _KEEP_MODULES: tuple[type[nn.Module], ...] = (
 
 #: Module type -> entry (looked up through the MRO, so subclasses inherit their base's entry).
 MODULES: dict[type[nn.Module], Op] = {
-    nn.modules.conv._ConvNd: Op(_conv, "mask"),
-    nn.Linear: Op(_linear, "mask"),
-    **dict.fromkeys(_WINDOW_POOLS, Op(_pool, "keep")),
-    **dict.fromkeys(_ADAPTIVE_POOLS, Op(_adaptive, "keep")),
+    nn.modules.conv._ConvNd: Op(rules.conv, "mask"),
+    nn.Linear: Op(rules.linear, "mask"),
+    **dict.fromkeys(_WINDOW_POOLS, Op(rules.module_pool, "keep")),
+    **dict.fromkeys(_ADAPTIVE_POOLS, Op(rules.adaptive_pool, "keep")),
     **dict.fromkeys(_KEEP_MODULES, _KEEP),
     nn.LocalResponseNorm: _MIX,
     nn.Softmax2d: _MIX,
+    nn.Softmax: Op(rules.softmax, "mix"),
+    nn.LayerNorm: Op(rules.layer_norm, "mix"),
+    nn.GroupNorm: Op(rules.global_norm, "mix"),
+    nn.modules.instancenorm._InstanceNorm: _GLOBAL,
+    nn.Flatten: Op(rules.reshape, "mix"),
+    nn.Unflatten: Op(rules.reshape, "mix"),
 }  # fmt: skip
+
+#: Modules and functions of other libraries, by qualified name (nothing imported for them).
+NAMED: dict[str, Op] = {
+    # per-sample dropout of a residual branch: identity in eval mode
+    "torchvision.ops.stochastic_depth.StochasticDepth": _KEEP,
+    "torchvision.ops.stochastic_depth.stochastic_depth": _KEEP,
+}
 
 #: Function object -> entry.
 FUNCTIONS: dict[Any, Op] = {
     **dict.fromkeys(
-        (torch.relu, torch.sigmoid, torch.tanh, torch.neg, torch.clamp, F.relu, F.relu6,
-         F.leaky_relu, F.gelu, F.silu, F.elu, F.hardtanh, F.hardswish, F.sigmoid, F.tanh,
-         F.dropout, F.dropout2d, operator.neg),
+        (torch.relu, torch.sigmoid, torch.tanh, torch.neg, torch.clamp, torch.abs, F.relu,
+         F.relu6, F.leaky_relu, F.gelu, F.silu, F.elu, F.hardtanh, F.hardswish, F.hardsigmoid,
+         F.sigmoid, F.tanh, F.dropout, F.dropout2d, F.batch_norm, operator.neg),
         _KEEP,
     ),
     **dict.fromkeys(
@@ -198,28 +124,58 @@ FUNCTIONS: dict[Any, Op] = {
          torch.minimum),
         _MERGE,
     ),
+    **dict.fromkeys(
+        (F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d),
+        Op(rules.functional_pool, "keep"),
+    ),
+    **dict.fromkeys(
+        (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
+         F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d),
+        Op(rules.adaptive_pool, "keep"),
+    ),
+    F.layer_norm: Op(rules.layer_norm, "mix"),
+    F.softmax: Op(rules.softmax, "mix"),
+    torch.softmax: Op(rules.softmax, "mix"),
     torch.cat: _CAT,
     torch.concat: _CAT,
+    torch.permute: _LAYOUT["permute"],
+    torch.transpose: _LAYOUT["transpose"],
+    torch.unsqueeze: _LAYOUT["unsqueeze"],
+    torch.squeeze: _LAYOUT["squeeze"],
+    torch.reshape: _LAYOUT["reshape"],
+    torch.flatten: _LAYOUT["flatten"],
+    torch.chunk: _LAYOUT["chunk"],
+    torch.split: _LAYOUT["split"],
+    torch.unbind: _LAYOUT["unbind"],
+    **dict.fromkeys((torch.mean, torch.sum, torch.amax, torch.amin), Op(rules.reduce, "mix")),
+    operator.getitem: _LAYOUT["getitem"],
 }  # fmt: skip
 
 #: Tensor method name -> entry.
 METHODS: dict[str, Op] = {
     **dict.fromkeys(
         ("relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "neg", "clamp", "clamp_",
-         "clamp_min", "contiguous", "clone", "detach", "float", "double", "half", "to",
+         "clamp_min", "abs", "contiguous", "clone", "detach", "float", "double", "half", "to",
          "type_as"),
         _KEEP,
     ),
     **dict.fromkeys(
         ("add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_"), _MERGE
     ),
+    "softmax": Op(rules.softmax, "mix"),
+    **dict.fromkeys(("mean", "sum", "amax", "amin"), Op(rules.reduce, "mix")),
+    **{name: op for name, op in _LAYOUT.items() if name != "getitem"},
 }  # fmt: skip
+
+
+def _named(obj: Any) -> Op | None:
+    return NAMED.get(f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}")
 
 
 def lookup_module(module: nn.Module) -> Op | None:
     """The entry for ``module``'s type (or its nearest base class with one), or ``None``."""
     for cls in type(module).__mro__:
-        op = MODULES.get(cls)
+        op = MODULES.get(cls) or _named(cls)
         if op is not None:
             return op
     return None
@@ -230,7 +186,7 @@ def lookup(node: fx.Node, model: nn.Module) -> Op | None:
     if node.op == "call_module":
         return lookup_module(model.get_submodule(str(node.target)))
     if node.op == "call_function":
-        return FUNCTIONS.get(node.target)
+        return FUNCTIONS.get(node.target) or _named(node.target)
     if node.op == "call_method":
         return METHODS.get(str(node.target))
     return None

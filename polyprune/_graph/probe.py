@@ -9,10 +9,10 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .._model import eval_mode
+from .._model import eval_mode, model_dtype_device
 from .run import center, forward_until, read_unit
 
-__all__ = ["Probe"]
+__all__ = ["Probe", "measure"]
 
 
 def _float64_state(model: nn.Module, layer: str, x: Tensor) -> dict[str, Tensor]:
@@ -114,3 +114,48 @@ class Probe:
         bottom = h - first(h, lambda r: self.changes(base, slice(h - r, h), every)) + 1
         right = w - first(w, lambda c: self.changes(base, every, slice(w - c, w))) + 1
         return top, left, bottom, right
+
+
+def measure(
+    model: nn.Module, layer: str, size: tuple[int, int], channels: int, trials: int, seed: int
+) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """``(size, stride, start, output_size)`` of a layer's field, from probed boxes.
+
+    Probes the box of the map's center unit and of a diagonal neighbour: their distance is the
+    stride, the center's box the size. Both boxes must lie inside the image (else the measured
+    field would be clamped, not uniform): a ``ValueError`` says so.
+    """
+    dtype, device = model_dtype_device(model)
+    x = torch.zeros(1, channels, *size, dtype=dtype, device=device)
+    with eval_mode(model), torch.no_grad():
+        shape = forward_until(model, x, [layer])[layer].shape
+    if len(shape) != 4:
+        raise ValueError(f"layer {layer!r} does not produce a 2-D map (N, C, H, W): {tuple(shape)}")
+    out = (int(shape[2]), int(shape[3]))
+    if out[0] < 2 or out[1] < 2:
+        raise ValueError(
+            f"the map of {layer!r} is {out[0]}×{out[1]}: too small to measure a stride"
+        )
+    ci, cj = center(out)
+    ni, nj = (ci + 1 if ci + 1 < out[0] else ci - 1), (cj + 1 if cj + 1 < out[1] else cj - 1)
+    boxes = []
+    for unit in ((ci, cj), (ni, nj)):
+        probe = Probe(model, layer, unit, seed)
+        base = probe.images(trials, channels, *size)
+        if not probe.changes(base, slice(None), slice(None)):
+            raise ValueError(f"no input pixel changes the unit {unit} of {layer!r}; cannot measure")
+        box = probe.gradient_box(base)
+        if box is None or probe.changes_outside(base, box):
+            box = probe.search(base)
+        boxes.append(box)
+    (t0, l0, b0, r0), (t1, l1, _, _) = boxes
+    if min(t0, l0) <= 0 or b0 >= size[0] or r0 >= size[1]:
+        raise ValueError(
+            f"the field of the center unit of {layer!r} reaches the border of a "
+            f"{size[0]}×{size[1]} image, so its size cannot be measured there; measure at a "
+            "larger input size"
+        )
+    stride = (abs(t1 - t0) // abs(ni - ci), abs(l1 - l0) // abs(nj - cj))
+    if min(stride) < 1:
+        raise ValueError(f"neighbouring units of {layer!r} see the same pixels: no stride")
+    return (b0 - t0, r0 - l0), stride, (t0 - ci * stride[0], l0 - cj * stride[1]), out

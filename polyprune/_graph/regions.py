@@ -8,9 +8,15 @@ from torch import Tensor, nn
 
 from .._masking import check_granularity, check_untied, is_maskable, mask_shape
 from .ops import lookup
-from .trace import reachable_from, trace_to
+from .trace import GraphError, check_layer, reachable_from, trace_to
 
-__all__ = ["channel_producer", "unit_regions"]
+__all__ = [
+    "CHANNEL_ATTRS",
+    "channel_producer",
+    "last_declared_channels",
+    "layer_channels",
+    "unit_regions",
+]
 
 
 def _producer(node: fx.Node, model: nn.Module) -> fx.Node | None:
@@ -66,3 +72,38 @@ def unit_regions(
             region[channel] = True
         shapes[name], regions[name] = shape, region
     return shapes, regions
+
+
+#: Module attributes that state a layer's output channel count.
+CHANNEL_ATTRS = ("out_channels", "out_features", "num_features")
+
+
+def layer_channels(model: nn.Module, layer: str) -> int | None:
+    """The layer's channel count from its module, or the Conv/Linear behind it (None: unknown)."""
+    module = check_layer(model, layer)
+    for attr in CHANNEL_ATTRS:
+        value = getattr(module, attr, None)
+        if isinstance(value, int):
+            return value
+    try:
+        producer = channel_producer(model, layer)
+    except GraphError:
+        return None
+    return None if producer is None else layer_channels(model, producer)
+
+
+def last_declared_channels(module: nn.Module) -> int | None:
+    """The channel count the module, or else its last submodule that states one, declares.
+
+    A hint of the layout of its output: a block whose last Linear/LayerNorm works on the last
+    dimension (channels-last) declares the size of that dimension.
+    """
+    for sub in reversed(list(module.modules())):
+        for attr in CHANNEL_ATTRS:
+            value = getattr(sub, attr, None)
+            if isinstance(value, int):
+                return value
+        shape = getattr(sub, "normalized_shape", None)
+        if isinstance(shape, tuple) and shape and isinstance(shape[-1], int):
+            return shape[-1]
+    return None

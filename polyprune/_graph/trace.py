@@ -8,7 +8,8 @@ is answered from the data flow, never from module registration order.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch.fx as fx
 from torch import nn
@@ -44,47 +45,77 @@ def check_layer(model: nn.Module, layer: str) -> nn.Module:
     )
 
 
-class _StopAt(fx.Tracer):
-    """A tracer that treats the module ``layer`` as a leaf, so it appears as one node."""
+class _Marking(fx.Tracer):
+    """A tracer that records the output of every call of the module ``layer``.
 
-    def __init__(self, layer: str) -> None:
+    With ``leaf=False`` the layer is traced through like any module (its output is then the
+    node its forward returns, so a container such as a ResNet block or a DenseNet layer needs no
+    special case); with ``leaf=True`` it appears as one ``call_module`` node.
+    """
+
+    def __init__(self, layer: str, leaf: bool) -> None:
         super().__init__()
-        self._layer = layer
+        self._layer, self._leaf = layer, leaf
+        self.outputs: list[Any] = []
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if module_qualified_name == self._layer:
+        if self._leaf and module_qualified_name == self._layer:
             return True
         return super().is_leaf_module(m, module_qualified_name)
 
+    def call_module(
+        self, m: nn.Module, forward: Callable[..., Any], args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:  # fmt: skip
+        out = super().call_module(m, forward, args, kwargs)
+        if self.path_of_module(m) == self._layer:
+            self.outputs.append(out)
+        return out
+
 
 def trace_to(model: nn.Module, layer: str) -> tuple[fx.GraphModule, fx.Node]:
-    """Trace ``model`` with the module ``layer`` as a leaf; return the graph and its node.
+    """Trace ``model``; return the graph and the node of ``layer``'s output.
+
+    The layer is traced through when its code allows (a container's output is the node its
+    forward returns), else kept as one leaf node.
 
     Raises
     ------
     GraphError
         If the model cannot be traced symbolically (data-dependent control flow, ...), or
-        ``layer`` is called more than once (a shared module has no single position in the graph).
+        ``layer`` is called more than once (a shared module has no single position in the
+        graph), never, or returns something other than one tensor.
     """
     check_layer(model, layer)
-    try:
-        graph = _StopAt(layer).trace(model)
-    except Exception as exc:  # fx raises many exception types for untraceable code
+    errors: list[Exception] = []
+    for leaf in (False, True):
+        tracer = _Marking(layer, leaf)
+        try:
+            graph = tracer.trace(model)
+        except Exception as exc:  # fx raises many exception types for untraceable code
+            errors.append(exc)
+            continue
+        break
+    else:
+        last = errors[-1]
         raise GraphError(
-            f"cannot trace {type(model).__name__} with torch.fx ({type(exc).__name__}: {exc}). "
-            "polyprune needs the data flow up to the layer; use ReceptiveField.probe(...) to "
+            f"cannot trace {type(model).__name__} with torch.fx ({type(last).__name__}: {last}). "
+            "polyprune needs the data flow up to the layer; use ReceptiveField.measure(...) to "
             "measure a unit's receptive field empirically instead"
-        ) from exc
-    gm = fx.GraphModule(model, graph)
-    nodes = [n for n in gm.graph.nodes if n.op == "call_module" and n.target == layer]
-    if not nodes:
+        ) from last
+    gm = fx.GraphModule(tracer.root, graph)
+    if not tracer.outputs:
         raise GraphError(f"layer {layer!r} is never called in {type(model).__name__}.forward")
-    if len(nodes) > 1:
+    if len(tracer.outputs) > 1:
         raise GraphError(
-            f"layer {layer!r} is called {len(nodes)} times in the forward; a unit needs a module "
-            "that is called once (give the repeated computation its own module)"
+            f"layer {layer!r} is called {len(tracer.outputs)} times in the forward; a unit needs a "
+            "module that is called once (give the repeated computation its own module)"
         )
-    return gm, nodes[0]
+    out = tracer.outputs[0]
+    if not isinstance(out, fx.Proxy):
+        raise GraphError(f"layer {layer!r} does not return a tensor ({type(out).__name__})")
+    names = {n.name: n for n in gm.graph.nodes}
+    return gm, names[out.node.name]
 
 
 def upstream(node: fx.Node) -> list[fx.Node]:

@@ -29,6 +29,7 @@ from ._handbuilt import HandBuilt, handbuilt
 from ._models import ModelCard, ZooCNN, architecture, available, eval_data, load, model_card
 from ._planted import PLANTED_SIZE, PLANTED_TARGET, PlantedNetwork, planted_network
 from ._render import CONCEPTS
+from ._training import accuracy, recommend_unit, train, train_planted
 
 __all__ = [
     "CONCEPTS",
@@ -40,6 +41,7 @@ __all__ = [
     "ModelCard",
     "PlantedNetwork",
     "ZooCNN",
+    "accuracy",
     "architecture",
     "available",
     "concept_images",
@@ -51,5 +53,8 @@ __all__ = [
     "load",
     "model_card",
     "planted_network",
+    "recommend_unit",
+    "train",
+    "train_planted",
     "write_image_folder",
 ]

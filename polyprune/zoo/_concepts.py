@@ -11,6 +11,7 @@ import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
 from PIL import Image
@@ -216,10 +217,12 @@ def write_image_folder(
     size: int = 64,
     seed: int = 0,
     overwrite: bool = False,
+    image_format: Literal["png", "jpeg"] = "png",
 ) -> Path:
-    """Write concept images as a torchvision ``ImageFolder`` tree of PNGs.
+    """Write concept images as a torchvision ``ImageFolder`` tree of PNGs (or JPEGs).
 
-    Creates ``root/<concept>/<index:05d>.png``, ``n_per_concept`` images per concept. Each concept
+    Creates ``root/<concept>/<index:05d>.png`` (``.jpg`` with ``image_format="jpeg"``, quality
+    90, as a photo data set would be), ``n_per_concept`` images per concept. Each concept
     uses its own random stream (keyed by its position in :data:`CONCEPTS`), so the images of one
     concept do not depend on which other concepts are written.
 
@@ -238,6 +241,8 @@ def write_image_folder(
     overwrite : bool, default False
         Allow writing into a ``root`` that already has entries (existing PNGs of the same names are
         replaced). Without it a non-empty ``root`` raises :class:`FileExistsError`.
+    image_format : {"png", "jpeg"}, default "png"
+        PNG is lossless; JPEG decodes like real photo data sets (benchmarks of data loading).
 
     Returns
     -------
@@ -258,6 +263,10 @@ def write_image_folder(
     _validate_count("n_per_concept", n_per_concept)
     _validate_size(size)
     _validate_seed(seed)
+    if image_format not in ("png", "jpeg"):
+        raise ValueError(f"image_format must be 'png' or 'jpeg', got {image_format!r}")
+    suffix = ".png" if image_format == "png" else ".jpg"
+    options: dict[str, Any] = {"quality": 90} if image_format == "jpeg" else {}  # PIL's save
     path = Path(root)
     if path.exists() and not path.is_dir():
         raise ValueError(f"root must be a directory, got the file {path}")
@@ -273,5 +282,6 @@ def write_image_folder(
             images = render_block(seed, stream, b, (name,), lab, size, count=count)
             pixels = (images[:count] * 255).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy()
             for j in range(count):
-                Image.fromarray(pixels[j]).save(folder / f"{b * BLOCK + j:05d}.png")
+                target = folder / f"{b * BLOCK + j:05d}{suffix}"
+                Image.fromarray(pixels[j]).save(target, **options)
     return path

@@ -212,3 +212,15 @@ def recommend_unit(model: nn.Module, name: str) -> tuple[str, int, float, float]
                 best = (key, f"features.{layer}", c, a, b)
     assert best is not None
     return best[1:]
+
+
+def train(name: str, *, steps: int = 800, seed: int = 0) -> nn.Module:
+    """Retrain a shipped classifier (``"concepts-merged"`` or ``"digits-merged"``) from scratch.
+
+    Deterministic on one thread (``examples/train_zoo.py`` reproduces the shipped weights with
+    it); the planted network's detectors are :func:`train_planted`.
+    """
+    trainers = {"concepts-merged": train_concepts_merged, "digits-merged": train_digits_merged}
+    if name not in trainers:
+        raise ValueError(f"no trainer for {name!r}; trainable: {sorted(trainers)}")
+    return trainers[name](steps=steps, seed=seed)

@@ -1,9 +1,10 @@
-"""Private to ``benchmarks/claims.py``: one verdict per claim, from the rows alone.
+"""One verdict per claim, from the rows alone.
 
-Every verdict is a pure function of the rows (``fits``, ``pairs``, ``clustering``) and the
-thresholds below, so ``tests/test_claims.py`` can check that verdicts follow from the numbers.
-A verdict is ``holds``, ``partly holds``, ``does not hold`` or ``not tested`` (the run lacked
-the settings the claim needs).
+Every verdict is a pure function of the rows (:class:`~benchmarks.claims.rows.Results`) and the
+thresholds below, so the tests can check that verdicts follow from the numbers. A verdict is
+``holds``, ``partly holds``, ``does not hold`` or ``not tested`` (the run lacked the settings
+the claim needs). The thresholds are in :mod:`benchmarks.claims.config`; the claims are
+registered in :data:`CLAIMS`, in report order.
 """
 
 from __future__ import annotations
@@ -11,38 +12,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
-from _claims_stats import Row, families, fmt, pct, select, stats
 
-#: A subnetwork "separates" (works) when its held-out AUROC is at least this.
-SEPARATES = 0.9
-#: A method "works" at a keep when more than this fraction of its subnetworks separate.
-WORKS = 0.5
-#: Mean held-out AUROCs closer than this are a tie (claim 4).
-TIE = 0.01
-#: Clustering "reveals the concepts" when the ARI of the clustered crops is at least this.
-ARI_OK = 0.8
-#: The paper's range of CS kept fractions (claim 3).
-PAPER_RANGE = (0.03, 0.07)
-#: A drop of at least this much AUROC counts as a change of behaviour (claim 5).
-CHANGE = 0.05
-#: Significance level of "overlaps more than independence" (claim 6).
-ALPHA = 0.05
-#: The paper's heuristic scorers (Magnitude and Random are baselines).
-HEURISTICS = ("ActGrad", "SNIP", "FORCE")
+from .config import ALPHA, ARI_OK, CHANGE, HEURISTICS, PAPER_RANGE, SEPARATES, TIE, WORKS
+from .rows import ClusteringRow, FitRow, PairRow, Results
+from .stats import families, fmt, in_family, mean, pct, select, stats
 
 HOLDS, PARTLY, NOT, UNTESTED = "holds", "partly holds", "does not hold", "not tested"
-
-CLAIMS = {
-    1: "Clustering the top activations reveals the unit's separate concepts.",
-    2: "Heuristic scorers (ActGrad, SNIP, FORCE) stop working below 10 % kept.",
-    3: "CS finds subnetworks at 3–7 % kept that still separate.",
-    4: "FORCE and CS separate the distributions most.",
-    5: "CS sometimes changes behaviour on images outside its fitting set.",
-    6: "The subnetworks of one unit's concepts overlap no more than independence predicts.",
-}
 
 
 @dataclass
@@ -56,12 +33,12 @@ class Verdict:
     evidence: list[str] = field(default_factory=list)
 
 
-def separates(row: Row) -> float:
+def separates(row: FitRow) -> float:
     """1 if the subnetwork separates on held-out crops, else 0."""
-    return float(row["auroc_held"] >= SEPARATES)
+    return float(row.auroc_held >= SEPARATES)
 
 
-def rate(rows: Sequence[Row], test: Callable[[Row], float] = separates) -> float:
+def rate(rows: Sequence[FitRow], test: Callable[[FitRow], float] = separates) -> float:
     """Fraction of rows passing ``test`` (NaN if none)."""
     return float(np.mean([test(r) for r in rows])) if rows else math.nan
 
@@ -72,12 +49,12 @@ def _status(passed: Sequence[bool]) -> str:
     return HOLDS if all(passed) else PARTLY if any(passed) else NOT
 
 
-def claim1(clustering: Sequence[Row]) -> Verdict:
+def claim1(clustering: Sequence[ClusteringRow]) -> Verdict:
     """Every case: ≥ 2 clusters, ARI ≥ ARI_OK, and the clusters' majorities cover both concepts."""
 
-    def ok(r: Row) -> bool:
-        majorities = {m[0] for m in r["majority"]}
-        return r["n_clusters"] >= 2 and r["ari"] >= ARI_OK and set(r["pair"]) <= majorities
+    def ok(r: ClusteringRow) -> bool:
+        majorities = {concept for concept, _ in r.majority}
+        return r.n_clusters >= 2 and r.ari >= ARI_OK and set(r.pair) <= majorities
 
     rule = (
         f"a case passes with ≥ 2 clusters, ARI (clustered crops vs true concepts) ≥ {ARI_OK} "
@@ -85,37 +62,39 @@ def claim1(clustering: Sequence[Row]) -> Verdict:
     )
     evidence = []
     for fam in families(clustering):
-        rows = select(clustering, family=fam)
-        m, s, _ = stats(rows, "ari")
+        rows = in_family(clustering, fam)
         evidence.append(
-            f"{fam}: {sum(map(ok, rows))}/{len(rows)} cases pass; ARI {fmt(m, s)}, "
-            f"noise {pct(stats(rows, 'noise')[0])}, clusters "
-            f"{sorted({r['n_clusters'] for r in rows})}"
+            f"{fam}: {sum(map(ok, rows))}/{len(rows)} cases pass; ARI "
+            f"{fmt(*stats(rows, lambda r: r.ari)[:2])}, noise {pct(mean(rows, lambda r: r.noise))}"
+            f", clusters {sorted({r.n_clusters for r in rows})}"
         )
     status = _status([ok(r) for r in clustering])
     n_ok = sum(map(ok, clustering))
     summary = f"{n_ok}/{len(clustering)} cases; " + "; ".join(
-        f"{fam} ARI {fmt(*stats(select(clustering, family=fam), 'ari')[:2])}"
+        f"{fam} ARI {fmt(*stats(in_family(clustering, fam), lambda r: r.ari)[:2])}"
         for fam in families(clustering)
     )
     return Verdict(1, status, summary, rule, evidence)
 
 
-def working_keeps(fits: Sequence[Row], family: str, method: str) -> dict[float, float]:
+def working_keeps(fits: Sequence[FitRow], family: str, method: str) -> dict[float, float]:
     """Keep → fraction of the method's subnetworks that separate, in one family."""
     rows = select(fits, family=family, method=method, grid="keep")
-    keeps = sorted({r["setting"] for r in rows}, reverse=True)
+    keeps = sorted({r.setting for r in rows}, reverse=True)
     return {k: rate(select(rows, setting=k)) for k in keeps}
 
 
-def claim2(fits: Sequence[Row], clustering: Sequence[Row] = ()) -> Verdict:
+def claim2(fits: Sequence[FitRow], clustering: Sequence[ClusteringRow] = ()) -> Verdict:
     """Each heuristic works (> WORKS separate) at some keep ≥ 10 % and at none below."""
     rule = (
         f"a method works at a keep when more than {WORKS:.0%} of its subnetworks reach held-out "
         f"AUROC ≥ {SEPARATES}; the claim holds for a family and method if the method works at "
         "some keep ≥ 10 % and at no keep below; holds if so for every family and heuristic"
     )
-    passed, evidence, below_10, never = [], [], [], []
+    passed: list[bool] = []
+    evidence: list[str] = []
+    below_10: list[str] = []
+    never: list[str] = []
     for fam in families(fits):
         for method in HEURISTICS:
             rates = working_keeps(fits, fam, method)
@@ -132,7 +111,7 @@ def claim2(fits: Sequence[Row], clustering: Sequence[Row] = ()) -> Verdict:
             evidence.append(
                 f"{'✓' if passed[-1] else '✗'} {fam}, {method}: share separating by keep — {text}"
             )
-    both = [sum(r["truth_kept"]) for r in clustering if "truth_kept" in r]
+    both = [sum(r.truth_kept) for r in clustering if r.truth_kept is not None]
     if both:
         evidence.append(
             f"for scale: the two planted circuits together are {pct(min(both))}–{pct(max(both))} "
@@ -145,50 +124,57 @@ def claim2(fits: Sequence[Row], clustering: Sequence[Row] = ()) -> Verdict:
     return Verdict(2, _status(passed), summary, rule, evidence)
 
 
-def cs_default(fits: Sequence[Row], lam: float) -> list[Row]:
+def cs_default(fits: Sequence[FitRow], lam: float) -> list[FitRow]:
     """CS subnetworks at the default λ."""
     return select(fits, method="CS", grid="lam", setting=float(lam))
 
 
-def in_range(row: Row) -> float:
+def in_range(row: FitRow) -> float:
     """1 if the subnetwork is in the paper's 3–7 % (DESIGN count) and separates."""
     lo, hi = PAPER_RANGE
-    return float(lo <= row["kept"] <= hi and row["auroc_held"] >= SEPARATES)
+    return float(lo <= row.kept <= hi and row.auroc_held >= SEPARATES)
 
 
-def claim3(fits: Sequence[Row], lam: float, clustering: Sequence[Row] = ()) -> Verdict:
+def _median_pct(values: Sequence[float]) -> str:
+    return pct(float(np.median(values)))
+
+
+def claim3(fits: Sequence[FitRow], lam: float, clustering: Sequence[ClusteringRow] = ()) -> Verdict:
     """At the default λ most CS subnetworks are at 3–7 % and separate, in every family."""
     rule = (
         f"a CS subnetwork passes when its kept fraction (DESIGN count) is in 3–7 % and its "
         f"held-out AUROC ≥ {SEPARATES}; holds if more than {WORKS:.0%} pass in every family at "
         f"λ = {lam:g}; partly if that is so in some family or at some other λ of the sweep"
     )
-    passed, any_lam, evidence, parts = [], False, [], []
+    passed: list[bool] = []
+    any_lam = False
+    evidence: list[str] = []
+    parts: list[str] = []
     for fam in families(fits):
         rows = select(cs_default(fits, lam), family=fam)
         if not rows:
             continue
         share = rate(rows, in_range)
         passed.append(share > WORKS)
-        kept = [r["kept"] for r in rows]
-        paper = [r["paper_kept"] for r in rows if r.get("paper_kept") is not None]
-        parts.append(f"{fam} {pct(float(np.median(kept)))} kept, {share:.0%} pass")
+        kept = [r.kept for r in rows]
+        paper = [r.paper_kept for r in rows if r.paper_kept is not None]
+        parts.append(f"{fam} {_median_pct(kept)} kept, {share:.0%} pass")
         evidence.append(
-            f"{fam}, λ = {lam:g}: {share:.0%} pass; kept {pct(float(np.median(kept)))} median "
-            f"({pct(min(kept))}–{pct(max(kept))}), paper's count {pct(float(np.median(paper)))} "
+            f"{fam}, λ = {lam:g}: {share:.0%} pass; kept {_median_pct(kept)} median "
+            f"({pct(min(kept))}–{pct(max(kept))}), paper's count {_median_pct(paper)} "
             f"median; {rate(rows):.0%} separate"
         )
         sweep = select(fits, family=fam, method="CS", grid="lam")
         texts = []
-        for other in sorted({r["setting"] for r in sweep}):
+        for other in sorted({r.setting for r in sweep}):
             mine = select(sweep, setting=other)
             any_lam |= rate(mine, in_range) > WORKS
             texts.append(
-                f"λ = {other:g}: kept {pct(float(np.median([r['kept'] for r in mine])))}, "
+                f"λ = {other:g}: kept {_median_pct([r.kept for r in mine])}, "
                 f"{rate(mine):.0%} separate, {rate(mine, in_range):.0%} pass"
             )
         evidence.append(f"{fam}, λ sweep (median kept): " + "; ".join(texts))
-    truth = [k for r in clustering for k in r.get("truth_kept", [])]
+    truth = [k for r in clustering for k in r.truth_kept or ()]
     if truth:
         evidence.append(
             f"for scale: a planted concept's true circuit is {pct(min(truth))}–{pct(max(truth))} "
@@ -200,25 +186,25 @@ def claim3(fits: Sequence[Row], lam: float, clustering: Sequence[Row] = ()) -> V
     return Verdict(3, status, f"λ = {lam:g}: " + "; ".join(parts), rule, evidence)
 
 
-def matched(fits: Sequence[Row], family: str, lam: float) -> list[Row]:
+def matched(fits: Sequence[FitRow], family: str, lam: float) -> list[FitRow]:
     """One family's scorers fitted at CS's own kept fraction, and CS itself at λ = ``lam``."""
     scorers = select(fits, family=family, grid="matched")
     return scorers + select(cs_default(fits, lam), family=family)
 
 
-def ranking(fits: Sequence[Row], family: str, lam: float) -> list[tuple[str, float, float]]:
+def ranking(fits: Sequence[FitRow], family: str, lam: float) -> list[tuple[str, float, float]]:
     """(method, mean held-out AUROC, median held-out d′) at CS's own kept fraction, best first."""
     rows = matched(fits, family, lam)
     out = []
-    for method in sorted({r["method"] for r in rows}):
+    for method in sorted({r.method for r in rows}):
         mine = select(rows, method=method)
-        auroc = stats(mine, "auroc_held")[0]
-        dprime = float(np.nanmedian([r["dprime_held"] for r in mine]))
+        auroc = mean(mine, lambda r: r.auroc_held)
+        dprime = float(np.nanmedian([r.dprime_held for r in mine]))
         out.append((method, auroc, dprime))
     return sorted(out, key=lambda t: (-t[1], -t[2]))
 
 
-def claim4(fits: Sequence[Row], lam: float) -> Verdict:
+def claim4(fits: Sequence[FitRow], lam: float) -> Verdict:
     """FORCE and CS separate more than ActGrad and SNIP at CS's own kept fraction."""
     rule = (
         f"every scorer is fitted at the kept fraction CS found for the same cluster (λ = {lam:g});"
@@ -226,7 +212,9 @@ def claim4(fits: Sequence[Row], lam: float) -> Verdict:
         f"ActGrad's and SNIP's by more than {TIE} (a tie if within {TIE}); holds if so in every "
         "family, partly if in some or tied; Magnitude and Random are shown for context"
     )
-    passed, evidence, parts = [], [], []
+    passed: list[bool] = []
+    evidence: list[str] = []
+    parts: list[str] = []
     for fam in families(fits):
         ranked = ranking(fits, fam, lam)
         scores = {m: a for m, a, _ in ranked}
@@ -247,22 +235,28 @@ def claim4(fits: Sequence[Row], lam: float) -> Verdict:
     return Verdict(4, status, summary, rule, evidence)
 
 
-def held_gap(row: Row) -> float:
+def held_gap(row: FitRow) -> float:
     """1 if the held-out AUROC is at least CHANGE below the fitted one."""
-    return float(row["auroc_fit"] - row["auroc_held"] >= CHANGE)
+    return float(row.auroc_fit - row.auroc_held >= CHANGE)
 
 
-def outside_drop(row: Row) -> float:
+def outside_drop(row: FitRow) -> float:
     """1 if the AUROC of held-out members vs other concepts dropped by at least CHANGE."""
-    return float(row["out_before"] - row["out_after"] >= CHANGE)
+    return float(row.out_before - row.out_after >= CHANGE)
 
 
-def changed(row: Row) -> float:
+def changed(row: FitRow) -> float:
     """1 if a subnetwork behaves differently outside its fitting crops (either test)."""
     return float(held_gap(row) or outside_drop(row))
 
 
-def claim5(fits: Sequence[Row], lam: float) -> Verdict:
+def _counts(rows: Sequence[FitRow]) -> tuple[int, int, int]:
+    """How many of ``rows`` changed, had a held-out gap, an outside drop."""
+    n, gap, out = (int(sum(f(r) for r in rows)) for f in (changed, held_gap, outside_drop))
+    return n, gap, out
+
+
+def claim5(fits: Sequence[FitRow], lam: float) -> Verdict:
     """Some CS subnetworks that separate their fitting crops change behaviour outside them."""
     rule = (
         f"among subnetworks with fitted AUROC ≥ {SEPARATES}, one changes behaviour outside its "
@@ -275,17 +269,17 @@ def claim5(fits: Sequence[Row], lam: float) -> Verdict:
     for fam in families(fits):
         rows = matched(fits, fam, lam)
         parts = []
-        for method in ["CS", *sorted({r["method"] for r in rows} - {"CS"})]:
-            ok = [r for r in select(rows, method=method) if r["auroc_fit"] >= SEPARATES]
-            n, gap, out = (int(sum(f(r) for r in ok)) for f in (changed, held_gap, outside_drop))
+        for method in ["CS", *sorted({r.method for r in rows} - {"CS"})]:
+            ok = [r for r in select(rows, method=method) if r.auroc_fit >= SEPARATES]
+            n, gap, out = _counts(ok)
             parts.append(f"{method} {n}/{len(ok)} (gap {gap}, outside {out})")
         evidence.append(f"{fam}, changed / separating on the fitting crops: " + ", ".join(parts))
-    cs = [r for r in cs_default(fits, lam) if r["auroc_fit"] >= SEPARATES]
-    n, gap, out = (int(sum(f(r) for r in cs)) for f in (changed, held_gap, outside_drop))
+    cs = [r for r in cs_default(fits, lam) if r.auroc_fit >= SEPARATES]
+    n, gap, out = _counts(cs)
     status = UNTESTED if not cs else HOLDS if n else NOT
     heur = [
-        r for r in select(fits, grid="matched") if r["method"] in HEURISTICS
-        if r["auroc_fit"] >= SEPARATES
+        r for r in select(fits, grid="matched") if r.method in HEURISTICS
+        if r.auroc_fit >= SEPARATES
     ]  # fmt: skip
     summary = (
         f"{n}/{len(cs)} CS subnetworks that separate their fitting crops change outside them "
@@ -295,7 +289,7 @@ def claim5(fits: Sequence[Row], lam: float) -> Verdict:
     return Verdict(5, status, summary, rule, evidence)
 
 
-def claim6(pairs: Sequence[Row], clustering: Sequence[Row], lam: float) -> Verdict:
+def claim6(pairs: Sequence[PairRow], clustering: Sequence[ClusteringRow], lam: float) -> Verdict:
     """No CS pair overlaps significantly more than independence (Bonferroni over the pairs)."""
     rows = select(pairs, method="CS", grid="lam", setting=float(lam))
     n = len(rows)
@@ -306,12 +300,12 @@ def claim6(pairs: Sequence[Row], clustering: Sequence[Row], lam: float) -> Verdi
     )
     if not rows:
         return Verdict(6, UNTESTED, "no CS pairs", rule)
-    bonferroni = sum(r["p_value"] < ALPHA / n for r in rows)
-    nominal = sum(r["p_value"] < ALPHA for r in rows)
+    bonferroni = sum(r.p_value < ALPHA / n for r in rows)
+    nominal = sum(r.p_value < ALPHA for r in rows)
     status = HOLDS if bonferroni == 0 else NOT if nominal >= n / 2 else PARTLY
     evidence = []
     for fam in families(pairs):
-        for method in ["CS", *sorted({r["method"] for r in select(pairs, grid="matched")})]:
+        for method in ["CS", *sorted({r.method for r in select(pairs, grid="matched")})]:
             mine = (
                 select(rows, family=fam)
                 if method == "CS"
@@ -320,51 +314,82 @@ def claim6(pairs: Sequence[Row], clustering: Sequence[Row], lam: float) -> Verdi
             if mine:
                 evidence.append(f"{fam}, {method}{' (matched)' if method != 'CS' else ''}: "
                                 + overlap_text(mine))  # fmt: skip
-    truth = [r for r in clustering if r.get("truth_iou") is not None]
+    truth = [r for r in clustering if r.truth_iou is not None]
     if truth:
-        shared = [r for r in rows if "shared" in r]
-        n_shared = sum(r["shared"] for r in shared)
-        in_circuits = sum(r["shared_in_circuits"] for r in shared) / n_shared if n_shared else 0
+        shared = [
+            (r.shared, r.shared_in_circuits)
+            for r in rows
+            if r.shared is not None and r.shared_in_circuits is not None
+        ]
+        n_shared = sum(s for s, _ in shared)
+        in_circuits = sum(c for _, c in shared) / n_shared if n_shared else 0
         evidence.append(
-            f"planted truth circuits: IoU {stats(truth, 'truth_iou')[0]:.3f} vs expected "
-            f"{stats(truth, 'truth_expected_iou')[0]:.3f} (disjoint by construction), so on the "
-            "planted network any excess overlap is the method's, not the network's: the CS "
-            f"pairs share {n_shared} kernels, {in_circuits:.0%} of them in one of the two true "
-            "circuits (each used by one concept only)"
+            f"planted truth circuits: IoU {mean(truth, lambda r: r.truth_iou):.3f} vs expected "
+            f"{mean(truth, lambda r: r.truth_expected_iou):.3f} (disjoint by construction), so "
+            "on the planted network any excess overlap is the method's, not the network's: the "
+            f"CS pairs share {n_shared} kernels, {in_circuits:.0%} of them in one of the two "
+            "true circuits (each used by one concept only)"
         )
-    effective = sum(r["eff_p_value"] < ALPHA for r in rows)
+    effective = sum(r.eff_p_value < ALPHA for r in rows)
     summary = (
         f"CS: {nominal}/{n} pairs overlap more than independence (p < {ALPHA}); IoU "
-        f"{stats(rows, 'iou')[0]:.3f} vs expected {stats(rows, 'expected_iou')[0]:.3f}; "
+        f"{mean(rows, lambda r: r.iou):.3f} vs expected "
+        f"{mean(rows, lambda r: r.expected_iou):.3f}; "
         f"effective masks (kernels on an input→unit path): {effective}/{n}"
     )
     return Verdict(6, status, summary, rule, evidence)
 
 
-def overlap_text(rows: Sequence[Row]) -> str:
+def overlap_text(rows: Sequence[PairRow]) -> str:
     """IoU vs expected (raw and effective masks) and the count of significant pairs."""
-    sig = sum(r["p_value"] < ALPHA for r in rows)
-    eff = sum(r["eff_p_value"] < ALPHA for r in rows)
+    sig = sum(r.p_value < ALPHA for r in rows)
+    eff = sum(r.eff_p_value < ALPHA for r in rows)
 
-    def num(key: str) -> str:
-        return fmt(stats(rows, key)[0], math.nan, 3)
+    def num(value: Callable[[PairRow], float]) -> str:
+        return fmt(mean(rows, value), math.nan, 3)
 
     return (
-        f"IoU {num('iou')} vs expected {num('expected_iou')}, {sig}/{len(rows)} with p < {ALPHA}; "
-        f"effective masks IoU {num('eff_iou')} vs {num('eff_expected_iou')}, {eff}/{len(rows)} "
-        f"with p < {ALPHA}"
+        f"IoU {num(lambda r: r.iou)} vs expected {num(lambda r: r.expected_iou)}, "
+        f"{sig}/{len(rows)} with p < {ALPHA}; effective masks IoU {num(lambda r: r.eff_iou)} vs "
+        f"{num(lambda r: r.eff_expected_iou)}, {eff}/{len(rows)} with p < {ALPHA}"
     )
 
 
-def verdicts(results: dict[str, Any]) -> list[Verdict]:
-    """The six verdicts of a run's results (``fits``, ``pairs``, ``clustering``, ``config``)."""
-    lam = float(results["config"]["cs_lam"])
-    fits, pairs, clustering = results["fits"], results["pairs"], results["clustering"]
-    return [
-        claim1(clustering),
-        claim2(fits, clustering),
-        claim3(fits, lam, clustering),
-        claim4(fits, lam),
-        claim5(fits, lam),
-        claim6(pairs, clustering, lam),
-    ]
+@dataclass(frozen=True)
+class Claim:
+    """A claim of the paper: its number, its statement, and the check that gives its verdict."""
+
+    number: int
+    statement: str
+    check: Callable[[Results], Verdict]
+
+
+def _lam(results: Results) -> float:
+    return float(results.config.cs_lam)
+
+
+#: The paper's claims, in report order: a new claim is one more entry.
+CLAIMS: tuple[Claim, ...] = (
+    Claim(1, "Clustering the top activations reveals the unit's separate concepts.",
+          lambda res: claim1(res.clustering)),
+    Claim(2, "Heuristic scorers (ActGrad, SNIP, FORCE) stop working below 10 % kept.",
+          lambda res: claim2(res.fits, res.clustering)),
+    Claim(3, "CS finds subnetworks at 3–7 % kept that still separate.",
+          lambda res: claim3(res.fits, _lam(res), res.clustering)),
+    Claim(4, "FORCE and CS separate the distributions most.",
+          lambda res: claim4(res.fits, _lam(res))),
+    Claim(5, "CS sometimes changes behaviour on images outside its fitting set.",
+          lambda res: claim5(res.fits, _lam(res))),
+    Claim(6, "The subnetworks of one unit's concepts overlap no more than independence predicts.",
+          lambda res: claim6(res.pairs, res.clustering, _lam(res))),
+)  # fmt: skip
+
+
+def statement(number: int) -> str:
+    """The statement of claim ``number``."""
+    return next(c.statement for c in CLAIMS if c.number == number)
+
+
+def verdicts(results: Results) -> list[Verdict]:
+    """The verdict on every claim of :data:`CLAIMS`, from a run's rows."""
+    return [claim.check(results) for claim in CLAIMS]

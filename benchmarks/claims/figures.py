@@ -1,0 +1,103 @@
+"""The report's figures: a grid of :class:`Panel` s, each a measure of the subnetworks against
+their kept fraction, one line per scorer and CS as one point per λ (mean ± std over seeds)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import PAPER_RANGE
+from .rows import FitRow
+from .stats import in_family, select, stats
+
+METHOD_ORDER = ("ActGrad", "SNIP", "FORCE", "Magnitude", "Random", "CS")
+COLORS = {"ActGrad": "C0", "SNIP": "C1", "FORCE": "C2", "Magnitude": "C7", "Random": "C5",
+          "CS": "C3"}  # fmt: skip
+
+
+def ordered(methods: set[str]) -> list[str]:
+    """Methods in report order (unknown ones last, sorted)."""
+    return [m for m in METHOD_ORDER if m in methods] + sorted(methods - set(METHOD_ORDER))
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One panel: ``value`` of ``family``'s subnetworks against their kept fraction.
+
+    ``band``: shade ± std over seeds (off for shares, where a seed has few subnetworks);
+    ``threshold``: a dashed horizontal line at this value.
+    """
+
+    family: str
+    value: Callable[[FitRow], float | None]
+    label: str
+    band: bool = True
+    threshold: float | None = None
+
+
+def _kept(row: FitRow) -> float:
+    return row.kept
+
+
+def _curve(ax: Any, fits: Sequence[FitRow], method: str, panel: Panel) -> None:
+    rows = select(fits, method=method, grid="keep")
+    keeps = sorted({r.setting for r in rows})
+    kept = [stats(select(rows, setting=k), _kept)[0] for k in keeps]
+    m_s = [stats(select(rows, setting=k), panel.value)[:2] for k in keeps]
+    mean = np.array([m for m, _ in m_s])
+    std = np.nan_to_num(np.array([s for _, s in m_s]))
+    ax.plot(kept, mean, "-o", ms=3, color=COLORS.get(method), label=method)
+    if panel.band:
+        ax.fill_between(kept, mean - std, mean + std, color=COLORS.get(method), alpha=0.08, lw=0)
+
+
+def _cs_points(ax: Any, fits: Sequence[FitRow], panel: Panel) -> None:
+    rows = select(fits, method="CS", grid="lam")
+    lams = sorted({r.setting for r in rows})
+    for i, lam in enumerate(lams):
+        mine = select(rows, setting=lam)
+        (x, xs, _), (y, ys, _) = stats(mine, _kept), stats(mine, panel.value)
+        label = "CS (one point per λ)" if i == 0 else None
+        ax.errorbar(
+            x, y, xerr=np.nan_to_num(xs), yerr=np.nan_to_num(ys) if panel.band else None,
+            fmt="D", ms=5, color=COLORS["CS"], label=label, lw=0.8,
+        )  # fmt: skip
+        if lam in (lams[0], lams[-1]):  # larger λ, smaller kept fraction: label the ends
+            ax.annotate(f"λ={lam:g}", (x, y), textcoords="offset points", xytext=(-8, -12),
+                        fontsize=7)  # fmt: skip
+
+
+def figure(fits: Sequence[FitRow], path: Path, panels: Sequence[Sequence[Panel]]) -> Path:
+    """Draw a grid of panels (one list per row of the grid) and save it as ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_rows, n_cols = len(panels), max(len(r) for r in panels)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.6 * n_cols, 3.6 * n_rows), squeeze=False)
+    for r, row in enumerate(panels):
+        for c, panel in enumerate(row):
+            ax, rows = axes[r][c], in_family(fits, panel.family)
+            for method in ordered({f.method for f in select(rows, grid="keep")}):
+                _curve(ax, rows, method, panel)
+            _cs_points(ax, rows, panel)
+            ax.set_xscale("log")
+            ax.axvspan(*PAPER_RANGE, color="0.85", alpha=0.6, lw=0, label="paper's CS range 3–7 %")
+            ax.axvline(0.1, color="0.4", ls=":", lw=1)
+            if panel.threshold is not None:
+                ax.axhline(panel.threshold, color="0.4", ls="--", lw=0.8)
+            ax.set_ylim(-0.03, 1.03)
+            ax.set_title(panel.family, fontsize=10)
+            ax.set_xlabel("kept fraction (DESIGN count, log scale)", fontsize=8)
+            ax.set_ylabel(panel.label, fontsize=8)
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

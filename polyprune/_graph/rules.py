@@ -1,0 +1,302 @@
+"""Private (kernel): the receptive-field rules the op table (:mod:`.ops`) points to.
+
+Each rule maps one :class:`~.field.Call` (an operation with its inputs' fields) to the field of
+its output. Rules never guess: an argument they cannot follow raises
+:class:`~.field.ReceptiveFieldError` naming the node.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+from torch import Tensor, nn
+
+from .field import Call, Field, ReceptiveFieldError
+
+__all__ = [
+    "adaptive_pool",
+    "cat",
+    "conv",
+    "functional_pool",
+    "getitem",
+    "global_norm",
+    "layer_norm",
+    "linear",
+    "module_pool",
+    "permute",
+    "pointwise",
+    "reshape",
+    "softmax",
+    "split",
+    "squeeze",
+    "transpose",
+    "unsqueeze",
+]
+
+
+def _tuple(value: Any, n: int) -> tuple[int, ...]:
+    if isinstance(value, int):
+        return (value,) * n
+    out = tuple(int(v) for v in value)
+    if len(out) == 1 and n > 1:
+        return out * n
+    if len(out) != n:
+        raise ReceptiveFieldError(f"expected {n} values, got {value!r}")
+    return out
+
+
+def _trailing(f: Field, t: Tensor, c: Call, what: str) -> None:
+    """A window operation works on the last dims of its input: they must be the spatial ones."""
+    n = len(f.dims)
+    if f.dims != tuple(range(t.dim() - n, t.dim())):
+        raise ReceptiveFieldError(
+            f"{c.where}: {what} slides over the last {n} dimensions of a tensor whose spatial "
+            f"axes are at {f.dims}; polyprune cannot follow the field there"
+        )
+
+
+def _window(c: Call, kernel: Any, stride: Any, padding: Any, dilation: Any) -> Field:
+    f = c.only()
+    t = c.inputs[0]
+    _trailing(f, t, c, "this window")
+    n = len(f.dims)
+    kernel = _tuple(kernel, n)
+    stride = _tuple(stride if stride not in (None, ()) else kernel, n)
+    return f.window(kernel, stride, _tuple(padding, n), _tuple(dilation, n), c.output.shape[-n:])
+
+
+def conv(c: Call) -> Field:
+    m = c.target
+    assert isinstance(m, nn.modules.conv._ConvNd)
+    if m.padding_mode != "zeros":
+        raise ReceptiveFieldError(
+            f"{c.where}: padding_mode={m.padding_mode!r} copies pixels from inside the image into "
+            "the border, so receptive fields are not uniform there; only 'zeros' is supported"
+        )
+    n = len(m.kernel_size)
+    kernel, dilation = _tuple(m.kernel_size, n), _tuple(m.dilation, n)
+    if isinstance(m.padding, str):  # "valid" or "same" (stride 1): PyTorch pads total//2 first
+        padding: tuple[int, ...] = tuple(
+            0 if m.padding == "valid" else (d * (k - 1)) // 2
+            for k, d in zip(kernel, dilation, strict=True)
+        )
+    else:
+        padding = _tuple(m.padding, n)
+    return _window(c, kernel, m.stride, padding, dilation)
+
+
+def module_pool(c: Call) -> Field:
+    m = c.target
+    return _window(c, m.kernel_size, m.stride, m.padding, getattr(m, "dilation", 1))
+
+
+def functional_pool(c: Call) -> Field:
+    """``F.max_pool2d(x, kernel_size, stride, padding, dilation, ...)`` and
+    ``F.avg_pool2d(x, kernel_size, stride, padding, ...)``: as the modules."""
+    dilation = c.arg(4, "dilation", 1) if "max" in getattr(c.target, "__name__", "") else 1
+    return _window(c, c.arg(1, "kernel_size"), c.arg(2, "stride"), c.arg(3, "padding", 0), dilation)
+
+
+def adaptive_pool(c: Call) -> Field:
+    f = c.only()
+    t = c.inputs[0]
+    _trailing(f, t, c, "adaptive pooling")
+    n = len(f.dims)
+    in_size, out_size = t.shape[-n:], c.output.shape[-n:]
+    if any(i % o for i, o in zip(in_size, out_size, strict=True)):
+        raise ReceptiveFieldError(
+            f"{c.where}: adaptive pooling from {tuple(in_size)} to {tuple(out_size)} uses windows "
+            "of unequal size, so the receptive field is not uniform; choose an input size at "
+            "which the map divides evenly"
+        )
+    kernel = tuple(i // o for i, o in zip(in_size, out_size, strict=True))
+    return f.window(kernel, kernel, (0,) * n, (1,) * n, out_size)
+
+
+def pointwise(c: Call) -> Field:
+    """Element-wise operations (activations, arithmetic); several inputs: union of their fields."""
+    first = c.fields[0]
+    if any(f.dims != first.dims for f in c.fields[1:]):
+        raise ReceptiveFieldError(f"{c.where}: combines maps whose axes are in different orders")
+    if not isinstance(c.output, Tensor) or c.output.dim() <= max(first.dims):
+        raise ReceptiveFieldError(f"{c.where}: the output has no spatial axes at {first.dims}")
+    sizes = first.spatial_shape(c.output)
+    for f, t in zip(c.fields, c.inputs, strict=True):
+        shape = f.spatial_shape(t)
+        if any(s not in (1, o) for s, o in zip(shape, sizes, strict=True)):
+            raise ReceptiveFieldError(f"{c.where}: combines maps of sizes {shape} and {sizes}")
+    if len(c.fields) == 1 and first.spatial_shape(c.inputs[0]) == sizes:
+        return first
+    return first.union(c.fields[1:], sizes, c.where)
+
+
+def linear(c: Call) -> Field:
+    """A Linear layer mixes the last dimension: fine for channels-last maps, not for (N,C,H,W)."""
+    f = c.only()
+    if c.inputs[0].dim() - 1 in f.dims:
+        raise ReceptiveFieldError(
+            f"{c.where}: a Linear layer on a map mixes its last dimension, which is a spatial "
+            "one here; there is no uniform receptive field to follow"
+        )
+    return f
+
+
+def layer_norm(c: Call) -> Field:
+    """Normalization over the last dims: channels only (pointwise in space) or also the map."""
+    f = c.only()
+    shape: Any = (
+        c.target.normalized_shape
+        if isinstance(c.target, nn.Module)
+        else c.arg(1, "normalized_shape")
+    )
+    n = 1 if isinstance(shape, int) else len(shape)
+    rank = c.inputs[0].dim()
+    if any(d >= rank - n for d in f.dims):
+        return f.global_()
+    return f
+
+
+def global_norm(c: Call) -> Field:
+    """GroupNorm / InstanceNorm: statistics over the whole map make every unit see all of it."""
+    return c.only().global_()
+
+
+def softmax(c: Call) -> Field:
+    f = c.only()
+    dim: Any = c.target.dim if isinstance(c.target, nn.Module) else c.arg(1, "dim")
+    if not isinstance(dim, int):
+        raise ReceptiveFieldError(f"{c.where}: softmax without an integer dim")
+    return f.global_() if dim % c.inputs[0].dim() in f.dims else f
+
+
+def cat(c: Call) -> Field:
+    tensors = c.args[0]
+    dim = int(c.arg(1, "dim", 0)) % c.output.dim()
+    first = c.fields[0]
+    if dim in first.dims:
+        raise ReceptiveFieldError(f"{c.where}: concatenation along a spatial dimension")
+    if len(c.fields) != len([t for t in tensors if isinstance(t, Tensor)]):
+        pass  # constants concatenated with maps contribute no pixels
+    return pointwise(Call(c.target, (), {}, c.fields, c.inputs, c.output, c.where))
+
+
+def permute(c: Call) -> Field:
+    f = c.only()
+    order = c.args[1:] if c.kwargs.get("dims") is None else c.kwargs["dims"]
+    if len(order) == 1 and isinstance(order[0], Sequence):
+        order = tuple(order[0])
+    rank = c.inputs[0].dim()
+    order = tuple(int(d) % rank for d in order)
+    return f.moved(tuple(order.index(d) for d in f.dims))
+
+
+def transpose(c: Call) -> Field:
+    f = c.only()
+    rank = c.inputs[0].dim()
+    a, b = (int(c.arg(1, "dim0")) % rank, int(c.arg(2, "dim1")) % rank)
+    swap = {a: b, b: a}
+    return f.moved(tuple(swap.get(d, d) for d in f.dims))
+
+
+def unsqueeze(c: Call) -> Field:
+    f = c.only()
+    d = int(c.arg(1, "dim")) % c.output.dim()
+    return f.moved(tuple(x + 1 if x >= d else x for x in f.dims))
+
+
+def squeeze(c: Call) -> Field:
+    f = c.only()
+    t = c.inputs[0]
+    dim = c.arg(1, "dim")
+    if dim is None:
+        removed = [d for d in range(t.dim()) if t.shape[d] == 1]
+    else:
+        dims = dim if isinstance(dim, Sequence) else (dim,)
+        removed = [int(d) % t.dim() for d in dims if t.shape[int(d) % t.dim()] == 1]
+    if any(d in f.dims for d in removed):
+        raise ReceptiveFieldError(f"{c.where}: squeezes away a spatial axis")
+    return f.moved(tuple(d - sum(r < d for r in removed) for d in f.dims))
+
+
+def reshape(c: Call) -> Field:
+    """view / reshape / flatten / unflatten: fine when the spatial axes stay, unchanged, as the
+    trailing block (channel shuffles) or right after the batch (channels-last)."""
+    f = c.only()
+    t, out = c.inputs[0], c.output
+    n = len(f.dims)
+    sizes = f.spatial_shape(t)
+    trailing = f.dims == tuple(range(t.dim() - n, t.dim()))
+    if trailing and tuple(out.shape[-n:]) == sizes and out.dim() > n + 1:
+        return f.moved(tuple(range(out.dim() - n, out.dim())))
+    leading = f.dims == tuple(range(1, 1 + n))
+    if leading and tuple(out.shape[1 : 1 + n]) == sizes and out.shape[0] == t.shape[0]:
+        return f
+    raise ReceptiveFieldError(
+        f"{c.where}: reshapes the spatial axes {f.dims} of a {tuple(t.shape)} tensor into "
+        f"{tuple(out.shape)}; after a flatten every unit sees the whole input: choose an "
+        "earlier layer"
+    )
+
+
+def getitem(c: Call) -> Field:
+    """Indexing that selects channels (or batch items) and keeps every position of the map."""
+    f = c.only()
+    t, index = c.inputs[0], c.args[1]
+    items = index if isinstance(index, tuple) else (index,)
+    if any(i is Ellipsis for i in items):
+        at = items.index(Ellipsis)
+        fill = t.dim() - (len(items) - 1 - sum(i is None for i in items))
+        items = items[:at] + (slice(None),) * fill + items[at + 1 :]
+    dims, src, dst = [], 0, 0
+    for item in items:
+        if item is None:
+            dst += 1
+            continue
+        if src in f.dims:
+            if not (isinstance(item, slice) and item == slice(None)):
+                raise ReceptiveFieldError(f"{c.where}: indexes into a spatial axis")
+            dims.append(dst)
+        if not isinstance(item, int | slice):
+            raise ReceptiveFieldError(f"{c.where}: advanced indexing ({type(item).__name__})")
+        dst += 0 if isinstance(item, int) else 1
+        src += 1
+    dims += [dst + (d - src) for d in f.dims if d >= src]
+    return f.moved(dims)
+
+
+def split(c: Call) -> Field:
+    """chunk / split / unbind along a non-spatial axis: every piece keeps the field."""
+    f = c.only()
+    rank = c.inputs[0].dim()
+    name = getattr(c.target, "__name__", str(c.target))
+    default = 0
+    dim = int(c.arg(2, "dim", default) if name != "unbind" else c.arg(1, "dim", default)) % rank
+    if dim in f.dims:
+        raise ReceptiveFieldError(f"{c.where}: splits a spatial axis")
+    if name == "unbind":
+        return f.moved(tuple(d - (d > dim) for d in f.dims))
+    return f
+
+
+GETITEM = operator.getitem
+
+
+def reduce(c: Call) -> Field:
+    """mean / sum / amax / amin over some axes: channels only keeps the map; the map itself
+    leaves no spatial axis (every unit after it sees the whole input)."""
+    f = c.only()
+    rank = c.inputs[0].dim()
+    dim = c.arg(1, "dim")
+    if dim is None:
+        raise ReceptiveFieldError(f"{c.where}: reduces the whole tensor")
+    dims = {int(d) % rank for d in (dim if isinstance(dim, Sequence) else (dim,))}
+    if dims & set(f.dims):
+        raise ReceptiveFieldError(
+            f"{c.where}: reduces the spatial axes: every unit after it sees the whole input; "
+            "choose an earlier layer"
+        )
+    if c.arg(2, "keepdim", False):
+        return f
+    return f.moved(tuple(d - sum(r < d for r in dims) for d in f.dims))
