@@ -27,6 +27,7 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
+from . import _stats
 from ._data import as_images
 from ._masking import element_sizes
 from ._unit_io import unit_activations
@@ -73,20 +74,12 @@ def separation(members: Tensor | NDArray[Any], others: Tensor | NDArray[Any]) ->
     >>> round(s.auroc, 4), round(s.dprime, 4)
     (0.9444, 2.0)
     """
-    from scipy import stats  # imported here: scipy.stats costs ~1 s at import
-
     a = np.asarray(members.detach().cpu() if isinstance(members, Tensor) else members, float)
     b = np.asarray(others.detach().cpu() if isinstance(others, Tensor) else others, float)
     if a.ndim != 1 or b.ndim != 1 or a.size == 0 or b.size == 0:
         raise ValueError(f"need two non-empty 1-D samples, got shapes {a.shape} and {b.shape}")
-    ranks = stats.rankdata(np.concatenate([a, b]))
-    auroc = (ranks[: a.size].sum() - a.size * (a.size + 1) / 2) / (a.size * b.size)
-    pooled = math.sqrt(
-        (a.var(ddof=1 if a.size > 1 else 0) + b.var(ddof=1 if b.size > 1 else 0)) / 2
-    )
-    diff = float(a.mean() - b.mean())
-    dprime = diff / pooled if pooled > 0 else (0.0 if diff == 0 else math.copysign(math.inf, diff))
-    return Separation(float(auroc), float(dprime), int(a.size), int(b.size))
+    auroc, dprime = _stats.auroc_dprime(a, b)
+    return Separation(auroc, dprime, int(a.size), int(b.size))
 
 
 @dataclass(frozen=True)
@@ -108,11 +101,9 @@ class Overlap:
 
 def overlap(a: Masks, b: Masks) -> Overlap:
     """Compare two subnetworks of one unit (same weights and granularity)."""
-    from scipy import stats
-
     iou = a.iou(b)  # also validates that the masks are comparable
     exp_inter_w = exp_union_w = 0.0
-    observed, expected, pmf, var = 0, 0.0, np.ones(1), 0.0
+    layers = []
     for name, mask in a.items():
         region = a.regions.get(name, torch.ones_like(mask)).reshape(-1)
         ma, mb = mask.reshape(-1)[region], b[name].reshape(-1)[region]
@@ -120,16 +111,8 @@ def overlap(a: Masks, b: Masks) -> Overlap:
         size = element_sizes(a.weight_shapes[name], a.granularity) if name in a.weight_shapes else 1
         exp_inter_w += size * ka * kb / n if n else 0.0
         exp_union_w += size * (ka + kb) - (size * ka * kb / n if n else 0.0)
-        observed, expected = observed + x, expected + (ka * kb / n if n else 0.0)
-        var += kb * (ka / n) * (1 - ka / n) * (n - kb) / (n - 1) if n > 1 else 0.0
-        if pmf is not None and pmf.size * (min(ka, kb) + 1) <= 100_000:
-            pmf = np.convolve(pmf, stats.hypergeom.pmf(np.arange(min(ka, kb) + 1), n, ka, kb))
-        else:
-            pmf = None  # type: ignore[assignment]
-    if pmf is not None:
-        p = float(np.clip(pmf[observed:].sum(), 0.0, 1.0))
-    else:
-        p = float(stats.norm.sf((observed - 0.5 - expected) / math.sqrt(var))) if var > 0 else 1.0
+        layers.append((n, ka, kb, x))
+    observed, expected, p = _stats.intersection_p_value(layers)
     return Overlap(
         iou=iou,
         expected_iou=exp_inter_w / exp_union_w if exp_union_w else float("nan"),
