@@ -5,8 +5,11 @@ For a polysemantic unit with clusters ``0..K-1`` and one subnetwork (:class:`Mas
 - **separation** of the unit's activation on the cluster's images vs the other clusters' images
   (AUROC and d′), before (original network) and after (the cluster's subnetwork), on the images
   the subnetwork was fitted on and on held-out images of the same clusters;
-- **Pearson r** between the subnetwork's and the original network's activations on the
-  cluster's images (Hamblin et al.'s preservation measure);
+- **faithfulness** on the cluster's images: does the subnetwork compute what the unit computes
+  there? **Pearson r** between the subnetwork's and the original network's activations
+  (Hamblin et al.'s preservation measure: shape only, blind to scale and offset), the
+  **relative error** ``‖a_sub − a‖ / ‖a‖`` and the **fraction of the activation kept**
+  ``mean(a_sub) / mean(a)``;
 - **overlap** of the subnetworks of two clusters: IoU, the IoU expected if the masks were
   independent at the same kept counts, and a p-value for "they share more than independence
   predicts" (the paper's independence hypothesis).
@@ -24,6 +27,7 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
+from . import _stats
 from ._data import as_images
 from ._masking import element_sizes
 from ._unit_io import unit_activations
@@ -38,6 +42,7 @@ __all__ = [
     "Separation",
     "circuit_scores",
     "evaluate",
+    "faithfulness",
     "held_out_split",
     "overlap",
     "separation",
@@ -69,20 +74,12 @@ def separation(members: Tensor | NDArray[Any], others: Tensor | NDArray[Any]) ->
     >>> round(s.auroc, 4), round(s.dprime, 4)
     (0.9444, 2.0)
     """
-    from scipy import stats  # imported here: scipy.stats costs ~1 s at import
-
     a = np.asarray(members.detach().cpu() if isinstance(members, Tensor) else members, float)
     b = np.asarray(others.detach().cpu() if isinstance(others, Tensor) else others, float)
     if a.ndim != 1 or b.ndim != 1 or a.size == 0 or b.size == 0:
         raise ValueError(f"need two non-empty 1-D samples, got shapes {a.shape} and {b.shape}")
-    ranks = stats.rankdata(np.concatenate([a, b]))
-    auroc = (ranks[: a.size].sum() - a.size * (a.size + 1) / 2) / (a.size * b.size)
-    pooled = math.sqrt(
-        (a.var(ddof=1 if a.size > 1 else 0) + b.var(ddof=1 if b.size > 1 else 0)) / 2
-    )
-    diff = float(a.mean() - b.mean())
-    dprime = diff / pooled if pooled > 0 else (0.0 if diff == 0 else math.copysign(math.inf, diff))
-    return Separation(float(auroc), float(dprime), int(a.size), int(b.size))
+    auroc, dprime = _stats.auroc_dprime(a, b)
+    return Separation(auroc, dprime, int(a.size), int(b.size))
 
 
 @dataclass(frozen=True)
@@ -104,11 +101,9 @@ class Overlap:
 
 def overlap(a: Masks, b: Masks) -> Overlap:
     """Compare two subnetworks of one unit (same weights and granularity)."""
-    from scipy import stats
-
     iou = a.iou(b)  # also validates that the masks are comparable
     exp_inter_w = exp_union_w = 0.0
-    observed, expected, pmf, var = 0, 0.0, np.ones(1), 0.0
+    layers = []
     for name, mask in a.items():
         region = a.regions.get(name, torch.ones_like(mask)).reshape(-1)
         ma, mb = mask.reshape(-1)[region], b[name].reshape(-1)[region]
@@ -116,16 +111,8 @@ def overlap(a: Masks, b: Masks) -> Overlap:
         size = element_sizes(a.weight_shapes[name], a.granularity) if name in a.weight_shapes else 1
         exp_inter_w += size * ka * kb / n if n else 0.0
         exp_union_w += size * (ka + kb) - (size * ka * kb / n if n else 0.0)
-        observed, expected = observed + x, expected + (ka * kb / n if n else 0.0)
-        var += kb * (ka / n) * (1 - ka / n) * (n - kb) / (n - 1) if n > 1 else 0.0
-        if pmf is not None and pmf.size * (min(ka, kb) + 1) <= 100_000:
-            pmf = np.convolve(pmf, stats.hypergeom.pmf(np.arange(min(ka, kb) + 1), n, ka, kb))
-        else:
-            pmf = None  # type: ignore[assignment]
-    if pmf is not None:
-        p = float(np.clip(pmf[observed:].sum(), 0.0, 1.0))
-    else:
-        p = float(stats.norm.sf((observed - 0.5 - expected) / math.sqrt(var))) if var > 0 else 1.0
+        layers.append((n, ka, kb, x))
+    observed, expected, p = _stats.intersection_p_value(layers)
     return Overlap(
         iou=iou,
         expected_iou=exp_inter_w / exp_union_w if exp_union_w else float("nan"),
@@ -228,6 +215,18 @@ def held_out_split(
 class ClusterEvaluation:
     """Evaluation of one cluster's subnetwork (see module docstring).
 
+    Faithfulness, on the cluster's images (fitted, and ``*_held_out``), with ``a`` the original
+    network's activations and ``a_sub`` the subnetwork's:
+
+    - ``pearson_r``: Pearson r of ``a_sub`` and ``a``. Blind to scale and offset, and low
+      whenever the cluster's activations vary little (top-k crops): even the exact circuit of a
+      planted concept scores well below 1 there (``docs/results.md``).
+    - ``relative_error``: ``‖a_sub − a‖ / ‖a‖`` (Euclidean norms over the images): 0 when the
+      subnetwork reproduces the unit exactly, 1 for a silent subnetwork. Pooled over images, so
+      one image with a small activation cannot dominate it (unlike a mean of per-image ratios).
+    - ``activation_kept``: ``mean(a_sub) / mean(a)``, the fraction of the unit's mean response
+      the subnetwork keeps (1: all, > 1: it fires more than the unit). NaN when ``mean(a)`` is 0.
+
     ``flags`` names what makes the numbers meaningless, if anything: ``"empty"`` (the
     subnetwork keeps no weight that can reach the unit) and ``"constant"`` (the unit's
     activation under the subnetwork is the same on every evaluated image, so AUROC is 0.5 and
@@ -242,6 +241,10 @@ class ClusterEvaluation:
     after_held_out: Separation | None
     pearson_r: float
     pearson_r_held_out: float | None
+    relative_error: float = math.nan
+    relative_error_held_out: float | None = None
+    activation_kept: float = math.nan
+    activation_kept_held_out: float | None = None
     flags: tuple[str, ...] = ()
 
 
@@ -261,6 +264,26 @@ class Evaluation:
             "clusters": {str(k): asdict(v) for k, v in self.clusters.items()},
             "overlaps": {f"{a}-{b}": asdict(o) for (a, b), o in self.overlaps.items()},
         }  # fmt: skip
+
+
+def faithfulness(subnetwork: Tensor, original: Tensor) -> tuple[float, float, float]:
+    """``(pearson_r, relative_error, activation_kept)`` of 1-D activations on the same images.
+
+    See :class:`ClusterEvaluation`; computed in float64, NaN where undefined.
+
+    Examples
+    --------
+    >>> import torch, polyprune as pp
+    >>> a = torch.tensor([1.0, 2.0, 3.0])
+    >>> r, err, kept = pp.evaluation.faithfulness(a / 2, a)
+    >>> round(r, 3), round(err, 3), round(kept, 3)
+    (1.0, 0.5, 0.5)
+    """
+    a, d = subnetwork.double().reshape(-1), original.double().reshape(-1)
+    norm, mean = float(d.norm()), float(d.mean())
+    error = float((a - d).norm()) / norm if norm > 0 else math.nan
+    kept = float(a.mean()) / mean if mean != 0 else math.nan
+    return _pearson(a, d), error, kept
 
 
 def _pearson(a: Tensor, b: Tensor) -> float:
@@ -337,7 +360,7 @@ def _evaluate(
     """
     results: dict[int, ClusterEvaluation] = {}
     for label, m in masks.items():
-        seps: list[tuple[Separation, Separation, float] | None] = []
+        seps: list[tuple[Separation, Separation, tuple[float, float, float]] | None] = []
         for y, before, after in zip(labels, original, subnets[label], strict=True):
             mine = y == label
             others = (y != label) & ((y >= 0) if negatives == "clusters" else torch.ones_like(mine))
@@ -347,7 +370,7 @@ def _evaluate(
             seps.append((
                 separation(before[mine], before[others]),
                 separation(after[mine], after[others]),
-                _pearson(after[mine], before[mine]),
+                faithfulness(after[mine], before[mine]),
             ))  # fmt: skip
         fit = seps[0]
         if fit is None:
@@ -359,7 +382,10 @@ def _evaluate(
         results[label] = ClusterEvaluation(
             label=label, kept_fraction=m.kept_fraction(), before=fit[0], after=fit[1],
             before_held_out=held[0] if held else None, after_held_out=held[1] if held else None,
-            pearson_r=fit[2], pearson_r_held_out=held[2] if held else None, flags=flags,
+            pearson_r=fit[2][0], pearson_r_held_out=held[2][0] if held else None,
+            relative_error=fit[2][1], relative_error_held_out=held[2][1] if held else None,
+            activation_kept=fit[2][2], activation_kept_held_out=held[2][2] if held else None,
+            flags=flags,
         )  # fmt: skip
     labels_sorted = sorted(masks)
     overlaps = {

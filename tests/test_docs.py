@@ -1,7 +1,8 @@
 """The documentation cannot rot: every Python block of docs/*.md runs, and prints what it says.
 
-Blocks of one page run in order in one namespace, in a temporary directory. A line
-``print(x)  # expected`` must print exactly ``expected``. Blocks in other languages (``bash``,
+Blocks of one page run in order in one namespace, in a temporary directory. A trailing comment
+on a print line is the output it prints: ``print(x)  # expected`` must print exactly
+``expected`` (write other remarks on their own line). Blocks in other languages (``bash``,
 ``text``) are not run. The API page must be the one ``docs/_tools/api_page.py`` generates.
 """
 

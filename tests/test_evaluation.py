@@ -115,11 +115,29 @@ def test_evaluate_on_a_known_network():
         assert c.after.auroc == 1.0 and c.after_held_out is not None
         assert c.after_held_out.auroc == 1.0
         assert c.pearson_r == pytest.approx(1.0)  # the cluster's own response is untouched
+        assert c.relative_error == pytest.approx(0.0, abs=1e-6)
+        assert c.activation_kept == pytest.approx(1.0)
+        assert c.relative_error_held_out == pytest.approx(0.0, abs=1e-6)
+        assert c.activation_kept_held_out == pytest.approx(1.0)
     assert ev.overlaps[(0, 1)].iou == 0.0
     data = ev.to_dict()
     assert data["clusters"]["0"]["after"]["auroc"] == 1.0 and "0-1" in data["overlaps"]
     with pytest.raises(ValueError, match="label"):
         pp.evaluate(model, pp.Unit("2", 0), images, labels, {5: path_a})
+
+
+def test_faithfulness_measures():
+    from polyprune.evaluation import faithfulness
+
+    a = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    r, err, kept = faithfulness(0.5 * a + 1.0, a)
+    assert r == pytest.approx(1.0)  # blind to scale and offset
+    expected = float((0.5 * a + 1.0 - a).norm() / a.norm())
+    assert err == pytest.approx(expected) and kept == pytest.approx((0.5 * 2.5 + 1.0) / 2.5)
+    r, err, kept = faithfulness(torch.zeros(4), a)  # a silent subnetwork
+    assert math.isnan(r) and err == pytest.approx(1.0) and kept == 0.0
+    _, err, kept = faithfulness(a, torch.zeros(4))  # undefined against a silent unit
+    assert math.isnan(err) and math.isnan(kept)
 
 
 def test_pearson_matches_numpy_and_is_nan_for_constants():

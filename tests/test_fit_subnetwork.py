@@ -72,14 +72,15 @@ def test_cs_returns_a_subnetwork_with_history_and_is_deterministic():
     assert set(a.masks.regions) == {"net.0.weight", "net.2.weight"}
     assert a.kept_fraction == a.masks.kept_fraction()
     assert a.paper_kept_fraction is not None and a.paper_kept_fraction <= a.kept_fraction
-    keys = {"loss", "bce", "penalty", "temperature", "kept_fraction", "lr", "seconds"}
+    keys = {"loss", "objective", "penalty", "temperature", "kept_fraction", "lr", "seconds"}
     assert set(a.history) == keys and all(len(v) == 4 for v in a.history.values())
     assert a.history["temperature"] == pytest.approx([1.0, 200 ** (1 / 3), 200 ** (2 / 3), 200.0])
-    for key in ("loss", "bce", "penalty"):
+    for key in ("loss", "objective", "penalty"):
         assert a.history[key] == b.history[key]  # same seed, same run
     assert all(torch.equal(a.masks[n], b.masks[n]) for n in a.masks)
-    loss, bce, pen = a.history["loss"][0], a.history["bce"][0], a.history["penalty"][0]
-    assert loss == pytest.approx(bce + 1.0 * pen, rel=1e-5)  # lam = 1, mean penalty
+    loss, obj, pen = a.history["loss"][0], a.history["objective"][0], a.history["penalty"][0]
+    assert loss == pytest.approx(obj + 0.1 * pen, rel=1e-5)  # "both": lam = 0.1, mean penalty
+    assert a.calibration is None  # no BCE logit outside loss="separate"
 
 
 def test_cs_milestones_and_paper_settings():
@@ -99,7 +100,8 @@ def test_bce_uses_the_calibrated_logit_and_balances_classes(balance):
     members = torch.arange(16) < 3  # 3 members, 13 non-members
     sub = fit_subnetwork(
         model, UNIT, images, members,
-        config=CSConfig(epochs=2, lr=1e-12, batch_size=16, balance=balance), progress=False,
+        config=CSConfig(loss="separate", epochs=2, lr=1e-12, batch_size=16, balance=balance),
+        progress=False,
     )  # fmt: skip
     with torch.no_grad():
         dense = model.net[:3](images)[:, 3, 2, 2]
@@ -111,11 +113,56 @@ def test_bce_uses_the_calibrated_logit_and_balances_classes(balance):
     expected = F.binary_cross_entropy_with_logits(
         (soft - center) / scale, members.float(), pos_weight=weight
     )
-    assert sub.history["bce"][0] == pytest.approx(expected.item(), rel=1e-5)
+    assert sub.history["objective"][0] == pytest.approx(expected.item(), rel=1e-5)
     assert sub.calibration is not None
     assert sub.calibration[1] == pytest.approx(scale.item(), rel=1e-5)  # the learned shift
     assert sub.calibration[0] != pytest.approx(center.item(), rel=1e-4)  # moved the center
     assert _cs_fit.SHIFT_LR == 0.1
+
+
+@pytest.mark.parametrize("loss", ["both", "preserve"])
+def test_faithful_objectives_compare_with_the_dense_activation(loss):
+    model = Counting()
+    images, _ = data()
+    members = torch.arange(16) < 5
+    config = CSConfig(loss=loss, epochs=2, lr=1e-12, batch_size=16)
+    sub = fit_subnetwork(model, UNIT, images, members, config=config, progress=False)
+    with torch.no_grad():
+        dense = model.net[:3](images)[:, 3, 2, 2]
+        with ContinuousSparsifier(model, up_to=sub.unit):  # σ(0) = ½ everywhere: the first step
+            soft = model.net[:3](images)[:, 3, 2, 2]
+    r = dense[members].pow(2).mean().sqrt()
+    expected = ((soft - dense)[members] / r).pow(2).mean()
+    if loss == "both":
+        expected = expected + (soft[~members] / r).pow(2).mean()
+    assert sub.history["objective"][0] == pytest.approx(expected.item(), rel=1e-5)
+    assert sub.calibration is None
+
+
+def test_both_keeps_the_members_path_and_drops_the_other_meaning():
+    # a polysemantic unit = ReLU(x0) + ReLU(x1) at one pixel; members light x0 (x1 faintly),
+    # the others x1. "both" must keep exactly the path 0 → 0 → unit: it reproduces the unit on
+    # the members and is silent on the others.
+    model = nn.Sequential(nn.Conv2d(2, 2, 1, bias=False), nn.ReLU(), nn.Conv2d(2, 1, 1, bias=False))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.eye(2)[:, :, None, None])
+        model[2].weight.fill_(1.0)
+    g = torch.Generator().manual_seed(0)
+    n = 40
+    members = torch.arange(n) % 2 == 0
+    images = torch.zeros(n, 2, 1, 1)
+    images[members, 0] = 1 + torch.rand(n // 2, 1, 1, generator=g)
+    images[members, 1] = 0.02 * torch.rand(n // 2, 1, 1, generator=g)
+    images[~members, 1] = 1 + torch.rand(n // 2, 1, 1, generator=g)
+    config = CSConfig(epochs=30)
+    sub = fit_subnetwork(model, pp.Unit("2", 0), images, members, config=config, progress=False)
+    assert sub.masks["0.weight"].tolist() == [[True, False], [False, False]]
+    assert sub.masks["2.weight"].tolist() == [[True, False]]
+    acts = sub.activations(model, images)
+    assert torch.allclose(acts[members], images[members, 0, 0, 0])
+    assert torch.equal(acts[~members], torch.zeros(n // 2))
+    with pytest.raises(ValueError, match="loss must be one of"):
+        CSConfig(loss="bce")  # type: ignore[arg-type]
 
 
 def test_subnetwork_activations_apply_the_hard_masks():

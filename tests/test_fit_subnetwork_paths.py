@@ -108,10 +108,16 @@ def kernel_precision_recall(masks: pp.Masks, truth: dict[str, Tensor]) -> tuple[
 
 @pytest.fixture(scope="module")
 def fitted() -> Iterator[tuple[nn.Module, dict[str, Tensor], Tensor, Tensor, Subnetwork]]:
-    """CS with every default on the planted network."""
+    """CS with the paper's objective (``loss="separate"``), every other default.
+
+    Path C fires on half of the members *and* half of the others, with the largest weight: it
+    is part of what the unit computes on the members, so ``loss="both"`` (the default) keeps it
+    beside path A, while a separating objective drops it.
+    """
     model, truth = planted_network()
     images, members = planted_images(128)
-    sub = fit_subnetwork(model, UNIT, images, members, progress=False)
+    config = pp.CSConfig(loss="separate")
+    sub = fit_subnetwork(model, UNIT, images, members, config=config, progress=False)
     yield model, truth, images, members, sub
 
 

@@ -226,7 +226,8 @@ def run_case(case: Case, cfg: Config, log: Callable[[str], None]) -> CaseResult:
     t = time.perf_counter()
     default = None
     for lam in cfg.lams:
-        subs = run.fit("CS", None, config=pp.CSConfig(epochs=cfg.epochs, lam=lam))
+        config = pp.CSConfig(loss="separate", epochs=cfg.epochs, lam=lam)  # the paper's objective
+        subs = run.fit("CS", None, config=config)
         run.record(out, "CS", "lam", lam, subs)
         default = subs if math.isclose(lam, cfg.cs_lam) else default
     out.seconds["CS"] = time.perf_counter() - t

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .loss import LOSSES
+
 __all__ = ["CSConfig"]
 
 
@@ -26,22 +28,38 @@ class CSConfig:
 
     Every logit ``m`` of a mask element starts at ``logit(init) / temperature[0]``; each epoch is
     a pass over the images in shuffled batches of ``batch_size``, with SGD (``lr``,
-    ``momentum``) on the loss ``BCE + lam · penalty``; after each epoch the temperature is
+    ``momentum``) on the loss ``objective + lam · penalty``; after each epoch the temperature is
     multiplied by ``(end/start) ** (1/(epochs-1))`` (:class:`ExponentialTemperature`) and the
     learning rate by ``gamma`` at each epoch in ``milestones``. The subnetwork is ``m > 0``.
     Frozen and validated on construction: a bad value fails here, before any work.
 
     Attributes
     ----------
+    loss : {"both", "preserve", "separate"}
+        What the subnetwork must do besides being sparse (``a``: the subnetwork's activation,
+        ``d``: the original network's, ``r``: the RMS of ``d`` over the members):
+
+        - ``"both"`` (default): ``mean_members ((a − d)/r)² + mean_others (a/r)²``: compute the
+          unit's activation on the cluster's images and stay silent on the other clusters'. Of
+          the three it recovers planted circuits best and keeps the activation's scale
+          (``docs/results.md``, section "Circuit recovery").
+        - ``"preserve"``: the first term alone (Hamblin et al.'s feature preservation); ignores
+          the other clusters, so it need not separate.
+        - ``"separate"``: the paper's ``BCE`` of the activation as a logit of membership (with
+          ``calibrate`` and ``balance`` below); any path that ranks the members first will do.
     epochs : int
         Number of epochs, ≥ 2 (the temperature goes from start to end). Default 50 (paper: 160).
-    lam : float
-        Weight of the sparsity penalty (≥ 0). Default 1.0 on the ``"mean"`` penalty.
+    lam : float or None
+        Weight of the sparsity penalty (≥ 0). ``None`` (default): the loss's own, 0.1 for
+        ``"both"``/``"preserve"`` and 1.0 for ``"separate"``, on the ``"mean"`` penalty
+        (:attr:`penalty_weight`).
     penalty : {"mean", "sum"}
         ``"mean"``: the mean mask value σ(t·m) over the learned elements, in [0, 1], so ``lam``
         means the same for any network; ``"sum"``: the paper's raw Σσ(t·m) (its λ = 1e-6).
-    lr : float
-        SGD learning rate (> 0). Default 5e-3, with ``lr_scale="elements"``.
+    lr : float or None
+        SGD learning rate (> 0). ``None`` (default): the loss's own, 1e-3 for
+        ``"both"``/``"preserve"`` and 5e-3 for ``"separate"``, with ``lr_scale="elements"``
+        (:attr:`learning_rate`).
     lr_scale : {"elements", "none"}
         ``"elements"``: each masked weight's logits use ``lr × (its number of learned mask
         elements)``. Every element's share of the unit's activation is about 1/(elements in its
@@ -56,14 +74,14 @@ class CSConfig:
     gamma : float
         The learning-rate factor at each milestone, in (0, 1].
     calibrate : bool
-        If true (default) the BCE logit is ``(a − c) / s − b``: ``s`` is the standard deviation
-        of the dense model's activations over the images and ``c`` the midpoint of the member
-        and non-member means (both fixed), ``b`` a learned shift that lets the decision
-        threshold follow the subnetwork's activations. If false, the raw activation is the
-        logit (the paper's choice).
+        ``loss="separate"`` only. If true (default) the BCE logit is ``(a − c) / s − b``:
+        ``s`` is the standard deviation of the dense model's activations over the images and
+        ``c`` the midpoint of the member and non-member means (both fixed), ``b`` a learned
+        shift that lets the decision threshold follow the subnetwork's activations. If false,
+        the raw activation is the logit (the paper's choice).
     balance : bool
-        If true (default) members are weighted by (non-members / members) in the BCE, so both
-        sides count equally whatever their sizes.
+        ``loss="separate"`` only. If true (default) members are weighted by (non-members /
+        members) in the BCE, so both sides count equally whatever their sizes.
     init : float
         Initial mask value σ(t0·m0) in (0, 1). Default 0.5 (logits 0, the paper's).
     temperature : (float, float)
@@ -72,20 +90,21 @@ class CSConfig:
     Examples
     --------
     >>> import polyprune as pp
-    >>> pp.CSConfig(epochs=25).lam
-    1.0
-    >>> pp.CSConfig.paper().epochs, pp.CSConfig.paper().milestones
-    (160, (130, 150))
+    >>> pp.CSConfig(epochs=25).penalty_weight, pp.CSConfig(loss="separate").penalty_weight
+    (0.1, 1.0)
+    >>> pp.CSConfig.paper().loss, pp.CSConfig.paper().epochs, pp.CSConfig.paper().milestones
+    ('separate', 160, (130, 150))
     >>> pp.CSConfig(epochs=1)
     Traceback (most recent call last):
     ...
     ValueError: epochs must be an int ≥ 2 (the temperature goes from start to end), got 1
     """
 
+    loss: Literal["both", "preserve", "separate"] = "both"
     epochs: int = 50
-    lam: float = 1.0
+    lam: float | None = None
     penalty: Literal["mean", "sum"] = "mean"
-    lr: float = 5e-3
+    lr: float | None = None
     lr_scale: Literal["elements", "none"] = "elements"
     momentum: float = 0.9
     batch_size: int = 32
@@ -105,8 +124,12 @@ class CSConfig:
         size = self.batch_size
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"batch_size must be an int ≥ 1, got {size!r}")
-        _number("lam", self.lam, _finite(self.lam) and self.lam >= 0, "a finite number ≥ 0")
-        _number("lr", self.lr, _finite(self.lr) and self.lr > 0, "> 0")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
+        if self.lam is not None:
+            _number("lam", self.lam, _finite(self.lam) and self.lam >= 0, "a finite number ≥ 0")
+        if self.lr is not None:
+            _number("lr", self.lr, _finite(self.lr) and self.lr > 0, "> 0")
         _number("momentum", self.momentum, _finite(self.momentum) and 0 <= self.momentum < 1,
                 "in [0, 1)")  # fmt: skip
         _number("gamma", self.gamma, _finite(self.gamma) and 0 < self.gamma <= 1, "in (0, 1]")
@@ -138,19 +161,32 @@ class CSConfig:
         object.__setattr__(self, "milestones", tuple(milestones))
         object.__setattr__(self, "temperature", (float(temperature[0]), float(temperature[1])))
         for name in ("lam", "lr", "momentum", "gamma", "init"):
-            object.__setattr__(self, name, float(getattr(self, name)))
+            value = getattr(self, name)
+            object.__setattr__(self, name, None if value is None else float(value))
+
+    @property
+    def penalty_weight(self) -> float:
+        """``lam``, or the loss's default weight when ``lam`` is None."""
+        return LOSSES[self.loss].lam if self.lam is None else float(self.lam)
+
+    @property
+    def learning_rate(self) -> float:
+        """``lr``, or the loss's default learning rate when ``lr`` is None."""
+        return LOSSES[self.loss].lr if self.lr is None else float(self.lr)
 
     @classmethod
     def paper(cls, **changes: Any) -> CSConfig:
         """The paper's settings (its code and text), with optional ``changes``.
 
-        SGD lr 0.1 (×0.1 at epochs 130 and 150), 160 epochs, batch 32, λ = 1e-6 on the raw sum
-        Σσ(t·m), raw activation as the BCE logit, no class balancing, logits initialised at 0
-        (σ = ½), temperature 1 → 200. The paper's text says "momentum" but its code uses none;
-        momentum stays at our default 0.9 unless you pass ``momentum=0``.
+        The BCE separation objective (``loss="separate"``), SGD lr 0.1 (×0.1 at epochs 130
+        and 150), 160 epochs, batch 32, λ = 1e-6 on the raw sum Σσ(t·m), raw activation as
+        the BCE logit, no class balancing, logits initialised at 0 (σ = ½), temperature
+        1 → 200. The paper's text says "momentum" but its code uses none; momentum stays at
+        our default 0.9 unless you pass ``momentum=0``.
         """
         settings: dict[str, Any] = {
-            "epochs": 160, "lr": 0.1, "milestones": (130, 150), "gamma": 0.1, "batch_size": 32,
+            "loss": "separate", "epochs": 160, "lr": 0.1, "milestones": (130, 150),
+            "gamma": 0.1, "batch_size": 32,
             "lam": 1e-6, "penalty": "sum", "lr_scale": "none", "calibrate": False,
             "balance": False, "init": 0.5, "temperature": (1.0, 200.0),
         }  # fmt: skip

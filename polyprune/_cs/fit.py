@@ -6,7 +6,6 @@ import time
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -15,6 +14,7 @@ from .._unit_io import unit_activation, unit_activations
 from ..masks import Masks
 from ..targets import Unit
 from .config import CSConfig
+from .loss import LOSSES, loss_context
 from .sparsifier import ContinuousSparsifier, ExponentialTemperature
 
 __all__ = ["CSResult", "fit_cs"]
@@ -30,12 +30,6 @@ class CSResult(NamedTuple):
     calibration: tuple[float, float] | None
     paper_kept_fraction: float
     state: dict[str, Any]
-
-
-def _calibration(acts: Tensor, members: Tensor) -> tuple[float, float]:
-    center = 0.5 * (float(acts[members].mean()) + float(acts[~members].mean()))
-    scale = float(acts.std()) if acts.numel() > 1 else 0.0
-    return center, scale if scale > 1e-12 else 1.0
 
 
 def _param_groups(
@@ -69,30 +63,30 @@ def fit_cs(
     progress: bool,
 ) -> CSResult:
     """Fit one subnetwork of the placed ``unit`` (see :class:`CSConfig` for the loop)."""
-    calibrate = config.calibrate
     dtype, device = model_dtype_device(model)
-    targets = members.to(device, dtype)  # moved once, not once per batch
+    separate = config.loss == "separate"
+    calibrate = config.calibrate and separate  # the learned shift belongs to the BCE logit
+    lr, lam = config.learning_rate, config.penalty_weight
+    targets = members.to(device)  # moved once, not once per batch
     history: dict[str, list[float]] = {
-        k: [] for k in ("loss", "bce", "penalty", "temperature", "kept_fraction", "lr", "seconds")
+        k: []
+        for k in ("loss", "objective", "penalty", "temperature", "kept_fraction", "lr", "seconds")
     }
     gen = torch.Generator().manual_seed(seed)
     n = images.shape[0]
-    n_in = int(members.sum())
-    pos_weight = (
-        torch.tensor((n - n_in) / n_in, device=device, dtype=dtype) if config.balance else None
-    )
+    objective = LOSSES[config.loss].fn
     with eval_mode(model):
         dense = unit_activations(model, unit, images, None, max(config.batch_size, 64))
-        calib = _calibration(dense, members)
-        center, scale = calib if calibrate else (0.0, 1.0)
+        ctx = loss_context(dense, members, config.calibrate, config.balance, device, dtype)
+        dense = dense.to(device, dtype)  # the objectives' targets, moved once
         t0, t1 = config.temperature
         with ContinuousSparsifier(
             model, up_to=unit, granularity=granularity, init=config.init, temperature=t0
         ) as cs:
             shift = torch.zeros((), device=device, dtype=dtype, requires_grad=True)
             opt = torch.optim.SGD(
-                _param_groups(cs, shift if calibrate else None, config.lr, config.lr_scale),
-                lr=config.lr,
+                _param_groups(cs, shift if calibrate else None, lr, config.lr_scale),
+                lr=lr,
                 momentum=config.momentum,
             )
             sched = torch.optim.lr_scheduler.MultiStepLR(opt, config.milestones, config.gamma)
@@ -104,16 +98,14 @@ def fit_cs(
                 for idx in torch.split(torch.randperm(n, generator=gen), config.batch_size):
                     x = images[idx].to(device, dtype)
                     a = unit_activation(model, x, unit)
-                    bce = F.binary_cross_entropy_with_logits(
-                        (a - center) / scale - shift, targets[idx], pos_weight=pos_weight
-                    )
+                    obj = objective(a, dense[idx], targets[idx], shift, ctx)
                     pen = cs.penalty(normalized=config.penalty == "mean")
-                    loss = bce + config.lam * pen
+                    total = obj + lam * pen
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()  # type: ignore[no-untyped-call]
+                    total.backward()  # type: ignore[no-untyped-call]
                     opt.step()
                     # batch-size-weighted means, synchronised once per epoch (not per batch)
-                    sums += len(idx) / n * torch.stack([loss, bce, pen]).detach().double()
+                    sums += len(idx) / n * torch.stack([total, obj, pen]).detach().double()
                 totals = sums.tolist()
                 seconds = time.perf_counter() - started
                 kept = cs.kept_fraction()
@@ -123,7 +115,7 @@ def fit_cs(
                         *totals,
                         cs.temperature,
                         kept,
-                        opt.param_groups[-1]["lr"] * config.lr / SHIFT_LR,
+                        opt.param_groups[-1]["lr"] * lr / SHIFT_LR,
                         seconds,
                     ),
                     strict=True,
@@ -133,6 +125,7 @@ def fit_cs(
                 sched.step()
                 temp.step()
             masks, paper, state = cs.hard_masks(), cs.paper_kept_fraction(), cs.state_dict()
+    calib = None
     if calibrate:  # the learned shift moves the center: logit = (a − center) / scale
-        calib = (center + scale * shift.detach().item(), scale)
-    return CSResult(masks, history, calib if calibrate else None, paper, state)
+        calib = (ctx.center + ctx.scale * shift.detach().item(), ctx.scale)
+    return CSResult(masks, history, calib, paper, state)
