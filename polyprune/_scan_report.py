@@ -14,10 +14,10 @@ import torch
 
 from . import plot
 from ._dist import MergedTopK
+from ._plan import Plan
 from ._report import _clean
 from .clustering import Clustering
 from .receptive_field import ReceptiveField
-from .recording import _Plan
 from .targets import Unit
 
 if TYPE_CHECKING:
@@ -162,7 +162,7 @@ def read_scan(directory: Path) -> Scan:
                 k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()
             }
             field = ReceptiveField(**{k: values[k] for k in _FIELD_KEYS if k in values})
-        plans[layer] = _Plan(Unit(layer, 0, at), field, at)
+        plans[layer] = Plan(Unit(layer, 0, at), field, at)
     rows = []
     for row in meta["table"]:
         row = {k: v for k, v in row.items() if k not in ("rank", "position")}

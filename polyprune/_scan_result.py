@@ -13,8 +13,9 @@ from torch import Tensor
 
 from ._data import take
 from ._dist import MergedTopK, is_main
+from ._plan import Plan
 from .clustering import Clustering
-from .recording import TopActivations, _Plan
+from .recording import TopActivations
 from .targets import Unit
 
 __all__ = ["Scan", "channel_row"]
@@ -114,7 +115,7 @@ class Scan:
         tops: Mapping[str, MergedTopK],
         clusterings: Mapping[tuple[str, int], Clustering],
         rows: Sequence[Mapping[str, Any]],
-        plans: Mapping[str, _Plan],
+        plans: Mapping[str, Plan],
         seen_at: Mapping[str, tuple[int, int] | None],
         config: Mapping[str, Any],
         timings: Mapping[str, float] | None = None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -22,10 +21,9 @@ from ._dist import (
     is_distributed,
     is_main,
 )
-from ._graph.field import ReceptiveFieldError
-from ._graph.run import LayerHooks, forward_until, read_unit, resolve_position
+from ._graph.run import LayerHooks, read_unit, resolve_position
 from ._model import eval_mode, to_model
-from ._unit_io import placed
+from ._plan import Plan, forward
 from .receptive_field import ReceptiveField
 from .targets import Unit
 
@@ -253,7 +251,7 @@ def top_activating(
     if images.length is not None and k > images.length:
         raise ValueError(f"k={k} is larger than the data set ({images.length} items)")
     state = _TopK(k)
-    plan: _Plan | None = None
+    plan: Plan | None = None
     seen, at = 0, None
     with (
         collective_errors("top_activating") as section,
@@ -265,9 +263,9 @@ def top_activating(
         for offset, batch in images:
             section.check()  # another rank failed: stop and raise its error
             if plan is None:
-                plan = _Plan.make(model, unit, batch, crop)
+                plan = Plan.make(model, unit, batch, crop)
             x, at = plan.cut(batch)
-            out = _forward(model, x, unit.layer)
+            out = forward(model, x, unit.layer)
             state.push(read_unit(out, None, at), unit.channel, offset, x if keep_inputs else None)
             seen = offset + int(batch.shape[0])
             bar.update(batch.shape[0])
@@ -282,79 +280,6 @@ def top_activating(
         plan.unit, state.indices, state.values, state.codes, plan.field, state.inputs,
         Unit(unit.layer, unit.channel, at),
     )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """How every batch is cut: the field (None: whole images), the placed unit, and where the
-    unit sits in what the model sees."""
-
-    unit: Unit
-    field: ReceptiveField | None
-    at: tuple[int, int] | None
-
-    @classmethod
-    def make(
-        cls, model: nn.Module, unit: Unit, batch: Tensor, crop: bool | ReceptiveField
-    ) -> _Plan:
-        at = placed(model, unit, batch)  # the position in the full image's map, checked
-        position = at.position
-        if crop is False or position is None:
-            return cls(at, None, position)
-        size = (int(batch.shape[2]), int(batch.shape[3]))
-        if isinstance(crop, ReceptiveField):
-            field = crop
-            if field.layer != unit.layer or field.input_size != size:
-                raise ValueError(
-                    f"crop is the field of {field.layer!r} at {field.input_size}, but the unit's "
-                    f"layer is {unit.layer!r} and the images are {size}"
-                )
-        else:
-            try:
-                field = ReceptiveField.of(model, unit.layer, size, in_channels=int(batch.shape[1]))
-            except ReceptiveFieldError as exc:
-                _whole_images(unit, str(exc))
-                return cls(at, None, position)
-        if field.output_size == (1, 1) or field.covers_input(position):
-            return cls(at, None, position)  # the unit sees the whole image: nothing to cut
-        plan = cls(at, field, position)
-        try:  # some models accept only their own input size (a ViT asserts it): try one crop
-            kept = plan._keeps_activation(model, batch[:1] if not field.measured else batch)
-        except Exception as exc:  # the whole image ran (placed() above): the crop is the cause
-            _whole_images(unit, f"the model does not run on crops ({type(exc).__name__}: {exc})")
-            return cls(at, None, position)
-        if field.measured and not kept:
-            _whole_images(unit, "the measured field's crop changes the unit's activation")
-            return cls(at, None, position)
-        return plan
-
-    def _keeps_activation(self, model: nn.Module, batch: Tensor) -> bool:
-        """Whether the unit reads the same on this batch cropped and whole (up to rounding)."""
-        x, crop_at = self.cut(batch)
-        cropped = read_unit(_forward(model, x, self.unit.layer), None, crop_at)
-        if not self.field or not self.field.measured:
-            return True  # derived fields are exact by construction: the run itself is the check
-        whole = read_unit(_forward(model, batch, self.unit.layer), None, self.at)
-        scale = 1e-5 * float(whole.abs().max())
-        return bool(torch.allclose(cropped, whole, rtol=1e-4, atol=scale))
-
-    def cut(self, batch: Tensor) -> tuple[Tensor, tuple[int, int] | None]:
-        if self.field is None:
-            return batch, self.at
-        return self.field.crop(batch, self.at)
-
-
-def _forward(model: nn.Module, x: Tensor, layer: str) -> Tensor:
-    return forward_until(model, to_model(x, model), [layer])[layer]
-
-
-def _whole_images(unit: Unit, why: str) -> None:
-    warnings.warn(
-        f"no exact receptive field for {unit.layer!r}, so whole images are used instead of crops "
-        f"(as with crop=False; the activations are exact either way): {why}",
-        UserWarning,
-        stacklevel=5,
-    )
 
 
 class _TopK:

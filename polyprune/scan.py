@@ -32,10 +32,10 @@ from ._dist import (
 from ._graph.run import forward_until, read_unit
 from ._graph.trace import check_layer
 from ._model import eval_mode, to_model
+from ._plan import Plan
 from ._scan_result import Scan, channel_row
 from ._topk import LayerTopK
 from .clustering import MIN_CODES, Clustering, cluster
-from .recording import _Plan
 from .targets import Unit
 
 __all__ = ["Scan", "scan"]
@@ -140,7 +140,7 @@ def scan(
     show = progress and is_main()
     states = {name: LayerTopK(k) for name in names}
     sums: dict[str, Tensor] = {}
-    plans: dict[str, _Plan] = {}
+    plans: dict[str, Plan] = {}
     seen_at: dict[str, tuple[int, int] | None] = {}  # the unit's position in what the model sees
     shape: tuple[int, ...] = ()
     groups: list[list[str]] = []  # layers that share one crop, hence one forward
@@ -157,7 +157,7 @@ def scan(
         for offset, batch in images:
             section.check()  # another rank failed: stop and raise its error
             if not plans:
-                plans = {name: _Plan.make(model, Unit(name, 0), batch, crop) for name in names}
+                plans = {name: Plan.make(model, Unit(name, 0), batch, crop) for name in names}
                 seen_at = {name: plan.cut(batch[:1])[1] for name, plan in plans.items()}
                 shape = tuple(batch.shape[1:])
                 groups = _share_crops(plans)
@@ -222,7 +222,7 @@ def scan(
     return Scan(names, merged, clusterings, rows, plans, seen_at, config, timings)
 
 
-def _share_crops(plans: Mapping[str, _Plan]) -> list[list[str]]:
+def _share_crops(plans: Mapping[str, Plan]) -> list[list[str]]:
     """Layers grouped by the crop they need (whole images, or one crop box): one forward each."""
     groups: dict[object, list[str]] = {}
     for name, plan in plans.items():
