@@ -8,7 +8,7 @@ two or more clusters mean the unit responds to separate things.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,22 @@ class Clustering:
     probabilities: NDArray[np.float64]
     min_cluster_size: int
     params: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data; :meth:`from_dict` reads it back."""
+        return {
+            "labels": self.labels.tolist(), "probabilities": self.probabilities.tolist(),
+            "min_cluster_size": self.min_cluster_size, "params": dict(self.params),
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Clustering:
+        """The clustering of :meth:`to_dict`."""
+        return cls(
+            np.asarray(data["labels"], dtype=np.int64),
+            np.asarray(data["probabilities"], dtype=np.float64),
+            int(data["min_cluster_size"]), dict(data.get("params", {})),
+        )  # fmt: skip
 
     @property
     def n_clusters(self) -> int:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 import numpy as np
@@ -28,6 +28,7 @@ from numpy.typing import NDArray
 from torch import Tensor, nn
 
 from . import _stats
+from ._circuits import CircuitScores, circuit_scores
 from ._data import as_images
 from ._masking import element_sizes
 from ._unit_io import unit_activations
@@ -122,72 +123,6 @@ def overlap(a: Masks, b: Masks) -> Overlap:
     )
 
 
-@dataclass(frozen=True)
-class CircuitScores:
-    """How well a subnetwork recovers a known circuit, counted in kernels ``(out, in)``.
-
-    ``precision``: kept kernels that are in the circuit / kept kernels (0 when none is kept);
-    ``recall``: circuit kernels kept / circuit kernels; ``f1``: their harmonic mean.
-    """
-
-    precision: float
-    recall: float
-    f1: float
-
-
-def circuit_scores(masks: Masks, truth: Masks) -> CircuitScores:
-    """Kernel precision, recall and F1 of ``masks`` against a known circuit ``truth``.
-
-    Both are read as kernel connectivity (a kernel counts as kept when any of its weights is);
-    only the kernels in ``truth``'s region (those that can reach the unit) count. ``truth``
-    typically comes from :func:`polyprune.zoo.planted_network` or
-    :func:`polyprune.zoo.handbuilt`.
-
-    Examples
-    --------
-    >>> import torch, polyprune as pp
-    >>> truth = pp.Masks({"w": torch.tensor([[True, True], [False, False]])}, "kernel")
-    >>> found = pp.Masks({"w": torch.tensor([[True, False], [True, False]])}, "kernel")
-    >>> pp.evaluation.circuit_scores(found, truth)
-    CircuitScores(precision=0.5, recall=0.5, f1=0.5)
-    """
-    if set(truth) - set(masks):
-        raise ValueError(
-            f"masks has no mask for {sorted(set(truth) - set(masks))}, which the truth covers"
-        )
-    tp = fp = fn = 0
-    for name, want_mask in truth.items():
-        want = _kernels(truth, name, want_mask)
-        got = _kernels(masks, name, masks[name])
-        if got.shape != want.shape:
-            raise ValueError(
-                f"{name!r}: the masks have {tuple(got.shape)} kernels, the truth "
-                f"{tuple(want.shape)}"
-            )
-        region = truth.regions.get(name)
-        inside = _kernels(truth, name, region) if region is not None else torch.ones_like(want)
-        got, want = got & inside, want & inside
-        tp += int((got & want).sum())
-        fp += int((got & ~want).sum())
-        fn += int((~got & want).sum())
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return CircuitScores(precision, recall, f1)
-
-
-def _kernels(masks: Masks, name: str, mask: Tensor) -> Tensor:
-    """A mask as ``(out, in)`` kernel connectivity (a weight-granularity kernel: any weight)."""
-    if masks.granularity == "kernel":
-        return mask
-    if masks.granularity == "weight":
-        return mask.reshape(mask.shape[0], mask.shape[1], -1).any(2)
-    shape = masks.weight_shapes.get(name)
-    if shape is None:
-        raise ValueError(f"filter masks need their weight shapes to be read as kernels ({name!r})")
-    return mask[:, None].expand(shape[0], shape[1])
-
-
 def held_out_split(
     labels: Tensor | NDArray[Any], fraction: float = 0.2, *, seed: int = 0
 ) -> tuple[Tensor, Tensor]:
@@ -257,13 +192,42 @@ class Evaluation:
     overlaps: dict[tuple[int, int], Overlap]
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready data."""
+        """Plain JSON-ready data; :meth:`from_dict` reads it back."""
         return {
-            "unit": {"layer": self.unit.layer, "channel": self.unit.channel,
-                     "position": self.unit.position},
+            "unit": self.unit.to_dict(),
             "clusters": {str(k): asdict(v) for k, v in self.clusters.items()},
             "overlaps": {f"{a}-{b}": asdict(o) for (a, b), o in self.overlaps.items()},
         }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Evaluation:
+        """The evaluation of :meth:`to_dict` (JSON's ``null`` for NaN reads back as NaN)."""
+
+        def sep(value: Any) -> Separation | None:
+            return None if value is None else Separation(**_nan_for_none(value, Separation))
+
+        clusters = {}
+        for key, c in data["clusters"].items():
+            values = _nan_for_none(c, ClusterEvaluation)
+            for name in ("before", "after", "before_held_out", "after_held_out"):
+                values[name] = sep(values.get(name))
+            values["flags"] = tuple(values.get("flags", ()))
+            clusters[int(key)] = ClusterEvaluation(**values)
+        overlaps = {
+            (int(k.split("-")[0]), int(k.split("-")[1])): Overlap(**_nan_for_none(o, Overlap))
+            for k, o in data["overlaps"].items()
+        }
+        return cls(Unit.from_dict(data["unit"]), clusters, overlaps)
+
+
+def _nan_for_none(values: Mapping[str, Any], kind: type) -> dict[str, Any]:
+    """``values`` for the dataclass ``kind``: ``None`` back to NaN where the field is a float."""
+    out = {}
+    for f in fields(kind):
+        if f.name in values:
+            value = values[f.name]
+            out[f.name] = math.nan if value is None and f.type == "float" else value
+    return out
 
 
 def faithfulness(subnetwork: Tensor, original: Tensor) -> tuple[float, float, float]:
