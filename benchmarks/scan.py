@@ -64,7 +64,8 @@ class _Generated(torch.utils.data.Dataset[torch.Tensor]):
 
 def _alexnet() -> torch.nn.Module:
     torch.manual_seed(0)
-    return torchvision.models.alexnet().eval()
+    model: torch.nn.Module = torchvision.models.alexnet().eval()
+    return model
 
 
 def speed(n: int, k: int, size: int, loop_channels: int, layer: str) -> dict[str, float]:
@@ -121,7 +122,7 @@ def memory(sizes: tuple[int, int], size: int, layer: str) -> float:
     print(f"scan(k=100) peak RSS, alexnet {layer}, {size}×{size}:")
     for n, mb in zip(sizes, peaks, strict=True):
         print(f"  {n:6d} images: {mb:8.1f} MB")
-    growth = peaks[1] - peaks[0]
+    growth = float(peaks[1] - peaks[0])
     print(f"  growth {sizes[0]} → {sizes[1]}: {growth:+.1f} MB   (goal < 100 MB)")
     return growth
 
@@ -166,7 +167,7 @@ def processes(n: int, size: int, k: int, quick: bool) -> float | None:
     if quick:
         print(f"recording pass, 1 process: {runs[1]['pass']:.2f} s (2 processes: not in --quick)")
         return None
-    ratio = runs[1]["pass"] / runs[2]["pass"]
+    ratio = float(runs[1]["pass"] / runs[2]["pass"])
     same = runs[1]["digest"] == runs[2]["digest"]
     print(f"recording pass of {n} images, alexnet {LAYER} (gloo, 1 thread per process):")
     print(f"  1 process: {runs[1]['pass']:.2f} s; 2 processes: {runs[2]['pass']:.2f} s")
