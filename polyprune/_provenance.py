@@ -56,7 +56,7 @@ def model_description(model: nn.Module) -> dict[str, Any]:
     for name, tensor in model.state_dict().items():
         t = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     first = next(iter(model.parameters()), None)
     return {
         "class": f"{type(model).__module__}.{type(model).__qualname__}",

@@ -1,43 +1,64 @@
-"""Private: write a StudyResult to a directory (JSON, figures, Markdown and HTML report)."""
+"""Private (pipeline): the report of a StudyResult — figures, Markdown and HTML."""
 
 from __future__ import annotations
 
 import html
-import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import torch
+from torch import Tensor
+
 from . import plot
 
 if TYPE_CHECKING:
-    from .study import StudyResult
+    from ._study_result import StudyResult
 
-__all__ = ["write_report"]
+__all__ = ["clean", "display_crops", "write_report"]
 
 
-def _clean(value: Any) -> Any:
+def clean(value: Any) -> Any:
     """JSON has no NaN/inf: write them as null."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): clean(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
+        return [clean(v) for v in value]
     return value
 
 
-def write_report(result: StudyResult, out: Path) -> Path:
-    """Write everything under ``out``; return the path of ``report.html``."""
+def display_crops(result: StudyResult, per_cluster: int) -> tuple[Tensor, list[int]] | None:
+    """Up to ``per_cluster`` inputs of each cluster (noise too), best first, with their labels."""
+    if result.top.inputs is None:
+        if not result.crops:
+            return None
+        labels = [label for label, x in result.crops.items() for _ in range(len(x[:per_cluster]))]
+        return torch.cat([x[:per_cluster] for x in result.crops.values()]), labels
+    y = result.clustering.labels
+    picked = [
+        int(i)
+        for label in sorted(set(y.tolist()))
+        for i in np.flatnonzero(y == label)[:per_cluster]
+    ]
+    return result.top.inputs[picked], [int(y[i]) for i in picked]
+
+
+def write_report(result: StudyResult, out: Path, per_cluster: int = 16) -> Path:
+    """Write the figures, ``report.md`` and ``report.html`` under ``out``; return the HTML's
+    path. ``per_cluster`` crops of each cluster are shown."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(_clean(result.to_dict()), indent=2))
     unit = result.unit
     name = f"{unit.layer}[{unit.channel}]"
     figures: list[tuple[str, str]] = []
-    if result.top.inputs is not None:
-        plot.crops(result.top.inputs, result.clustering.labels, out / "crops.png",
-                   title=f"top-{len(result.top)} crops of {name} by cluster")  # fmt: skip
-        figures.append(("Top activating crops, one row per cluster", "crops.png"))
+    shown = display_crops(result, per_cluster)
+    if shown is not None:
+        what = "crops" if result.top.field is not None else "images"
+        plot.crops(shown[0], np.asarray(shown[1]), out / "crops.png", per_cluster=per_cluster,
+                   title=f"top-{len(result.top)} {what} of {name} by cluster")  # fmt: skip
+        figures.append((f"Top activating {what}, one row per cluster", "crops.png"))
     if result.activations:
         plot.histograms(result.activations, result.clustering.labels, out / "histograms.png",
                         title=f"activations of {name} per cluster")  # fmt: skip

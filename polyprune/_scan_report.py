@@ -15,7 +15,7 @@ import torch
 from . import plot
 from ._dist import MergedTopK
 from ._plan import Plan
-from ._report import _clean
+from ._report import clean
 from .clustering import Clustering
 from .receptive_field import ReceptiveField
 from .targets import Unit
@@ -55,7 +55,7 @@ def write_scan(scan: Scan, out: Path, data: Any, crops: int) -> Path:
         },
         "table": table,
     }
-    (out / "scan.json").write_text(json.dumps(_clean(meta), indent=1))
+    (out / "scan.json").write_text(json.dumps(clean(meta), indent=1))
     with (out / "scan.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(table[0]))
         writer.writeheader()

@@ -14,6 +14,7 @@ from torch import Tensor
 from ._data import take
 from ._dist import MergedTopK, is_main
 from ._plan import Plan
+from ._provenance import file_paths
 from .clustering import Clustering
 from .recording import TopActivations
 from .targets import Unit
@@ -264,6 +265,7 @@ class Scan:
             plan.field,
             inputs,
             Unit(layer, channel, self._seen_at[layer]),
+            None if data is None else file_paths(data, indices.tolist()),
         )
 
     def save(self, directory: str | Path, data: Any = None, *, crops: int = 4) -> Path:

@@ -7,6 +7,7 @@ undefined or non-uniform raise an error that names the node instead of guessing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
@@ -136,6 +137,38 @@ class ReceptiveField:
                 for lo, hi in zip(field.lo, field.hi, strict=True)
             ),
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data (the exact per-position spans included); see :meth:`from_dict`."""
+        return {
+            "layer": self.layer, "input_size": list(self.input_size), "size": list(self.size),
+            "stride": list(self.stride), "start": list(self.start),
+            "output_size": list(self.output_size), "whole_image": self.whole_image,
+            "measured": self.measured, "spans": [[list(s) for s in dim] for dim in self._spans],
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ReceptiveField:
+        """The field of :meth:`to_dict`.
+
+        Examples
+        --------
+        >>> import torchvision, polyprune as pp
+        >>> rf = pp.ReceptiveField.of(torchvision.models.alexnet(), "features.10", 224)
+        >>> again = pp.ReceptiveField.from_dict(rf.to_dict())
+        >>> again == rf, again.box((0, 0)) == rf.box((0, 0))
+        (True, True)
+        """
+
+        def pair(key: str) -> tuple[int, int]:
+            return int(data[key][0]), int(data[key][1])
+
+        spans = tuple(tuple((int(lo), int(hi)) for lo, hi in dim) for dim in data.get("spans", ()))
+        return cls(
+            str(data["layer"]), pair("input_size"), pair("size"), pair("stride"), pair("start"),
+            pair("output_size"), bool(data.get("whole_image", False)),
+            bool(data.get("measured", False)), spans,
+        )  # fmt: skip
 
     @property
     def center(self) -> tuple[int, int]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
@@ -24,6 +24,7 @@ from ._dist import (
 from ._graph.run import LayerHooks, read_unit, resolve_position
 from ._model import eval_mode, to_model
 from ._plan import Plan, forward
+from ._provenance import file_paths
 from .receptive_field import ReceptiveField
 from .targets import Unit
 
@@ -182,6 +183,9 @@ class TopActivations:
         with ``crop=True``), best first.
     input_unit : Unit
         The unit as seen in ``inputs``: its position is the one in the crop's map.
+    paths : list of str or None
+        For folder data (a torchvision ``ImageFolder``, or a ``Subset`` or ``DataLoader`` of
+        one): the file of each item, best first.
     """
 
     unit: Unit
@@ -191,9 +195,31 @@ class TopActivations:
     field: ReceptiveField | None
     inputs: Tensor | None = None
     input_unit: Unit | None = None
+    paths: list[str] | None = None
 
     def __len__(self) -> int:
         return int(self.indices.numel())
+
+    def to_dict(self, *, inputs: bool = True) -> dict[str, Any]:
+        """Plain containers of tensors, strings and numbers (``torch.load(weights_only=True)``
+        reads them back; :meth:`from_dict`); ``inputs=False`` leaves the crops out."""
+        return {
+            "unit": self.unit.to_dict(), "indices": self.indices, "values": self.values,
+            "codes": self.codes, "field": None if self.field is None else self.field.to_dict(),
+            "inputs": self.inputs if inputs else None,
+            "input_unit": None if self.input_unit is None else self.input_unit.to_dict(),
+            "paths": self.paths,
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TopActivations:
+        """The top activations of :meth:`to_dict`."""
+        field, seen = data.get("field"), data.get("input_unit")
+        return cls(
+            Unit.from_dict(data["unit"]), data["indices"], data["values"], data["codes"],
+            None if field is None else ReceptiveField.from_dict(field), data.get("inputs"),
+            None if seen is None else Unit.from_dict(seen), data.get("paths"),
+        )  # fmt: skip
 
 
 def top_activating(
@@ -278,7 +304,7 @@ def top_activating(
     assert plan is not None and state.codes is not None
     return TopActivations(
         plan.unit, state.indices, state.values, state.codes, plan.field, state.inputs,
-        Unit(unit.layer, unit.channel, at),
+        Unit(unit.layer, unit.channel, at), file_paths(data, state.indices.tolist()),
     )  # fmt: skip
 
 

@@ -8,8 +8,6 @@ import sys
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,9 +16,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from ._cs.config import CSConfig
 from ._dist import is_main, run_jobs
+from ._provenance import data_description, environment, model_description, now
+from ._study_result import StudyResult
 from ._unit_io import unit_activations
-from .clustering import Clustering, cluster
-from .evaluation import Evaluation, _evaluate, held_out_split
+from .clustering import cluster
+from .evaluation import _evaluate, held_out_split
 from .recording import TopActivations, top_activating
 from .scoring._base import Scorer
 from .subnetwork import Subnetwork, fit_subnetwork, resolve_method
@@ -29,133 +29,17 @@ from .targets import Unit
 __all__ = ["StudyResult", "study"]
 
 
-@dataclass
-class StudyResult:
-    """Everything :func:`study` found; :meth:`save` writes the report.
+def _finished(result: StudyResult) -> StudyResult:
+    result.provenance["finished"] = now()
+    return result
 
-    Attributes
-    ----------
-    unit : Unit
-        The unit studied (position in full-image map coordinates).
-    top : TopActivations
-        The top-k items, their codes and receptive-field crops.
-    clustering : Clustering
-        HDBSCAN on the codes; ``labels[i]`` belongs to ``top.indices[i]``.
-    fit_index, held_index : Tensor
-        Positions (into the top-k) used to fit the subnetworks and held out for evaluation.
-    subnetworks : dict
-        ``subnetworks[method][cluster]`` → :class:`Subnetwork`.
-    evaluations : dict
-        ``evaluations[method]`` → :class:`Evaluation`.
-    activations : dict
-        Panel title → the unit's activation on all top-k crops: ``"original"`` and one panel per
-        method × cluster subnetwork (the paper's Figure 4).
-    visualizations : dict
-        Name → optimised images (with ``visualize=True``).
-    timings : dict
-        Seconds per stage.
-    config : dict
-        The settings of the run (JSON-ready).
-    flags : list of str
-        What makes the unit's results meaningless, if anything: ``"constant"`` when the unit
-        takes one value on all its top-k images (a dead unit, typically 0 everywhere after a
-        ReLU): its top-k are then arbitrary and nothing is fitted.
-    """
 
-    unit: Unit
-    top: TopActivations
-    clustering: Clustering
-    fit_index: Tensor
-    held_index: Tensor
-    subnetworks: dict[str, dict[int, Subnetwork]] = field(default_factory=dict)
-    evaluations: dict[str, Evaluation] = field(default_factory=dict)
-    activations: dict[str, Tensor] = field(default_factory=dict)
-    visualizations: dict[str, Tensor] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
-    flags: list[str] = field(default_factory=list)
-
-    @property
-    def is_polysemantic(self) -> bool:
-        """Two or more clusters among the top activations (never for a constant unit)."""
-        return self.clustering.is_polysemantic and "constant" not in self.flags
-
-    def rows(self) -> list[dict[str, Any]]:
-        """One row per (method, cluster): kept fraction, separation before/after, r."""
-        out = []
-        for method, ev in self.evaluations.items():
-            for label, c in ev.clusters.items():
-                out.append({
-                    "method": method, "cluster": label, "kept": c.kept_fraction,
-                    "auroc_before": c.before.auroc, "auroc_after": c.after.auroc,
-                    "auroc_held_out": c.after_held_out.auroc if c.after_held_out else None,
-                    "dprime_after": c.after.dprime, "pearson_r": c.pearson_r,
-                    "flags": list(c.flags),
-                })  # fmt: skip
-        return out
-
-    def summary(self) -> str:
-        """A plain-text table of :meth:`rows`, with the clustering on top."""
-        c = self.clustering
-        inputs = "top crops" if self.top.field is not None else "top images"
-        verdict = "polysemantic" if self.is_polysemantic else "not polysemantic"
-        if "constant" in self.flags:
-            verdict += f" (the unit is constant, {float(self.top.values[0]):.4g}: a dead unit?)"
-        head = (
-            f"unit {self.unit.layer}[{self.unit.channel}] at {self.unit.position}: "
-            f"{c.n_clusters} clusters {c.sizes} of {len(self.top)} {inputs} "
-            f"(noise {c.noise_fraction:.0%}) → {verdict}"
-        )
-        lines = [head]
-        if self.evaluations:
-            lines.append(
-                f"{'method':<10}{'cluster':>8}{'kept':>9}{'AUROC before':>14}"
-                f"{'after':>8}{'held-out':>10}{'d′ after':>10}{'r':>7}"
-            )
-            for r in self.rows():
-                held = "-" if r["auroc_held_out"] is None else f"{r['auroc_held_out']:.3f}"
-                lines.append(
-                    f"{r['method']:<10}{r['cluster']:>8}{r['kept']:>9.2%}{r['auroc_before']:>14.3f}"
-                    f"{r['auroc_after']:>8.3f}{held:>10}{r['dprime_after']:>10.2f}"
-                    f"{r['pearson_r']:>7.2f}"
-                    + (f"  ⚠ {', '.join(r['flags'])} subnetwork" if r["flags"] else "")
-                )
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready results (no tensors but small index lists)."""
-        c = self.clustering
-        return {
-            "unit": {"layer": self.unit.layer, "channel": self.unit.channel,
-                     "position": self.unit.position},
-            "k": len(self.top),
-            "top_indices": self.top.indices.tolist(),
-            "clustering": {"n_clusters": c.n_clusters, "sizes": c.sizes,
-                           "noise_fraction": c.noise_fraction,
-                           "is_polysemantic": c.is_polysemantic,
-                           "min_cluster_size": c.min_cluster_size,
-                           "labels": c.labels.tolist()},
-            "rows": self.rows(),
-            "evaluations": {m: e.to_dict() for m, e in self.evaluations.items()},
-            "paper_kept_fraction": {
-                m: {str(k): s.paper_kept_fraction for k, s in subs.items()}
-                for m, subs in self.subnetworks.items()
-            },
-            "timings": self.timings,
-            "config": self.config,
-        }  # fmt: skip
-
-    def save(self, directory: str | Path) -> Path:
-        """Write ``results.json``, figures, ``report.md`` and ``report.html`` to ``directory``.
-
-        Distributed, only rank 0 writes (the others return the same path), so every rank may
-        call it.
-        """
-        from ._report import write_report
-
-        if not is_main():
-            return Path(directory) / "report.html"
-        return write_report(self, Path(directory))
+def _length(data: Any) -> int | None:
+    source: Any = data.dataset if isinstance(data, DataLoader) else data
+    try:
+        return len(source)
+    except TypeError:
+        return None
 
 
 def _log(progress: bool, message: str) -> None:
@@ -226,6 +110,7 @@ def study(
     named = [resolve_method(m, keep=keep, progress=progress) for m in methods]
     unit.validate(model)
     _check_top(top, unit)
+    started = now()
     timings: dict[str, float] = {}
     t = time.perf_counter()
     if top is None:
@@ -251,6 +136,8 @@ def study(
                 "methods": [n for n, _ in named], "seed": seed, "crop": top.field is not None,
                 "cs": (cs or CSConfig()).to_dict()},
         flags=flags,
+        provenance={"started": started, "seed": seed, "model": model_description(model),
+                    "data": data_description(data, _length(data)), **environment()},
     )  # fmt: skip
     if flags:
         warnings.warn(
@@ -259,10 +146,10 @@ def study(
             UserWarning,
             stacklevel=2,
         )
-        return result
+        return _finished(result)
     if not clustering.is_polysemantic:
         _log(progress, f"{clustering.n_clusters} cluster(s): not polysemantic, nothing to split")
-        return result
+        return _finished(result)
     assert top.inputs is not None and top.input_unit is not None
     crops, seen_as = top.inputs, top.input_unit
     labels = torch.from_numpy(clustering.labels)
@@ -313,7 +200,7 @@ def study(
         t = time.perf_counter()
         result.visualizations = _visualize(model, seen_as, result, visualize_options, progress)
         timings["visualize"] = time.perf_counter() - t
-    return result
+    return _finished(result)
 
 
 def _check_top(top: TopActivations | None, unit: Unit) -> None:

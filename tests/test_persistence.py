@@ -1,0 +1,148 @@
+"""Results a researcher keeps: a saved study reloads (weights_only) in a fresh process and
+reproduces its report; saves are atomic; every part round-trips."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from torchvision.datasets import ImageFolder
+from torchvision.transforms import ToTensor
+
+import polyprune as pp
+from polyprune import zoo
+from polyprune.results import StudyResult, TopActivations
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    model, _ = zoo.planted_network()
+    folder = zoo.write_image_folder(tmp_path_factory.mktemp("data") / "images", 40, size=32,
+                                    seed=4)  # fmt: skip
+    data = ImageFolder(str(folder), transform=ToTensor())
+    result = pp.study(
+        model, pp.Unit(*zoo.PLANTED_TARGET), data, k=80, methods=("cs", "snip"),
+        cs=pp.CSConfig(epochs=4), progress=False,
+    )  # fmt: skip
+    out = tmp_path_factory.mktemp("saved") / "study"
+    result.save(out, crops_per_cluster=5)
+    return result, out, data
+
+
+def test_a_saved_study_holds_everything_to_inspect_it(saved):
+    result, out, data = saved
+    assert result.is_polysemantic
+    names = {p.name for p in out.iterdir()}
+    assert {"study.pt", "results.json", "report.html", "report.md", "masks", "crops.png"} <= names
+    state = torch.load(out / "study.pt", weights_only=True)  # no code is unpickled
+    assert set(state["subnetworks"]) == {"cs", "snip"}
+    for method, subs in result.subnetworks.items():
+        for label, sub in subs.items():
+            masks = pp.Masks.load(out / "masks" / f"{method}-cluster{label}.pt")
+            assert masks.iou(sub.masks) == 1.0 or masks.kept_weights() == 0
+    saved_json = json.loads((out / "results.json").read_text())
+    paths = saved_json["top_paths"]
+    assert paths == [data.samples[i][0] for i in result.top.indices.tolist()]
+    provenance = saved_json["provenance"]
+    assert provenance["model"]["class"].endswith("PlantedNetwork")
+    assert len(provenance["model"]["sha256"]) == 64 and provenance["data"]["images"] == 280
+    assert provenance["versions"]["polyprune"] == pp.__version__ and provenance["seed"] == 0
+    assert provenance["started"] <= provenance["finished"]
+    activations = state["activations"]
+    assert set(activations) == set(result.activations) and "original" in activations
+
+
+def test_the_loaded_study_equals_the_saved_one(saved):
+    result, out, _ = saved
+    again = StudyResult.load(out)
+    assert again.summary() == result.summary()
+    assert again.rows() == result.rows()
+    assert again.provenance == result.provenance and again.config == result.config
+    assert torch.equal(again.top.indices, result.top.indices)
+    assert again.top.paths == result.top.paths and again.top.inputs is None
+    assert again.top.field == result.top.field
+    for method, subs in result.subnetworks.items():
+        for label, sub in subs.items():
+            other = again.subnetworks[method][label]
+            assert other.masks.iou(sub.masks) == 1.0 or sub.masks.kept_weights() == 0
+            assert other.history == sub.history
+    for title, values in result.activations.items():
+        assert torch.equal(again.activations[title], values)
+    assert sorted(again.crops) == sorted(set(result.clustering.labels.tolist()))
+    assert all(len(x) <= 5 for x in again.crops.values())
+
+
+def test_a_fresh_process_reproduces_the_report(saved, tmp_path):
+    _, out, _ = saved
+    code = (
+        "import sys\nfrom polyprune.results import StudyResult\n"
+        "StudyResult.load(sys.argv[1]).save(sys.argv[2], crops_per_cluster=5)\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(out), str(tmp_path / "again")], check=True)
+    for name in ("report.md", "results.json"):
+        assert (tmp_path / "again" / name).read_text() == (out / name).read_text()
+    assert (tmp_path / "again" / "crops.png").stat().st_size > 1000
+
+
+def test_save_is_atomic_and_leaves_no_stale_files(saved, tmp_path, monkeypatch):
+    result, _, _ = saved
+    target = tmp_path / "study"
+    result.save(target)
+    (target / "stale-from-an-older-version.txt").write_text("x")
+    before = {p.name: p.read_bytes() for p in target.iterdir() if p.is_file()}
+    from polyprune import plot
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("disk full while drawing")
+
+    monkeypatch.setattr(plot, "histograms", fail)
+    with pytest.raises(RuntimeError, match="disk full"):
+        result.save(target)
+    assert {p.name: p.read_bytes() for p in target.iterdir() if p.is_file()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["study"]  # no temporary directory left
+    monkeypatch.undo()
+    result.save(target)
+    assert not (target / "stale-from-an-older-version.txt").exists()
+
+
+@pytest.mark.parametrize("bad", ["file", "under_file"])
+def test_save_refuses_a_file_before_writing(saved, tmp_path, bad):
+    result, _, _ = saved
+    (tmp_path / "file").write_text("not a directory")
+    target = tmp_path / "file" if bad == "file" else tmp_path / "file" / "study"
+    with pytest.raises(ValueError, match=r"is a file|lies under the file"):
+        result.save(target)
+
+
+def test_loading_a_folder_without_a_study_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no saved study"):
+        StudyResult.load(tmp_path)
+    (tmp_path / "study.pt").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="not a readable polyprune study"):
+        StudyResult.load(tmp_path)
+
+
+def test_top_activations_and_fields_round_trip(saved):
+    result, _, _ = saved
+    top = result.top
+    again = TopActivations.from_dict(top.to_dict())
+    assert again.field == top.field and again.unit == top.unit and again.paths == top.paths
+    assert again.field is not None and again.field.box((0, 0)) == top.field.box((0, 0))
+    assert torch.equal(again.codes, top.codes) and again.inputs is not None
+
+
+def test_the_model_fingerprint_sees_every_tensor_including_0d_buffers():
+    from polyprune._provenance import model_description
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    before = model_description(net)
+    assert before["parameters"] == 3 * 4 * 9 + 4 + 4 + 4
+    same = model_description(copy.deepcopy(net))
+    assert same["sha256"] == before["sha256"]
+    net[1].num_batches_tracked += 1  # a 0-d long buffer
+    assert model_description(net)["sha256"] != before["sha256"]
