@@ -26,8 +26,6 @@ if TYPE_CHECKING:
 __all__ = ["read_scan", "write_scan"]
 
 FORMAT = 1
-_FIELD_KEYS = ("layer", "input_size", "size", "stride", "start", "output_size", "whole_image",
-               "measured")  # fmt: skip
 
 
 def _pos(value: Any) -> tuple[int, int] | None:
@@ -38,7 +36,7 @@ def write_scan(scan: Scan, out: Path, data: Any, crops: int) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     table = scan.table()
     fields = {
-        layer: None if p.field is None else {key: getattr(p.field, key) for key in _FIELD_KEYS}
+        layer: None if p.field is None else p.field.to_dict()
         for layer, p in scan._plans.items()
     }
     meta = {
@@ -54,6 +52,7 @@ def write_scan(scan: Scan, out: Path, data: Any, crops: int) -> Path:
             for (layer, c), cl in scan._clusterings.items()
         },
         "table": table,
+        "provenance": scan.provenance,
     }
     (out / "scan.json").write_text(json.dumps(clean(meta), indent=1))
     with (out / "scan.csv").open("w", newline="") as f:
@@ -156,12 +155,7 @@ def read_scan(directory: Path) -> Scan:
     plans = {}
     for layer in meta["layers"]:
         at, spec = _pos(meta["positions"][layer]), meta["fields"][layer]
-        field = None
-        if spec is not None:
-            values: dict[str, Any] = {
-                k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()
-            }
-            field = ReceptiveField(**{k: values[k] for k in _FIELD_KEYS if k in values})
+        field = None if spec is None else ReceptiveField.from_dict(spec)
         plans[layer] = Plan(Unit(layer, 0, at), field, at)
     rows = []
     for row in meta["table"]:
@@ -171,5 +165,6 @@ def read_scan(directory: Path) -> Scan:
         rows.append(row)
     seen_at = {layer: _pos(at) for layer, at in meta["seen_at"].items()}
     return Scan(
-        meta["layers"], tops, clusterings, rows, plans, seen_at, meta["config"], meta.get("timings")
-    )
+        meta["layers"], tops, clusterings, rows, plans, seen_at, meta["config"],
+        meta.get("timings"), meta.get("provenance"),
+    )  # fmt: skip

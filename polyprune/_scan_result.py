@@ -13,6 +13,7 @@ from torch import Tensor
 
 from ._data import take
 from ._dist import MergedTopK, is_main
+from ._files import atomic_directory
 from ._plan import Plan
 from ._provenance import file_paths
 from .clustering import Clustering
@@ -120,8 +121,12 @@ class Scan:
         seen_at: Mapping[str, tuple[int, int] | None],
         config: Mapping[str, Any],
         timings: Mapping[str, float] | None = None,
+        provenance: Mapping[str, Any] | None = None,
     ) -> None:
         self.layers: tuple[str, ...] = tuple(layers)
+        #: Where the scan came from: start and end times, the model (class, size, a SHA-256 of
+        #: its weights), the data, package versions, the machine and the number of processes.
+        self.provenance: dict[str, Any] = dict(provenance or {})
         self.config: dict[str, Any] = dict(config)
         #: Seconds: ``"pass"`` (reading the data and merging the ranks' top-k's) and
         #: ``"clustering"`` (all channels).
@@ -269,13 +274,14 @@ class Scan:
         )
 
     def save(self, directory: str | Path, data: Any = None, *, crops: int = 4) -> Path:
-        """Write ``scan.csv``, ``scan.json`` (the table and the settings), ``scan.pt`` (the
-        top-k's, for :meth:`load`) and ``report.html`` with a figure of the score over the
-        channels and, when ``data`` (indexable, as for :meth:`top`) is given, crop grids of the
-        ``crops`` most polysemantic channels. Returns the path of ``report.html``.
+        """Write ``scan.csv``, ``scan.json`` (the table, the settings and the provenance),
+        ``scan.pt`` (the top-k's, for :meth:`load`) and ``report.html`` with a figure of the
+        score over the channels and, when ``data`` (indexable, as for :meth:`top`) is given,
+        crop grids of the ``crops`` most polysemantic channels. Returns the path of ``report.html``.
 
-        Distributed, only rank 0 writes (the others return the same path), so every rank may
-        call it.
+        The files are written into a temporary directory beside ``directory`` and renamed into
+        place: a failure leaves an earlier report there whole. Distributed, only rank 0 writes
+        (the others return the same path), so every rank may call it.
         """
         from ._scan_report import write_scan
 
@@ -284,7 +290,9 @@ class Scan:
         out = Path(directory)
         if not is_main():
             return out / "report.html"
-        return write_scan(self, out, data, crops)
+        with atomic_directory(out) as tmp:
+            write_scan(self, tmp, data, crops)
+        return out / "report.html"
 
     @classmethod
     def load(cls, directory: str | Path) -> Scan:

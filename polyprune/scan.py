@@ -33,6 +33,7 @@ from ._graph.run import forward_until, read_unit
 from ._graph.trace import check_layer
 from ._model import eval_mode, to_model
 from ._plan import Plan
+from ._provenance import data_description, environment, model_description, now
 from ._scan_result import Scan, channel_row
 from ._topk import LayerTopK
 from .clustering import MIN_CODES, Clustering, cluster
@@ -137,6 +138,8 @@ def scan(
     images = Images(data, batch_size=batch_size, workers=workers, shard=True)
     if images.length is not None and k > images.length:
         raise ValueError(f"k={k} is larger than the data set ({images.length} items)")
+    provenance = {"started": now(), "model": model_description(model),
+                  "data": data_description(data, images.length), **environment()}  # fmt: skip
     show = progress and is_main()
     states = {name: LayerTopK(k) for name in names}
     sums: dict[str, Tensor] = {}
@@ -219,7 +222,8 @@ def scan(
         "items": seen,
         "input_shape": list(shape),
     }
-    return Scan(names, merged, clusterings, rows, plans, seen_at, config, timings)
+    provenance["finished"] = now()
+    return Scan(names, merged, clusterings, rows, plans, seen_at, config, timings, provenance)
 
 
 def _share_crops(plans: Mapping[str, Plan]) -> list[list[str]]:

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from polyprune import Masks, Scores, Unit
+from polyprune import Masks, Unit
+from polyprune.results import Scores
 from polyprune.scoring import SNIP
 
 

@@ -1,4 +1,4 @@
-"""The public surface: ``__all__`` is what exists, and the 0.1 names still resolve with a warning."""
+"""The public surface: what `__all__` lists exists; the 0.1 names resolve with a warning."""
 
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import polyprune as pp
 from polyprune import zoo
+from polyprune._provenance import model_description
 from polyprune._topk import LayerTopK
 from polyprune.cli import main
 
@@ -116,12 +117,34 @@ def test_save_load_and_report(planted, tmp_path):
     assert header.startswith("rank,layer,channel,position,clusters,sizes,noise,separation")
     back = pp.results.Scan.load(tmp_path / "scan")
     assert back.table() == result.table() and back.timings == result.timings
+    assert back.provenance == result.provenance
+    assert result.provenance["model"] == model_description(model)
+    assert result.provenance["data"]["images"] == len(images)
+    assert result.provenance["started"] <= result.provenance["finished"]
+    assert back.top(3).field == result.top(3).field is not None
     top, again = result.top(3, images), back.top(3, images)
     for name in ("indices", "values", "codes", "inputs"):
         assert torch.equal(getattr(top, name), getattr(again, name))
     assert np.array_equal(back.clustering(3).labels, result.clustering(3).labels)
     with pytest.raises(FileNotFoundError, match="holds no saved scan"):
         pp.results.Scan.load(tmp_path)
+
+
+def test_a_failed_save_leaves_the_earlier_scan_whole(planted, tmp_path, monkeypatch):
+    model, images = planted
+    first = pp.scan(model, "features.6", images, k=40, progress=False)
+    first.save(tmp_path / "scan")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "scan").iterdir()}
+    second = pp.scan(model, "features.6", images, k=30, progress=False)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(pp.plot, "crops", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        second.save(tmp_path / "scan", images, crops=1)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "scan").iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["scan"]  # no temporary folder left
 
 
 def test_study_starts_from_a_scan(planted):
