@@ -10,3 +10,4 @@ def test_benchmark_quick(capsys):
     out = capsys.readouterr().out
     assert "140 JPEGs of 224×224" in out and "top_activating, workers=2" in out
     assert result["decode_share"] > 0 and result["n"] == 140
+    assert result["best_workers"] in (0, 1, 2) and result["speedup_best"] >= 1.0
