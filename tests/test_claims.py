@@ -16,13 +16,19 @@ from conftest import ROOT
 
 import benchmarks.claims as claims
 from benchmarks.claims import verdicts as v
-from benchmarks.claims.report import SECTIONS, Report, write_markdown
+from benchmarks.claims.config import SCORERS
+from benchmarks.claims.report import SECTIONS, Report, circuit_section, write_markdown
 from benchmarks.claims.rows import ClusteringRow, FitRow, PairRow, Results
 
 TINY = [
     "--planted-seeds", "0", "--trained", "--keeps", "0.1", "0.02", "--lams", "1",
     "--epochs", "3", "--planted-images", "600", "--planted-k", "150", "--outside", "40",
 ]  # fmt: skip
+
+
+#: The grids of the paper's method (claims 1–6), and those of the circuit-recovery section.
+PAPER_GRIDS = {"keep", "lam", "matched"}
+CIRCUIT_GRIDS = {"objective", "matched-objective", "truth"}
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +44,7 @@ def test_tiny_run_writes_a_report_whose_verdicts_follow_from_its_rows(tiny):
     assert "Do not edit by hand" in text and "torch " in text and "polyprune " in text
     assert (out / "img" / "claims_separation.png").stat().st_size > 0
     assert (out / "img" / "claims_circuits.png").stat().st_size > 0
+    assert (out / "img" / "claims_circuit_recovery.png").stat().st_size > 0
     for n in range(1, 7):
         assert f"### Claim {n}:" in text
     statuses = {v.HOLDS, v.PARTLY, v.NOT, v.UNTESTED}
@@ -51,8 +58,8 @@ def test_tiny_run_writes_a_report_whose_verdicts_follow_from_its_rows(tiny):
     assert json.dumps(rows.to_dict(), indent=1, default=float) == written  # a round trip
     assert [x.status for x in v.verdicts(rows)] == [x.status for x in tiny.verdicts]
     fits = rows.fits
-    assert {r.method for r in fits} == {"ActGrad", "SNIP", "FORCE", "Magnitude", "Random", "CS"}
-    assert {r.grid for r in fits} == {"keep", "lam", "matched"}
+    assert {r.method for r in fits} == {*SCORERS, "CS", "truth"}
+    assert {r.grid for r in fits} == {*PAPER_GRIDS, *CIRCUIT_GRIDS}
     assert all(0 <= r.auroc_held <= 1 and 0 <= r.kept <= 1 for r in fits)
     assert all(r.f1 is not None for r in fits)  # planted: circuit scores against the truth
     assert rows.pairs and all(0 <= r.p_value <= 1 for r in rows.pairs)
@@ -66,7 +73,7 @@ def test_json_rows_keep_the_keys_of_the_dict_rows(tiny):
         names = [f.name for f in fields(cls)]
         assert data[key] and all(list(r) == names for r in data[key])  # planted: all, in order
     planted = FitRow.from_dict(data["fits"][0])
-    trained = replace(planted, precision=None, recall=None, f1=None, eff_f1=None)
+    trained = replace(planted, **dict.fromkeys(FitRow.PLANTED_ONLY))
     assert set(FitRow.PLANTED_ONLY).isdisjoint(trained.to_dict())
     assert FitRow.from_dict(trained.to_dict()) == trained
     with pytest.raises(ValueError, match="no fields"):
@@ -86,6 +93,71 @@ def test_sections_are_registered_in_one_list(tiny, tmp_path):
     body = (tiny.out / "results.md").read_text().split("\n## Verdicts\n", 1)[1]
     assert base.split("\n## Verdicts\n", 1)[1] == body  # the sections after the header
     assert more.read_text() == base + f"\n## Extra\n\n{len(res.fits)} subnetworks\n"
+
+
+def test_circuit_recovery_fits_every_objective_beside_the_paper_s(tiny):
+    """CS with each objective, the scorers at the default objective's kept fraction, the truth."""
+    fits, cfg = tiny.results.fits, tiny.results.config
+    cs = [r for r in fits if r.method == "CS"]
+    assert {(r.grid, r.loss) for r in cs} == {
+        ("lam", "separate"), ("objective", "both"), ("objective", "preserve")
+    }  # fmt: skip
+    assert {r.setting for r in cs if r.loss == "both"} == set(dict(cfg.objectives)["both"])
+    assert {r.loss for r in fits if r.grid != "objective"} <= {"separate", "both"}
+    matched = [r for r in fits if r.grid == "matched-objective"]
+    assert {r.method for r in matched} == set(SCORERS) and {r.loss for r in matched} == {"both"}
+    truth = [r for r in fits if r.grid == "truth"]
+    assert truth and all(r.f1 == r.eff_f1 == r.precision == r.recall == 1.0 for r in truth)
+    assert all(r.true_kept == r.kept for r in truth)
+    assert all(r.rel_err_held is not None and r.act_kept_held is not None for r in fits)
+    text = (tiny.out / "results.md").read_text()
+    section = text.split("\n## Circuit recovery\n", 1)[1]
+    assert "[faithfulness.md](faithfulness.md)" in section
+    assert "| true circuit | – |" in section and "| CS | separate (the paper's), λ = 1 |" in section
+    assert "| CS | both, λ = 0.1 |" in section and "| CS | preserve, λ = 0.1 |" in section
+    assert "| SNIP | at CS's kept: both, λ = 0.1 |" in section
+    header = text.split("## Verdicts")[0]
+    assert "the paper's objective (`CSConfig(loss=" in header and "`both` at λ = " in header
+
+
+def test_the_claims_do_not_see_the_circuit_recovery_rows(tiny, tmp_path):
+    """Claims 1–6 and every section before circuit recovery come from the paper's rows alone."""
+    res = tiny.results
+    paper = replace(
+        res,
+        fits=[r for r in res.fits if r.grid in PAPER_GRIDS],
+        pairs=[r for r in res.pairs if r.grid in PAPER_GRIDS],
+    )
+    assert len(paper.fits) < len(res.fits) and len(paper.pairs) < len(res.pairs)
+    assert v.verdicts(paper) == v.verdicts(res)
+    before = [s for s in SECTIONS if s is not circuit_section]
+    a = write_markdown(res, v.verdicts(res), tmp_path / "a", [], before).read_text()
+    b = write_markdown(paper, v.verdicts(paper), tmp_path / "b", [], before).read_text()
+    assert a == b
+    assert SECTIONS[-1] is circuit_section
+
+
+def test_json_of_earlier_versions_loads_as_the_paper_s_objective(tiny):
+    data = json.loads((tiny.out / "rows.json").read_text())
+    new = ("loss", "rel_err_held", "act_kept_held", "true_kept")
+    old_fit = {k: val for k, val in data["fits"][0].items() if k not in new}
+    old_pair = {k: val for k, val in data["pairs"][0].items() if k != "loss"}
+    old_config = {k: val for k, val in data["config"].items() if k != "objectives"}
+    row = FitRow.from_dict(old_fit)
+    assert row.loss == "separate" and row.rel_err_held is None and row.true_kept is None
+    assert PairRow.from_dict(old_pair).loss == "separate"
+    assert claims.Config.from_dict(old_config).objectives == ()
+    assert claims.Config.from_dict(data["config"]) == tiny.results.config
+
+
+def test_objectives_on_the_command_line():
+    both = claims.parse(["--objectives", "both=0.1,0.3", "preserve=0.1"])[1].objectives
+    assert both == (("both", (0.1, 0.3)), ("preserve", (0.1,)))
+    assert claims.parse(["--objectives"])[1].objectives == ()
+    assert claims.parse([])[1].objectives == claims.Config().objectives
+    for bad in ("separate=1", "both", "both=x", "nope=1"):
+        with pytest.raises(SystemExit):
+            claims.parse(["--objectives", bad])
 
 
 def test_only_the_full_configuration_defaults_to_docs():

@@ -1,7 +1,9 @@
 """The cases: a model, its polysemantic unit, the images searched and their true concepts.
 
-The planted variants (:func:`polyprune.zoo.planted_network`, circuits known kernel by kernel)
-and the trained zoo models (``concepts-merged``, ``digits-merged``) on the demo's data.
+The planted variants (:func:`polyprune.zoo.planted_network`, circuits known kernel by kernel;
+the claims use the default pairs, distractors and cross scale, :mod:`benchmarks.claims.faithful`
+other ones too) and the trained zoo models (``concepts-merged``, ``digits-merged``) on their
+held-out data (:func:`trained_case`) or on the demo's data (:func:`demo_case`).
 """
 
 from __future__ import annotations
@@ -38,17 +40,35 @@ class Case:
         return None if self.truth is None else self.truth.get(concept)
 
 
-def planted_case(seed: int, cfg: Config) -> Case:
-    """Planted variant ``seed``: pair ``PLANTED_PAIRS[seed % 3]``, shuffle/cross kernels by seed."""
-    pair = PLANTED_PAIRS[seed % len(PLANTED_PAIRS)]
-    model, truth = zoo.planted_network(pair, distractors=2, seed=seed)
+def planted_case(
+    seed: int,
+    cfg: Config,
+    pair: tuple[str, str] | None = None,
+    distractors: int = 2,
+    cross: float = 1.0,
+) -> Case:
+    """Planted variant ``seed``: pair ``PLANTED_PAIRS[seed % 3]`` unless ``pair`` is given,
+    hidden-channel shuffle, distractors and cross kernels drawn by seed
+    (:func:`polyprune.zoo.planted_network`).
+
+    Named ``planted-<seed>`` with the default pair, distractors and cross scale (the claims'
+    cases), else ``planted-<a>-<b>-d<distractors>-x<cross>-<seed>``.
+    """
+    default = pair is None and distractors == 2 and cross == 1.0
+    pair = PLANTED_PAIRS[seed % len(PLANTED_PAIRS)] if pair is None else pair
+    model, truth = zoo.planted_network(pair, distractors=distractors, seed=seed, cross=cross)
     images, labels = zoo.concept_images(
         cfg.planted_images, size=zoo.PLANTED_SIZE, seed=IMAGE_SEED + seed
     )
     names = [zoo.CONCEPTS[i] for i in labels.tolist()]
+    name = (
+        f"planted-{seed}"
+        if default
+        else f"planted-{'-'.join(pair)}-d{distractors}-x{cross:g}-{seed}"
+    )
     return Case(
-        f"planted-{seed}", "planted", seed, model, pp.Unit(*zoo.PLANTED_TARGET), images, names,
-        pair, cfg.planted_k, truth,
+        name, "planted", seed, model, pp.Unit(*zoo.PLANTED_TARGET), images, names, pair,
+        cfg.planted_k, truth,
     )  # fmt: skip
 
 
@@ -63,6 +83,19 @@ def trained_case(name: str, seed: int, cfg: Config) -> Case:
     names = [card.concepts[i] for i in labels.tolist()]
     return Case(
         f"{name}-{seed}", name, seed, zoo.load(name), pp.Unit(*card.unit), images, names,
+        card.merged, cfg.trained_k,
+    )  # fmt: skip
+
+
+def demo_case(name: str, seed: int, cfg: Config) -> Case:
+    """A trained zoo model on the images ``polyprune demo`` searches (:func:`polyprune.zoo.
+    demo_data`: 4,000 concept images of seed 7, or all 1,797 digits); ``seed`` changes the
+    held-out split and the CS batch order only."""
+    card = zoo.model_card(name)
+    images, labels = zoo.demo_data(name)
+    names = [card.concepts[i] for i in labels.tolist()]
+    return Case(
+        f"{name}-demo-{seed}", name, seed, zoo.load(name), pp.Unit(*card.unit), images, names,
         card.merged, cfg.trained_k,
     )  # fmt: skip
 

@@ -11,12 +11,12 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from .cases import cases
-from .config import DOCS, QUICK, Config
+from .config import DOCS, OBJECTIVES, QUICK, Config, Objective
 from .report import header, write_markdown
 from .rows import Results
 from .run import run_case
@@ -52,6 +52,13 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config]:
     parser.add_argument("--keeps", type=float, nargs="+", help="scorer kept fractions")
     parser.add_argument("--lams", type=float, nargs="+", help="CS λ sweep")
     parser.add_argument("--cs-lam", type=float, help="the λ of 'CS at its own kept fraction'")
+    parser.add_argument(
+        "--objectives",
+        nargs="*",
+        metavar="LOSS=λ,λ",
+        help="other CS objectives for circuit recovery, e.g. both=0.03,0.1,0.3 preserve=0.1 "
+        "(none: no other objectives)",
+    )
     parser.add_argument("--epochs", type=int, help="CS epochs")
     parser.add_argument("--planted-images", type=int, help="images searched per planted case")
     parser.add_argument("--planted-k", type=int, help="top-k of the planted unit")
@@ -67,10 +74,26 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config]:
     for key in _TUPLES:
         if key in changes:
             changes[key] = tuple(changes[key])
+    if args.objectives is not None:
+        try:
+            changes["objectives"] = tuple(_objective(text) for text in args.objectives)
+        except ValueError as e:
+            parser.error(f"--objectives: {e}")
     cfg = replace(cfg, **changes)
     if cfg.cs_lam not in cfg.lams:
         parser.error(f"--cs-lam {cfg.cs_lam} must be one of --lams {cfg.lams}")
     return args, cfg
+
+
+def _objective(text: str) -> tuple[Objective, tuple[float, ...]]:
+    """``"both=0.03,0.1"`` → ``("both", (0.03, 0.1))``."""
+    loss, _, lams = text.partition("=")
+    if loss not in OBJECTIVES or loss == "separate":
+        raise ValueError(f"{loss!r} is not one of {[o for o in OBJECTIVES if o != 'separate']}")
+    values = tuple(float(v) for v in lams.split(",") if v)
+    if not values:
+        raise ValueError(f"{text!r} gives no λ (LOSS=λ,λ,...)")
+    return cast(Objective, loss), values
 
 
 def main(argv: Sequence[str] | None = None) -> Outcome:

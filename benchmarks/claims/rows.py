@@ -6,7 +6,9 @@ Every verdict and table is computed from these rows alone. ``--json`` writes
 :meth:`Results.to_dict`: each row as ``dataclasses.asdict``, except that the fields measured
 against the planted truth (``PLANTED_ONLY``) are left out where there is no truth, as in the
 dict rows of earlier versions, so old JSON files stay comparable and load with
-:meth:`Results.from_dict`.
+:meth:`Results.from_dict`. Fields added later (``loss``, ``rel_err_held``, ``act_kept_held``,
+``true_kept``) have defaults: rows of earlier JSON load with ``loss="separate"`` (all
+their CS fits used the paper's objective) and None for the rest.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 from dataclasses import Field, asdict, dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
-from .config import Config
+from .config import Config, as_tuples
 
 __all__ = ["ClusteringRow", "FitRow", "Fitted", "PairRow", "Results"]
 
@@ -42,19 +44,28 @@ class _JSONRow:
         unknown = set(data) - names
         if unknown:
             raise ValueError(f"{cls.__name__} has no fields {sorted(unknown)}")
-        return cls(**{k: _tuples(v) for k, v in data.items()})
-
-
-def _tuples(value: Any) -> Any:
-    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+        return cls(**{k: as_tuples(v) for k, v in data.items()})
 
 
 @dataclass(frozen=True)
 class Fitted(_JSONRow):
     """How a subnetwork was fitted: the case, and the method at one setting of one grid.
 
-    ``grid`` is ``"keep"`` (``setting``: the scorer's keep), ``"lam"`` (CS; ``setting``: λ) or
-    ``"matched"`` (a scorer at CS's own kept fraction, cluster by cluster; ``setting``: that λ).
+    ``grid`` is one of
+
+    - ``"keep"``: a scorer at a keep (``setting``: the keep);
+    - ``"lam"``: CS with the paper's objective (``loss="separate"``) at ``setting`` = λ;
+    - ``"matched"``: a scorer at the kept fraction of the paper's CS, cluster by cluster
+      (``setting``: that CS's λ);
+    - ``"objective"``: CS with another objective (the row's ``loss``) at ``setting`` = λ;
+    - ``"matched-objective"``: a scorer at the kept fraction of CS with objective ``loss`` at
+      ``setting`` = λ, cluster by cluster;
+    - ``"truth"``: the planted circuit of the cluster's concept itself (method ``"truth"``,
+      ``setting`` 0), a reference.
+
+    ``loss`` is the CS objective the row refers to: the paper's ``"separate"`` unless the grid
+    is ``"objective"`` or ``"matched-objective"`` (keyword-only, with that default: rows of
+    earlier versions, which had no such field, were all the paper's).
     """
 
     case: str
@@ -63,13 +74,20 @@ class Fitted(_JSONRow):
     method: str
     grid: str
     setting: float
+    loss: str = field(default="separate", kw_only=True)
 
 
 @dataclass(frozen=True)
 class FitRow(Fitted):
     """One subnetwork (one cluster of one case, one method and setting) and its measures."""
 
-    PLANTED_ONLY: ClassVar[tuple[str, ...]] = ("precision", "recall", "f1", "eff_f1")
+    PLANTED_ONLY: ClassVar[tuple[str, ...]] = (
+        "precision",
+        "recall",
+        "f1",
+        "eff_f1",
+        "true_kept",
+    )
 
     cluster: int
     concept: str  # the cluster's majority concept
@@ -87,6 +105,10 @@ class FitRow(Fitted):
     recall: float | None = None
     f1: float | None = None
     eff_f1: float | None = None  # F1 of the effective masks
+    # faithfulness on the cluster's held-out crops (pp.evaluate; None in earlier versions' JSON)
+    rel_err_held: float | None = None  # ‖a_sub − a‖ / ‖a‖
+    act_kept_held: float | None = None  # mean(a_sub) / mean(a)
+    true_kept: float | None = None  # kept fraction of the true circuit (planted only)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -50,7 +50,7 @@ def _majority(case: Case, result: StudyResult) -> dict[int, tuple[str, float]]:
     return result.clustering.majority([case.concepts[i] for i in result.top.indices.tolist()])
 
 
-class _Runner:
+class Runner:
     """Fits and evaluates the subnetworks of one case (state shared by all methods)."""
 
     def __init__(self, case: Case, result: StudyResult, cfg: Config) -> None:
@@ -101,39 +101,49 @@ class _Runner:
         return out
 
     def record(
-        self, out: CaseResult, method: str, grid: str, setting: float, subs: dict[int, Subnetwork]
+        self,
+        out: CaseResult,
+        method: str,
+        grid: str,
+        setting: float,
+        subs: Mapping[int, Subnetwork | pp.Masks],
+        loss: str = "separate",
     ) -> None:
-        """Evaluate ``subs`` and append their fit and pair rows to ``out``."""
+        """Evaluate ``subs`` (subnetworks, or bare masks such as the true circuits) and append
+        their fit and pair rows to ``out``; ``loss``: the CS objective the rows refer to."""
         model, case = self.case.model, self.case
+        masks = {label: _masks(sub) for label, sub in subs.items()}
         ev = pp.evaluate(
-            model, self.unit, self.fit_x, self.fit_y, subs, held_out=(self.held_x, self.held_y)
+            model, self.unit, self.fit_x, self.fit_y, masks, held_out=(self.held_x, self.held_y)
         )
         effective = {}
         for label, sub in subs.items():
             c = ev.clusters[label]
             mine = self.held_y == label
-            after_out = self.unit.activations(model, self.outside, masks=sub.masks)
-            after_held = self.unit.activations(model, self.held_x[mine], masks=sub.masks)
+            after_out = self.unit.activations(model, self.outside, masks=masks[label])
+            after_held = self.unit.activations(model, self.held_x[mine], masks=masks[label])
             out_before = pp.evaluation.separation(self.orig_held[mine], self.orig_out).auroc
             out_after = pp.evaluation.separation(after_held, after_out).auroc
-            effective[label] = sub.masks.effective(model)
+            effective[label] = masks[label].effective(model)
             truth = case.true_circuit(self.majority[label])
             found = eff = None
             if truth is not None:
-                found = pp.evaluation.circuit_scores(sub.masks, truth)
+                found = pp.evaluation.circuit_scores(masks[label], truth)
                 eff = pp.evaluation.circuit_scores(effective[label], truth)
             row = FitRow(
                 case.name, case.family, case.seed, method, grid, setting,
-                cluster=label, concept=self.majority[label], kept=sub.kept_fraction,
-                paper_kept=sub.paper_kept_fraction, auroc_before=c.before.auroc,
-                auroc_fit=c.after.auroc, auroc_held=_auroc(c.after_held_out),
-                dprime_held=_dprime(c.after_held_out), r_held=c.pearson_r_held_out,
-                out_before=out_before, out_after=out_after,
+                cluster=label, concept=self.majority[label], kept=masks[label].kept_fraction(),
+                paper_kept=None if isinstance(sub, pp.Masks) else sub.paper_kept_fraction,
+                auroc_before=c.before.auroc, auroc_fit=c.after.auroc,
+                auroc_held=_auroc(c.after_held_out), dprime_held=_dprime(c.after_held_out),
+                r_held=c.pearson_r_held_out, out_before=out_before, out_after=out_after,
                 eff_kept=effective[label].kept_fraction(),
                 precision=None if found is None else found.precision,
                 recall=None if found is None else found.recall,
                 f1=None if found is None else found.f1,
                 eff_f1=None if eff is None else eff.f1,
+                rel_err_held=c.relative_error_held_out, act_kept_held=c.activation_kept_held_out,
+                true_kept=None if truth is None else truth.kept_fraction(), loss=loss,
             )  # fmt: skip
             out.fits.append(row)
         truths = {c: case.true_circuit(self.majority[c]) for c in subs}
@@ -145,12 +155,43 @@ class _Runner:
                 clusters=(a, b), iou=o.iou, expected_iou=o.expected_iou, p_value=o.p_value,
                 eff_iou=math.nan if empty else e.iou,
                 eff_expected_iou=math.nan if empty else e.expected_iou, eff_p_value=e.p_value,
+                loss=loss,
             )  # fmt: skip
             ta, tb = truths[a], truths[b]
             if ta is not None and tb is not None:
-                shared, in_circuits = _shared_kernels(subs[a].masks, subs[b].masks, ta, tb)
+                shared, in_circuits = _shared_kernels(masks[a], masks[b], ta, tb)
                 pair = replace(pair, shared=shared, shared_in_circuits=in_circuits)
             out.pairs.append(pair)
+
+    def record_matched(
+        self,
+        out: CaseResult,
+        grid: str,
+        setting: float,
+        subs: Mapping[int, Subnetwork],
+        loss: str = "separate",
+    ) -> None:
+        """Fit every scorer at the kept fraction of each of ``subs`` (CS's subnetworks), cluster
+        by cluster, and record them (an empty CS subnetwork has nothing to match)."""
+        for method in SCORERS:
+            matched: dict[int, Subnetwork] = {}
+            for label, sub in subs.items():
+                if sub.kept_fraction > 0:
+                    matched.update(self.fit(method, sub.kept_fraction, label))
+            if matched:
+                self.record(out, method, grid, setting, matched, loss)
+
+    def record_truth(self, out: CaseResult) -> None:
+        """The true circuit of each cluster's majority concept, evaluated as a subnetwork
+        (method ``"truth"``, grid ``"truth"``; planted cases, clusters of a planted concept)."""
+        truths = {c: self.case.true_circuit(n) for c, n in self.majority.items()}
+        found = {c: t for c, t in truths.items() if t is not None}
+        if found:
+            self.record(out, "truth", "truth", 0.0, found)
+
+
+def _masks(sub: Subnetwork | pp.Masks) -> pp.Masks:
+    return sub if isinstance(sub, pp.Masks) else sub.masks
 
 
 def _shared_kernels(a: pp.Masks, b: pp.Masks, ta: pp.Masks, tb: pp.Masks) -> tuple[int, int]:
@@ -198,8 +239,11 @@ def _clustering_row(case: Case, result: StudyResult) -> ClusteringRow:
     return row
 
 
-def run_case(case: Case, cfg: Config, log: Callable[[str], None]) -> CaseResult:
-    """The whole experiment on one case: clustering, every method × setting, evaluations."""
+def prepare(
+    case: Case, cfg: Config, log: Callable[[str], None]
+) -> tuple[CaseResult, Runner | None]:
+    """The study of one case (top-k crops, clusters, held-out split) and its clustering row;
+    the runner that fits its subnetworks, or None when the unit is not polysemantic."""
     torch.manual_seed(case.seed)
     np.random.seed(case.seed)
     t = time.perf_counter()
@@ -216,8 +260,30 @@ def run_case(case: Case, cfg: Config, log: Callable[[str], None]) -> CaseResult:
     )
     if not result.is_polysemantic:
         log(f"{case.name}: not polysemantic, no subnetworks to fit")
+        return out, None
+    return out, Runner(case, result, cfg)
+
+
+def circuit_recovery(run: Runner, out: CaseResult, cfg: Config) -> None:
+    """CS with each other objective of ``cfg.objectives`` at each of its λ; every scorer at the
+    kept fraction of fit_subnetwork's default objective (``both``) at its default λ, if that is
+    in the sweep; and the true circuits (planted cases)."""
+    default = pp.CSConfig()
+    for loss, lams in cfg.objectives:
+        for lam in lams:
+            config = pp.CSConfig(loss=loss, epochs=cfg.epochs, lam=lam)
+            subs = run.fit("CS", None, config=config)
+            run.record(out, "CS", "objective", lam, subs, loss)
+            if loss == default.loss and math.isclose(lam, default.penalty_weight):
+                run.record_matched(out, "matched-objective", lam, subs, loss)
+    run.record_truth(out)
+
+
+def run_case(case: Case, cfg: Config, log: Callable[[str], None]) -> CaseResult:
+    """The whole experiment on one case: clustering, every method × setting, evaluations."""
+    out, run = prepare(case, cfg, log)
+    if run is None:
         return out
-    run = _Runner(case, result, cfg)
     for method in SCORERS:
         t = time.perf_counter()
         for keep in cfg.keeps:
@@ -233,13 +299,10 @@ def run_case(case: Case, cfg: Config, log: Callable[[str], None]) -> CaseResult:
     out.seconds["CS"] = time.perf_counter() - t
     if default is not None:  # every scorer at CS's own kept fraction, cluster by cluster
         t = time.perf_counter()
-        for method in SCORERS:
-            matched: dict[int, Subnetwork] = {}
-            for label, sub in default.items():
-                if sub.kept_fraction > 0:  # an empty CS subnetwork has nothing to match
-                    matched.update(run.fit(method, sub.kept_fraction, label))
-            if matched:
-                run.record(out, method, "matched", cfg.cs_lam, matched)
+        run.record_matched(out, "matched", cfg.cs_lam, default)
         out.seconds["matched"] = time.perf_counter() - t
+    t = time.perf_counter()
+    circuit_recovery(run, out, cfg)  # last: the rows above do not depend on it
+    out.seconds["objectives"] = time.perf_counter() - t
     log(f"{case.name}: " + ", ".join(f"{k} {v:.1f} s" for k, v in out.seconds.items()))
     return out

@@ -37,6 +37,7 @@ def select(
     method: str | None = None,
     grid: str | None = None,
     setting: float | None = None,
+    loss: str | None = None,
 ) -> list[F]:
     """Rows fitted as given (every argument that is not None must match; ``setting`` with
     ``math.isclose``)."""
@@ -47,6 +48,7 @@ def select(
         and (method is None or r.method == method)
         and (grid is None or r.grid == grid)
         and (setting is None or math.isclose(r.setting, setting, rel_tol=1e-9))
+        and (loss is None or r.loss == loss)
     ]
 
 

@@ -7,7 +7,18 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .config import ALPHA, SEPARATES
+import polyprune as pp
+
+from .config import (
+    ALPHA,
+    GOAL_AUROC,
+    GOAL_F1,
+    GOAL_KEPT,
+    GOAL_R,
+    SCORERS,
+    SEPARATES,
+    Config,
+)
 from .figures import ordered
 from .rows import ClusteringRow, FitRow, PairRow
 from .stats import fmt, fmt_stats, pct, select, stats
@@ -137,3 +148,114 @@ def verdict_section(v: Verdict) -> list[str]:
         *[f"- {e}" for e in v.evidence],
         "",
     ]
+
+
+def kept_ratio(row: FitRow) -> float | None:
+    """Kept fraction / the true circuit's (planted only)."""
+    return None if not row.true_kept else row.kept / row.true_kept
+
+
+#: The goals of issue 15 (``config.GOAL_*``): a name and a test of one subnetwork.
+GOALS: tuple[tuple[str, Callable[[FitRow], bool]], ...] = (
+    (f"F1 ≥ {GOAL_F1:g}", lambda r: r.f1 is not None and r.f1 >= GOAL_F1),
+    (f"held-out AUROC ≥ {GOAL_AUROC:g}", lambda r: r.auroc_held >= GOAL_AUROC),
+    (f"r ≥ {GOAL_R:g}", lambda r: r.r_held is not None and r.r_held >= GOAL_R),
+    (f"kept ≤ {GOAL_KEPT:g} × true", lambda r: (kept_ratio(r) or math.inf) <= GOAL_KEPT),
+)
+
+
+def goal_cells(rows: Sequence[FitRow]) -> list[str]:
+    """How many of ``rows`` meet each goal, and all of them (``k/n``)."""
+    cells = [f"{sum(test(r) for r in rows)}/{len(rows)}" for _, test in GOALS]
+    every = sum(all(test(r) for _, test in GOALS) for r in rows)
+    return [*cells, f"{every}/{len(rows)}"]
+
+
+def goal_header() -> list[str]:
+    """The column names of :func:`goal_cells`."""
+    return [name for name, _ in GOALS] + ["all four"]
+
+
+#: Faithfulness columns of the circuit tables: the cluster's held-out crops.
+FAITHFUL_COLUMNS: tuple[tuple[str, Callable[[FitRow], float | None]], ...] = (
+    ("AUROC held-out", lambda r: r.auroc_held),
+    ("r held-out", lambda r: r.r_held),
+    ("rel. error held-out", lambda r: r.rel_err_held),
+    ("activation kept held-out", lambda r: r.act_kept_held),
+)
+#: Circuit columns of the circuit tables (planted only).
+RECOVERY_COLUMNS: tuple[tuple[str, Callable[[FitRow], float | None]], ...] = (
+    ("kept / true kept", kept_ratio),
+    ("F1", lambda r: r.f1),
+    ("F1 (effective)", lambda r: r.eff_f1),
+    ("precision", lambda r: r.precision),
+    ("recall", lambda r: r.recall),
+)
+
+
+def objective_name(loss: str) -> str:
+    """``loss`` as the report names it (the paper's is marked)."""
+    return f"{loss} (the paper's)" if loss == "separate" else loss
+
+
+def circuit_arms(
+    fits: Sequence[FitRow], family: str, cfg: Config
+) -> list[tuple[str, str, list[FitRow]]]:
+    """(method, objective and setting, rows) of the circuit table, in report order: the true
+    circuit, CS with each objective at each λ, every scorer at the kept fraction of the paper's
+    CS and of each other objective's default λ. Arms without rows are left out."""
+    rows_f = select(fits, family=family)
+    arms = [("true circuit", "–", select(rows_f, grid="truth"))]
+    arms += [("CS", f"{objective_name('separate')}, λ = {lam:g}",
+              select(rows_f, method="CS", grid="lam", setting=lam))
+             for lam in sorted(cfg.lams)]  # fmt: skip
+    for loss, lams in cfg.objectives:
+        arms += [("CS", f"{objective_name(loss)}, λ = {lam:g}",
+                  select(rows_f, method="CS", grid="objective", setting=lam, loss=loss))
+                 for lam in sorted(lams)]  # fmt: skip
+    paper = f"at CS's kept: {objective_name('separate')}, λ = {cfg.cs_lam:g}"
+    for method in SCORERS:
+        arms.append(
+            (method, paper, select(rows_f, method=method, grid="matched", setting=cfg.cs_lam))
+        )
+    for loss, _ in cfg.objectives:
+        for method in SCORERS:
+            rows = select(rows_f, method=method, grid="matched-objective", loss=loss)
+            arms += [(method, f"at CS's kept: {loss}, λ = {lam:g}", select(rows, setting=lam))
+                     for lam in sorted({r.setting for r in rows})]  # fmt: skip
+    return [arm for arm in arms if arm[2]]
+
+
+def circuit_table(fits: Sequence[FitRow], family: str, cfg: Config) -> list[str]:
+    """Every arm of :func:`circuit_arms`: kept, circuit scores (planted), held-out faithfulness."""
+    arms = circuit_arms(fits, family, cfg)
+    planted = any(r.f1 is not None for _, _, rows in arms for r in rows)
+    columns = [*(RECOVERY_COLUMNS if planted else ()), *FAITHFUL_COLUMNS]
+    out = [
+        [method, setting, pct_stats(rows, lambda r: r.kept),
+         *(fmt_stats(rows, value) for _, value in columns)]
+        for method, setting, rows in arms
+    ]  # fmt: skip
+    return table(["method", "objective, setting", "kept", *(n for n, _ in columns)], out)
+
+
+def default_arms(
+    fits: Sequence[FitRow], family: str, cfg: Config
+) -> list[tuple[str, list[FitRow]]]:
+    """(objective, rows) of CS at each objective's default λ (the paper's: ``cfg.cs_lam``),
+    and the true circuit; arms without rows are left out."""
+    rows_f = select(fits, family=family)
+    arms = [
+        ("true circuit", select(rows_f, grid="truth")),
+        (objective_name("separate"), select(rows_f, grid="lam", setting=cfg.cs_lam)),
+    ]
+    for loss, _ in cfg.objectives:
+        lam = pp.CSConfig(loss=loss).penalty_weight
+        arms.append((loss, select(rows_f, grid="objective", loss=loss, setting=lam)))
+    return [(name, rows) for name, rows in arms if rows]
+
+
+def goal_table(fits: Sequence[FitRow], family: str, cfg: Config) -> list[str]:
+    """Subnetworks meeting each goal of issue 15, CS at each objective's default λ."""
+    rows = [[name, *goal_cells(mine)] for name, mine in default_arms(fits, family, cfg)]
+    return table(["CS objective (default λ)", *goal_header()], rows)
