@@ -34,7 +34,7 @@ The modules, in the order the data flows: :mod:`~benchmarks.claims.config` (what
 ``SECTIONS``), :mod:`~benchmarks.claims.cli` (the command line). Submodule names are not
 re-used for the names exported here (``benchmarks.claims.verdicts`` is the module).
 :mod:`~benchmarks.claims.faithful` is issue 15's table on untuned planted settings and the zoo
-models, built from the same cases and runner (``python benchmarks/faithful.py``).
+models, built from the same cases and runner (``python -m benchmarks.claims.faithful``).
 """
 
 from __future__ import annotations

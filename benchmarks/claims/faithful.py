@@ -18,10 +18,10 @@ cluster and non-members the other clusters' crops). Its rows are
 
 Usage, from the repository root::
 
-    python benchmarks/faithful.py                 # full run (~35 min, one core)
-    python -m benchmarks.faithful --quick         # one setting and seed, 3 epochs (seconds)
-    python benchmarks/faithful.py --out FILE --json ROWS.json
-    python benchmarks/faithful.py --report ROWS.json --out FILE   # re-render saved rows
+    python -m benchmarks.claims.faithful          # full run (~35 min, one core)
+    python -m benchmarks.claims.faithful --quick  # one setting and seed, 3 epochs (seconds)
+    python -m benchmarks.claims.faithful --out FILE --json ROWS.json
+    python -m benchmarks.claims.faithful --report ROWS.json --out FILE   # re-render saved rows
 
 The full default run writes ``docs/faithfulness.md`` unless ``--out`` says otherwise; the file
 records the command, date, versions and wall time, and is never edited by hand.
@@ -68,7 +68,7 @@ from .stats import fmt, fmt_stats, select, stats
 from .tables import goal_cells, goal_header, kept_ratio, objective_name, table
 
 #: How the benchmark is run (the command recorded in the report's header).
-COMMAND = ("python", "benchmarks/faithful.py")
+COMMAND = ("python", "-m", "benchmarks.claims.faithful")
 #: The untuned seeds.
 SEEDS = (10, 11, 12, 13, 14)
 
@@ -479,7 +479,7 @@ class Outcome:
 def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, FaithfulConfig]:
     """Command-line arguments and the configuration they select."""
     parser = argparse.ArgumentParser(
-        prog="python benchmarks/faithful.py",
+        prog="python -m benchmarks.claims.faithful",
         description="Issue 15's table: CS objectives on untuned planted settings and zoo models.",
     )
     parser.add_argument("--quick", action="store_true", help="one setting and seed, 3 epochs")
@@ -536,3 +536,7 @@ def main(argv: Sequence[str] | None = None) -> Outcome:
     print(text, flush=True)
     log(f"wrote {out} ({seconds / 60:.1f} min)")
     return Outcome(rows, text, out, seconds)
+
+
+if __name__ == "__main__":
+    main()

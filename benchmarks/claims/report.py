@@ -231,7 +231,7 @@ def circuit_section(report: Report) -> list[str]:
         f"kept ≤ {GOAL_KEPT:g} × the true circuit's. On planted networks and settings not used "
         "to tune the objectives (other seeds, concept pairs, distractors, cross scale), with "
         "each objective's own defaults: [faithfulness.md](faithfulness.md) "
-        "(`python benchmarks/faithful.py`).",
+        "(`python -m benchmarks.claims.faithful`).",
         "",
     ]
     for fam in fams:
@@ -356,17 +356,17 @@ def header(cfg: Config, argv: Sequence[str], seconds: float) -> list[str]:
         f"- **Outside the fitting set** (claim 5): up to {cfg.outside} images of the other "
         "concepts, not in the top-k (cropped like the top-k); AUROC of the cluster's held-out "
         "crops against them, under the original network and under the subnetwork "
-        f"(`pp.separation`); a drop ≥ {CHANGE}, or held-out AUROC ≥ {CHANGE} below the fitted "
-        "AUROC, is a change of behaviour.",
+        f"(`pp.evaluation.separation`); a drop ≥ {CHANGE}, or held-out AUROC ≥ {CHANGE} below "
+        "the fitted AUROC, is a change of behaviour.",
         "- **Circuits** (planted only): kernel precision / recall / F1 of the subnetwork against "
         "the true circuit of the cluster's majority concept (`pp.evaluation.circuit_scores`), on "
         "the masks as fitted and on their effective part (`Masks.effective`: kernels on an "
         "input→unit path).",
         f"- **Clusters**: adjusted Rand index of the cluster labels against the true concepts "
         f"(on the clustered crops, and on all top-k with noise as one label; ≥ {ARI_OK} counts).",
-        "- **Overlap** (claim 6): `pp.overlap` of the two clusters' subnetworks: IoU, the IoU "
-        "expected if each layer's kept elements were drawn independently, and the p-value of "
-        f"an intersection at least as large (α = {ALPHA}); also on the effective masks.",
+        "- **Overlap** (claim 6): `pp.evaluation.overlap` of the two clusters' subnetworks: IoU, "
+        "the IoU expected if each layer's kept elements were drawn independently, and the "
+        f"p-value of an intersection at least as large (α = {ALPHA}); also on the effective masks.",
         f"- Means ± std are over seeds of each seed's mean over clusters. The paper's CS range: "
         f"{100 * lo:g}–{100 * hi:g} %. Scorers at high keeps on the planted network keep many "
         "zero-score kernels (sparse gradients): which of those are kept is decided by order, not "

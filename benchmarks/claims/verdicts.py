@@ -294,7 +294,7 @@ def claim6(pairs: Sequence[PairRow], clustering: Sequence[ClusteringRow], lam: f
     rows = select(pairs, method="CS", grid="lam", setting=float(lam))
     n = len(rows)
     rule = (
-        f"pp.overlap's p-value is the chance of an intersection at least as large under "
+        f"pp.evaluation.overlap's p-value is the chance of an intersection at least as large under "
         f"independence; holds if no CS pair (λ = {lam:g}) has p < {ALPHA}/{max(n, 1)} "
         f"(Bonferroni), does not hold if at least half have p < {ALPHA}, partly otherwise"
     )
