@@ -36,8 +36,7 @@ def write_scan(scan: Scan, out: Path, data: Any, crops: int) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     table = scan.table()
     fields = {
-        layer: None if p.field is None else p.field.to_dict()
-        for layer, p in scan._plans.items()
+        layer: None if p.field is None else p.field.to_dict() for layer, p in scan._plans.items()
     }
     meta = {
         "format": FORMAT,
@@ -167,4 +166,5 @@ def read_scan(directory: Path) -> Scan:
     return Scan(
         meta["layers"], tops, clusterings, rows, plans, seen_at, meta["config"],
         meta.get("timings"), meta.get("provenance"),
+        {layer: t.get("paths") for layer, t in state["tops"].items()},
     )  # fmt: skip

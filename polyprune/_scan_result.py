@@ -122,11 +122,14 @@ class Scan:
         config: Mapping[str, Any],
         timings: Mapping[str, float] | None = None,
         provenance: Mapping[str, Any] | None = None,
+        paths: Mapping[str, Sequence[str] | None] | None = None,
     ) -> None:
         self.layers: tuple[str, ...] = tuple(layers)
         #: Where the scan came from: start and end times, the model (class, size, a SHA-256 of
         #: its weights), the data, package versions, the machine and the number of processes.
         self.provenance: dict[str, Any] = dict(provenance or {})
+        # per layer, the file of each kept item (row m: items[m]) for folder data, else None
+        self._paths = {layer: None if p is None else list(p) for layer, p in (paths or {}).items()}
         self.config: dict[str, Any] = dict(config)
         #: Seconds: ``"pass"`` (reading the data and merging the ranks' top-k's) and
         #: ``"clustering"`` (all channels).
@@ -246,7 +249,8 @@ class Scan:
         map-style Dataset, the same data the scan read — and the ``k`` items are read by
         index and cut to the channel's receptive field (the scan's crop). Pass the result to
         :func:`~polyprune.study` (``study(model, unit, data, top=scan.top(unit, data))``) to
-        skip its own pass.
+        skip its own pass. ``paths`` holds the items' files for folder data (an
+        ``ImageFolder``), with or without ``data``: the scan keeps them.
         """
         layer, channel = self._resolve(unit)
         top, plan = self._tops[layer], self._plans[layer]
@@ -270,8 +274,14 @@ class Scan:
             plan.field,
             inputs,
             Unit(layer, channel, self._seen_at[layer]),
-            None if data is None else file_paths(data, indices.tolist()),
+            self._files(layer, channel, data, indices),
         )
+
+    def _files(self, layer: str, channel: int, data: Any, indices: Tensor) -> list[str] | None:
+        kept = self._paths.get(layer)
+        if kept is not None:
+            return [kept[int(r)] for r in self._tops[layer].rows[channel]]
+        return None if data is None else file_paths(data, indices.tolist())
 
     def save(self, directory: str | Path, data: Any = None, *, crops: int = 4) -> Path:
         """Write ``scan.csv``, ``scan.json`` (the table, the settings and the provenance),
@@ -312,6 +322,7 @@ class Scan:
                     "items": t.items,
                     "rows": t.rows,
                     "codes": t.payloads["codes"],
+                    "paths": self._paths.get(layer),
                 }
                 for layer, t in self._tops.items()
             },

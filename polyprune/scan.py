@@ -33,7 +33,7 @@ from ._graph.run import forward_until, read_unit
 from ._graph.trace import check_layer
 from ._model import eval_mode, to_model
 from ._plan import Plan
-from ._provenance import data_description, environment, model_description, now
+from ._provenance import data_description, environment, file_paths, model_description, now
 from ._scan_result import Scan, channel_row
 from ._topk import LayerTopK
 from .clustering import MIN_CODES, Clustering, cluster
@@ -223,7 +223,10 @@ def scan(
         "input_shape": list(shape),
     }
     provenance["finished"] = now()
-    return Scan(names, merged, clusterings, rows, plans, seen_at, config, timings, provenance)
+    paths = {name: file_paths(data, merged[name].items.tolist()) for name in names}
+    return Scan(
+        names, merged, clusterings, rows, plans, seen_at, config, timings, provenance, paths
+    )
 
 
 def _share_crops(plans: Mapping[str, Plan]) -> list[list[str]]:

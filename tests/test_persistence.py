@@ -146,3 +146,18 @@ def test_the_model_fingerprint_sees_every_tensor_including_0d_buffers():
     assert same["sha256"] == before["sha256"]
     net[1].num_batches_tracked += 1  # a 0-d long buffer
     assert model_description(net)["sha256"] != before["sha256"]
+
+
+def test_a_saved_scan_of_a_folder_keeps_the_files_of_every_channels_top_items(saved, tmp_path):
+    _, _, data = saved
+    model, _ = zoo.planted_network()
+    scan = pp.scan(model, "features.6", data, k=30, progress=False)
+    scan.save(tmp_path / "scan")
+    back = pp.results.Scan.load(tmp_path / "scan")
+    for channel in range(3):
+        top = back.top(channel)  # no data: the files come from the saved scan
+        expected = [data.samples[int(i)][0] for i in top.indices]
+        assert top.paths == expected == scan.top(channel).paths
+        assert len(set(top.paths)) == len(top)
+    unsized = pp.scan(model, "features.6", torch.stack([x for x, _ in data]), k=30, progress=False)
+    assert unsized.top(0).paths is None  # a tensor has no files
