@@ -31,13 +31,3 @@ def test_readme_opens_with_the_two_commands():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "\npytest\n" in ci and commands[0].split(" && ")[2] in ci
 
-
-def test_readme_example_runs_and_prints_what_it_says():
-    text = (ROOT / "README.md").read_text()
-    code = text.split("```python\n", 1)[1].split("```", 1)[0]
-    namespace: dict[str, object] = {}
-    exec(compile(code, "README.md", "exec"), namespace)  # our own README
-    clusters = namespace["clusters"]
-    assert (clusters.n_clusters, clusters.is_polysemantic) == (2, True)  # type: ignore[attr-defined]
-    sub = namespace["sub"]
-    assert 0 < sub.kept_fraction < 0.5  # type: ignore[attr-defined]

@@ -1,4 +1,5 @@
-"""The documentation cannot rot: every Python block of docs/*.md runs, and prints what it says.
+"""The documentation cannot rot: every Python block of README.md and docs/*.md runs, and prints
+what it says.
 
 Blocks of one page run in order in one namespace, in a temporary directory. A trailing comment
 on a print line is the output it prints: ``print(x)  # expected`` must print exactly
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, load_script
 
-PAGES = sorted((ROOT / "docs").glob("*.md"))
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 _PRINT = re.compile(r"^(\s*)print\((.*)\)\s*#\s*(.+?)\s*$")
 
 
