@@ -44,7 +44,7 @@ def test_study_on_an_image_folder(folder, tmp_path, capsys):
         (["--data", "/nonexistent/images"], "not found: /nonexistent/images"),
         (["--k", "1000"], "--k 1000 is larger than the 70 images"),
         (["--model", "torchvision:alexnet", "--weights", "/nope.pt"], "weights file not found"),
-        (["--threads", "0"], "--threads must be ≥ 1"),
+        (["--threads", "0"], "--threads: must be ≥ 1, got 0"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(folder, capsys, args, message):

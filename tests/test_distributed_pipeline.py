@@ -26,7 +26,7 @@ from conftest import ROOT, load_script
 
 import polyprune as pp
 from polyprune import zoo
-from polyprune.cli import _image_folder
+from polyprune.cli import image_data
 
 worker = load_script("tests/_dist_pipeline_worker.py")
 
@@ -108,7 +108,7 @@ def test_two_processes_equal_one(backend: str, tmp_path: Path) -> None:
     assert not any(c["left_initialized"] for c in cli)
     assert "features.6[" in cli[0]["stdout"] and cli[1]["stdout"] == ""
     written = pp.results.Scan.load(out / "cli")
-    data = _image_folder(str(folder), 32, False, 3)
+    data = image_data(str(folder), 32, False, 3)
     alone = pp.scan(zoo.planted_network()[0], "features.6", data, k=30, progress=False)
     for unit in alone.ranked():  # float model: equal up to rounding (conftest.assert_same_top)
         got, want = written.top(unit), alone.top(unit)

@@ -1,0 +1,167 @@
+"""Private (cli): the commands ``demo``, ``study`` and ``scan``.
+
+Each checks what it was given — output directory, model name and weights file, image folder,
+plugins and methods — before it loads the model, and the model-dependent rest (layer, unit,
+position, number of images) before it reads an image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._cs.config import CSConfig
+from ._errors import CLIError
+from ._inputs import (
+    check_model,
+    image_transform,
+    import_plugins,
+    load_model,
+    open_images,
+    output_directory,
+)
+from ._weights import weights_provenance
+
+__all__ = ["COMMANDS"]
+
+
+def _first(exc: BaseException) -> str:
+    """The first line of an exception's message."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _prepare(args: argparse.Namespace) -> tuple[Path, Any]:
+    """What study and scan check before any work: ``(output directory, images without a
+    transform)``; plugins imported, threads set."""
+    out = output_directory(args.out)
+    check_model(args.model, args.weights)
+    if args.min_cluster_size is not None and args.min_cluster_size > args.k:
+        raise CLIError(f"--min-cluster-size {args.min_cluster_size} is larger than --k {args.k}")
+    import_plugins(args.imports)
+    images = open_images(args.data)
+    if len(images) < args.k:
+        raise CLIError(f"--k {args.k} is larger than the {len(images)} images in {args.data}")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    return out, images
+
+
+def _model(args: argparse.Namespace) -> tuple[nn.Module, int, bool]:
+    """``(model on --device, image size, normalize)``; the size is ``--image-size`` if given."""
+    model, size, normalize = load_model(args.model, args.weights)
+    if args.device == "cuda":
+        model = model.to(f"cuda:{torch.cuda.current_device()}")
+    return model, args.image_size or size, normalize
+
+
+def _clustering(args: argparse.Namespace) -> dict[str, Any]:
+    """``cluster_options`` of study and scan."""
+    return {
+        "standardize": args.standardize,
+        "min_samples": args.min_samples,
+        "cluster_selection_method": args.cluster_selection_method,
+    }
+
+
+def cs_config(args: argparse.Namespace) -> CSConfig:
+    """``--loss``/``--paper`` and ``--epochs`` as a :class:`CSConfig`. With ``--paper`` and
+    ``--epochs N`` the paper's learning-rate drops (epochs 130 and 150 of 160) move to the
+    same fractions of ``N``."""
+    if not args.paper:
+        changes: dict[str, Any] = {"loss": args.loss or "both"}
+        if args.epochs is not None:
+            changes["epochs"] = args.epochs
+        return CSConfig(**changes)
+    paper = CSConfig.paper()
+    if args.epochs is None:
+        return paper
+    drops = {round(m * args.epochs / paper.epochs) for m in paper.milestones}
+    return paper.replace(
+        epochs=args.epochs, milestones=tuple(sorted(m for m in drops if 0 < m < args.epochs))
+    )
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    """``polyprune study``: one unit end to end, its report written to ``--out``."""
+    from .._dist import DistributedError, is_main
+    from .._model import first_in_channels
+    from ..study import study
+    from ..subnetwork import resolve_method
+    from ..targets import Unit
+
+    out, images = _prepare(args)
+    cs = cs_config(args)
+    try:
+        for method in args.methods:
+            resolve_method(method, keep=args.keep, progress=False)
+        position = None if args.position is None else (args.position[0], args.position[1])
+        unit = Unit(args.layer, args.unit, position)
+    except (ValueError, TypeError) as exc:
+        raise CLIError(_first(exc)) from exc
+    model, size, normalize = _model(args)
+    try:  # unknown layers: the closest names; a position: checked on the map of size×size
+        unit.validate(model, None if position is None else (size, size))
+    except (ValueError, TypeError) as exc:
+        raise CLIError(_first(exc)) from exc
+    images.transform = image_transform(size, normalize, first_in_channels(model))
+    try:
+        result = study(
+            model, unit, images, k=args.k, methods=args.methods, keep=args.keep,
+            held_out=args.held_out, crop=args.crop, batch_size=args.batch_size,
+            workers=args.workers, min_cluster_size=args.min_cluster_size,
+            cluster_options=_clustering(args), cs=cs, visualize=args.visualize, seed=args.seed,
+            progress=not args.quiet,
+        )  # fmt: skip
+    except (ValueError, DistributedError) as exc:
+        raise CLIError(_first(exc)) from exc
+    if args.weights is not None:
+        result.provenance["weights"] = weights_provenance(args.weights)
+    report = result.save(out, crops_per_cluster=args.crops_per_cluster)
+    if is_main():
+        print(result.summary())
+        print(f"report: {report}")
+    return 0
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    """``polyprune scan``: every channel of the layers ranked, the report written to ``--out``."""
+    from .._dist import DistributedError, is_main
+    from .._model import first_in_channels
+    from ..scan import scan
+
+    out, images = _prepare(args)
+    model, size, normalize = _model(args)
+    images.transform = image_transform(size, normalize, first_in_channels(model))
+    try:
+        result = scan(
+            model, args.layer, images, k=args.k, crop=args.crop, batch_size=args.batch_size,
+            workers=args.workers, min_cluster_size=args.min_cluster_size,
+            cluster_options=_clustering(args), progress=not args.quiet,
+        )  # fmt: skip
+    except (ValueError, TypeError, DistributedError) as exc:
+        raise CLIError(_first(exc)) from exc
+    report = result.save(out, images, crops=args.crops)
+    if is_main():
+        print(result.summary(args.show))
+        print(f"report: {report}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``polyprune demo``: the study on every shipped zoo case."""
+    from .._demo import run_demo
+
+    out = output_directory(args.out)
+    start = time.perf_counter()
+    report = run_demo(out, progress=not args.quiet)
+    print(f"report: {report}  ({time.perf_counter() - start:.0f} s)")
+    return 0
+
+
+COMMANDS = {"demo": cmd_demo, "study": cmd_study, "scan": cmd_scan}

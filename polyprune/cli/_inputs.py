@@ -1,0 +1,205 @@
+"""Private (cli): what a command reads and writes, checked before any work — the model and its
+weights, the image folder, the output directory, the user's plugins."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+from torch.utils.data import Dataset
+
+from .._files import check_writable_directory
+from ._errors import BadImage, CLIError
+from ._weights import load_weights
+
+__all__ = [
+    "ImageFiles",
+    "check_model",
+    "image_data",
+    "image_transform",
+    "import_plugins",
+    "load_model",
+    "open_images",
+    "output_directory",
+    "read_image",
+]
+
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _extensions() -> tuple[str, ...]:
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    return tuple(IMG_EXTENSIONS)
+
+
+# ----------------------------------------------------------------------------------- the model
+
+
+def check_model(spec: str, weights: str | None) -> tuple[str, str]:
+    """``(source, name)`` of ``--model`` (``torchvision:NAME`` or ``zoo:NAME``, the name known),
+    and ``--weights`` only with a torchvision model and naming a file; nothing is built."""
+    source, _, name = spec.partition(":")
+    if source not in ("torchvision", "zoo") or not name:
+        raise CLIError(f"--model must be torchvision:NAME or zoo:NAME, got {spec!r}")
+    if source == "torchvision":
+        import torchvision
+
+        if name not in torchvision.models.list_models():
+            valid = ", ".join(sorted(torchvision.models.list_models(torchvision.models)))
+            raise CLIError(f"unknown torchvision model {name!r}; valid: {valid}")
+    else:
+        if weights is not None:
+            raise CLIError("--weights is for torchvision models; zoo models ship their weights")
+        if name != "planted":
+            from .. import zoo
+
+            try:
+                zoo.model_card(name)
+            except ValueError as exc:
+                raise CLIError(str(exc).splitlines()[0]) from exc
+    if weights is not None:
+        path = Path(weights)
+        if not path.exists():
+            raise CLIError(f"weights file not found: {weights}")
+        if not path.is_file():
+            raise CLIError(f"--weights {weights} is not a file")
+    return source, name
+
+
+def load_model(spec: str, weights: str | None) -> tuple[nn.Module, int, bool]:
+    """``(model, input size, imagenet normalization)`` for ``torchvision:NAME`` or ``zoo:NAME``;
+    ``weights``: a state_dict file for a torchvision model (see :mod:`._weights`)."""
+    source, name = check_model(spec, weights)
+    if source == "torchvision":
+        import torchvision
+
+        model: nn.Module = torchvision.models.get_model(name, weights=None)
+        if weights is not None:
+            load_weights(model, weights, spec)
+        return model.eval(), 224, True
+    from .. import zoo
+
+    if name == "planted":
+        return zoo.planted_network()[0].eval(), zoo.PLANTED_SIZE, False
+    return zoo.load(name), int(zoo.model_card(name).input_shape[1]), False
+
+
+def import_plugins(modules: Sequence[str]) -> None:
+    """Import the user's modules (``--import``): their scorers register by name on import."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise CLIError(f"--import {name}: {exc}") from exc
+
+
+# ----------------------------------------------------------------------------------- the images
+
+
+def read_image(path: str) -> Any:
+    """The image file ``path`` as an RGB PIL image; :class:`BadImage` naming the file if it
+    cannot be decoded (corrupt, truncated, not an image)."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as f:
+            return Image.open(f).convert("RGB")
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, struct.error, …
+        lines = str(exc).strip().splitlines()
+        reason = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+        raise BadImage(f"{BadImage.PREFIX}{path} ({reason})") from exc
+
+
+class ImageFiles(Dataset[tuple[Any, int]]):
+    """A flat folder of image files (no class folders), in sorted order; every label is 0.
+
+    Shaped like torchvision's ``ImageFolder`` where polyprune looks: ``root``, ``samples``
+    (``(path, 0)`` pairs, so a study records the files of its top images) and ``transform``.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], files: Sequence[Path]) -> None:
+        self.root = os.fspath(root)
+        self.samples: list[tuple[str, int]] = [(os.fspath(f), 0) for f in files]
+        self.transform: Any = None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        path, label = self.samples[index]
+        image = read_image(path)
+        return (image if self.transform is None else self.transform(image)), label
+
+
+def _no_images(root: str, where: str) -> CLIError:
+    return CLIError(
+        f"no images in {where}{root} (looked for files ending in {', '.join(_extensions())})"
+    )
+
+
+def open_images(root: str) -> Any:
+    """The images under ``root`` without a transform yet: an ``ImageFolder`` if it has class
+    folders with images, else the image files directly in it (:class:`ImageFiles`)."""
+    from torchvision.datasets import ImageFolder
+
+    path, valid = Path(root), "--data must be a folder of images or of class folders"
+    if not path.exists():
+        raise CLIError(f"{valid}, not found: {root}")
+    if not path.is_dir():
+        raise CLIError(f"{valid}, got the file {root}")
+    extensions = _extensions()
+    try:
+        entries = sorted(path.iterdir())
+    except OSError as exc:
+        raise CLIError(f"cannot read the folder {root}: {exc.strerror or exc}") from exc
+    files = [p for p in entries if p.is_file() and p.name.lower().endswith(extensions)]
+    if any(p.is_dir() for p in entries):
+        try:
+            return ImageFolder(os.fspath(path), loader=read_image)
+        except FileNotFoundError as exc:  # class folders, but no image in any of them
+            if not files:
+                raise _no_images(root, "the class folders of ") from exc
+        except OSError as exc:
+            raise CLIError(f"cannot read the folder {root}: {exc.strerror or exc}") from exc
+    if not files:
+        raise _no_images(root, "")
+    return ImageFiles(path, files)
+
+
+def image_transform(size: int | tuple[int, int], normalize: bool, channels: int) -> Any:
+    """Resize (shorter side), center crop to ``size``, gray if the model reads one channel,
+    to tensor, and ImageNet's normalization for torchvision models."""
+    import torchvision.transforms as T
+
+    crop = (size, size) if isinstance(size, int) else size
+    steps: list[Any] = [T.Resize(max(crop)), T.CenterCrop(crop)]
+    if channels == 1:
+        steps.append(T.Grayscale(1))
+    steps.append(T.ToTensor())
+    if normalize:
+        steps.append(T.Normalize(_IMAGENET_MEAN, _IMAGENET_STD))
+    return T.Compose(steps)
+
+
+def image_data(root: str, size: int, normalize: bool, channels: int) -> Any:
+    """The images under ``root`` (see :func:`open_images`) as ``size``×``size`` tensors."""
+    data = open_images(root)
+    data.transform = image_transform(size, normalize, channels)
+    return data
+
+
+# ----------------------------------------------------------------------------------- the output
+
+
+def output_directory(path: str, flag: str = "--out") -> Path:
+    """``path`` as a directory that can be written (see ``check_writable_directory``)."""
+    try:
+        return check_writable_directory(path, what=flag)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc

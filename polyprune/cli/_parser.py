@@ -1,0 +1,277 @@
+"""Private (cli): the argument parser of ``polyprune``. Every option's range is checked here, while
+parsing, so a bad value fails before a model is loaded or an image read."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import textwrap
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from ._launch import rank_note
+
+__all__ = ["build_parser", "exit_code"]
+
+_DESCRIPTION = "Find polysemantic units in CNNs and cut out one subnetwork per meaning."
+
+
+def _wrap(text: str) -> str:
+    """A description wrapped for the terminal (the help keeps descriptions as written)."""
+    return textwrap.fill(text, 79)
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each option (none for options without one); descriptions and
+    examples as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or action.default == []:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line, ``polyprune: error: ...``, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("argument "):  # "argument --k: must be ≥ 1" → "--k: must be ≥ 1"
+            message = message[len("argument ") :]
+        self.exit(2, f"polyprune: error{rank_note()}: {message} (see {self.prog} --help)\n")
+
+
+# ------------------------------------------------------------------------- value checks (types)
+
+
+def _int(low: int) -> Callable[[str], int]:
+    """An int ≥ ``low``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be ≥ {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _fraction(*, one: bool) -> Callable[[str], float]:
+    """A number in (0, 1] (``one``) or (0, 1)."""
+    valid = "in (0, 1]" if one else "in (0, 1)"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number {valid}, got {text!r}") from None
+        if not (math.isfinite(value) and value > 0 and (value <= 1 if one else value < 1)):
+            raise argparse.ArgumentTypeError(f"must be {valid}, got {text}")
+        return value
+
+    return parse
+
+
+# ------------------------------------------------------------------------------------- options
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", required=True, help="torchvision:NAME or zoo:NAME")
+    g.add_argument(
+        "--weights", metavar="FILE",
+        help="state_dict file for a torchvision model (read with weights_only=True; a "
+        "checkpoint's 'state_dict' or 'model' entry and DataParallel's 'module.' prefix are "
+        "accepted); recorded with its SHA-256 in the study's provenance",
+    )  # fmt: skip
+    g.add_argument(
+        "--import", dest="imports", action="append", default=[], metavar="MODULE",
+        help="import a Python module first (its scorers register by name); repeatable",
+    )  # fmt: skip
+
+
+def _data_options(p: argparse.ArgumentParser, what: str) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument(
+        "--data", required=True, metavar="FOLDER",
+        help="a folder of class folders of images (torchvision's ImageFolder) or of image files",
+    )  # fmt: skip
+    g.add_argument(
+        "--k", type=_int(1), default=1000, metavar="N",
+        help=f"top activating images{what} (cropped to the unit's receptive field unless "
+        "--no-crop)",
+    )  # fmt: skip
+    g.add_argument(
+        "--crop", action=argparse.BooleanOptionalAction, default=True,
+        help="cut images to the unit's receptive field (whole images where none can be derived)",
+    )  # fmt: skip
+    g.add_argument(
+        "--image-size", type=_int(1), metavar="N",
+        help="resize and center-crop images to N×N (default: the model's: 224 for torchvision)",
+    )  # fmt: skip
+    g.add_argument(
+        "--batch-size", type=_int(1), default=64, metavar="N", help="images per forward pass"
+    )
+    g.add_argument("--workers", type=_int(0), default=0, metavar="N", help="image loader processes")
+
+
+def _cluster_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("clustering (HDBSCAN on the layer's codes of the top images)")
+    g.add_argument(
+        "--min-cluster-size", type=_int(2), metavar="N",
+        help="smallest cluster (default: 5 percent of k, at least 5)",
+    )  # fmt: skip
+    g.add_argument(
+        "--min-samples", type=_int(1), metavar="N",
+        help="density smoothing (default: the min cluster size)",
+    )  # fmt: skip
+    g.add_argument(
+        "--cluster-selection-method", choices=("eom", "leaf"), default="eom",
+        help="eom favours fewer, larger clusters",
+    )  # fmt: skip
+    g.add_argument(
+        "--standardize", action="store_true", help="z-score each channel of the codes first"
+    )
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("running")
+    g.add_argument("--threads", type=_int(1), metavar="N", help="torch intra-op threads")
+    g.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto",
+        help="where the model runs (auto: cuda if available); under torchrun: nccl on cuda, "
+        "gloo on cpu",
+    )  # fmt: skip
+    g.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _study(sub: Any) -> argparse.ArgumentParser:
+    st: argparse.ArgumentParser = sub.add_parser(
+        "study", help="study one unit: cluster its top images, one subnetwork per cluster",
+        description=_wrap("Study one unit: its top images, their clusters and, if it is "
+        "polysemantic, one sparse subnetwork per cluster and method; writes a report."),
+        epilog="example:\n  polyprune study --model zoo:concepts-merged --layer features.9 "
+        "--unit 3 \\\n    --data images/ --k 200 --out study/",
+        formatter_class=_Help,
+    )  # fmt: skip
+    _model_options(st)
+    g = st.add_argument_group("unit")
+    g.add_argument("--layer", required=True, help="module name, e.g. features.10")
+    g.add_argument(
+        "--unit", required=True, type=_int(0), metavar="CHANNEL", help="channel of the layer"
+    )
+    g.add_argument(
+        "--position", nargs=2, type=_int(0), metavar=("I", "J"),
+        help="the unit's place in the layer's map (default: the map's center)",
+    )  # fmt: skip
+    _data_options(st, "")
+    _cluster_options(st)
+    g = st.add_argument_group("subnetworks")
+    g.add_argument(
+        "--methods", nargs="+", default=["cs", "actgrad", "snip", "force"], metavar="METHOD",
+        help="'cs' (Continuous Sparsification) and scorer names (registered scorers; see "
+        "--import)",
+    )  # fmt: skip
+    g.add_argument(
+        "--keep",
+        type=_fraction(one=True),
+        default=0.05,
+        metavar="FRACTION",
+        help="kept fraction for scorers",
+    )
+    paper = g.add_mutually_exclusive_group()
+    paper.add_argument(
+        "--loss", choices=("both", "preserve", "separate"),
+        help="what a CS subnetwork must do besides being sparse: both (the default) = keep "
+        "the unit's activation on its cluster and silence it on the others; preserve = the "
+        "first alone; separate = the paper's BCE",
+    )  # fmt: skip
+    paper.add_argument(
+        "--paper", action="store_true",
+        help="the paper's CS settings (CSConfig.paper(): BCE loss, 160 epochs, lr 0.1 with "
+        "drops at epochs 130 and 150, ...); --epochs still applies, the drops scaled to it",
+    )  # fmt: skip
+    g.add_argument(
+        "--epochs", type=_int(2), metavar="N",
+        help="Continuous Sparsification epochs (default: 50, or 160 with --paper)",
+    )  # fmt: skip
+    g.add_argument(
+        "--held-out", type=_fraction(one=False), default=0.2, metavar="FRACTION",
+        help="fraction of each cluster's images kept aside to evaluate the subnetworks",
+    )  # fmt: skip
+    g.add_argument(
+        "--seed", type=int, default=0, metavar="N", help="held-out split, CS batches, Random"
+    )
+    g = st.add_argument_group("report")
+    g.add_argument("--out", default="polyprune-study", metavar="DIR", help="report directory")
+    g.add_argument(
+        "--crops-per-cluster", type=_int(0), default=16, metavar="N",
+        help="top images shown for each cluster",
+    )  # fmt: skip
+    g.add_argument(
+        "--visualize", action="store_true",
+        help="feature visualizations of the unit before and under each CS subnetwork",
+    )  # fmt: skip
+    _run_options(st)
+    return st
+
+
+def _scan(sub: Any) -> argparse.ArgumentParser:
+    sc: argparse.ArgumentParser = sub.add_parser(
+        "scan", help="rank every channel of whole layers by how polysemantic it is",
+        description=_wrap("Rank every channel of whole layers by how polysemantic it is, in one "
+        "pass over the data; writes a table and a report."),
+        epilog="example:\n  polyprune scan --model zoo:planted --layer features.6 --data "
+        "images/ --k 300 --out scan/\n  torchrun --nproc-per-node 2 -m polyprune scan ...   "
+        "# the same, on 2 processes",
+        formatter_class=_Help,
+    )  # fmt: skip
+    _model_options(sc)
+    sc.add_argument(
+        "--layer", required=True, nargs="+", metavar="LAYER",
+        help="module name(s), e.g. features.10",
+    )  # fmt: skip
+    _data_options(sc, " per channel")
+    _cluster_options(sc)
+    g = sc.add_argument_group("report")
+    g.add_argument("--out", default="polyprune-scan", metavar="DIR", help="report directory")
+    g.add_argument(
+        "--crops", type=_int(0), default=4, metavar="N",
+        help="crop grids of the N most polysemantic channels",
+    )  # fmt: skip
+    g.add_argument("--show", type=_int(0), default=10, metavar="N", help="channels printed")
+    _run_options(sc)
+    return sc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``polyprune`` and its commands (``args.command`` names the command)."""
+    from .. import __version__
+
+    parser = _Parser(prog="polyprune", description=_DESCRIPTION, formatter_class=_Help)
+    parser.add_argument("--version", action="version", version=f"polyprune {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
+    demo = sub.add_parser(
+        "demo", help="run the study on the shipped zoo models (under a minute on 2 cores)",
+        description=_wrap("Run the study on the shipped zoo models and write one report each."),
+        epilog="example:\n  polyprune demo --out polyprune-demo/", formatter_class=_Help,
+    )  # fmt: skip
+    demo.add_argument("--out", default="polyprune-demo", metavar="DIR", help="report directory")
+    demo.add_argument("--quiet", action="store_true", help="no progress output")
+    _study(sub)
+    _scan(sub)
+    return parser
+
+
+def exit_code(exc: SystemExit) -> int:
+    """The status of an ``argparse`` exit (``--help``: 0, a bad argument: 2)."""
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
