@@ -1,5 +1,5 @@
 """What the command line exposes: study's and scan's options reach the library, ``--paper``,
-``--weights`` in the provenance, and the help text."""
+``--weights`` in the provenance, ``polyprune report``, and the help text."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import hashlib
 import importlib
 import json
 import runpy
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -124,13 +125,74 @@ def test_weights_are_loaded_and_recorded_in_the_provenance(folder, tmp_path, cap
     assert provenance["model"]["sha256"] == model_description(model)["sha256"]
 
 
+# ---------------------------------------------------------------------------------- report
+
+
+@pytest.fixture(scope="module")
+def saved(folder: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A study (polysemantic, so with subnetworks) and a scan written by the command line."""
+    root = tmp_path_factory.mktemp("saved")
+    assert main(["study", *PLANTED, "--unit", "0", "--data", str(folder), "--k", "20",
+                 "--methods", "snip", "--out", str(root / "study")]) == 0  # fmt: skip
+    assert main(["scan", *PLANTED, "--data", str(folder), "--k", "20", "--crops", "1",
+                 "--out", str(root / "scan")]) == 0  # fmt: skip
+    return {"study": root / "study", "scan": root / "scan"}
+
+
+def test_report_writes_a_saved_study_again(saved, tmp_path, capsys):
+    capsys.readouterr()
+    study = tmp_path / "study"
+    shutil.copytree(saved["study"], study)
+    assert main(["report", str(study), "--out", str(tmp_path / "again")]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("unit features.6[0] at (3, 3): ") and "snip" in printed
+    assert printed.rstrip().endswith(f"report: {tmp_path / 'again' / 'report.html'}")
+    for name in ("report.html", "report.md", "crops.png", "results.json", "study.pt"):
+        assert (tmp_path / "again" / name).stat().st_size > 0, name
+    (study / "report.html").unlink()
+    assert main(["report", str(study), "--crops-per-cluster", "2"]) == 0  # in place
+    assert (study / "report.html").exists() and (study / "study.pt").exists()
+    assert main(["report", str(study), "--data", "x"]) == 2
+    assert "--data: for scans; " in capsys.readouterr().err
+
+
+def test_report_writes_a_saved_scan_again(saved, folder, tmp_path, capsys):
+    capsys.readouterr()
+    assert main(["report", str(saved["scan"]), "--out", str(tmp_path / "plain")]) == 0
+    printed = capsys.readouterr().out
+    assert "features.6[" in printed and "(no crop grids: give --data FOLDER" in printed
+    assert not list((tmp_path / "plain").glob("crops_*.png"))
+    argv = ["report", str(saved["scan"]), "--data", str(folder), "--crops", "1"]
+    assert main([*argv, "--out", str(tmp_path / "crops")]) == 0
+    assert len(list((tmp_path / "crops").glob("crops_features.6_*.png"))) == 1
+    assert main([*argv[:2], "--data", str(folder / "rings"), "--out", str(tmp_path / "x")]) == 2
+    assert "has 10 images, the scan read 70" in capsys.readouterr().err
+    assert main(["report", str(saved["scan"]), "--crops-per-cluster", "3"]) == 2
+    assert "--crops-per-cluster: for studies" in capsys.readouterr().err
+
+
+def test_report_of_a_folder_without_a_saved_result(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("x")
+    for where, message in [
+        (tmp_path, f"{tmp_path} holds no saved study (study.pt) or scan (scan.json and scan.pt)"),
+        (tmp_path / "gone", f"{tmp_path / 'gone'} not found"),
+        (tmp_path / "notes.txt", "is not a directory"),
+    ]:
+        assert main(["report", str(where)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("polyprune: error: ") and message in err and "\n" not in err
+    (tmp_path / "study.pt").write_bytes(b"garbage")
+    assert main(["report", str(tmp_path)]) == 2
+    assert "is not a readable polyprune study" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------ help
 
 
 def test_help_lists_the_commands_and_shows_defaults(capsys):
     assert main(["--help"]) == 0
     top = capsys.readouterr().out
-    for command in ("demo", "study", "scan"):
+    for command in ("demo", "study", "scan", "report"):
         assert f"\n    {command}  " in top, command
     assert main(["study", "--help"]) == 0
     study = " ".join(capsys.readouterr().out.split())  # unwrapped
@@ -151,7 +213,7 @@ def test_help_lists_the_commands_and_shows_defaults(capsys):
 
 def test_the_module_docstring_shows_every_command():
     doc = polyprune.cli.__doc__ or ""
-    for command in ("demo", "study", "scan"):
+    for command in ("demo", "study", "scan", "report"):
         assert f"\n    polyprune {command} " in doc, command
 
 

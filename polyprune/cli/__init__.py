@@ -1,4 +1,4 @@
-"""Command line: ``polyprune demo``, ``polyprune study`` and ``polyprune scan``.
+"""Command line: ``polyprune demo``, ``study``, ``scan`` and ``report``.
 
 ``polyprune demo`` runs the study on the shipped zoo models and writes one report each::
 
@@ -19,6 +19,13 @@ Sparsification settings (``CSConfig.paper()``); ``--epochs`` still applies.
 ``polyprune scan`` ranks every channel of whole layers by how polysemantic it is, in one pass::
 
     polyprune scan --model zoo:planted --layer features.6 --data images/ --k 300 --out scan
+
+``polyprune report`` reads a saved study or scan, writes its report again (in place, or to
+``--out``) and prints its summary; for a scan, ``--data`` (the folder it read) draws the crop
+grids again::
+
+    polyprune report alexnet-255
+    polyprune report scan --data images/ --out scan-again
 
 Every option's range is checked while parsing, and the output directory, the model name, the
 weights file and the image folder before any work. Errors are one line on stderr, never a

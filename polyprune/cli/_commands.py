@@ -1,4 +1,4 @@
-"""Private (cli): the commands ``demo``, ``study`` and ``scan``.
+"""Private (cli): the commands ``demo``, ``study``, ``scan`` and ``report``.
 
 Each checks what it was given — output directory, model name and weights file, image folder,
 plugins and methods — before it loads the model, and the model-dependent rest (layer, unit,
@@ -164,4 +164,71 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"demo": cmd_demo, "study": cmd_study, "scan": cmd_scan}
+def _saved_kind(directory: Path) -> str:
+    """``"study"`` or ``"scan"``: what :meth:`StudyResult.save` or :meth:`Scan.save` left in
+    ``directory``."""
+    if not directory.exists():
+        raise CLIError(f"{directory} not found")
+    if not directory.is_dir():
+        raise CLIError(f"{directory} is not a directory (give the folder of a saved study or scan)")
+    if (directory / "study.pt").is_file():
+        return "study"
+    if (directory / "scan.json").is_file() and (directory / "scan.pt").is_file():
+        return "scan"
+    raise CLIError(f"{directory} holds no saved study (study.pt) or scan (scan.json and scan.pt)")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """``polyprune report``: a saved study's or scan's report written again, its summary printed."""
+    from .._scan_result import Scan
+    from .._study_result import StudyResult
+
+    source = Path(args.directory)
+    kind = _saved_kind(source)
+    out = output_directory(args.out or args.directory)
+    if kind == "study":
+        given = [flag for flag, value in (("--data", args.data), ("--crops", args.crops)) if value]
+        if given:
+            raise CLIError(f"{' and '.join(given)}: for scans; {source} holds a study")
+        try:
+            result = StudyResult.load(source)
+        except ValueError as exc:
+            raise CLIError(_first(exc)) from exc
+        per_cluster = 16 if args.crops_per_cluster is None else args.crops_per_cluster
+        report = result.save(out, crops_per_cluster=per_cluster)
+        print(result.summary())
+    else:
+        if args.crops_per_cluster is not None:
+            raise CLIError(f"--crops-per-cluster: for studies; {source} holds a scan (see --crops)")
+        try:
+            saved = Scan.load(source)
+        except (ValueError, KeyError) as exc:
+            raise CLIError(f"{source} holds a damaged scan: {_first(exc)}") from exc
+        data = None if args.data is None else _scanned_images(saved, args.data)
+        if args.crops and data is None:
+            raise CLIError("--crops: the crop grids need the scanned images, give --data FOLDER")
+        report = saved.save(out, data, crops=4 if args.crops is None else args.crops)
+        print(saved.summary(args.show))
+        if data is None:
+            print("(no crop grids: give --data FOLDER, the images the scan read, to draw them)")
+    print(f"report: {report}")
+    return 0
+
+
+def _scanned_images(saved: Any, folder: str) -> Any:
+    """The images of ``folder`` at the scanned size, for a scan's crop grids (shown, so not
+    normalized)."""
+    shape = saved.config.get("input_shape")
+    if not shape or len(shape) != 3:
+        raise CLIError("this scan did not record the size of its images: cannot crop --data")
+    images = open_images(folder)
+    if len(images) != saved.config.get("items"):
+        raise CLIError(
+            f"--data {folder} has {len(images)} images, the scan read {saved.config.get('items')}:"
+            " give the folder the scan read"
+        )
+    images.transform = image_transform((int(shape[1]), int(shape[2])), False, int(shape[0]))
+    return images
+
+
+COMMANDS = {"demo": cmd_demo, "study": cmd_study, "scan": cmd_scan, "report": cmd_report}

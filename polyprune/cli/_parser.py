@@ -263,6 +263,31 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="no progress output")
     _study(sub)
     _scan(sub)
+    report = sub.add_parser(
+        "report", help="write the report of a saved study or scan again and print its summary",
+        description=_wrap("Read a study or scan saved by `polyprune study`/`scan` (or "
+        "StudyResult.save / Scan.save), write its report again (in place, or to --out) and "
+        "print its summary."),
+        epilog="example:\n  polyprune report study/\n  polyprune report scan/ --data images/ "
+        "--out scan-again/",
+        formatter_class=_Help,
+    )  # fmt: skip
+    report.add_argument("directory", metavar="DIR", help="a saved study or scan")
+    report.add_argument("--out", metavar="DIR", help="write the report there (default: DIR)")
+    report.add_argument(
+        "--crops-per-cluster", type=_int(0), metavar="N",
+        help="studies: top images shown for each cluster (at most those the study kept; "
+        "default 16)",
+    )  # fmt: skip
+    report.add_argument(
+        "--data", metavar="FOLDER",
+        help="scans: the folder the scan read, to draw the crop grids again",
+    )  # fmt: skip
+    report.add_argument(
+        "--crops", type=_int(0), metavar="N",
+        help="scans: crop grids of the N most polysemantic channels (default 4; needs --data)",
+    )  # fmt: skip
+    report.add_argument("--show", type=_int(0), default=10, metavar="N", help="scans: rows printed")
     return parser
 
 
