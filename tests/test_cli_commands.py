@@ -109,7 +109,7 @@ def test_scan_options_reach_scan(folder, tmp_path, calls):
     assert {key: got[key] for key in expected} == expected
 
 
-def test_weights_are_loaded_and_recorded_in_the_provenance(folder, tmp_path, capsys):
+def test_weights_are_loaded_and_recorded_in_study_and_scan_provenance(folder, tmp_path, capsys):
     torch.manual_seed(1)
     model = torchvision.models.squeezenet1_1(weights=None)
     saved = tmp_path / "checkpoint.pt"  # a DataParallel model's training checkpoint
@@ -121,6 +121,13 @@ def test_weights_are_loaded_and_recorded_in_the_provenance(folder, tmp_path, cap
     assert main(argv) == 0, capsys.readouterr().err
     provenance = json.loads((out / "results.json").read_text())["provenance"]
     digest = hashlib.sha256(saved.read_bytes()).hexdigest()
+    assert provenance["weights"] == {"path": str(saved.resolve()), "sha256": digest}
+    assert provenance["model"]["sha256"] == model_description(model)["sha256"]
+    argv = ["scan", "--model", "torchvision:squeezenet1_1", "--weights", str(saved), "--layer",
+            "features.0", "--data", str(folder), "--k", "20", "--image-size", "32", "--crops", "0",
+            "--quiet", "--out", str(tmp_path / "scan")]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    provenance = json.loads((tmp_path / "scan" / "scan.json").read_text())["provenance"]
     assert provenance["weights"] == {"path": str(saved.resolve()), "sha256": digest}
     assert provenance["model"]["sha256"] == model_description(model)["sha256"]
 

@@ -13,8 +13,8 @@ per cluster and method, evaluated and written to ``--out`` (report, masks, ``stu
 
 ``--data`` is a folder of class folders (torchvision's ``ImageFolder``) or of image files.
 ``--weights`` is a state_dict file for a torchvision model (zoo models ship their weights); its
-path and SHA-256 go into the study's provenance. ``--paper`` uses the paper's Continuous
-Sparsification settings (``CSConfig.paper()``); ``--epochs`` still applies.
+path and SHA-256 go into the provenance of the study (or scan). ``--paper`` uses the paper's
+Continuous Sparsification settings (``CSConfig.paper()``); ``--epochs`` still applies.
 
 ``polyprune scan`` ranks every channel of whole layers by how polysemantic it is, in one pass::
 

@@ -146,6 +146,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except (ValueError, TypeError, DistributedError) as exc:
         raise CLIError(_first(exc)) from exc
+    if args.weights is not None:
+        result.provenance["weights"] = weights_provenance(args.weights)
     report = result.save(out, images, crops=args.crops)
     if is_main():
         print(result.summary(args.show))

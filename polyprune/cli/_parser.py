@@ -85,7 +85,7 @@ def _model_options(p: argparse.ArgumentParser) -> None:
         "--weights", metavar="FILE",
         help="state_dict file for a torchvision model (read with weights_only=True; a "
         "checkpoint's 'state_dict' or 'model' entry and DataParallel's 'module.' prefix are "
-        "accepted); recorded with its SHA-256 in the study's provenance",
+        "accepted); recorded with its SHA-256 in the provenance",
     )  # fmt: skip
     g.add_argument(
         "--import", dest="imports", action="append", default=[], metavar="MODULE",
