@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from torchvision.datasets import ImageFolder
 
 from polyprune import zoo
 from polyprune.cli import _commands, _launch, main
 from polyprune.cli._errors import CLIError
+from polyprune.cli._inputs import ImageFiles, image_transform, open_images
 from polyprune.cli._weights import read_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,6 +85,7 @@ def test_ctrl_c_in_process_is_exit_130(monkeypatch, capsys):
 
 
 def test_errors_name_the_rank_under_torchrun(monkeypatch, capsys, no_work, tmp_path):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main([*STUDY, "--data", str(tmp_path), "--threads", "0"]) == 2
@@ -221,6 +224,25 @@ def test_an_image_that_cannot_be_read_is_named(folder, tmp_path, capsys, damage,
     assert main(argv) == 2
     one_line_error(capsys, f"polyprune: error: cannot read image {bad} (")
     assert not (tmp_path / "out").exists()
+
+
+def test_which_folders_are_class_folders(folder, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(folder, data)
+    (data / "empty-class").mkdir()
+    classes = open_images(str(data))
+    assert isinstance(classes, ImageFolder) and len(classes) == 70
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    shutil.copy(data / "rings" / "00000.png", flat / "b.PNG")
+    shutil.copy(data / "rings" / "00001.png", flat / "a.jpg")  # a PNG named .jpg: PIL reads it
+    (flat / ".ipynb_checkpoints").mkdir()  # a folder without images: still a flat folder
+    images = open_images(str(flat))
+    assert isinstance(images, ImageFiles) and images.root == str(flat)
+    assert images.samples == [(str(flat / "a.jpg"), 0), (str(flat / "b.PNG"), 0)]
+    images.transform = image_transform(16, False, 1)
+    image, label = images[1]
+    assert tuple(image.shape) == (1, 16, 16) and label == 0
 
 
 def test_a_flat_folder_of_images_is_read(folder, tmp_path, capsys):

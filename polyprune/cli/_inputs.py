@@ -160,13 +160,14 @@ def open_images(root: str) -> Any:
         raise CLIError(f"cannot read the folder {root}: {exc.strerror or exc}") from exc
     files = [p for p in entries if p.is_file() and p.name.lower().endswith(extensions)]
     if any(p.is_dir() for p in entries):
-        try:
-            return ImageFolder(os.fspath(path), loader=read_image)
-        except FileNotFoundError as exc:  # class folders, but no image in any of them
-            if not files:
-                raise _no_images(root, "the class folders of ") from exc
+        try:  # allow_empty: a class folder without images (or a stray folder) is no error
+            classes = ImageFolder(os.fspath(path), loader=read_image, allow_empty=True)
         except OSError as exc:
             raise CLIError(f"cannot read the folder {root}: {exc.strerror or exc}") from exc
+        if len(classes):
+            return classes
+        if not files:
+            raise _no_images(root, "the class folders of ")
     if not files:
         raise _no_images(root, "")
     return ImageFiles(path, files)
