@@ -138,7 +138,7 @@ def test_ctrl_c_during_a_study_exits_130_without_a_traceback(folder, tmp_path):
     ("args", "message"),
     [
         (["--image-size", "0"], "--image-size: must be ≥ 1, got 0"),
-        (["--k", "0"], "--k: must be ≥ 1, got 0"),
+        (["--k", "9"], "--k: must be ≥ 10 (their codes are clustered), got 9"),
         (["--k", "ten"], "--k: must be an integer, got 'ten'"),
         (["--batch-size", "0"], "--batch-size: must be ≥ 1, got 0"),
         (["--workers", "-1"], "--workers: must be ≥ 0, got -1"),
@@ -164,7 +164,7 @@ def test_bad_option_values_fail_while_parsing(folder, capsys, no_work, args, mes
 
 def test_scan_options_are_checked_too(folder, capsys, no_work):
     scan = ["scan", "--model", "zoo:planted", "--layer", "features.6", "--data", str(folder)]
-    checks = [(["--crops", "-1"], "--crops: must be ≥ 0"), (["--k", "-5"], "--k: must be ≥ 1"),
+    checks = [(["--crops", "-1"], "--crops: must be ≥ 0"), (["--k", "-5"], "--k: must be ≥ 10"),
               (["--show", "x"], "--show: must be an integer")]  # fmt: skip
     for args, message in checks:
         assert main([*scan, *args]) == 2

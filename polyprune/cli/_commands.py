@@ -27,7 +27,7 @@ from ._inputs import (
 )
 from ._weights import weights_provenance
 
-__all__ = ["COMMANDS"]
+__all__ = ["COMMANDS", "cs_config"]
 
 
 def _first(exc: BaseException) -> str:

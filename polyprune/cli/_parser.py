@@ -10,6 +10,7 @@ import textwrap
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from ..clustering import MIN_CODES
 from ._launch import rank_note
 
 __all__ = ["build_parser", "exit_code"]
@@ -44,8 +45,8 @@ class _Parser(argparse.ArgumentParser):
 # ------------------------------------------------------------------------- value checks (types)
 
 
-def _int(low: int) -> Callable[[str], int]:
-    """An int ≥ ``low``."""
+def _int(low: int, why: str = "") -> Callable[[str], int]:
+    """An int ≥ ``low`` (``why``: the reason for the bound, shown in the error)."""
 
     def parse(text: str) -> int:
         try:
@@ -53,7 +54,7 @@ def _int(low: int) -> Callable[[str], int]:
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
         if value < low:
-            raise argparse.ArgumentTypeError(f"must be ≥ {low}, got {value}")
+            raise argparse.ArgumentTypeError(f"must be ≥ {low}{why}, got {value}")
         return value
 
     return parse
@@ -100,7 +101,7 @@ def _data_options(p: argparse.ArgumentParser, what: str) -> None:
         help="a folder of class folders of images (torchvision's ImageFolder) or of image files",
     )  # fmt: skip
     g.add_argument(
-        "--k", type=_int(1), default=1000, metavar="N",
+        "--k", type=_int(MIN_CODES, " (their codes are clustered)"), default=1000, metavar="N",
         help=f"top activating images{what} (cropped to the unit's receptive field unless "
         "--no-crop)",
     )  # fmt: skip
