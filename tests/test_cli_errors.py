@@ -75,6 +75,25 @@ def test_an_unexpected_error_is_one_line_and_a_hint(monkeypatch, capsys):
         main(["demo"])
 
 
+@pytest.mark.parametrize(
+    ("raised", "code", "shown"),
+    [
+        (CLIError("first line\nsecond line"), 2, "polyprune: error: first line"),
+        (RuntimeError(), 1, "polyprune: error: RuntimeError"),
+        (OSError(28, "No space left on device"), 1,
+         "polyprune: error: OSError: [Errno 28] No space left on device"),
+    ],
+)  # fmt: skip
+def test_every_error_is_one_line(monkeypatch, capsys, raised, code, shown):
+    def broken(args: object) -> int:
+        raise raised
+
+    monkeypatch.setitem(_commands.COMMANDS, "demo", broken)
+    monkeypatch.delenv("POLYPRUNE_DEBUG", raising=False)
+    assert main(["demo"]) == code
+    assert capsys.readouterr().err.strip().splitlines()[0] == shown
+
+
 def test_ctrl_c_in_process_is_exit_130(monkeypatch, capsys):
     def interrupted(args: object) -> int:
         raise KeyboardInterrupt

@@ -70,6 +70,11 @@ def _say(message: str) -> None:
     print(f"polyprune: {message}", file=sys.stderr, flush=True)
 
 
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``polyprune`` command; returns the exit status.
 
@@ -88,8 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.device = resolve_device(args.device)
         with process_group(getattr(args, "device", "cpu")):
             return COMMANDS[args.command](args)
-    except CLIError as exc:
-        _say(f"error{note}: {exc}")
+    except CLIError as exc:  # ours are one line; a wrapped message may not be
+        _say(f"error{note}: {_first_line(exc)}")
         return 2
     except BadImage as exc:  # also when re-raised from a DataLoader worker
         _say(f"error{note}: {exc.line()}")
@@ -100,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if debug:
             raise
-        lines = str(exc).strip().splitlines()
-        _say(f"error{note}: {type(exc).__name__}" + (f": {lines[0]}" if lines else ""))
+        first = _first_line(exc)
+        _say(f"error{note}: {type(exc).__name__}" + (f": {first}" if first else ""))
         print(f"(set {DEBUG_ENV}=1 for the traceback)", file=sys.stderr, flush=True)
         return 1
