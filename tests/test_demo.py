@@ -30,4 +30,3 @@ def test_readme_opens_with_the_two_commands():
     assert commands[1] == "pytest"
     ci = (ROOT / ".ci" / "run").read_text()
     assert "\npytest\n" in ci and commands[0].split(" && ")[2] in ci
-
