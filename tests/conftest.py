@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -129,3 +132,44 @@ def assert_same_top(
     left_out[indices] = False
     if bool(left_out.any()):
         assert float(ref[left_out].max()) <= float(ref[indices].min()) + tol
+
+
+#: The torch.distributed backends of the two-process tests: gloo always, nccl where two GPUs are.
+BACKENDS = [
+    "gloo",
+    pytest.param(
+        "nccl",
+        marks=pytest.mark.skipif(
+            not (torch.cuda.is_available() and torch.cuda.device_count() >= 2),
+            reason="nccl needs two CUDA devices",
+        ),
+    ),
+]
+
+
+def torchrun(
+    script: str, args: list[str], env: dict[str, str], timeout: float
+) -> tuple[int, str, float]:
+    """Run ``tests/<script>`` on two ranks with torchrun (real processes, one thread each):
+    ``(exit code, output, seconds)``. The whole process group is killed if it outlives
+    ``timeout`` (a hang), and the test fails with the output's tail."""
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+        **env,
+    }
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc-per-node", "2", str(ROOT / "tests" / script), *args]  # fmt: skip
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        command, env=environment, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the agent and its workers: our own session
+        output, _ = proc.communicate()
+        pytest.fail(f"torchrun hung for {timeout} s:\n{output[-4000:]}")
+    return proc.returncode, output, time.monotonic() - start

@@ -8,17 +8,12 @@ ranks wrote with single-process references computed here.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from conftest import ROOT, load_script
+from conftest import BACKENDS, load_script, torchrun
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import Tensor
@@ -301,44 +296,13 @@ def test_distributed_error_messages() -> None:
 # ---------------------------------------------------------------------------------------------
 # two real processes under torchrun
 
-BACKENDS = [
-    "gloo",
-    pytest.param(
-        "nccl",
-        marks=pytest.mark.skipif(
-            not (torch.cuda.is_available() and torch.cuda.device_count() >= 2),
-            reason="nccl needs two CUDA devices",
-        ),
-    ),
-]
 LAUNCH_TIMEOUT = 120  # seconds; every scenario ends far sooner (they also assert their times)
 
 
 def launch(scenarios: str, out: Path, backend: str, **env: str) -> tuple[int, str, float]:
-    """Run the worker on two ranks; (exit code, output, seconds). The whole process group is
-    killed if it outlives LAUNCH_TIMEOUT (a hang), and the test fails."""
-    environment = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-        "OMP_NUM_THREADS": "1",
-        worker.BACKEND_ENV: backend,
-        **env,
-    }
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc-per-node", "2", str(ROOT / "tests" / "_dist_worker.py"), scenarios,
-               str(out)]  # fmt: skip
-    start = time.monotonic()
-    proc = subprocess.Popen(
-        command, env=environment, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, start_new_session=True,
-    )  # fmt: skip
-    try:
-        output, _ = proc.communicate(timeout=LAUNCH_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the agent and its workers: our own session
-        output, _ = proc.communicate()
-        pytest.fail(f"torchrun hung for {LAUNCH_TIMEOUT} s:\n{output[-4000:]}")
-    return proc.returncode, output, time.monotonic() - start
+    """Run the worker's ``scenarios`` on two ranks: (exit code, output, seconds)."""
+    env = {worker.BACKEND_ENV: backend, **env}
+    return torchrun("_dist_worker.py", [scenarios, str(out)], env, LAUNCH_TIMEOUT)
 
 
 def read(out: Path, name: str, log: str) -> list[dict[str, Any]]:

@@ -12,17 +12,12 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from conftest import ROOT, load_script
+from conftest import BACKENDS, load_script, torchrun
 
 import polyprune as pp
 from polyprune import zoo
@@ -30,42 +25,12 @@ from polyprune.cli import image_data
 
 worker = load_script("tests/_dist_pipeline_worker.py")
 
-BACKENDS = [
-    "gloo",
-    pytest.param(
-        "nccl",
-        marks=pytest.mark.skipif(
-            not (torch.cuda.is_available() and torch.cuda.device_count() >= 2),
-            reason="nccl needs two CUDA devices",
-        ),
-    ),
-]
 LAUNCH_TIMEOUT = 240  # seconds: a hang, not a slow machine (the launch takes ~20-40 s here)
 
 
 def launch(folder: Path, out: Path, backend: str) -> tuple[int, str, float]:
-    environment = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-        "OMP_NUM_THREADS": "1",
-        "POLYPRUNE_DIST_TIMEOUT": "120",
-        worker.BACKEND_ENV: backend,
-    }
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc-per-node", "2", str(ROOT / "tests" / "_dist_pipeline_worker.py"),
-               str(folder), str(out)]  # fmt: skip
-    start = time.monotonic()
-    proc = subprocess.Popen(
-        command, env=environment, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, start_new_session=True,
-    )  # fmt: skip
-    try:
-        output, _ = proc.communicate(timeout=LAUNCH_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the agent and its workers: our own session
-        output, _ = proc.communicate()
-        pytest.fail(f"torchrun hung for {LAUNCH_TIMEOUT} s:\n{output[-4000:]}")
-    return proc.returncode, output, time.monotonic() - start
+    env = {"POLYPRUNE_DIST_TIMEOUT": "120", worker.BACKEND_ENV: backend}
+    return torchrun("_dist_pipeline_worker.py", [str(folder), str(out)], env, LAUNCH_TIMEOUT)
 
 
 def both(out: Path, name: str, log: str) -> dict[str, Any]:
