@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from . import zoo
+from ._report import html_page
 from .evaluation import circuit_scores
 from .study import StudyResult, study
 from .zoo import DemoCase
@@ -85,10 +86,6 @@ def _run(out: Path, progress: bool) -> Path:
         for name, path, table in sections
     )
     index = out / "report.html"
-    index.write_text(
-        "<!doctype html><html><head><meta charset='utf-8'><title>polyprune demo</title><style>"
-        "body{font-family:sans-serif;max-width:60em;margin:2em auto}img{max-width:100%}</style>"
-        f"</head><body><h1>polyprune demo</h1><p>{time.perf_counter() - start:.0f} s</p>{body}"
-        "</body></html>"
-    )
+    seconds = f"<p>{time.perf_counter() - start:.0f} s</p>"
+    index.write_text(html_page("polyprune demo", ["<h1>polyprune demo</h1>", seconds, body]))
     return index

@@ -16,7 +16,7 @@ from . import plot
 if TYPE_CHECKING:
     from ._study_result import StudyResult
 
-__all__ = ["clean", "display_crops", "write_report"]
+__all__ = ["clean", "display_crops", "html_page", "write_report"]
 
 
 def clean(value: Any) -> Any:
@@ -88,11 +88,15 @@ def write_report(result: StudyResult, out: Path, per_cluster: int = 16) -> Path:
     body += [f'<h2>{html.escape(t)}</h2><img src="{p}" alt="{html.escape(t)}">' for t, p in figures]
     body += ["<h2>Timings</h2><pre>", html.escape(timings), "</pre>",
              '<p>Full numbers: <a href="results.json">results.json</a></p>']  # fmt: skip
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>polyprune study</title>"
+    path = out / "report.html"
+    path.write_text(html_page("polyprune study", body))
+    return path
+
+
+def html_page(title: str, body: list[str]) -> str:
+    """A self-contained HTML page: ``body`` (HTML fragments, one per line) under ``title``."""
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}img{max-width:100%}"
         "</style></head><body>" + "\n".join(body) + "</body></html>"
     )
-    path = out / "report.html"
-    path.write_text(page)
-    return path

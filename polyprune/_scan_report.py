@@ -15,7 +15,7 @@ import torch
 from . import plot
 from ._dist import MergedTopK
 from ._plan import Plan
-from ._report import clean
+from ._report import clean, html_page
 from .clustering import Clustering
 from .receptive_field import ReceptiveField
 from .targets import Unit
@@ -89,13 +89,8 @@ def write_scan(scan: Scan, out: Path, data: Any, crops: int) -> Path:
         note,
     ]
     body += [f'<h2>{html.escape(t)}</h2><img src="{p}" alt="{html.escape(t)}">' for t, p in figures]
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>polyprune scan</title>"
-        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}img{max-width:100%}"
-        "</style></head><body>" + "\n".join(body) + "</body></html>"
-    )
     path = out / "report.html"
-    path.write_text(page)
+    path.write_text(html_page("polyprune scan", body))
     return path
 
 
