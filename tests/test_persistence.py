@@ -161,3 +161,22 @@ def test_a_saved_scan_of_a_folder_keeps_the_files_of_every_channels_top_items(sa
         assert len(set(top.paths)) == len(top)
     unsized = pp.scan(model, "features.6", torch.stack([x for x, _ in data]), k=30, progress=False)
     assert unsized.top(0).paths is None  # a tensor has no files
+
+
+def test_visualizations_are_in_the_report_and_survive_a_reload(tmp_path):
+    model, _ = zoo.planted_network()
+    images, _ = zoo.concept_images(300, size=zoo.PLANTED_SIZE, seed=2)
+    result = pp.study(
+        model, pp.Unit(*zoo.PLANTED_TARGET), images, k=80, methods=("cs",),
+        cs=pp.CSConfig(epochs=3), visualize=True,
+        visualize_options={"steps": 4, "size": 24}, progress=False,
+    )  # fmt: skip
+    assert result.is_polysemantic
+    expected = {"original"} | {f"cs → cluster {c}" for c in result.subnetworks["cs"]}
+    assert set(result.visualizations) == expected
+    report = result.save(tmp_path / "study")
+    assert (tmp_path / "study" / "visualizations.png").is_file()
+    assert 'src="visualizations.png"' in report.read_text()
+    back = StudyResult.load(tmp_path / "study")
+    for name, image in result.visualizations.items():
+        assert torch.equal(back.visualizations[name], image)
