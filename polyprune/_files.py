@@ -47,6 +47,7 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     check_writable_directory(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.writing-"))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private (0700); results are to be shared
     try:
         yield tmp
     except BaseException:
@@ -66,6 +67,12 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

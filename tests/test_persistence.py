@@ -180,3 +180,11 @@ def test_visualizations_are_in_the_report_and_survive_a_reload(tmp_path):
     back = StudyResult.load(tmp_path / "study")
     for name, image in result.visualizations.items():
         assert torch.equal(back.visualizations[name], image)
+
+
+def test_a_saved_folder_has_the_permissions_of_an_ordinary_one(saved, tmp_path):
+    result, _, _ = saved
+    (tmp_path / "ordinary").mkdir()
+    result.save(tmp_path / "study")
+    mode = (tmp_path / "study").stat().st_mode & 0o777
+    assert mode == (tmp_path / "ordinary").stat().st_mode & 0o777  # others may read it (umask)
