@@ -275,7 +275,7 @@ def read_study(directory: str | os.PathLike[str]) -> StudyResult:
     if not path.is_file():
         raise FileNotFoundError(f"no saved study in {os.fspath(directory)!r} (no study.pt)")
     try:
-        state: Any = torch.load(path, weights_only=True)
+        state: Any = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises EOFError, RuntimeError, pickle errors, ...
         raise ValueError(f"{os.fspath(path)!r} is not a readable polyprune study: {exc}") from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:

@@ -402,7 +402,7 @@ class Masks(Mapping[str, Tensor]):
         if not os.path.isfile(where):
             raise FileNotFoundError(f"no masks file at {where!r}")
         try:
-            data: Any = torch.load(path, weights_only=True)
+            data: Any = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises EOFError, RuntimeError, pickle errors, ...
             raise ValueError(
                 f"{where!r} is not a readable polyprune masks file ({_FORMAT}): "

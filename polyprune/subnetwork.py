@@ -157,7 +157,7 @@ class Subnetwork:
     def load(cls, path: str | os.PathLike[str]) -> Subnetwork:
         """Read a subnetwork written by :meth:`save`; a bad file is a ``ValueError`` naming it."""
         try:
-            return cls.from_dict(torch.load(path, weights_only=True))
+            return cls.from_dict(torch.load(path, map_location="cpu", weights_only=True))
         except FileNotFoundError:
             raise
         except Exception as exc:

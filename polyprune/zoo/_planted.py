@@ -96,7 +96,7 @@ class PlantedNetwork(nn.Module):
 
 def load_detectors() -> dict[str, dict[str, Tensor]]:
     """The shipped state_dict of every concept's :func:`detector` (``weights/planted.pt``)."""
-    state = torch.load(_WEIGHTS, weights_only=True)
+    state = torch.load(_WEIGHTS, map_location="cpu", weights_only=True)
     return {
         name: {k[len(name) + 1 :]: v for k, v in state.items() if k.startswith(name + ".")}
         for name in CONCEPTS
