@@ -1,223 +1,27 @@
-"""Issue 15's table: circuit recovery and faithfulness of CS's objectives on planted networks
-whose seeds and settings no choice was tuned on, and on the trained zoo models.
-
-The objectives of ``CSConfig(loss=...)`` (the paper's ``"separate"``, ``"preserve"``, ``"both"``)
-were tuned on planted seeds 0–2 (default pairs, 2 distractors, cross scale 1). Here they are run
-with their own defaults (``pp.CSConfig(loss=...)``: 50 epochs; λ 1, lr 5e-3 for ``separate``;
-λ 0.1, lr 1e-3 for the others) on settings they never saw: seeds 10–14 of the default pairs,
-of three other concept pairs, with 3 distractors and with cross kernels twice as strong. The
-true circuit, evaluated as a subnetwork, is the reference row (F1 1 by definition; its r is the
-ceiling the planted network allows). Then the same objectives on the trained zoo models
-``concepts-merged`` and ``digits-merged`` (images as ``polyprune demo``, seeds 0–2).
-
-Each case is built as the claims benchmark builds it (:mod:`benchmarks.claims.cases`) and runs
-the same pipeline (:func:`benchmarks.claims.run.prepare`: ``pp.study(..., methods=())``, top-k
-crops, HDBSCAN clusters, 20 % of each cluster held out; one subnetwork per cluster, members the
-cluster and non-members the other clusters' crops). Its rows are
-:class:`~benchmarks.claims.rows.FitRow` s (``family``: the setting or model).
-
-Usage, from the repository root::
-
-    python -m benchmarks.claims.faithful          # full run (~35 min, one core)
-    python -m benchmarks.claims.faithful --quick  # one setting and seed, 3 epochs (seconds)
-    python -m benchmarks.claims.faithful --out FILE --json ROWS.json
-    python -m benchmarks.claims.faithful --report ROWS.json --out FILE   # re-render saved rows
-
-The full default run writes ``docs/faithfulness.md`` unless ``--out`` says otherwise; the file
-records the command, date, versions and wall time, and is never edited by hand.
-"""
+"""The Markdown report of a run: tables per setting, pooled, goals met, the zoo models."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import shlex
-import sys
-import tempfile
-import time
-import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
-from functools import partial
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-import polyprune as pp
-
-from .cases import Case, demo_case, planted_case
-from .config import (
-    DOCS,
+from ..config import (
     GOAL_AUROC,
     GOAL_F1,
     GOAL_KEPT,
     GOAL_R,
     OBJECTIVES,
-    Config,
-    Objective,
-    as_tuples,
 )
-from .report import versions
-from .rows import FitRow
-from .run import CaseResult, Runner, prepare
-from .stats import fmt, fmt_stats, select, stats
-from .tables import goal_cells, goal_header, kept_ratio, objective_name, table
-
-#: How the benchmark is run (the command recorded in the report's header).
-COMMAND = ("python", "-m", "benchmarks.claims.faithful")
-#: The untuned seeds.
-SEEDS = (10, 11, 12, 13, 14)
-
-
-@dataclass(frozen=True)
-class Setting:
-    """Planted networks: ``zoo.planted_network(pair, distractors, seed, cross=cross)`` for each
-    seed (``pair`` None: ``PLANTED_PAIRS[seed % 3]``, as the claims benchmark)."""
-
-    name: str
-    seeds: tuple[int, ...]
-    pair: tuple[str, str] | None = None
-    distractors: int = 2
-    cross: float = 1.0
-
-
-#: The untuned settings of issue 15.
-SETTINGS: tuple[Setting, ...] = (
-    Setting("default pairs", SEEDS),
-    Setting("rings/checker", SEEDS, ("rings", "checker")),
-    Setting("blobs/dstripes", SEEDS, ("blobs", "dstripes")),
-    Setting("hstripes/vstripes", SEEDS, ("hstripes", "vstripes")),
-    Setting("distractors=3", SEEDS, distractors=3),
-    Setting("cross=2.0", SEEDS, cross=2.0),
-)
-#: The tuning set (``--settings tuning``; not part of the default run).
-TUNING = Setting("tuning (seeds 0–2)", (0, 1, 2))
-#: Settings by the name ``--settings`` takes.
-BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS} | {"tuning": TUNING}
-#: The trained zoo models.
-MODELS = ("concepts-merged", "digits-merged")
-
-
-@dataclass(frozen=True)
-class FaithfulConfig:
-    """What one run does (``epochs`` None: each objective's default, ``pp.CSConfig().epochs``)."""
-
-    settings: tuple[Setting, ...] = SETTINGS
-    models: tuple[str, ...] = MODELS
-    model_seeds: tuple[int, ...] = (0, 1, 2)
-    epochs: int | None = None
-    planted_images: int = 1500
-    planted_k: int = 300
-    trained_k: int = 100
-
-    def claims_config(self) -> Config:
-        """The claims benchmark's configuration that builds and runs these cases."""
-        return Config(
-            planted_images=self.planted_images, planted_k=self.planted_k, trained_k=self.trained_k
-        )
-
-    def cs_config(self, loss: Objective) -> pp.CSConfig:
-        """CS with objective ``loss`` and its own defaults (but ``epochs`` if set)."""
-        config = pp.CSConfig(loss=loss)
-        return config if self.epochs is None else config.replace(epochs=self.epochs)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready data."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FaithfulConfig:
-        """The inverse of :meth:`to_dict` (or of its JSON)."""
-        values = {k: as_tuples(v) for k, v in data.items()}
-        values["settings"] = tuple(
-            Setting(**{k: as_tuples(v) for k, v in s.items()}) for s in data["settings"]
-        )
-        return cls(**values)
-
-
-#: ``--quick``: the default pairs at seed 10 and digits-merged at seed 0, 3 epochs, fewer images.
-QUICK = FaithfulConfig(
-    settings=(Setting("default pairs", (10,)),),
-    models=("digits-merged",),
-    model_seeds=(0,),
-    epochs=3,
-    planted_images=600,
-    planted_k=150,
-)
-
-
-@dataclass
-class Rows:
-    """Every subnetwork of a run (planted: ``family`` is the setting; trained: the model) and
-    the cases that gave none (``skipped``: case name → why)."""
-
-    config: FaithfulConfig
-    fits: list[FitRow] = field(default_factory=list)
-    skipped: dict[str, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready data (what ``--json`` writes, with the wall time and arguments)."""
-        return {
-            "config": self.config.to_dict(),
-            "fits": [r.to_dict() for r in self.fits],
-            "skipped": self.skipped,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Rows:
-        """The inverse of :meth:`to_dict`."""
-        return cls(
-            FaithfulConfig.from_dict(data["config"]),
-            [FitRow.from_dict(r) for r in data["fits"]],
-            dict(data["skipped"]),
-        )
-
-
-def _objectives(run: Runner, out: CaseResult, cfg: FaithfulConfig) -> None:
-    """The true circuits (planted) and CS with each objective, one subnetwork per cluster."""
-    run.record_truth(out)
-    for loss in OBJECTIVES:
-        config = cfg.cs_config(loss)
-        subs = run.fit("CS", None, config=config)
-        run.record(out, "CS", "objective", config.penalty_weight, subs, loss)
-
-
-def run(cfg: FaithfulConfig, log: Callable[[str], None]) -> Rows:
-    """Every case of ``cfg``: the planted settings, then the trained models."""
-    rows = Rows(cfg)
-    claims = cfg.claims_config()
-    cases: list[tuple[str, Callable[[], Case]]] = [
-        (s.name, partial(planted_case, seed, claims, s.pair, s.distractors, s.cross))
-        for s in cfg.settings
-        for seed in s.seeds
-    ]
-    cases += [
-        (name, partial(demo_case, name, seed, claims))
-        for name in cfg.models
-        for seed in cfg.model_seeds
-    ]
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*kept elements have score 0.*")
-        for i, (family, make) in enumerate(cases, 1):
-            t = time.perf_counter()
-            case = replace(make(), family=family)
-            log(f"case {i}/{len(cases)}: {family}, {case.name}")
-            out, runner = prepare(case, claims, log)
-            if runner is None:
-                rows.skipped[case.name] = "not polysemantic (fewer than 2 clusters)"
-                continue
-            _objectives(runner, out, cfg)
-            rows.fits += out.fits
-            log(f"{case.name}: {time.perf_counter() - t:.0f} s")
-    return rows
-
-
-# ---------------------------------------------------------------------------------------------
-# The report
+from ..report import versions
+from ..rows import FitRow
+from ..stats import fmt, fmt_stats, select, stats
+from ..tables import goal_cells, goal_header, kept_ratio, objective_name, table
+from .config import COMMAND, FaithfulConfig, Rows
 
 
 def _objective(loss: str) -> Callable[[Sequence[FitRow]], list[FitRow]]:
@@ -460,83 +264,3 @@ def render(rows: Rows, argv: Sequence[str], seconds: float) -> str:
         ]
         lines += [""]
     return "\n".join(lines).rstrip() + "\n"
-
-
-# ---------------------------------------------------------------------------------------------
-# The command line
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What :func:`main` did: the rows, the report's text and path, the wall time."""
-
-    rows: Rows
-    text: str
-    out: Path
-    seconds: float
-
-
-def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, FaithfulConfig]:
-    """Command-line arguments and the configuration they select."""
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.claims.faithful",
-        description="Issue 15's table: CS objectives on untuned planted settings and zoo models.",
-    )
-    parser.add_argument("--quick", action="store_true", help="one setting and seed, 3 epochs")
-    parser.add_argument("--out", type=Path, help="the Markdown file to write")
-    parser.add_argument("--json", type=Path, help="also write every row as JSON here")
-    parser.add_argument("--report", type=Path, help="render the rows of this JSON, run nothing")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument(
-        "--settings", nargs="*", choices=sorted(BY_NAME), help="planted settings (none: none)"
-    )
-    parser.add_argument("--models", nargs="*", choices=MODELS, help="zoo models (none: none)")
-    parser.add_argument("--epochs", type=int, help="CS epochs (default: each objective's)")
-    args = parser.parse_args(argv)
-    cfg = QUICK if args.quick else FaithfulConfig()
-    if args.settings is not None:
-        cfg = replace(cfg, settings=tuple(BY_NAME[s] for s in args.settings))
-    if args.models is not None:
-        cfg = replace(cfg, models=tuple(args.models))
-    if args.epochs is not None:
-        cfg = replace(cfg, epochs=args.epochs)
-    return args, cfg
-
-
-def main(argv: Sequence[str] | None = None) -> Outcome:
-    """Run (or re-render) the table: write the Markdown file, print it, return what was found."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args, cfg = parse(argv)
-    torch.set_num_threads(args.threads)
-    start = time.perf_counter()
-
-    def log(message: str) -> None:
-        elapsed = time.perf_counter() - start
-        print(f"[faithful {elapsed // 60:02.0f}:{elapsed % 60:04.1f}] {message}", flush=True)
-
-    if args.report is not None:
-        data = json.loads(args.report.read_text())
-        rows, seconds, argv = Rows.from_dict(data), float(data["seconds"]), data["argv"]
-    else:
-        rows = run(cfg, log)
-        seconds = time.perf_counter() - start
-    default = DOCS / "faithfulness.md"
-    out: Path = args.out or (
-        default
-        if rows.config == FaithfulConfig()
-        else Path(tempfile.mkdtemp(prefix="faithful-")) / "faithfulness.md"
-    )
-    text = render(rows, argv, seconds)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {**rows.to_dict(), "seconds": seconds, "argv": argv}
-        args.json.write_text(json.dumps(payload, indent=1, default=float))
-    print(text, flush=True)
-    log(f"wrote {out} ({seconds / 60:.1f} min)")
-    return Outcome(rows, text, out, seconds)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,144 @@
+"""Running the cases, and the command line (``python -m benchmarks.claims.faithful``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from ..cases import Case, demo_case, planted_case
+from ..config import (
+    DOCS,
+    OBJECTIVES,
+)
+from ..run import CaseResult, Runner, prepare
+from .config import BY_NAME, MODELS, QUICK, FaithfulConfig, Rows
+from .report import render
+
+
+def _objectives(run: Runner, out: CaseResult, cfg: FaithfulConfig) -> None:
+    """The true circuits (planted) and CS with each objective, one subnetwork per cluster."""
+    run.record_truth(out)
+    for loss in OBJECTIVES:
+        config = cfg.cs_config(loss)
+        subs = run.fit("CS", None, config=config)
+        run.record(out, "CS", "objective", config.penalty_weight, subs, loss)
+
+
+def run(cfg: FaithfulConfig, log: Callable[[str], None]) -> Rows:
+    """Every case of ``cfg``: the planted settings, then the trained models."""
+    rows = Rows(cfg)
+    claims = cfg.claims_config()
+    cases: list[tuple[str, Callable[[], Case]]] = [
+        (s.name, partial(planted_case, seed, claims, s.pair, s.distractors, s.cross))
+        for s in cfg.settings
+        for seed in s.seeds
+    ]
+    cases += [
+        (name, partial(demo_case, name, seed, claims))
+        for name in cfg.models
+        for seed in cfg.model_seeds
+    ]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*kept elements have score 0.*")
+        for i, (family, make) in enumerate(cases, 1):
+            t = time.perf_counter()
+            case = replace(make(), family=family)
+            log(f"case {i}/{len(cases)}: {family}, {case.name}")
+            out, runner = prepare(case, claims, log)
+            if runner is None:
+                rows.skipped[case.name] = "not polysemantic (fewer than 2 clusters)"
+                continue
+            _objectives(runner, out, cfg)
+            rows.fits += out.fits
+            log(f"{case.name}: {time.perf_counter() - t:.0f} s")
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What :func:`main` did: the rows, the report's text and path, the wall time."""
+
+    rows: Rows
+    text: str
+    out: Path
+    seconds: float
+
+
+def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, FaithfulConfig]:
+    """Command-line arguments and the configuration they select."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.claims.faithful",
+        description="Issue 15's table: CS objectives on untuned planted settings and zoo models.",
+    )
+    parser.add_argument("--quick", action="store_true", help="one setting and seed, 3 epochs")
+    parser.add_argument("--out", type=Path, help="the Markdown file to write")
+    parser.add_argument("--json", type=Path, help="also write every row as JSON here")
+    parser.add_argument("--report", type=Path, help="render the rows of this JSON, run nothing")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument(
+        "--settings", nargs="*", choices=sorted(BY_NAME), help="planted settings (none: none)"
+    )
+    parser.add_argument("--models", nargs="*", choices=MODELS, help="zoo models (none: none)")
+    parser.add_argument("--epochs", type=int, help="CS epochs (default: each objective's)")
+    args = parser.parse_args(argv)
+    cfg = QUICK if args.quick else FaithfulConfig()
+    if args.settings is not None:
+        cfg = replace(cfg, settings=tuple(BY_NAME[s] for s in args.settings))
+    if args.models is not None:
+        cfg = replace(cfg, models=tuple(args.models))
+    if args.epochs is not None:
+        cfg = replace(cfg, epochs=args.epochs)
+    return args, cfg
+
+
+def main(argv: Sequence[str] | None = None) -> Outcome:
+    """Run (or re-render) the table: write the Markdown file, print it, return what was found."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, cfg = parse(argv)
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+
+    def log(message: str) -> None:
+        elapsed = time.perf_counter() - start
+        print(f"[faithful {elapsed // 60:02.0f}:{elapsed % 60:04.1f}] {message}", flush=True)
+
+    if args.report is not None:
+        data = json.loads(args.report.read_text())
+        rows, seconds, argv = Rows.from_dict(data), float(data["seconds"]), data["argv"]
+    else:
+        rows = run(cfg, log)
+        seconds = time.perf_counter() - start
+    default = DOCS / "faithfulness.md"
+    out: Path = args.out or (
+        default
+        if rows.config == FaithfulConfig()
+        else Path(tempfile.mkdtemp(prefix="faithful-")) / "faithfulness.md"
+    )
+    text = render(rows, argv, seconds)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        payload = {**rows.to_dict(), "seconds": seconds, "argv": argv}
+        args.json.write_text(json.dumps(payload, indent=1, default=float))
+    print(text, flush=True)
+    log(f"wrote {out} ({seconds / 60:.1f} min)")
+    return Outcome(rows, text, out, seconds)
+
+
+if __name__ == "__main__":
+    main()
