@@ -22,6 +22,7 @@ __all__ = [
     "attach",
     "check_untied",
     "choose_best",
+    "cut_scores",
     "element_sizes",
     "expand",
     "is_maskable",
@@ -238,6 +239,43 @@ def as_bool(mask: Tensor, name: str) -> Tensor:
     return mask.detach().cpu().bool()
 
 
+def cut_scores(
+    scores: Mapping[str, Tensor],
+    keep: float,
+    scope: str,
+    normalize: str,
+    granularity: str,
+    shapes: Mapping[str, tuple[int, ...]],
+    regions: Mapping[str, Tensor],
+) -> dict[str, Tensor]:
+    """The boolean masks of ``Masks.from_scores`` (its docstring has the rule): best elements
+    first until ``keep`` of the weights in each group (all layers, or each layer) is kept;
+    elements outside a layer's region are kept as they are."""
+    flat: list[Tensor] = []
+    sizes: list[Tensor] = []
+    inside: list[Tensor] = []
+    for name, s in scores.items():
+        s = s.detach().float().cpu()
+        if not torch.isfinite(s).all():
+            raise ValueError(f"scores for {name!r} contain NaN or infinite values")
+        region = regions.get(name, torch.ones(s.shape, dtype=torch.bool)).reshape(-1)
+        if normalize == "layer":
+            total = s.reshape(-1)[region].abs().sum()
+            s = s / total if total > 0 else s
+        size = element_sizes(shapes[name], granularity) if name in shapes else 1
+        flat.append(s.reshape(-1))
+        sizes.append(torch.full((s.numel(),), size, dtype=torch.long))
+        inside.append(region)
+    groups = [list(range(len(flat)))] if scope == "global" else [[i] for i in range(len(flat))]
+    chosen = [torch.zeros(f.numel(), dtype=torch.bool) for f in flat]
+    names = list(scores)
+    for group in groups:
+        choose_best(flat, sizes, inside, chosen, group, keep, [names[i] for i in group])
+    return {
+        name: (chosen[i] | ~inside[i]).reshape(scores[name].shape) for i, name in enumerate(names)
+    }
+
+
 def choose_best(
     flat: list[Tensor],
     sizes: list[Tensor],
@@ -264,7 +302,7 @@ def choose_best(
             f"{zeros} kept elements have score 0 (the objective's "
             "gradient is sparse): which of those are kept is decided by order, not by score",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,  # the caller of Masks.from_scores
         )
     offset = 0
     for i in group:

@@ -176,28 +176,7 @@ class Masks(Mapping[str, Tensor]):
             raise ValueError("scores is empty")
         shapes: dict[str, tuple[int, ...]] = dict(getattr(scores, "weight_shapes", {}))
         regions: dict[str, Tensor] = dict(getattr(scores, "regions", {}))
-        flat, sizes, inside = [], [], []
-        for name, s in scores.items():
-            s = s.detach().float().cpu()
-            if not torch.isfinite(s).all():
-                raise ValueError(f"scores for {name!r} contain NaN or infinite values")
-            region = regions.get(name, torch.ones(s.shape, dtype=torch.bool)).reshape(-1)
-            if normalize == "layer":
-                total = s.reshape(-1)[region].abs().sum()
-                s = s / total if total > 0 else s
-            size = mk.element_sizes(shapes[name], gran) if name in shapes else 1
-            flat.append(s.reshape(-1))
-            sizes.append(torch.full((s.numel(),), size, dtype=torch.long))
-            inside.append(region)
-        groups = [list(range(len(flat)))] if scope == "global" else [[i] for i in range(len(flat))]
-        chosen = [torch.zeros(f.numel(), dtype=torch.bool) for f in flat]
-        names = list(scores)
-        for group in groups:
-            mk.choose_best(flat, sizes, inside, chosen, group, keep, [names[i] for i in group])
-        masks = {
-            name: (chosen[i] | ~inside[i]).reshape(scores[name].shape)
-            for i, name in enumerate(names)
-        }
+        masks = mk.cut_scores(scores, keep, scope, normalize, gran, shapes, regions)
         return cls(
             masks, gran, weight_shapes=shapes or None, regions=regions or None,
             unit=getattr(scores, "unit", None),
