@@ -22,7 +22,8 @@ from ._data import as_images, check_members
 from ._model import eval_mode
 from ._unit_io import placed, unit_activations
 from .masks import Masks, Scores
-from .scoring._base import Scorer, available, create, warn_if_all_zero
+from .scoring._base import Scorer, available, create
+from .scoring._tools import warn_if_all_zero
 from .targets import Unit
 
 __all__ = ["Subnetwork", "fit_subnetwork", "methods", "resolve_method"]

@@ -29,9 +29,8 @@ from ._base import (
     ScoringJob,
     available,
     create,
-    mask_gradients,
-    reduce_to,
 )
+from ._tools import mask_gradients, reduce_to
 from .actgrad import ActGrad
 
 from .snip import SNIP  # isort: skip  (registration order: the paper's order)

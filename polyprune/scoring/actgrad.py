@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import _masking as mk
-from ._base import BaseScorer, ScoringJob, mask_gradients
+from ._base import BaseScorer, ScoringJob
+from ._tools import mask_gradients
 
 __all__ = ["ActGrad"]
 

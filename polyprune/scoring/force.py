@@ -13,7 +13,8 @@ from tqdm.auto import tqdm
 from .. import _masking as mk
 from ..masks import Scores
 from ..targets import Objective, Unit
-from ._base import BaseScorer, Inputs, ScoringJob, mask_gradients
+from ._base import BaseScorer, Inputs, ScoringJob
+from ._tools import mask_gradients
 
 __all__ = ["FORCE"]
 

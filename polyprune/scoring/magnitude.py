@@ -6,7 +6,8 @@ from collections.abc import Mapping
 
 from torch import Tensor
 
-from ._base import BaseScorer, ScoringJob, reduce_to
+from ._base import BaseScorer, ScoringJob
+from ._tools import reduce_to
 
 __all__ = ["Magnitude"]
 

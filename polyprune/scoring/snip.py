@@ -7,7 +7,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from ._base import BaseScorer, ScoringJob, mask_gradients, reduce_to
+from ._base import BaseScorer, ScoringJob
+from ._tools import mask_gradients, reduce_to
 
 __all__ = ["SNIP"]
 
