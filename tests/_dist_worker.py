@@ -1,4 +1,4 @@
-"""Worker for tests/test_distributed_kernel.py, launched by torchrun on every rank.
+"""Worker for tests/test_distributed_processes.py, launched by torchrun on every rank.
 
     torchrun --standalone --nproc-per-node 2 tests/_dist_worker.py SCENARIO[,SCENARIO...] OUTDIR
 
