@@ -5,7 +5,11 @@ unexpected is one line and a hint, exit status 1; Ctrl-C is exit status 130."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -121,6 +125,29 @@ def test_device_auto_takes_cuda_where_there_is_one(monkeypatch):
         _launch.resolve_device("cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert _launch.resolve_device("auto") == "cuda"
+
+
+def test_ctrl_c_during_a_study_exits_130_without_a_traceback(folder, tmp_path):
+    """A real SIGINT to ``python -m polyprune`` while Continuous Sparsification trains."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "POLYPRUNE_DEBUG": ""}
+    argv = [sys.executable, "-m", "polyprune", "study", "--model", "zoo:planted", "--layer",
+            "features.6", "--unit", "0", "--data", str(folder), "--k", "20", "--methods", "cs",
+            "--epochs", "100000", "--threads", "1", "--out", str(tmp_path / "out")]  # fmt: skip
+    proc = subprocess.Popen(
+        argv, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+    )
+    seen = []
+    assert proc.stderr is not None
+    for line in proc.stderr:  # progress lines: wait for the fitting stage
+        seen.append(line)
+        if "3/4 fitting" in line:
+            break
+    assert seen and "3/4 fitting" in seen[-1], "".join(seen)
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=60)
+    assert proc.returncode == 130, rest
+    assert rest.strip().splitlines()[-1] == "polyprune: interrupted"
+    assert "Traceback" not in rest and not (tmp_path / "out").exists()
 
 
 # --------------------------------------------------------------- options, checked while parsing

@@ -32,8 +32,7 @@ weights file and the image folder before any work. Errors are one line on stderr
 traceback: a user error (a bad argument or file, an image that cannot be decoded) is
 ``polyprune: error: ...`` with exit status 2; anything unexpected is ``polyprune: error:
 TYPE: MESSAGE`` with exit status 1 (set ``POLYPRUNE_DEBUG=1`` for the traceback); Ctrl-C is
-``polyprune: interrupted``, exit status 130 (repeated every 2 s if the interrupt is lost, and
-forced 10 s after it: see ``_interrupt``).
+``polyprune: interrupted``, exit status 130.
 
 ``scan`` and ``study`` run on several processes when launched by ``torchrun`` (which sets
 ``RANK`` and ``WORLD_SIZE``): the command initializes the process group itself — ``gloo`` on the
@@ -47,7 +46,6 @@ the report; errors name the rank::
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
@@ -58,7 +56,6 @@ from ._errors import CLIError as CLIError
 from ._inputs import image_data as image_data
 from ._inputs import import_plugins as import_plugins
 from ._inputs import load_model as load_model
-from ._interrupt import Interrupts
 from ._launch import process_group as process_group
 from ._launch import rank_note, resolve_device
 from ._parser import build_parser, exit_code
@@ -92,15 +89,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
     note = rank_note()
     try:
-        with Interrupts(f"polyprune: interrupted{note}"):  # Ctrl-C always ends the command
-            return _run(args, note, debug)
-    except KeyboardInterrupt:
-        _say(f"interrupted{note}")
-        return 130
-
-
-def _run(args: argparse.Namespace, note: str, debug: bool) -> int:
-    try:
         if hasattr(args, "device"):
             args.device = resolve_device(args.device)
         with process_group(getattr(args, "device", "cpu")):
@@ -111,6 +99,9 @@ def _run(args: argparse.Namespace, note: str, debug: bool) -> int:
     except BadImage as exc:  # also when re-raised from a DataLoader worker
         _say(f"error{note}: {exc.line()}")
         return 2
+    except KeyboardInterrupt:
+        _say(f"interrupted{note}")
+        return 130
     except Exception as exc:
         if debug:
             raise
