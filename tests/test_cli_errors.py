@@ -128,11 +128,20 @@ def test_device_auto_takes_cuda_where_there_is_one(monkeypatch):
 
 
 def test_ctrl_c_during_a_study_exits_130_without_a_traceback(folder, tmp_path):
-    """A real SIGINT to ``python -m polyprune`` while Continuous Sparsification trains."""
+    """A real SIGINT to ``python -m polyprune`` while Continuous Sparsification trains.
+
+    Run as from a terminal: SIGINT back to Python's default handler first. A process started as
+    a background job of a non-interactive shell (``cmd &`` in a CI script) inherits SIGINT
+    ignored, and Python then never turns it into KeyboardInterrupt."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "POLYPRUNE_DEBUG": ""}
-    argv = [sys.executable, "-m", "polyprune", "study", "--model", "zoo:planted", "--layer",
-            "features.6", "--unit", "0", "--data", str(folder), "--k", "20", "--methods", "cs",
-            "--epochs", "100000", "--threads", "1", "--out", str(tmp_path / "out")]  # fmt: skip
+    as_from_a_terminal = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "sys.argv[0] = 'polyprune'; runpy.run_module('polyprune', run_name='__main__')"
+    )
+    argv = [sys.executable, "-c", as_from_a_terminal, "study", "--model", "zoo:planted",
+            "--layer", "features.6", "--unit", "0", "--data", str(folder), "--k", "20",
+            "--methods", "cs", "--epochs", "100000", "--threads", "1",
+            "--out", str(tmp_path / "out")]  # fmt: skip
     proc = subprocess.Popen(
         argv, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
     )
