@@ -51,7 +51,7 @@ import sys
 from collections.abc import Sequence
 
 from ._commands import COMMANDS
-from ._errors import BadImage
+from ._errors import BadImage, describe, first_line
 from ._errors import CLIError as CLIError
 from ._inputs import image_data as image_data
 from ._inputs import import_plugins as import_plugins
@@ -68,11 +68,6 @@ DEBUG_ENV = "POLYPRUNE_DEBUG"
 
 def _say(message: str) -> None:
     print(f"polyprune: {message}", file=sys.stderr, flush=True)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -94,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with process_group(getattr(args, "device", "cpu")):
             return COMMANDS[args.command](args)
     except CLIError as exc:  # ours are one line; a wrapped message may not be
-        _say(f"error{note}: {_first_line(exc)}")
+        _say(f"error{note}: {first_line(exc)}")
         return 2
     except BadImage as exc:  # also when re-raised from a DataLoader worker
         _say(f"error{note}: {exc.line()}")
@@ -105,7 +100,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if debug:
             raise
-        first = _first_line(exc)
-        _say(f"error{note}: {type(exc).__name__}" + (f": {first}" if first else ""))
+        _say(f"error{note}: {describe(exc)}")
         print(f"(set {DEBUG_ENV}=1 for the traceback)", file=sys.stderr, flush=True)
         return 1

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .._cs.config import CSConfig
-from ._errors import CLIError
+from ._errors import CLIError, first_line
 from ._inputs import (
     check_model,
     image_transform,
@@ -31,9 +31,8 @@ __all__ = ["COMMANDS", "cs_config"]
 
 
 def _first(exc: BaseException) -> str:
-    """The first line of an exception's message."""
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+    """The first line of an exception's message, or its type when it has none."""
+    return first_line(exc) or type(exc).__name__
 
 
 def _prepare(args: argparse.Namespace) -> tuple[Path, Any]:

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-__all__ = ["BadImage", "CLIError"]
+__all__ = ["BadImage", "CLIError", "describe", "first_line"]
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (``""`` when it has none)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def describe(exc: BaseException) -> str:
+    """``"TYPE: first line"``, or ``"TYPE"`` when the message is empty."""
+    first = first_line(exc)
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 class CLIError(Exception):
@@ -30,5 +42,4 @@ class BadImage(OSError):
             at = line.find(self.PREFIX)
             if at >= 0:
                 return line[at:]
-        lines = text.strip().splitlines()
-        return lines[0] if lines else "cannot read an image"
+        return first_line(self) or "cannot read an image"

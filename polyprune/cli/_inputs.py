@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .._files import check_writable_directory
-from ._errors import BadImage, CLIError
+from ._errors import BadImage, CLIError, describe
 from ._weights import load_weights
 
 __all__ = [
@@ -111,9 +111,7 @@ def read_image(path: str) -> Any:
         with open(path, "rb") as f:
             return Image.open(f).convert("RGB")
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, struct.error, …
-        lines = str(exc).strip().splitlines()
-        reason = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-        raise BadImage(f"{BadImage.PREFIX}{path} ({reason})") from exc
+        raise BadImage(f"{BadImage.PREFIX}{path} ({describe(exc)})") from exc
 
 
 class ImageFiles(Dataset[tuple[Any, int]]):

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .._files import sha256_file
-from ._errors import CLIError
+from ._errors import CLIError, first_line
 
 __all__ = ["load_weights", "read_state_dict", "state_dict_mismatch", "weights_provenance"]
 
@@ -129,8 +129,9 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str], name: str) -> N
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:  # e.g. a dtype that cannot be copied
-        first = str(exc).strip().splitlines()[0]
-        raise CLIError(f"weights in {os.fspath(path)} do not fit {name}: {first}") from exc
+        raise CLIError(
+            f"weights in {os.fspath(path)} do not fit {name}: {first_line(exc)}"
+        ) from exc
 
 
 def weights_provenance(path: str | os.PathLike[str]) -> dict[str, str]:
