@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import platform
@@ -13,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
+
+from ._dist import world
 
 __all__ = ["data_description", "environment", "file_paths", "model_description", "now"]
 
@@ -32,9 +35,6 @@ def environment() -> dict[str, Any]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    import torch.distributed as dist
-
-    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
     return {
         "versions": versions,
         "python": sys.version.split()[0],
@@ -42,7 +42,7 @@ def environment() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "processes": world,
+        "processes": world()[1],
     }
 
 
@@ -72,8 +72,12 @@ def _dataset(data: Any) -> Any:
 
 
 def data_description(data: Any, count: int | None = None) -> dict[str, Any]:
-    """The kind of data, where it lives (a folder's root) and how many images were read."""
+    """The kind of data, where it lives (a folder's root) and how many images were read
+    (``count``; by default the data's length, None when it has none)."""
     source = _dataset(data)
+    if count is None:
+        with contextlib.suppress(TypeError):  # no length: an iterable, an IterableDataset
+            count = len(source)
     root = getattr(source, "root", None)
     shape = tuple(data.shape) if isinstance(data, torch.Tensor) else None
     return {

@@ -46,5 +46,6 @@ def intersection_p_value(layers: Sequence[tuple[int, int, int, int]]) -> tuple[i
             pmf = None
     if pmf is not None:
         return observed, expected, float(np.clip(pmf[observed:].sum(), 0.0, 1.0))
-    z = (observed - 0.5 - expected) / math.sqrt(var) if var > 0 else -math.inf
-    return observed, expected, float(stats.norm.sf(z)) if var > 0 else 1.0
+    if var <= 0:
+        return observed, expected, 1.0
+    return observed, expected, float(stats.norm.sf((observed - 0.5 - expected) / math.sqrt(var)))

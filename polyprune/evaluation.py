@@ -341,10 +341,11 @@ def _evaluate(
             raise ValueError(f"cluster {label} has no images to compare against")
         held = seps[1] if len(seps) > 1 else None
         everything = torch.cat(list(subnets[label]))
-        flags = (*(("empty",) if m.kept_weights() == 0 else ()),
+        kept = m.kept_fraction()  # 0 exactly when no weight is kept
+        flags = (*(("empty",) if kept == 0 else ()),
                  *(("constant",) if bool((everything == everything[0]).all()) else ()))  # fmt: skip
         results[label] = ClusterEvaluation(
-            label=label, kept_fraction=m.kept_fraction(), before=fit[0], after=fit[1],
+            label=label, kept_fraction=kept, before=fit[0], after=fit[1],
             before_held_out=held[0] if held else None, after_held_out=held[1] if held else None,
             pearson_r=fit[2][0], pearson_r_held_out=held[2][0] if held else None,
             relative_error=fit[2][1], relative_error_held_out=held[2][1] if held else None,

@@ -19,7 +19,7 @@ from ._dist import is_main, run_jobs
 from ._provenance import data_description, environment, model_description, now
 from ._study_result import StudyResult
 from ._unit_io import unit_activations
-from .clustering import cluster
+from .clustering import MIN_CODES, cluster
 from .evaluation import _evaluate, held_out_split
 from .recording import TopActivations, top_activating
 from .scoring._base import Scorer
@@ -32,14 +32,6 @@ __all__ = ["StudyResult", "study"]
 def _finished(result: StudyResult) -> StudyResult:
     result.provenance["finished"] = now()
     return result
-
-
-def _length(data: Any) -> int | None:
-    source: Any = data.dataset if isinstance(data, DataLoader) else data
-    try:
-        return len(source)
-    except TypeError:
-        return None
 
 
 def _log(progress: bool, message: str) -> None:
@@ -137,7 +129,7 @@ def study(
                 "cs": (cs or CSConfig()).to_dict()},
         flags=flags,
         provenance={"started": started, "seed": seed, "model": model_description(model),
-                    "data": data_description(data, _length(data)), **environment()},
+                    "data": data_description(data), **environment()},
     )  # fmt: skip
     if flags:
         warnings.warn(
@@ -220,8 +212,8 @@ def _check_top(top: TopActivations | None, unit: Unit) -> None:
             "top holds no inputs (crops) to fit on: use scan.top(unit, data) with the data, or "
             "top_activating(..., keep_inputs=True)"
         )
-    if len(top) < 10:
-        raise ValueError(f"top holds {len(top)} items; at least 10 are needed to cluster")
+    if len(top) < MIN_CODES:
+        raise ValueError(f"top holds {len(top)} items; at least {MIN_CODES} are needed to cluster")
 
 
 def _visualize(

@@ -85,7 +85,7 @@ class Subnetwork:
     method : str
         ``"cs"`` or the scorer's registry name (``"snip"``, ``"force"``, ...).
     history : dict of str to list of float
-        Per epoch for CS (``loss``, ``bce``, ``penalty``, ``temperature``, ``kept_fraction``,
+        Per epoch for CS (``loss``, ``objective``, ``penalty``, ``temperature``, ``kept_fraction``,
         ``lr``, ``seconds`` of training); empty for scorers.
     calibration : tuple of float or None
         ``(center, scale)`` of the BCE logit ``(a − center) / scale`` for CS with calibration.

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from .._model import eval_mode, model_dtype_device
-from .run import center, forward_until, read_unit
+from .run import center, forward_until, layer_output_shape, read_unit
 
 __all__ = ["Probe", "measure"]
 
@@ -127,8 +127,7 @@ def measure(
     """
     dtype, device = model_dtype_device(model)
     x = torch.zeros(1, channels, *size, dtype=dtype, device=device)
-    with eval_mode(model), torch.no_grad():
-        shape = forward_until(model, x, [layer])[layer].shape
+    shape = layer_output_shape(model, layer, x)
     if len(shape) != 4:
         raise ValueError(f"layer {layer!r} does not produce a 2-D map (N, C, H, W): {tuple(shape)}")
     out = (int(shape[2]), int(shape[3]))

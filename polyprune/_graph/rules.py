@@ -7,7 +7,6 @@ its output. Rules never guess: an argument they cannot follow raises
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -172,14 +171,11 @@ def softmax(c: Call) -> Field:
 
 
 def cat(c: Call) -> Field:
-    tensors = c.args[0]
     dim = int(c.arg(1, "dim", 0)) % c.output.dim()
     first = c.fields[0]
     if dim in first.dims:
         raise ReceptiveFieldError(f"{c.where}: concatenation along a spatial dimension")
-    if len(c.fields) != len([t for t in tensors if isinstance(t, Tensor)]):
-        pass  # constants concatenated with maps contribute no pixels
-    return pointwise(Call(c.target, (), {}, c.fields, c.inputs, c.output, c.where))
+    return pointwise(c)  # constants concatenated with maps contribute no pixels
 
 
 def permute(c: Call) -> Field:
@@ -271,16 +267,12 @@ def split(c: Call) -> Field:
     f = c.only()
     rank = c.inputs[0].dim()
     name = getattr(c.target, "__name__", str(c.target))
-    default = 0
-    dim = int(c.arg(2, "dim", default) if name != "unbind" else c.arg(1, "dim", default)) % rank
+    dim = int(c.arg(2, "dim", 0) if name != "unbind" else c.arg(1, "dim", 0)) % rank
     if dim in f.dims:
         raise ReceptiveFieldError(f"{c.where}: splits a spatial axis")
     if name == "unbind":
         return f.moved(tuple(d - (d > dim) for d in f.dims))
     return f
-
-
-GETITEM = operator.getitem
 
 
 def reduce(c: Call) -> Field:

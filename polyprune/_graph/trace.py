@@ -87,17 +87,17 @@ def trace_to(model: nn.Module, layer: str) -> tuple[fx.GraphModule, fx.Node]:
         graph), never, or returns something other than one tensor.
     """
     check_layer(model, layer)
-    errors: list[Exception] = []
+    last: Exception | None = None
     for leaf in (False, True):
         tracer = _Marking(layer, leaf)
         try:
             graph = tracer.trace(model)
         except Exception as exc:  # fx raises many exception types for untraceable code
-            errors.append(exc)
+            last = exc
             continue
         break
     else:
-        last = errors[-1]
+        assert last is not None
         raise GraphError(
             f"cannot trace {type(model).__name__} with torch.fx ({type(last).__name__}: {last}). "
             "polyprune needs the data flow up to the layer; use ReceptiveField.measure(...) to "
@@ -114,8 +114,7 @@ def trace_to(model: nn.Module, layer: str) -> tuple[fx.GraphModule, fx.Node]:
     out = tracer.outputs[0]
     if not isinstance(out, fx.Proxy):
         raise GraphError(f"layer {layer!r} does not return a tensor ({type(out).__name__})")
-    names = {n.name: n for n in gm.graph.nodes}
-    return gm, names[out.node.name]
+    return gm, out.node  # GraphModule keeps the traced graph itself, nodes and all
 
 
 def upstream(node: fx.Node) -> list[fx.Node]:
