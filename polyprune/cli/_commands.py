@@ -51,12 +51,17 @@ def _prepare(args: argparse.Namespace) -> tuple[Path, Any]:
     return out, images
 
 
-def _model(args: argparse.Namespace) -> tuple[nn.Module, int, bool]:
-    """``(model on --device, image size, normalize)``; the size is ``--image-size`` if given."""
+def _model(args: argparse.Namespace, images: Any) -> tuple[nn.Module, int]:
+    """``(model on --device, image size)``, the size ``--image-size`` if given; ``images`` get
+    the model's transform (that size, its normalization, its input channels)."""
+    from .._model import first_in_channels
+
     model, size, normalize = load_model(args.model, args.weights)
     if args.device == "cuda":
         model = model.to(f"cuda:{torch.cuda.current_device()}")
-    return model, args.image_size or size, normalize
+    size = args.image_size or size
+    images.transform = image_transform(size, normalize, first_in_channels(model))
+    return model, size
 
 
 def _clustering(args: argparse.Namespace) -> dict[str, Any]:
@@ -89,7 +94,6 @@ def cs_config(args: argparse.Namespace) -> CSConfig:
 def cmd_study(args: argparse.Namespace) -> int:
     """``polyprune study``: one unit end to end, its report written to ``--out``."""
     from .._dist import DistributedError, is_main
-    from .._model import first_in_channels
     from ..study import study
     from ..subnetwork import resolve_method
     from ..targets import Unit
@@ -103,12 +107,11 @@ def cmd_study(args: argparse.Namespace) -> int:
         unit = Unit(args.layer, args.unit, position)
     except (ValueError, TypeError) as exc:
         raise CLIError(_first(exc)) from exc
-    model, size, normalize = _model(args)
+    model, size = _model(args, images)
     try:  # unknown layers: the closest names; a position: checked on the map of size×size
         unit.validate(model, None if position is None else (size, size))
     except (ValueError, TypeError) as exc:
         raise CLIError(_first(exc)) from exc
-    images.transform = image_transform(size, normalize, first_in_channels(model))
     try:
         result = study(
             model, unit, images, k=args.k, methods=args.methods, keep=args.keep,
@@ -131,12 +134,10 @@ def cmd_study(args: argparse.Namespace) -> int:
 def cmd_scan(args: argparse.Namespace) -> int:
     """``polyprune scan``: every channel of the layers ranked, the report written to ``--out``."""
     from .._dist import DistributedError, is_main
-    from .._model import first_in_channels
     from ..scan import scan
 
     out, images = _prepare(args)
-    model, size, normalize = _model(args)
-    images.transform = image_transform(size, normalize, first_in_channels(model))
+    model, _ = _model(args, images)
     try:
         result = scan(
             model, args.layer, images, k=args.k, crop=args.crop, batch_size=args.batch_size,

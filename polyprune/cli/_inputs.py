@@ -13,8 +13,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .._files import check_writable_directory
-from ._errors import BadImage, CLIError, describe
-from ._weights import load_weights
+from ._errors import BadImage, CLIError, describe, first_line
+from ._weights import check_weights_file, load_weights
 
 __all__ = [
     "ImageFiles",
@@ -62,13 +62,9 @@ def check_model(spec: str, weights: str | None) -> tuple[str, str]:
             try:
                 zoo.model_card(name)
             except ValueError as exc:
-                raise CLIError(str(exc).splitlines()[0]) from exc
+                raise CLIError(first_line(exc)) from exc
     if weights is not None:
-        path = Path(weights)
-        if not path.exists():
-            raise CLIError(f"weights file not found: {weights}")
-        if not path.is_file():
-            raise CLIError(f"--weights {weights} is not a file")
+        check_weights_file(weights)
     return source, name
 
 

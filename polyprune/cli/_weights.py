@@ -15,7 +15,24 @@ from torch import Tensor, nn
 from .._files import sha256_file
 from ._errors import CLIError, first_line
 
-__all__ = ["load_weights", "read_state_dict", "state_dict_mismatch", "weights_provenance"]
+__all__ = [
+    "check_weights_file",
+    "load_weights",
+    "read_state_dict",
+    "state_dict_mismatch",
+    "weights_provenance",
+]
+
+
+def check_weights_file(path: str | os.PathLike[str]) -> Path:
+    """``path`` as an existing file, else a :class:`CLIError` (not found, not a file)."""
+    file = Path(path)
+    if not file.exists():
+        raise CLIError(f"weights file not found: {os.fspath(path)}")
+    if not file.is_file():
+        raise CLIError(f"--weights {os.fspath(path)} is not a file")
+    return file
+
 
 #: Keys under which training scripts nest the model's state_dict in a checkpoint.
 _WRAPPERS = ("state_dict", "model")
@@ -54,11 +71,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     ``"model"``; strips the ``module.`` prefix of ``DataParallel``/``DistributedDataParallel``
     saves when every key has it. Anything else is a :class:`CLIError` naming the file.
     """
-    file = Path(path)
-    if not file.exists():
-        raise CLIError(f"weights file not found: {os.fspath(path)}")
-    if not file.is_file():
-        raise CLIError(f"--weights {os.fspath(path)} is not a file")
+    file = check_weights_file(path)
     try:
         with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise here
             warnings.simplefilter("ignore")
