@@ -31,7 +31,10 @@ def clean(value: Any) -> Any:
 
 
 def display_crops(result: StudyResult, per_cluster: int) -> tuple[Tensor, list[int]] | None:
-    """Up to ``per_cluster`` inputs of each cluster (noise too), best first, with their labels."""
+    """Up to ``per_cluster`` inputs of each cluster (noise too), best first, with their labels;
+    None when there is nothing to show."""
+    if per_cluster == 0:
+        return None
     if result.top.inputs is None:
         if not result.crops:
             return None
@@ -56,7 +59,9 @@ def write_report(result: StudyResult, out: Path, per_cluster: int = 16) -> Path:
     shown = display_crops(result, per_cluster)
     if shown is not None:
         what = "crops" if result.top.field is not None else "images"
+        y = result.clustering.labels
         plot.crops(shown[0], np.asarray(shown[1]), out / "crops.png", per_cluster=per_cluster,
+                   sizes={int(v): int((y == v).sum()) for v in np.unique(y)},
                    title=f"top-{len(result.top)} {what} of {name} by cluster")  # fmt: skip
         figures.append((f"Top activating {what}, one row per cluster", "crops.png"))
     if result.activations:

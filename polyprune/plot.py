@@ -51,9 +51,15 @@ def crops(
     path: str | os.PathLike[str],
     *,
     per_cluster: int = 8,
+    sizes: Mapping[int, int] | None = None,
     title: str | None = None,
 ) -> Path:
-    """A grid with one row of top-activating crops per cluster (noise, label -1, last)."""
+    """A grid with one row of top-activating crops per cluster (noise, label -1, last).
+
+    Each row's title gives its cluster's size: ``sizes[label]`` when given (e.g. when
+    ``images`` hold only the crops to show of larger clusters), else the count of ``label`` in
+    ``labels``.
+    """
     y = np.asarray(labels)
     rows = sorted({int(v) for v in y}, key=lambda v: (v < 0, v))
     fig = _figure((1.3 * per_cluster, 1.4 * len(rows) + 0.4))
@@ -66,7 +72,8 @@ def crops(
             if c < len(idx):
                 ax.imshow(_to_hwc(images[int(idx[c])]), cmap="gray")
         name = "noise" if label < 0 else f"cluster {label}"
-        axes[r][0].set_title(f"{name} ({int((y == label).sum())})", fontsize=9, loc="left")
+        size = sizes[label] if sizes is not None else int((y == label).sum())
+        axes[r][0].set_title(f"{name} ({size})", fontsize=9, loc="left")
     if title:
         fig.suptitle(title)
     return _save(fig, path)

@@ -188,3 +188,45 @@ def test_a_saved_folder_has_the_permissions_of_an_ordinary_one(saved, tmp_path):
     result.save(tmp_path / "study")
     mode = (tmp_path / "study").stat().st_mode & 0o777
     assert mode == (tmp_path / "ordinary").stat().st_mode & 0o777  # others may read it (umask)
+
+
+def test_crop_rows_name_the_whole_cluster_size(saved, tmp_path, monkeypatch):
+    """The report shows 5 crops per cluster, but each row's title gives the cluster's size,
+    fresh and reloaded alike; 0 crops per cluster writes no grid and saves no crops."""
+    import polyprune._report as report
+    from polyprune import plot
+
+    result, out, _ = saved
+    y = result.clustering.labels
+    sizes = {int(v): int((y == v).sum()) for v in set(y.tolist())}
+    assert max(sizes.values()) > 5  # else the title could not tell the two apart
+    calls, crops = [], plot.crops
+
+    def spy(images, labels, path, **kw):
+        calls.append((labels, kw))
+        return crops(images, labels, path, **kw)
+
+    monkeypatch.setattr(report.plot, "crops", spy)
+    for study in (result, StudyResult.load(out)):
+        report.write_report(study, tmp_path / f"r{len(calls)}", per_cluster=5)
+        labels, kw = calls[-1]
+        assert kw["sizes"] == sizes
+        assert all(int((labels == v).sum()) == min(n, 5) for v, n in sizes.items())
+    result.save(tmp_path / "none", crops_per_cluster=0)
+    assert not (tmp_path / "none" / "crops.png").exists()
+    assert torch.load(tmp_path / "none" / "study.pt", weights_only=True)["crops"] == {}
+
+
+def test_crop_grid_titles(tmp_path, monkeypatch):
+    from polyprune import plot
+
+    figures = []
+    monkeypatch.setattr(plot, "_save", lambda fig, path: figures.append(fig) or path)
+    labels = [0] * 3 + [1] * 2 + [-1]
+    plot.crops(torch.rand(6, 3, 8, 8), labels, tmp_path / "a.png", per_cluster=2)
+    plot.crops(torch.rand(6, 3, 8, 8), labels, tmp_path / "b.png", per_cluster=2,
+               sizes={0: 30, 1: 20, -1: 7})  # fmt: skip
+    titles = [[ax.get_title(loc="left") for ax in f.axes if ax.get_title(loc="left")]
+              for f in figures]  # fmt: skip
+    assert titles == [["cluster 0 (3)", "cluster 1 (2)", "noise (1)"],
+                      ["cluster 0 (30)", "cluster 1 (20)", "noise (7)"]]  # fmt: skip
