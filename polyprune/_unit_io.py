@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from ._graph.regions import last_declared_channels
 from ._graph.run import (
     check_unit_layout,
     forward_until,
@@ -39,14 +38,7 @@ def placed(model: nn.Module, unit: Unit, sample: Tensor) -> Unit:
     whose output is neither ``(N, C, H, W)`` nor ``(N, C)`` are refused.
     """
     shape = layer_output_shape(model, unit.layer, to_model(sample[:1], model))
-    check_unit_layout(shape, unit.layer)
-    declared = last_declared_channels(model.get_submodule(unit.layer))
-    if len(shape) == 4 and declared not in (None, shape[1]) and declared == shape[-1]:
-        raise ValueError(
-            f"layer {unit.layer!r} outputs channels-last maps {shape} ({declared} channels "
-            "last): polyprune reads units of (N, C, H, W) maps; choose a layer after the "
-            "permute back to channels-first"
-        )
+    check_unit_layout(model, unit.layer, shape)
     if not 0 <= unit.channel < shape[1]:
         raise ValueError(
             f"channel {unit.channel} is out of range for {unit.layer!r}, which has {shape[1]} "

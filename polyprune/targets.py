@@ -106,14 +106,15 @@ class Unit:
         ------
         ValueError
             Unknown layer (closest names listed), channel or position out of range, or a layer
-            whose output is neither ``(N, C, H, W)`` nor ``(N, C)`` (e.g. transformer tokens).
+            whose output is neither ``(N, C, H, W)`` nor ``(N, C)`` (e.g. transformer tokens,
+            channels-last maps).
         """
         check_layer(model, self.layer)
         channels = layer_channels(model, self.layer)
         if sample is not None:
             x = _sample(model, sample)
             shape = layer_output_shape(model, self.layer, x)
-            check_unit_layout(shape, self.layer)
+            check_unit_layout(model, self.layer, shape)
             channels = shape[1]
             if self.position is not None:
                 if len(shape) != 4:

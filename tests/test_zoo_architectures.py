@@ -130,6 +130,8 @@ def test_layers_that_are_not_channels_first_maps_are_refused(name, layer, match)
     for crop in (True, False):
         with pytest.raises(ValueError, match=match):
             pp.top_activating(model, pp.Unit(layer, 0), x, k=1, crop=crop, progress=False)
+    with pytest.raises(ValueError, match=match):  # validate with a sample says so too
+        pp.Unit(layer, 0).validate(model, x)
 
 
 def test_a_model_that_refuses_crops_falls_back_to_whole_images():

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from .._model import eval_mode
+from .regions import last_declared_channels
 from .trace import check_layer
 
 __all__ = [
@@ -172,8 +173,9 @@ def layer_output_shape(model: nn.Module, layer: str, sample: Tensor) -> tuple[in
         return tuple(forward_until(model, sample, [layer])[layer].shape)
 
 
-def check_unit_layout(shape: tuple[int, ...], layer: str) -> None:
-    """Refuse layer outputs that are neither a map ``(N, C, H, W)`` nor a vector ``(N, C)``."""
+def check_unit_layout(model: nn.Module, layer: str, shape: tuple[int, ...]) -> None:
+    """Refuse layer outputs that are neither a map ``(N, C, H, W)`` nor a vector ``(N, C)``,
+    and 4-D outputs whose last axis holds the channels the module declares (channels-last)."""
     if len(shape) not in (2, 4):
         hint = (
             " (this looks like a sequence of tokens (N, L, D), as in a vision transformer: "
@@ -185,4 +187,11 @@ def check_unit_layout(shape: tuple[int, ...], layer: str) -> None:
             f"layer {layer!r} outputs shape {tuple(shape)}: polyprune reads units of maps "
             f"(N, C, H, W) or vectors (N, C), so this layer cannot be used{hint}; choose a "
             "layer with such an output"
+        )
+    declared = last_declared_channels(model.get_submodule(layer))
+    if len(shape) == 4 and declared not in (None, shape[1]) and declared == shape[-1]:
+        raise ValueError(
+            f"layer {layer!r} outputs channels-last maps {tuple(shape)} ({declared} channels "
+            "last): polyprune reads units of (N, C, H, W) maps; choose a layer after the "
+            "permute back to channels-first"
         )
