@@ -21,6 +21,33 @@ __all__ = ["Clustering", "cluster"]
 
 #: Fewer codes than this cannot be clustered meaningfully.
 MIN_CODES = 10
+#: The options of :func:`cluster` that ``study`` and ``scan`` take as ``cluster_options``.
+_OPTIONS = ("standardize", "min_samples", "cluster_selection_method", "n_components")
+
+
+def _check_options(
+    min_cluster_size: int | None, k: int, cluster_options: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """``study``'s and ``scan``'s clustering arguments for ``k`` codes, checked before any
+    work; returns the options as a dict."""
+    if min_cluster_size is not None and (
+        isinstance(min_cluster_size, bool)
+        or not isinstance(min_cluster_size, int)
+        or not 2 <= min_cluster_size <= k
+    ):
+        raise ValueError(
+            f"min_cluster_size must be None or an int in [2, k={k}], got {min_cluster_size!r}"
+        )
+    options = dict(cluster_options or {})
+    unknown = sorted(set(options) - set(_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown cluster_options {unknown}; valid: {list(_OPTIONS)}")
+    if options.get("cluster_selection_method", "eom") not in ("eom", "leaf"):
+        raise ValueError(
+            "cluster_options['cluster_selection_method'] must be 'eom' or 'leaf', "
+            f"got {options['cluster_selection_method']!r}"
+        )
+    return options
 
 
 @dataclass(frozen=True)

@@ -36,12 +36,10 @@ from ._plan import Plan
 from ._provenance import data_description, environment, file_paths, model_description, now
 from ._scan_result import Scan, channel_row
 from ._topk import LayerTopK
-from .clustering import MIN_CODES, Clustering, cluster
+from .clustering import MIN_CODES, Clustering, _check_options, cluster
 from .targets import Unit
 
 __all__ = ["Scan", "scan"]
-
-_CLUSTER_OPTIONS = ("standardize", "min_samples", "cluster_selection_method", "n_components")
 
 
 def _check_args(
@@ -62,23 +60,7 @@ def _check_args(
         check_layer(model, name)
     if isinstance(k, bool) or not isinstance(k, int) or k < MIN_CODES:
         raise ValueError(f"k must be an int ≥ {MIN_CODES} (the codes are clustered), got {k!r}")
-    if min_cluster_size is not None and (
-        isinstance(min_cluster_size, bool)
-        or not isinstance(min_cluster_size, int)
-        or not 2 <= min_cluster_size <= k
-    ):
-        raise ValueError(
-            f"min_cluster_size must be None or an int in [2, k={k}], got {min_cluster_size!r}"
-        )
-    options = dict(cluster_options or {})
-    unknown = sorted(set(options) - set(_CLUSTER_OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown cluster_options {unknown}; valid: {list(_CLUSTER_OPTIONS)}")
-    if options.get("cluster_selection_method", "eom") not in ("eom", "leaf"):
-        raise ValueError(
-            "cluster_options['cluster_selection_method'] must be 'eom' or 'leaf', "
-            f"got {options['cluster_selection_method']!r}"
-        )
+    _check_options(min_cluster_size, k, cluster_options)
     return names
 
 

@@ -19,7 +19,7 @@ from ._dist import is_main, run_jobs
 from ._provenance import data_description, environment, model_description, now
 from ._study_result import StudyResult
 from ._unit_io import unit_activations
-from .clustering import MIN_CODES, cluster
+from .clustering import MIN_CODES, _check_options, cluster
 from .evaluation import _evaluate, held_out_split
 from .recording import TopActivations, top_activating
 from .scoring._base import Scorer
@@ -102,6 +102,7 @@ def study(
     named = [resolve_method(m, keep=keep, progress=progress) for m in methods]
     unit.validate(model)
     _check_top(top, unit)
+    options = _check_options(min_cluster_size, k if top is None else len(top), cluster_options)
     started = now()
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -117,7 +118,7 @@ def study(
         _log(progress, f"1/4 top-{k} crops of {unit.layer}[{unit.channel}] given")
     t = time.perf_counter()
     _log(progress, "2/4 clustering the layer codes (HDBSCAN)")
-    clustering = cluster(top.codes, min_cluster_size, **dict(cluster_options or {}))
+    clustering = cluster(top.codes, min_cluster_size, **options)
     timings["clustering"] = time.perf_counter() - t
     fit_index, held_index = held_out_split(clustering.labels, held_out, seed=seed)
     flags = ["constant"] if bool((top.values == top.values[0]).all()) else []

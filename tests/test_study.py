@@ -91,6 +91,19 @@ def test_bad_arguments_fail_before_work():
     with pytest.raises(TypeError, match=r"cs must be a polyprune\.CSConfig"):
         pp.study(model, pp.Unit("0", 0), x, cs={"seed": 3}, progress=False)  # type: ignore[arg-type]
 
+    def never_read():  # clustering options are checked before the data is read
+        raise AssertionError("the data was read")
+        yield x
+
+    for options, match in (
+        ({"min_cluster_size": 1}, r"min_cluster_size must be None or an int in \[2, k=20\]"),
+        ({"min_cluster_size": 21}, r"min_cluster_size must be None or an int in \[2, k=20\]"),
+        ({"cluster_options": {"eps": 1}}, r"unknown cluster_options \['eps'\]"),
+        ({"cluster_options": {"cluster_selection_method": "x"}}, "must be 'eom' or 'leaf'"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            pp.study(model, pp.Unit("0", 0), never_read(), k=20, progress=False, **options)
+
 
 def test_random_baseline_draws_independently_per_cluster(planted_study):
     result, _, _ = planted_study
