@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ._graph.paths import kernel_view
 from .masks import Masks
 
 __all__ = ["CircuitScores", "circuit_scores"]
@@ -68,11 +69,7 @@ def circuit_scores(masks: Masks, truth: Masks) -> CircuitScores:
 
 def _kernels(masks: Masks, name: str, mask: Tensor) -> Tensor:
     """A mask as ``(out, in)`` kernel connectivity (a weight-granularity kernel: any weight)."""
-    if masks.granularity == "kernel":
-        return mask
-    if masks.granularity == "weight":
-        return mask.reshape(mask.shape[0], mask.shape[1], -1).any(2)
     shape = masks.weight_shapes.get(name)
-    if shape is None:
+    if shape is None and masks.granularity == "filter":
         raise ValueError(f"filter masks need their weight shapes to be read as kernels ({name!r})")
-    return mask[:, None].expand(shape[0], shape[1])
+    return kernel_view(mask, masks.granularity, shape or tuple(mask.shape))
