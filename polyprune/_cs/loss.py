@@ -112,9 +112,8 @@ def both(a: Tensor, d: Tensor, y: Tensor, shift: Tensor, ctx: LossContext) -> Te
     negative paths of the other meanings hide positive ones, and recovered planted circuits
     less well.
     """
-    y = y.to(a.dtype)
-    return _mean_over(((a - d) / ctx.member_scale) ** 2, y) + _mean_over(
-        (a / ctx.member_scale) ** 2, 1 - y
+    return preserve(a, d, y, shift, ctx) + _mean_over(
+        (a / ctx.member_scale) ** 2, 1 - y.to(a.dtype)
     )
 
 
