@@ -1,4 +1,5 @@
-"""Private (kernel): writing result directories safely, and fingerprints of files."""
+"""Private (kernel): writing result directories safely, reading saved files back, fingerprints
+of files, and exceptions in one line."""
 
 from __future__ import annotations
 
@@ -9,8 +10,46 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-__all__ = ["atomic_directory", "check_writable_directory", "sha256_file"]
+import torch
+
+__all__ = [
+    "atomic_directory",
+    "check_writable_directory",
+    "describe",
+    "first_line",
+    "load_saved",
+    "sha256_file",
+]
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-blank line of an exception's message, stripped (``""`` when none)."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+
+
+def describe(exc: BaseException) -> str:
+    """``"TYPE: first line"``, or ``"TYPE"`` when the message is empty."""
+    first = first_line(exc)
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def load_saved(path: str | os.PathLike[str], what: str, fmt: str | None = None) -> Any:
+    """What polyprune saved at ``path`` with ``torch.save``, read onto the CPU with
+    ``weights_only=True``. A file that cannot be read (empty, truncated, not torch's) or, with
+    ``fmt``, is not a dict of that ``"format"`` is a ``ValueError`` naming it as not a
+    polyprune ``what``; a missing file is ``FileNotFoundError``."""
+    where = os.fspath(path)
+    try:
+        data: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # torch raises EOFError, RuntimeError, pickle errors, ...
+        raise ValueError(f"{where!r} is not a readable polyprune {what}: {describe(exc)}") from exc
+    if fmt is not None and (not isinstance(data, dict) or data.get("format") != fmt):
+        raise ValueError(f"{where!r} is not a polyprune {what}")
+    return data
 
 
 def check_writable_directory(path: str | os.PathLike[str], what: str = "the output") -> Path:

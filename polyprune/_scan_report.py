@@ -14,6 +14,7 @@ import torch
 
 from . import plot
 from ._dist import MergedTopK
+from ._files import load_saved
 from ._plan import Plan
 from ._report import clean, html_page
 from .clustering import Clustering
@@ -132,7 +133,7 @@ def read_scan(directory: Path) -> Scan:
     meta = json.loads(paths[0].read_text())
     if meta.get("format") != FORMAT:
         raise ValueError(f"{paths[0]} has format {meta.get('format')!r}; expected {FORMAT}")
-    state = torch.load(paths[1], map_location="cpu", weights_only=True)
+    state = load_saved(paths[1], "scan")
     tops = {
         layer: MergedTopK(t["values"], t["indices"], t["items"], t["rows"], {"codes": t["codes"]})
         for layer, t in state["tops"].items()

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ._dist import is_main
-from ._files import atomic_directory
+from ._files import atomic_directory, load_saved
 from ._report import clean, display_crops, write_report
 from .clustering import Clustering
 from .evaluation import Evaluation
@@ -274,12 +274,7 @@ def read_study(directory: str | os.PathLike[str]) -> StudyResult:
     path = Path(directory) / "study.pt"
     if not path.is_file():
         raise FileNotFoundError(f"no saved study in {os.fspath(directory)!r} (no study.pt)")
-    try:
-        state: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises EOFError, RuntimeError, pickle errors, ...
-        raise ValueError(f"{os.fspath(path)!r} is not a readable polyprune study: {exc}") from exc
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(f"{os.fspath(path)!r} is not a polyprune study ({FORMAT})")
+    state = load_saved(path, f"study ({FORMAT})", FORMAT)
     try:
         return StudyResult(
             unit=Unit.from_dict(state["unit"]),

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.nn.utils import prune
 
 from . import _masking as mk
+from ._files import load_saved
 from ._graph import paths as _paths
 from .targets import Unit
 
@@ -380,15 +381,7 @@ class Masks(Mapping[str, Tensor]):
         where = os.fspath(path)
         if not os.path.isfile(where):
             raise FileNotFoundError(f"no masks file at {where!r}")
-        try:
-            data: Any = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises EOFError, RuntimeError, pickle errors, ...
-            raise ValueError(
-                f"{where!r} is not a readable polyprune masks file ({_FORMAT}): "
-                f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
-            ) from exc
-        if not isinstance(data, dict) or data.get("format") != _FORMAT:
-            raise ValueError(f"{where!r} is not a polyprune masks file ({_FORMAT})")
+        data = load_saved(path, f"masks file ({_FORMAT})", _FORMAT)
         try:
             masks = cls.from_dict(data)
         except (KeyError, TypeError, ValueError, IndexError) as exc:

@@ -19,6 +19,7 @@ from . import _masking as mk
 from ._cs.config import CSConfig
 from ._cs.fit import fit_cs
 from ._data import as_images, check_members
+from ._files import load_saved
 from ._model import eval_mode
 from ._unit_io import placed, unit_activations
 from .masks import Masks, Scores
@@ -157,11 +158,10 @@ class Subnetwork:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Subnetwork:
         """Read a subnetwork written by :meth:`save`; a bad file is a ``ValueError`` naming it."""
+        data = load_saved(path, "subnetwork")
         try:
-            return cls.from_dict(torch.load(path, map_location="cpu", weights_only=True))
-        except FileNotFoundError:
-            raise
-        except Exception as exc:
+            return cls.from_dict(data)
+        except Exception as exc:  # from_dict refuses another format; a damaged one fails in it
             raise ValueError(
                 f"{os.fspath(path)!r} is not a readable polyprune subnetwork: {exc}"
             ) from exc

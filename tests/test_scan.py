@@ -128,6 +128,10 @@ def test_save_load_and_report(planted, tmp_path):
     assert np.array_equal(back.clustering(3).labels, result.clustering(3).labels)
     with pytest.raises(FileNotFoundError, match="holds no saved scan"):
         pp.results.Scan.load(tmp_path)
+    pt = tmp_path / "scan" / "scan.pt"
+    pt.write_bytes(pt.read_bytes()[:100])  # truncated: one clear error naming the file
+    with pytest.raises(ValueError, match=r"scan\.pt' is not a readable polyprune scan: \w+"):
+        pp.results.Scan.load(tmp_path / "scan")
 
 
 def test_a_failed_save_leaves_the_earlier_scan_whole(planted, tmp_path, monkeypatch):

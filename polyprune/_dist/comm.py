@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
+from .._files import describe
 from .world import DEFAULT_TIMEOUT, TIMEOUT_ENV, is_distributed, world
 
 T = TypeVar("T")
@@ -49,8 +50,7 @@ class DistributedError(RuntimeError):
 
 
 def _describe(exc: BaseException) -> str:
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    text = type(exc).__name__ + (f": {lines[0].strip()}" if lines else "")
+    text = describe(exc)
     return text if len(text) <= 500 else text[:497] + "..."
 
 

@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
+from .._files import describe, first_line
+
 __all__ = ["BadImage", "CLIError", "describe", "first_line"]
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (``""`` when it has none)."""
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else ""
-
-
-def describe(exc: BaseException) -> str:
-    """``"TYPE: first line"``, or ``"TYPE"`` when the message is empty."""
-    first = first_line(exc)
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 class CLIError(Exception):
