@@ -11,7 +11,6 @@ from .ops import lookup
 from .trace import GraphError, check_layer, reachable_from, trace_to
 
 __all__ = [
-    "CHANNEL_ATTRS",
     "channel_producer",
     "last_declared_channels",
     "layer_channels",
@@ -75,16 +74,20 @@ def unit_regions(
 
 
 #: Module attributes that state a layer's output channel count.
-CHANNEL_ATTRS = ("out_channels", "out_features", "num_features")
+_CHANNEL_ATTRS = ("out_channels", "out_features", "num_features")
+
+
+def _declared(module: nn.Module) -> int | None:
+    """The output channel count ``module`` states itself (None: it states none)."""
+    values = (getattr(module, attr, None) for attr in _CHANNEL_ATTRS)
+    return next((v for v in values if isinstance(v, int)), None)
 
 
 def layer_channels(model: nn.Module, layer: str) -> int | None:
     """The layer's channel count from its module, or the Conv/Linear behind it (None: unknown)."""
-    module = check_layer(model, layer)
-    for attr in CHANNEL_ATTRS:
-        value = getattr(module, attr, None)
-        if isinstance(value, int):
-            return value
+    declared = _declared(check_layer(model, layer))
+    if declared is not None:
+        return declared
     try:
         producer = channel_producer(model, layer)
     except GraphError:
@@ -99,10 +102,9 @@ def last_declared_channels(module: nn.Module) -> int | None:
     dimension (channels-last) declares the size of that dimension.
     """
     for sub in reversed(list(module.modules())):
-        for attr in CHANNEL_ATTRS:
-            value = getattr(sub, attr, None)
-            if isinstance(value, int):
-                return value
+        declared = _declared(sub)
+        if declared is not None:
+            return declared
         shape = getattr(sub, "normalized_shape", None)
         if isinstance(shape, tuple) and shape and isinstance(shape[-1], int):
             return shape[-1]
