@@ -7,7 +7,7 @@ its output. Rules never guess: an argument they cannot follow raises
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from torch import Tensor, nn
@@ -202,6 +202,12 @@ def unsqueeze(c: Call) -> Field:
     return f.moved(tuple(x + 1 if x >= d else x for x in f.dims))
 
 
+def _without(f: Field, removed: Iterable[int]) -> Field:
+    """``f`` after the non-spatial axes ``removed`` are dropped: later axes move down."""
+    gone = tuple(removed)
+    return f.moved(tuple(d - sum(r < d for r in gone) for d in f.dims))
+
+
 def squeeze(c: Call) -> Field:
     f = c.only()
     t = c.inputs[0]
@@ -213,7 +219,7 @@ def squeeze(c: Call) -> Field:
         removed = [int(d) % t.dim() for d in dims if t.shape[int(d) % t.dim()] == 1]
     if any(d in f.dims for d in removed):
         raise ReceptiveFieldError(f"{c.where}: squeezes away a spatial axis")
-    return f.moved(tuple(d - sum(r < d for r in removed) for d in f.dims))
+    return _without(f, removed)
 
 
 def reshape(c: Call) -> Field:
@@ -271,7 +277,7 @@ def split(c: Call) -> Field:
     if dim in f.dims:
         raise ReceptiveFieldError(f"{c.where}: splits a spatial axis")
     if name == "unbind":
-        return f.moved(tuple(d - (d > dim) for d in f.dims))
+        return _without(f, (dim,))
     return f
 
 
@@ -291,4 +297,4 @@ def reduce(c: Call) -> Field:
         )
     if c.arg(2, "keepdim", False):
         return f
-    return f.moved(tuple(d - sum(r < d for r in dims) for d in f.dims))
+    return _without(f, dims)
