@@ -16,7 +16,7 @@ from . import plot
 if TYPE_CHECKING:
     from ._study_result import StudyResult
 
-__all__ = ["clean", "display_crops", "html_page", "write_report"]
+__all__ = ["clean", "display_crops", "figures_html", "html_page", "write_report"]
 
 
 def clean(value: Any) -> Any:
@@ -90,12 +90,17 @@ def write_report(result: StudyResult, out: Path, per_cluster: int = 16) -> Path:
         f"<h1>polyprune study of {html.escape(name)}</h1>",
         f"<pre>{html.escape(summary)}</pre>",
     ]
-    body += [f'<h2>{html.escape(t)}</h2><img src="{p}" alt="{html.escape(t)}">' for t, p in figures]
+    body += figures_html(figures)
     body += ["<h2>Timings</h2><pre>", html.escape(timings), "</pre>",
              '<p>Full numbers: <a href="results.json">results.json</a></p>']  # fmt: skip
     path = out / "report.html"
     path.write_text(html_page("polyprune study", body))
     return path
+
+
+def figures_html(figures: list[tuple[str, str]]) -> list[str]:
+    """One heading and image per ``(title, file name)`` figure, for :func:`html_page`."""
+    return [f'<h2>{html.escape(t)}</h2><img src="{p}" alt="{html.escape(t)}">' for t, p in figures]
 
 
 def html_page(title: str, body: list[str]) -> str:

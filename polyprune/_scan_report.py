@@ -16,7 +16,7 @@ from . import plot
 from ._dist import MergedTopK
 from ._files import load_saved
 from ._plan import Plan
-from ._report import clean, html_page
+from ._report import clean, figures_html, html_page
 from .clustering import Clustering
 from .receptive_field import ReceptiveField
 from .targets import Unit
@@ -89,7 +89,7 @@ def write_scan(scan: Scan, out: Path, data: Any, crops: int) -> Path:
         '<p>All channels: <a href="scan.csv">scan.csv</a>, <a href="scan.json">scan.json</a></p>',
         note,
     ]
-    body += [f'<h2>{html.escape(t)}</h2><img src="{p}" alt="{html.escape(t)}">' for t, p in figures]
+    body += figures_html(figures)
     path = out / "report.html"
     path.write_text(html_page("polyprune scan", body))
     return path
