@@ -69,15 +69,11 @@ class LayerTopK:
         values = [v for v, _, _ in self._pending]
         items = [i for _, i, _ in self._pending]
         codes = [c for _, _, c in self._pending]
-        channels = values[0].shape[0]
-        if self._top is not None:
-            values.insert(0, self._top.values)
-            items.insert(0, self._top.items)
-            codes.insert(0, self._top.payloads["codes"])
-        new = torch.cat(items[1:] if self._top is not None else items)
-        entries = [new.expand(channels, -1)]
-        if self._top is not None:
-            entries.insert(0, self._top.indices)
+        entries = [torch.cat(items).expand(values[0].shape[0], -1)]  # every channel's candidates
+        top = self._top
+        if top is not None:  # the kept top-k first
+            values, items = [top.values, *values], [top.items, *items]
+            codes, entries = [top.payloads["codes"], *codes], [top.indices, *entries]
         self._top = merge_topk(
             torch.cat(values, dim=1),
             torch.cat(entries, dim=1),
