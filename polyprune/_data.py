@@ -274,26 +274,27 @@ def take(data: Any, indices: Tensor, name: str = "data") -> Tensor:
     ``(image, ...)`` tuples), the same one the indices were computed on.
     """
     idx = [int(i) for i in indices.reshape(-1).tolist()]
+    n: int | None
     if isinstance(data, Tensor):
-        as_images(data, name)
-        n = int(data.shape[0])
-        if any(not 0 <= i < n for i in idx):
-            raise ValueError(f"{name} has {n} items, fewer than the indices need ({max(idx)})")
+        n = int(as_images(data, name).shape[0])
+    elif isinstance(data, Dataset) and not isinstance(data, IterableDataset):
+        n = _sized(data)
+    else:
+        raise TypeError(
+            f"{name} must be indexable to read items by index: a tensor (N, C, H, W) or a "
+            f"map-style Dataset, got {type(data).__name__} (a DataLoader or an iterable can only "
+            "be streamed)"
+        )
+    if n is not None and any(not 0 <= i < n for i in idx):
+        raise ValueError(f"{name} has {n} items, fewer than the indices need ({max(idx)})")
+    if isinstance(data, Tensor):
         return data[torch.tensor(idx, dtype=torch.long)]
-    if isinstance(data, Dataset) and not isinstance(data, IterableDataset):
-        n_items = _sized(data)
-        if n_items is not None and any(not 0 <= i < n_items for i in idx):
-            raise ValueError(f"{name} has {n_items} items, fewer than the indices need")
-        if not idx:
-            raise ValueError("no indices to take")
-        images = [_tensor_of(data[i]) for i in idx]
-        if not all(isinstance(x, Tensor) for x in images):
-            raise TypeError(f"{name}'s items must be tensors or (tensor, ...) tuples")
-        return as_images(torch.stack(images), name)
-    raise TypeError(
-        f"{name} must be indexable to read items by index: a tensor (N, C, H, W) or a map-style "
-        f"Dataset, got {type(data).__name__} (a DataLoader or an iterable can only be streamed)"
-    )
+    if not idx:
+        raise ValueError("no indices to take")
+    images = [_tensor_of(data[i]) for i in idx]
+    if not all(isinstance(x, Tensor) for x in images):
+        raise TypeError(f"{name}'s items must be tensors or (tensor, ...) tuples")
+    return as_images(torch.stack(images), name)
 
 
 def _sized(data: Any) -> int | None:

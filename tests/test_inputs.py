@@ -241,3 +241,18 @@ def test_keep_one_keeps_everything_without_a_warning():
         warnings.simplefilter("error")
         sub = pp.fit_subnetwork(model, UNIT, X, torch.arange(24) < 12, "snip", keep=1.0)
     assert sub.kept_fraction == 1.0
+
+
+def test_take_reads_items_by_index_and_names_what_is_wrong():
+    from polyprune._data import take
+
+    x = torch.arange(5 * 3 * 2 * 2, dtype=torch.float32).reshape(5, 3, 2, 2)
+    indices = torch.tensor([4, 0])
+    assert torch.equal(take(x, indices), x[[4, 0]])
+    assert torch.equal(take(TensorDataset(x, torch.zeros(5)), indices), x[[4, 0]])
+    too_few = r"data has 5 items, fewer than the indices need \(5\)"
+    for data in (x, TensorDataset(x)):
+        with pytest.raises(ValueError, match=too_few):
+            take(data, torch.tensor([1, 5]))
+    with pytest.raises(TypeError, match="DataLoader or an iterable can only be streamed"):
+        take(DataLoader(TensorDataset(x)), indices)
