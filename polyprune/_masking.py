@@ -210,9 +210,11 @@ class Applied(AbstractContextManager[nn.Module]):
         return self._model
 
     def __exit__(self, *exc_info: object) -> None:
-        attachment, self._attachment = self._attachment, None
-        if attachment is not None:
-            attachment.close()
+        # forgotten only once closed: an exit that fails (Ctrl-C inside torch's removal) leaves
+        # the context active, and exiting it again finishes the restore (Attachment.close)
+        if self._attachment is not None:
+            self._attachment.close()
+            self._attachment = None
 
 
 @contextlib.contextmanager

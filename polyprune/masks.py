@@ -251,11 +251,16 @@ class Masks(Mapping[str, Tensor]):
         return model
 
     def remove(self, model: nn.Module) -> nn.Module:
-        """Undo :meth:`apply`, restoring the model exactly."""
-        ctx = self._active.pop(id(model), None)
+        """Undo :meth:`apply`, restoring the model exactly.
+
+        If the removal is interrupted (an error or Ctrl-C inside torch's
+        ``remove_parametrizations``), the masks stay applied and ``remove`` can be called again.
+        """
+        ctx = self._active.get(id(model))
         if ctx is None:
             raise ValueError("these masks are not applied to this model (see Masks.apply)")
-        ctx.__exit__(None, None, None)
+        ctx.__exit__(None, None, None)  # raises before the pop when interrupted: retryable
+        del self._active[id(model)]
         return model
 
     def to_torch_prune(self, model: nn.Module) -> nn.Module:

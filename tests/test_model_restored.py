@@ -100,6 +100,57 @@ def test_a_fault_inside_remove_leaves_the_sparsifier_attached_and_retryable(monk
     assert_restored(model, before)
 
 
+def _interrupt_first_removal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C inside torch's ``remove_parametrizations``, once; later calls go through."""
+    real = parametrize.remove_parametrizations
+    calls = {"n": 0}
+
+    def interrupted(module, name, leave_parametrized=True):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt
+        return real(module, name, leave_parametrized=leave_parametrized)
+
+    monkeypatch.setattr(parametrize, "remove_parametrizations", interrupted)
+
+
+def _masks() -> pp.Masks:
+    return pp.Masks(
+        {"0.weight": torch.tensor([[True] * 3, [False] * 3, [True] * 3, [False] * 3]),
+         "2.weight": torch.ones(2, 4, dtype=torch.bool)},
+        "kernel",
+    )  # fmt: skip
+
+
+def test_an_interrupted_masks_remove_can_be_retried(monkeypatch):
+    model, masks = _net(), _masks()
+    before = snapshot(model)
+    masks.apply(model)
+    _interrupt_first_removal(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        masks.remove(model)
+    masks.remove(model)  # before: "these masks are not applied to this model"
+    assert_restored(model, before)
+    masks.apply(model)  # before: "already masked or pruned"
+    masks.remove(model)
+    assert_restored(model, before)
+
+
+def test_an_interrupted_applied_exit_can_be_retried(monkeypatch):
+    model, masks = _net(), _masks()
+    before = snapshot(model)
+    ctx = masks.applied(model)
+    _interrupt_first_removal(monkeypatch)
+    with pytest.raises(KeyboardInterrupt), ctx:
+        pass
+    assert parametrize.is_parametrized(model[0]) or parametrize.is_parametrized(model[2])
+    ctx.__exit__(None, None, None)  # before: a no-op, the model left masked for good
+    assert_restored(model, before)
+    with masks.applied(model):
+        pass
+    assert_restored(model, before)
+
+
 class Tied(nn.Module):
     def __init__(self) -> None:
         super().__init__()
