@@ -16,18 +16,12 @@ from ._dist import MergedTopK, is_main
 from ._files import atomic_directory
 from ._plan import Plan
 from ._provenance import file_paths
+from ._stats import degenerate
 from .clustering import Clustering
 from .recording import TopActivations
 from .targets import Unit
 
 __all__ = ["Scan", "channel_row"]
-
-#: Flags that put a channel last: its top-k says nothing about what it responds to.
-FLAGS = {
-    "dead": "never positive on the data (max activation ≤ 0): dead after a ReLU",
-    "constant": "one value on all its top-k items: its top-k are arbitrary",
-}
-
 
 def channel_row(clustering: Clustering, codes: Tensor, values: Tensor) -> dict[str, Any]:
     """One channel's entry of the table: clusters, separation, balance, score and flags.
@@ -36,14 +30,7 @@ def channel_row(clustering: Clustering, codes: Tensor, values: Tensor) -> dict[s
     """
     labels = clustering.labels
     clustered = labels >= 0
-    flags = [
-        f
-        for f, bad in (
-            ("dead", float(values[0]) <= 0.0),
-            ("constant", bool(values[0] == values[-1])),
-        )
-        if bad
-    ]
+    flags = degenerate(values)
     separation = balance = math.nan
     if clustering.n_clusters >= 2:
         from sklearn.metrics import silhouette_score

@@ -1,4 +1,5 @@
-"""Private (kernel): the statistics behind evaluation (pure NumPy/SciPy, no polyprune types)."""
+"""Private (kernel): the statistics behind evaluation (NumPy/SciPy, no polyprune types) and the
+one rule for dead and constant units."""
 
 from __future__ import annotations
 
@@ -7,8 +8,27 @@ from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
+from torch import Tensor
 
-__all__ = ["auroc_dprime", "intersection_p_value"]
+__all__ = ["DEGENERATE", "auroc_dprime", "degenerate", "intersection_p_value"]
+
+#: Why a unit's top-k say nothing about what it responds to. A unit with any of these flags is
+#: never polysemantic, and nothing is fitted for it: ``scan`` and ``study`` decide it here alike.
+DEGENERATE = {
+    "dead": "never positive on the data (max activation ≤ 0): dead after a ReLU",
+    "constant": "one value on all its top-k items: its top-k are arbitrary",
+}
+
+
+def degenerate(values: Tensor) -> list[str]:
+    """The :data:`DEGENERATE` flags of a unit from its top-k values (1-D, at least one).
+
+    ``"dead"`` when the largest (the unit's maximum over the data) is ≤ 0, ``"constant"`` when
+    all are equal; in that order, ``[]`` for a unit whose top-k mean something.
+    """
+    v = values.detach().reshape(-1)
+    top, bottom = float(v.max()), float(v.min())
+    return [f for f, bad in (("dead", top <= 0.0), ("constant", top == bottom)) if bad]
 
 
 def auroc_dprime(a: NDArray[np.float64], b: NDArray[np.float64]) -> tuple[float, float]:

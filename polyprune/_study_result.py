@@ -64,9 +64,10 @@ class StudyResult:
     config : dict
         The settings of the run (JSON-ready).
     flags : list of str
-        What makes the unit's results meaningless, if anything: ``"constant"`` when the unit
-        takes one value on all its top-k images (a dead unit, typically 0 everywhere after a
-        ReLU): its top-k are then arbitrary and nothing is fitted.
+        What makes the unit's results meaningless, if anything, decided as :func:`scan` does:
+        ``"dead"`` when the unit is never positive on the data (its maximum is ≤ 0: dead after a
+        ReLU), ``"constant"`` when it takes one value on all its top-k images. A flagged unit is
+        never polysemantic and nothing is fitted for it.
     provenance : dict
         What produced the study: polyprune's and its dependencies' versions, the machine, the
         model (class, size, a SHA-256 of its state), the data (kind, folder, images read), the
@@ -94,8 +95,8 @@ class StudyResult:
 
     @property
     def is_polysemantic(self) -> bool:
-        """Two or more clusters among the top activations (never for a constant unit)."""
-        return self.clustering.is_polysemantic and "constant" not in self.flags
+        """Two or more clusters among the top activations (never for a dead or constant unit)."""
+        return self.clustering.is_polysemantic and not self.flags
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per (method, cluster): kept fraction, separation before/after, faithfulness.
@@ -125,8 +126,11 @@ class StudyResult:
         c = self.clustering
         inputs = "top crops" if self.top.field is not None else "top images"
         verdict = "polysemantic" if self.is_polysemantic else "not polysemantic"
-        if "constant" in self.flags:
-            verdict += f" (the unit is constant, {float(self.top.values[0]):.4g}: a dead unit?)"
+        if self.flags:
+            verdict += (
+                f" (the unit is {' and '.join(self.flags)}, max {float(self.top.values.max()):.4g}"
+                ": nothing fitted)"
+            )
         head = (
             f"unit {self.unit.layer}[{self.unit.channel}] at {self.unit.position}: "
             f"{c.n_clusters} clusters {c.sizes} of {len(self.top)} {inputs} "

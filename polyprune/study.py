@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from ._cs.config import CSConfig
 from ._dist import is_main, run_jobs
 from ._provenance import data_description, environment, model_description, now
+from ._stats import DEGENERATE, degenerate
 from ._study_result import StudyResult
 from ._unit_io import unit_activations
 from .clustering import MIN_CODES, _check_options, cluster
@@ -121,7 +122,7 @@ def study(
     clustering = cluster(top.codes, min_cluster_size, **options)
     timings["clustering"] = time.perf_counter() - t
     fit_index, held_index = held_out_split(clustering.labels, held_out, seed=seed)
-    flags = ["constant"] if bool((top.values == top.values[0]).all()) else []
+    flags = degenerate(top.values)
     result = StudyResult(
         unit=top.unit, top=top, clustering=clustering, fit_index=fit_index,
         held_index=held_index, timings=timings,
@@ -134,8 +135,10 @@ def study(
     )  # fmt: skip
     if flags:
         warnings.warn(
-            f"{unit} takes the same value ({float(top.values[0]):.4g}) on all its top-{k} images "
-            "(a dead unit?): its top images are arbitrary, so nothing is fitted",
+            f"unit {unit.layer}[{unit.channel}] is {' and '.join(flags)} (max "
+            f"{float(top.values.max()):.4g} over its top-{k}; "
+            f"{'; '.join(f'{f}: {DEGENERATE[f]}' for f in flags)}): it is not polysemantic, "
+            "and nothing is fitted",
             UserWarning,
             stacklevel=2,
         )

@@ -197,11 +197,31 @@ def test_a_dead_unit_is_flagged_and_not_called_polysemantic():
     with torch.no_grad():
         model.features[6].weight[0].zero_()  # the planted unit: 0 on every image
     images, _ = zoo.concept_images(200, size=zoo.PLANTED_SIZE, seed=4)
-    with pytest.warns(UserWarning, match="takes the same value .* on all its top-40"):
+    with pytest.warns(UserWarning, match="is dead and constant .* nothing is fitted"):
         result = pp.study(model, pp.Unit(*zoo.PLANTED_TARGET), images, k=40, progress=False)
-    assert result.flags == ["constant"] and not result.is_polysemantic
+    assert result.flags == ["dead", "constant"] and not result.is_polysemantic
     assert result.subnetworks == {}
-    assert "the unit is constant, 0: a dead unit?" in result.summary()
+    assert "the unit is dead and constant, max 0: nothing fitted" in result.summary()
+
+
+def test_study_and_scan_flag_a_dead_unit_alike():
+    # issue 20: never positive but not constant (the conv feeds a ReLU): scan said dead, study
+    # clustered its negative values into two clusters, called it polysemantic and fitted them
+    model, _ = zoo.planted_network()
+    with torch.no_grad():
+        model.features[6].weight[0] = -model.features[6].weight[0].abs() - 0.1
+    images, _ = zoo.concept_images(200, size=zoo.PLANTED_SIZE, seed=4)
+    scanned = pp.scan(model, "features.6", images, k=40, progress=False)
+    with pytest.warns(UserWarning, match=r"features\.6\[0\] is dead \(max -.*dead: never positive"):
+        result = pp.study(
+            model, pp.Unit("features.6", 0), images, top=scanned.top(0, images),
+            methods=["snip"], progress=False,
+        )  # fmt: skip
+    assert result.clustering.n_clusters >= 2  # the codes do cluster: only the rule says no
+    row = next(r for r in scanned.table() if r["channel"] == 0)
+    assert result.flags == row["flags"] == ["dead"]
+    assert not result.is_polysemantic and not row["polysemantic"] and result.subnetworks == {}
+    assert "the unit is dead, max -" in result.summary()
 
 
 def test_empty_and_constant_subnetworks_are_flagged():

@@ -71,8 +71,10 @@ def test_trained_models_cluster_into_their_merged_concepts(name):
 def test_not_polysemantic_stops_after_clustering():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3)).eval()
+    with torch.no_grad():
+        model[2].bias.add_(1.0)  # positive: a live unit (a dead one stops for that reason)
     result = pp.study(model, pp.Unit("2", 0), torch.rand(60, 3, 12, 12), k=30, progress=False)
-    assert not result.is_polysemantic
+    assert not result.is_polysemantic and result.flags == []
     assert result.subnetworks == {} and result.evaluations == {}
     assert "not polysemantic" in result.summary()
 
