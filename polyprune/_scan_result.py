@@ -23,6 +23,7 @@ from .targets import Unit
 
 __all__ = ["Scan", "channel_row"]
 
+
 def channel_row(clustering: Clustering, codes: Tensor, values: Tensor) -> dict[str, Any]:
     """One channel's entry of the table: clusters, separation, balance, score and flags.
 
