@@ -96,6 +96,9 @@ class Subnetwork:
     state : dict or None
         For CS, the final logits and temperature (:meth:`ContinuousSparsifier.state_dict`):
         load them into a new sparsifier to inspect the soft masks.
+    raw_masks : Masks or None
+        The masks as the method produced them, before kernels on no input→unit path were
+        dropped (``masks`` is ``raw_masks.effective(model)``); None when not recorded.
     """
 
     masks: Masks
@@ -105,10 +108,11 @@ class Subnetwork:
     calibration: tuple[float, float] | None = None
     paper_kept_fraction: float | None = None
     state: dict[str, Any] | None = None
+    raw_masks: Masks | None = None
 
     @property
     def kept_fraction(self) -> float:
-        """Kept weights / weights that can reach the unit (``docs/concepts.md``)."""
+        """Kept effective weights / weights that can reach the unit (``docs/concepts.md``)."""
         return self.masks.kept_fraction()
 
     @torch.no_grad()
@@ -124,6 +128,7 @@ class Subnetwork:
             "method": self.method, "history": {k: list(v) for k, v in self.history.items()},
             "calibration": None if self.calibration is None else list(self.calibration),
             "paper_kept_fraction": self.paper_kept_fraction, "state": self.state,
+            "raw_masks": None if self.raw_masks is None else self.raw_masks.to_dict(),
         }  # fmt: skip
 
     @classmethod
@@ -132,11 +137,13 @@ class Subnetwork:
         if data.get("format") != _FORMAT:
             raise ValueError(f"not a polyprune subnetwork ({_FORMAT}): {data.get('format')!r}")
         calibration = data.get("calibration")
+        raw = data.get("raw_masks")
         return cls(
             Masks.from_dict(data["masks"]), Unit.from_dict(data["unit"]), str(data["method"]),
             {k: [float(x) for x in v] for k, v in data.get("history", {}).items()},
             None if calibration is None else (float(calibration[0]), float(calibration[1])),
             data.get("paper_kept_fraction"), data.get("state"),
+            None if raw is None else Masks.from_dict(raw),
         )  # fmt: skip
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -219,6 +226,10 @@ def fit_subnetwork(
     Returns
     -------
     Subnetwork
+        Its ``masks`` are *effective* (DESIGN "Effective weights"): whatever the method, a kept
+        kernel is reported, counted in the kept fraction and saved only if it lies on a kept
+        path from the input to the unit (:meth:`Masks.effective`); so a scorer's kept fraction
+        can be below ``keep``. The method's own masks are ``raw_masks``.
 
     Raises
     ------
@@ -237,9 +248,9 @@ def fit_subnetwork(
     ...                         config=pp.CSConfig(epochs=3), progress=False)
     >>> sub.method, sub.unit.position, sub.history["temperature"][-1]
     ('cs', (2, 2), 200.0)
-    >>> snip = pp.fit_subnetwork(model, pp.Unit("2", 1), images, members, "snip", keep=0.25)
-    >>> snip.method, round(snip.kept_fraction, 2)
-    ('snip', 0.25)
+    >>> snip = pp.fit_subnetwork(model, pp.Unit("2", 1), images, members, "snip", keep=0.5)
+    >>> snip.method, round(snip.raw_masks.kept_fraction(), 2), round(snip.kept_fraction, 2)
+    ('snip', 0.5, 0.31)
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -268,13 +279,23 @@ def fit_subnetwork(
     if isinstance(how, str):
         assert config is not None
         res = fit_cs(model, at, images, members, granularity, config, seed, progress)
-        return Subnetwork(
+        sub = Subnetwork(
             res.masks, at, "cs", res.history, res.calibration, res.paper_kept_fraction, res.state
         )
-    return _fit_scorer(model, at, images, members, name, how, target, granularity, batch_size)
+    else:
+        sub = _fit_scorer(model, at, images, members, name, how, target, granularity, batch_size)
+    return _effective(sub, model)
 
 
 # -- private ---------------------------------------------------------------------------------
+
+
+def _effective(sub: Subnetwork, model: nn.Module) -> Subnetwork:
+    """The rule for every method (DESIGN "Effective weights"): report, count and save only the
+    kernels on a kept input→unit path; the method's own masks stay in ``raw_masks``."""
+    sub.raw_masks = sub.masks
+    sub.masks = sub.masks.effective(model, sub.unit)
+    return sub
 
 
 def _fit_scorer(

@@ -71,7 +71,10 @@ def test_cs_returns_a_subnetwork_with_history_and_is_deterministic():
     assert a.masks.unit == a.unit and a.masks.granularity == "kernel"
     assert set(a.masks.regions) == {"net.0.weight", "net.2.weight"}
     assert a.kept_fraction == a.masks.kept_fraction()
-    assert a.paper_kept_fraction is not None and a.paper_kept_fraction <= a.kept_fraction
+    assert a.raw_masks is not None  # the fitted masks; the reported ones are their effective part
+    assert a.paper_kept_fraction is not None
+    assert a.paper_kept_fraction <= a.raw_masks.kept_fraction()
+    assert a.kept_fraction <= a.raw_masks.kept_fraction()
     keys = {"loss", "objective", "penalty", "temperature", "kept_fraction", "lr", "seconds"}
     assert set(a.history) == keys and all(len(v) == 4 for v in a.history.values())
     assert a.history["temperature"] == pytest.approx([1.0, 200 ** (1 / 3), 200 ** (2 / 3), 200.0])
@@ -199,7 +202,9 @@ def test_scorer_method_returns_the_same_type():
     assert sub.history == {} and sub.state is None
     assert sub.masks.unit == sub.unit
     assert set(sub.masks.regions) == {"net.0.weight", "net.2.weight"}
-    assert sub.kept_fraction == pytest.approx(0.25, abs=1 / 16)  # 16 kernels reach the unit
+    assert sub.raw_masks is not None  # the cut: 16 kernels reach the unit
+    assert sub.raw_masks.kept_fraction() == pytest.approx(0.25, abs=1 / 16)
+    assert sub.kept_fraction <= sub.raw_masks.kept_fraction()
 
 
 def test_scorer_with_scores_object_keeps_its_regions():
@@ -215,8 +220,8 @@ def test_scorer_with_scores_object_keeps_its_regions():
     sub = fit_subnetwork(
         model, UNIT, images, members, RegionScorer(), keep=0.5, granularity="filter"
     )
-    assert sub.masks.granularity == "filter"
-    assert sub.kept_fraction == pytest.approx(0.5, abs=0.2)
+    assert sub.masks.granularity == "filter" and sub.raw_masks is not None
+    assert sub.raw_masks.kept_fraction() == pytest.approx(0.5, abs=0.2)
 
 
 @pytest.mark.parametrize("make", [SNIP, lambda: FORCE(rounds=3, progress=False)])
@@ -225,11 +230,14 @@ def test_real_scorers_match_scoring_by_hand(make):
     images, members = data(20)
     sub = fit_subnetwork(model, UNIT, images, members, make(), keep=0.25)
     assert sub.method in ("snip", "force") and sub.masks.unit == sub.unit
-    assert sub.kept_fraction == pytest.approx(0.25, abs=1 / 16)
+    assert sub.raw_masks is not None
+    assert sub.raw_masks.kept_fraction() == pytest.approx(0.25, abs=1 / 16)
     options = {"keep": 0.25} if sub.method == "force" else {}
     scores = make().score(model, images[members], sub.unit, **options)
     by_hand = Masks.from_scores(scores, 0.25)
-    assert all(torch.equal(sub.masks[n], by_hand[n]) for n in by_hand)
+    assert all(torch.equal(sub.raw_masks[n], by_hand[n]) for n in by_hand)
+    effective = by_hand.effective(model, sub.unit)
+    assert all(torch.equal(sub.masks[n], effective[n]) for n in by_hand)
 
 
 # -- restoring ----------------------------------------------------------------------------------

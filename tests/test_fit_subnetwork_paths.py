@@ -139,7 +139,9 @@ def test_cs_keeps_path_a_and_drops_path_b_and_distractors(fitted):
     assert len(sub.history["loss"]) == 50
     assert sub.history["temperature"][0] == 1.0 and sub.history["temperature"][-1] == 200.0
     assert sub.history["penalty"][-1] < 0.5 * sub.history["penalty"][0]
-    assert sub.history["kept_fraction"][-1] == kept
+    assert sub.raw_masks is not None and sub.history["kept_fraction"][-1] == (
+        sub.raw_masks.kept_fraction()
+    )
     assert sub.unit == pp.Unit("4", 0, (4, 4))  # center of the 9×9 map
 
 

@@ -39,7 +39,10 @@ def test_planted_subnetworks_separate_on_fitted_and_held_out_crops(planted_study
             assert ev.after_held_out is not None
             assert ev.after.auroc > 0.9 and ev.after_held_out.auroc > 0.9, (method, label)
             assert 0 < ev.kept_fraction < 0.5
-    assert abs(result.evaluations["snip"].clusters[0].kept_fraction - 0.05) < 0.01
+    snip = result.subnetworks["snip"][0]  # cut at 5 %; reported: the effective part of it
+    assert snip.raw_masks is not None and abs(snip.raw_masks.kept_fraction() - 0.05) < 0.01
+    assert result.evaluations["snip"].clusters[0].kept_fraction == snip.kept_fraction
+    assert snip.kept_fraction <= snip.raw_masks.kept_fraction()
     assert set(result.activations) >= {"original"} and len(result.activations) == 5
     assert len(result.fit_index) + len(result.held_index) == 240
 
