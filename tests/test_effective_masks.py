@@ -29,7 +29,7 @@ def fit(method: str) -> tuple[zoo.HandBuilt, Subnetwork]:
 
 @pytest.mark.parametrize("method", methods())
 def test_no_reported_mask_holds_a_dead_kernel(method: str, tmp_path) -> None:
-    net, sub = fit(method)
+    _, sub = fit(method)
     masks = {n: sub.masks[n] for n in NAMES}
     for layer, name in enumerate(NAMES):
         region = sub.masks.regions[name]
