@@ -5,8 +5,8 @@ Every public function that takes images accepts the same things, checked the sam
 - a tensor ``(N, C, H, W)`` (split into batches of ``batch_size``; ``None``: one batch);
 - a map-style ``Dataset`` whose items are images ``(C, H, W)`` or ``(image, ...)`` tuples (read
   in order through a ``DataLoader``, with ``workers`` worker processes);
-- a ``DataLoader`` (used as it is; a shuffling one is warned about, since the indices polyprune
-  reports are positions in the order the data comes in);
+- a ``DataLoader`` that reads its dataset in order (used as it is; one that shuffles or has
+  another sampler is refused, since polyprune reports the items' positions as dataset indices);
 - any other iterable of batches ``(B, C, H, W)``, of single images ``(C, H, W)`` (grouped into
   batches), or of ``(tensor, ...)`` tuples of either — a generator is read once, lazily.
 
@@ -18,13 +18,20 @@ batch. Items are numbered in the order they come in (their *global index*).
 from __future__ import annotations
 
 import itertools
-import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler, Subset
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    IterableDataset,
+    RandomSampler,
+    SequentialSampler,
+    Subset,
+)
 
 from ._dist import owns_batch, world
 from ._dist import shard as shard_of
@@ -98,10 +105,28 @@ def check_members(members: Any, n: int) -> Tensor:
     return flags
 
 
-def _shuffles(loader: DataLoader[Any]) -> bool:
+def _same(obj: Any, kind: type) -> bool:
+    """``obj`` is a ``kind`` that iterates as ``kind`` does (a subclass may reorder)."""
+    return isinstance(obj, kind) and type(obj).__iter__ is kind.__iter__  # type: ignore[attr-defined]
+
+
+def _out_of_order(loader: DataLoader[Any]) -> str | None:
+    """What makes ``loader`` read its dataset in another order than 0, 1, …, n−1 (None: nothing).
+
+    Only torch's own sequential sampler (alone, or in torch's ``BatchSampler``) is known to read
+    in order; an iterable-style dataset is read in its own order.
+    """
+    if isinstance(loader.dataset, IterableDataset):
+        return None
     batches = loader.batch_sampler
-    sampler = getattr(batches, "sampler", None) if batches is not None else None
-    return isinstance(loader.sampler, RandomSampler) or isinstance(sampler, RandomSampler)
+    if batches is not None and not _same(batches, BatchSampler):
+        return f"its batch_sampler ({type(batches).__name__})"
+    sampler = loader.sampler if batches is None else getattr(batches, "sampler", None)
+    if _same(sampler, SequentialSampler):
+        return None
+    if isinstance(sampler, RandomSampler):
+        return "it shuffles"
+    return f"its sampler ({type(sampler).__name__})"
 
 
 class Images:
@@ -113,6 +138,8 @@ class Images:
     ``passes`` > 1 keeps a one-shot iterator's batches in memory so that it can be read again.
     ``shard=True``: under ``torch.distributed`` yield only this rank's batches (module
     docstring); ``local_length`` is then the number of items this rank reads, when known.
+    ``indexed=False``: the items' indices are not used (sums over images), so a DataLoader may
+    read in any order.
     """
 
     def __init__(
@@ -125,6 +152,7 @@ class Images:
         workers: int = 0,
         passes: int = 1,
         shard: bool = False,
+        indexed: bool = True,
     ) -> None:
         if batch_size is not None and (
             isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0
@@ -154,13 +182,14 @@ class Images:
             else:
                 self._source = [data] if batch_size is None else list(torch.split(data, batch_size))
         elif isinstance(data, DataLoader):
-            if _shuffles(data):
-                warnings.warn(
-                    f"{name} is a shuffling DataLoader: the indices polyprune reports are "
-                    "positions in this pass's random order, not dataset indices; pass the "
-                    "Dataset itself (or a DataLoader with shuffle=False)",
-                    UserWarning,
-                    stacklevel=3,
+            problem = _out_of_order(data) if indexed else None
+            if problem is not None:
+                raise ValueError(
+                    f"{name} is a DataLoader that does not read its dataset in order ({problem}): "
+                    "polyprune reports dataset indices and file paths by position, so they would "
+                    "name other items. Pass the Dataset itself (read in order, and split over "
+                    "ranks under torchrun), a DataLoader with shuffle=False and no sampler, or "
+                    "torch.utils.data.Subset(dataset, indices) for part of it"
                 )
             self.length = _sized(data.dataset)
             self._source = data

@@ -9,7 +9,14 @@ import torch
 import torch.nn.functional as F
 from conftest import assert_same_top, layer_output
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Sampler,
+    SequentialSampler,
+    SubsetRandomSampler,
+    TensorDataset,
+)
 
 import polyprune as pp
 from polyprune import zoo
@@ -71,14 +78,51 @@ def test_a_list_of_batches_is_a_list_of_batches():
         pp.top_activating(model, UNIT, list(X.split(8)), k=30, progress=False)
 
 
-def test_a_shuffling_data_loader_is_warned_about():
-    loader = DataLoader(TensorDataset(X), batch_size=8, shuffle=True)
-    with pytest.warns(UserWarning, match="shuffling DataLoader: the indices"):
-        pp.top_activating(_net(), UNIT, loader, k=3, progress=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        pp.top_activating(_net(), UNIT, DataLoader(TensorDataset(X), batch_size=8), k=3,
-                          progress=False)  # fmt: skip
+def test_a_data_loader_in_dataset_order_gives_dataset_indices():
+    ds = TensorDataset(X)
+    expected = pp.top_activating(_net(), UNIT, ds, k=5, progress=False)
+    for loader in (
+        DataLoader(ds, batch_size=8),
+        DataLoader(ds, batch_size=5, sampler=SequentialSampler(ds)),
+        DataLoader(ds, batch_sampler=BatchSampler(SequentialSampler(ds), 7, drop_last=False)),
+    ):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            top = pp.top_activating(_net(), UNIT, loader, k=5, progress=False)
+        assert torch.equal(top.indices, expected.indices)
+
+
+class _Backwards(Sampler[int]):
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __iter__(self):
+        return iter(range(self.n - 1, -1, -1))
+
+    def __len__(self) -> int:
+        return self.n
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ({"shuffle": True}, "it shuffles"),
+        # issue 20: indices came back as loader positions ([36, 44, …] for [118, 98, …])
+        ({"sampler": SubsetRandomSampler(range(60, 120))}, r"its sampler \(SubsetRandomSampler"),
+        ({"sampler": _Backwards(180)}, r"its sampler \(_Backwards\)"),
+        ({"batch_sampler": [[0, 1], [5, 4]], "batch_size": 1}, r"its batch_sampler \(list\)"),
+    ],
+)
+def test_a_data_loader_out_of_dataset_order_is_refused(options, problem):
+    ds = TensorDataset(torch.rand(180, 3, 16, 16, generator=torch.Generator().manual_seed(2)))
+    if "batch_sampler" in options:
+        options = {"batch_sampler": options["batch_sampler"]}
+    else:
+        options = {"batch_size": 8, **options}
+    with pytest.raises(ValueError, match=rf"data is a DataLoader .* in order \({problem}"):
+        pp.top_activating(_net(), UNIT, DataLoader(ds, **options), k=3, progress=False)
+    with pytest.raises(ValueError, match="Subset"):
+        pp.scan(_net(), "3", DataLoader(ds, **options), k=10, progress=False)
 
 
 @pytest.mark.parametrize("crop", [True, False])

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from captum.attr import LayerGradientXActivation
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from polyprune import Masks, Unit
 from polyprune.scoring import FORCE, SNIP, ActGrad, Magnitude, Random, Scorer
@@ -292,7 +293,8 @@ def test_scores_do_not_depend_on_batching(scorer: Scorer, granularity: str) -> N
     labels = torch.zeros(6)
     loader = [(x[:2], labels[:2]), (x[2:], labels[2:])]  # like a DataLoader
     generator = (x[i : i + 3] for i in (0, 3))
-    for batches in (loader, generator):
+    shuffled = DataLoader(TensorDataset(x, labels), batch_size=4, shuffle=True)  # order is moot
+    for batches in (loader, generator, shuffled):
         parts = scorer.score(model, batches, Unit("4", 1), granularity=granularity)
         for name in whole:
             torch.testing.assert_close(parts[name], whole[name], atol=1e-6, rtol=1e-4)

@@ -338,8 +338,9 @@ class BaseScorer:
             if inputs is None:
                 raise ValueError("inputs is None: this scorer needs images (a tensor or batches)")
             batches = Images(
-                inputs, batch_size=None, name="inputs", ndim=ndim, passes=self.passes()
-            )
+                inputs, batch_size=None, name="inputs", ndim=ndim, passes=self.passes(),
+                indexed=False,
+            )  # fmt: skip
         elif isinstance(inputs, Tensor):
             as_images(inputs, "inputs", ndim=ndim)
         return ScoringJob(model, goal, gran, shapes, regions, batches, self.progress, keep)
