@@ -10,10 +10,15 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from polyprune import Masks, Unit, zoo
-from polyprune.scoring import FORCE, SNIP, ActGrad, Magnitude, Random, Scorer
+from polyprune.scoring import FORCE, SNIP, ActGrad, Attribution, Magnitude, Random, Scorer
 from polyprune.targets import Objective
 
-GRADIENT_SCORERS = [ActGrad(progress=False), SNIP(progress=False), FORCE(4, keep=0.1)]
+GRADIENT_SCORERS = [
+    ActGrad(progress=False),
+    SNIP(progress=False),
+    FORCE(4, keep=0.1),
+    Attribution(progress=False),
+]
 ALL_SCORERS = [*GRADIENT_SCORERS, Magnitude(), Random(seed=0)]
 GRANULARITIES = ("weight", "kernel", "filter")
 

@@ -18,6 +18,7 @@ accept it by name.
 :class:`FORCE`            SNIP on a progressively masked network (3.2.3)
 :class:`Magnitude`        mean ``|w|`` (baseline, ignores the data)
 :class:`Random`           seeded uniform scores (baseline)
+:class:`Attribution`      ``|(a_with − a_without) · ∂f/∂a|`` per kernel (EAP, one backward)
 ========================  =============================================================
 """
 
@@ -37,11 +38,13 @@ from .snip import SNIP  # isort: skip  (registration order: the paper's order)
 from .force import FORCE  # isort: skip
 from .magnitude import Magnitude  # isort: skip
 from .random import Random  # isort: skip
+from .attribution import Attribution  # isort: skip
 
 __all__ = [
     "FORCE",
     "SNIP",
     "ActGrad",
+    "Attribution",
     "BaseScorer",
     "Magnitude",
     "Random",
