@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from . import _stats
 from ._circuits import CircuitScores, circuit_scores
 from ._data import as_images
+from ._graph.regions import unit_regions
 from ._masking import element_sizes
 from ._unit_io import unit_activations
 from .masks import Masks
@@ -289,6 +290,8 @@ def evaluate(
     masks = {int(k): getattr(v, "masks", v) for k, v in subnetworks.items()}
     if not masks or not all(isinstance(m, Masks) for m in masks.values()):
         raise ValueError("subnetworks must map cluster labels to Masks (or Subnetworks)")
+    for label, value in subnetworks.items():
+        _check_fitted_for(model, unit, int(label), value)
     sets = [(as_images(images), torch.as_tensor(np.asarray(labels)))]
     if held_out is not None:
         held_images = as_images(held_out[0], "held_out images")
@@ -307,6 +310,32 @@ def evaluate(
         for label, m in masks.items()
     }
     return _evaluate(unit, masks, [y for _, y in sets], original, subnets, negatives)
+
+
+def _check_fitted_for(model: nn.Module, unit: Unit, label: int, value: Any) -> None:
+    """Refuse a subnetwork fitted for another unit: by the unit it names (a Subnetwork's, or
+    its masks'), else by its masks' regions, which differ from one unit to another."""
+    masks: Masks = getattr(value, "masks", value)
+    own = getattr(value, "unit", None) or masks.unit
+    if isinstance(own, Unit):
+        if (own.layer, own.channel) != (unit.layer, unit.channel):
+            raise ValueError(
+                f"subnetworks[{label}] was fitted for {own.layer}[{own.channel}], not for the "
+                f"unit evaluated, {unit.layer}[{unit.channel}]: pass the subnetworks of that unit"
+            )
+        return
+    if not masks.regions:
+        return  # nothing to compare: hand-made masks
+    _, regions = unit_regions(model, unit.layer, unit.channel, masks.granularity)
+    wrong = [
+        n for n, r in masks.regions.items() if n not in regions or not torch.equal(regions[n], r)
+    ]
+    if wrong:
+        raise ValueError(
+            f"subnetworks[{label}]'s regions (the weights that can reach its unit) differ from "
+            f"those of {unit.layer}[{unit.channel}] at {wrong[0]!r}: the masks were made for "
+            "another unit (or model)"
+        )
 
 
 def _evaluate(

@@ -103,6 +103,7 @@ def study(
     named = [resolve_method(m, keep=keep, progress=progress) for m in methods]
     unit.validate(model)
     _check_top(top, unit)
+    _check_top_is_this_models(model, top)
     options = _check_options(min_cluster_size, k if top is None else len(top), cluster_options)
     started = now()
     timings: dict[str, float] = {}
@@ -218,6 +219,24 @@ def _check_top(top: TopActivations | None, unit: Unit) -> None:
         )
     if len(top) < MIN_CODES:
         raise ValueError(f"top holds {len(top)} items; at least {MIN_CODES} are needed to cluster")
+
+
+def _check_top_is_this_models(model: nn.Module, top: TopActivations | None) -> None:
+    """Refuse a ``top`` recorded on another model (or other weights): the unit's activation on
+    a few of its crops (best, middle, last) must be the values it stores, up to float error."""
+    if top is None:
+        return
+    assert top.inputs is not None and top.input_unit is not None  # _check_top
+    picks = sorted({0, len(top) // 2, len(top) - 1})
+    stored = top.values[picks].float().cpu()
+    now = unit_activations(model, top.input_unit, top.inputs[picks], None, len(picks))
+    scale = max(1.0, float(top.values.abs().max()))
+    if not torch.allclose(now, stored, rtol=1e-2, atol=1e-2 * scale):
+        raise ValueError(
+            f"top does not belong to this model: {top.unit.layer}[{top.unit.channel}] gives "
+            f"{now.tolist()} on its crops {picks}, where top stores {stored.tolist()}; record it "
+            "again with this model (top_activating or scan) or pass the model it came from"
+        )
 
 
 def _visualize(
