@@ -1,4 +1,4 @@
-"""Inputs that used to give a silently wrong answer (issue 20 §3): now a right one or a clear error."""
+"""Inputs that gave a silently wrong answer (issue 20 §3): now a right one or a clear error."""
 
 from __future__ import annotations
 
