@@ -68,6 +68,9 @@ class Separation:
 def separation(members: Tensor | NDArray[Any], others: Tensor | NDArray[Any]) -> Separation:
     """AUROC and d′ of ``members`` against ``others`` (1-D activations).
 
+    Both must be non-empty and finite: a NaN or infinite activation has no rank and no
+    distance, so it raises ``ValueError`` (the model or subnetwork computed NaN/inf).
+
     Examples
     --------
     >>> import torch, polyprune as pp
@@ -80,6 +83,12 @@ def separation(members: Tensor | NDArray[Any], others: Tensor | NDArray[Any]) ->
     b = np.asarray(others.detach().cpu() if isinstance(others, Tensor) else others, float)
     if a.ndim != 1 or b.ndim != 1 or a.size == 0 or b.size == 0:
         raise ValueError(f"need two non-empty 1-D samples, got shapes {a.shape} and {b.shape}")
+    for name, x in (("members", a), ("others", b)):
+        if not np.isfinite(x).all():
+            raise ValueError(
+                f"{name} holds {int((~np.isfinite(x)).sum())} NaN or infinite activation(s) of "
+                f"{x.size}: AUROC and d′ are undefined; the model (or subnetwork) computed them"
+            )
     auroc, dprime = _stats.auroc_dprime(a, b)
     return Separation(auroc, dprime, int(a.size), int(b.size))
 

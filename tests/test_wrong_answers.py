@@ -52,3 +52,54 @@ def test_study_refuses_a_top_recorded_on_another_model():
         pp.study(other, unit, images, top=top, methods=["snip"], progress=False)
     result = pp.study(model, unit, images, top=top, methods=["snip"], progress=False)
     assert result.top is top
+
+
+# -- NaN activations ---------------------------------------------------------------------------
+
+
+def test_cs_refuses_a_unit_that_is_nan_before_fitting():
+    model = _net()
+    with torch.no_grad():
+        model[0].bias[0] = float("nan")  # reaches unit 3[2]: NaN on every image
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ValueError, match=r"3\[2\] is NaN or infinite on 24 of 24 images"):
+        pp.fit_subnetwork(
+            model, pp.Unit("3", 2), X, torch.arange(24) < 12, "cs",
+            config=pp.CSConfig(epochs=2), progress=False,
+        )  # fmt: skip
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    assert all(
+        bool(((before[k] == v) | (before[k].isnan() & v.isnan())).all()) for k, v in after.items()
+    )
+
+
+def test_cs_stops_with_a_clear_error_when_the_loss_turns_nan(monkeypatch):
+    from polyprune._cs import loss
+
+    calls = []
+    real = loss.LOSSES["both"]
+
+    def nan_from_the_second_batch(*args):
+        calls.append(1)
+        out = real.fn(*args)
+        return out * float("nan") if len(calls) > 1 else out
+
+    monkeypatch.setitem(loss.LOSSES, "both", real._replace(fn=nan_from_the_second_batch))
+    model = _net()
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ValueError, match=r"the CS loss became nan in epoch 1 .* diverged"):
+        pp.fit_subnetwork(
+            model, pp.Unit("3", 2), X, torch.arange(24) < 12, "cs",
+            config=pp.CSConfig(epochs=3, batch_size=8), progress=False,
+        )  # fmt: skip
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not any(torch.nn.utils.parametrize.is_parametrized(m) for m in model.modules())
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_separation_refuses_nan_and_infinite_activations(bad):
+    with pytest.raises(ValueError, match=r"members holds 1 NaN or infinite activation\(s\) of 2"):
+        pp.evaluation.separation(torch.tensor([bad, 1.0]), torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match=r"others holds 2 NaN"):
+        pp.evaluation.separation(torch.tensor([2.0, 1.0]), torch.tensor([bad, bad]))

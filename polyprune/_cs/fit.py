@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, NamedTuple
 
@@ -51,6 +52,17 @@ def _param_groups(
     return groups
 
 
+def _check_finite(dense: Tensor, unit: Unit) -> None:
+    """Refuse a unit that is NaN or infinite under the original model: nothing can be fitted."""
+    bad = ~torch.isfinite(dense)
+    if bool(bad.any()):
+        raise ValueError(
+            f"the unit {unit.layer}[{unit.channel}] is NaN or infinite on {int(bad.sum())} of "
+            f"{dense.numel()} images under the original model (the images are finite): the "
+            "model's weights or buffers hold NaN/inf, or overflow in its dtype; CS cannot fit it"
+        )
+
+
 @gradients_on()  # also inside a caller's no_grad / inference_mode
 def fit_cs(
     model: nn.Module,
@@ -77,6 +89,7 @@ def fit_cs(
     objective = LOSSES[config.loss].fn
     with eval_mode(model):
         dense = unit_activations(model, unit, images, None, max(config.batch_size, 64))
+        _check_finite(dense, unit)
         ctx = loss_context(dense, members, config.calibrate, config.balance, device, dtype)
         dense = dense.to(device, dtype)  # the objectives' targets, moved once
         t0, t1 = config.temperature
@@ -107,6 +120,12 @@ def fit_cs(
                     # batch-size-weighted means, synchronised once per epoch (not per batch)
                     sums += len(idx) / n * torch.stack([total, obj, pen]).detach().double()
                 totals = sums.tolist()
+                if not all(map(math.isfinite, totals)):  # the model is restored on the way out
+                    raise ValueError(
+                        f"the CS loss became {totals[0]} in epoch {len(history['loss']) + 1} "
+                        f"(objective {totals[1]}, penalty {totals[2]}): the fit diverged. Lower "
+                        f"the learning rate (lr={lr:g}) or the penalty weight (lam={lam:g})"
+                    )
                 seconds = time.perf_counter() - started
                 kept = cs.kept_fraction()
                 for key, value in zip(
