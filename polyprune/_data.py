@@ -33,6 +33,7 @@ from torch.utils.data import (
     Subset,
 )
 
+from . import _validate as valid
 from ._dist import owns_batch, world
 from ._dist import shard as shard_of
 
@@ -154,12 +155,9 @@ class Images:
         shard: bool = False,
         indexed: bool = True,
     ) -> None:
-        if batch_size is not None and (
-            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0
-        ):
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-            raise ValueError(f"workers must be an int ≥ 0, got {workers!r}")
+        if batch_size is not None:
+            valid.integer("batch_size", batch_size, low=1)
+        valid.integer("workers", workers, low=0)
         self.name, self.ndim = name, ndim
         self._shape: tuple[int, ...] | None = None
         self._source: Iterable[Any] | None = None

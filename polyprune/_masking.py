@@ -13,6 +13,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from . import _validate as valid
+
 __all__ = [
     "GRANULARITIES",
     "MASKABLE_TYPES",
@@ -53,9 +55,7 @@ def check_granularity(granularity: str) -> Granularity:
 
 def check_keep(keep: object) -> float:
     """``keep`` as a float, or a ValueError unless it is a number in (0, 1]."""
-    if isinstance(keep, bool) or not isinstance(keep, int | float) or not 0 < keep <= 1:
-        raise ValueError(f"keep (the kept fraction) must be in (0, 1], got {keep!r}")
-    return float(keep)
+    return valid.fraction("keep", keep, why=" (the kept fraction)")
 
 
 def check_cut_options(scope: str, normalize: str) -> None:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ._dist import world
+from ._dist.world import world
 
 __all__ = ["data_description", "environment", "file_paths", "model_description", "now"]
 

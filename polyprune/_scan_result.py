@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import _validate as valid
 from ._data import take
 from ._dist import MergedTopK, is_main
 from ._files import atomic_directory
@@ -283,8 +284,7 @@ class Scan:
         """
         from ._scan_report import write_scan
 
-        if isinstance(crops, bool) or not isinstance(crops, int) or crops < 0:
-            raise ValueError(f"crops must be an int ≥ 0, got {crops!r}")
+        valid.integer("crops", crops, low=0)
         out = Path(directory)
         if not is_main():
             return out / "report.html"

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import _validate as valid
 from ._dist import is_main
 from ._files import atomic_directory, load_saved
 from ._report import clean, display_crops, write_report
@@ -210,12 +211,7 @@ class StudyResult:
         >>> again.summary() == result.summary()
         True
         """
-        if (
-            isinstance(crops_per_cluster, bool)
-            or not isinstance(crops_per_cluster, int)
-            or (crops_per_cluster < 0)
-        ):
-            raise ValueError(f"crops_per_cluster must be an int ≥ 0, got {crops_per_cluster!r}")
+        valid.integer("crops_per_cluster", crops_per_cluster, low=0)
         if not is_main():
             return Path(directory) / "report.html"
         with atomic_directory(directory) as tmp:

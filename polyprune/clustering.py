@@ -17,6 +17,8 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
+from . import _validate as valid
+
 __all__ = ["Clustering", "cluster"]
 
 #: Fewer codes than this cannot be clustered meaningfully.
@@ -30,24 +32,41 @@ def _check_options(
 ) -> dict[str, Any]:
     """``study``'s and ``scan``'s clustering arguments for ``k`` codes, checked before any
     work; returns the options as a dict."""
-    if min_cluster_size is not None and (
-        isinstance(min_cluster_size, bool)
-        or not isinstance(min_cluster_size, int)
-        or not 2 <= min_cluster_size <= k
-    ):
-        raise ValueError(
-            f"min_cluster_size must be None or an int in [2, k={k}], got {min_cluster_size!r}"
+    if min_cluster_size is not None:
+        valid.integer("min_cluster_size", min_cluster_size, low=2, high=k, why=f" (k={k})")
+    if cluster_options is not None and not isinstance(cluster_options, Mapping):
+        raise valid.ArgumentTypeError(
+            f"cluster_options must be a dict with keys from {list(_OPTIONS)}, "
+            f"got {type(cluster_options).__name__}"
         )
     options = dict(cluster_options or {})
-    unknown = sorted(set(options) - set(_OPTIONS))
+    unknown = sorted(set(options) - set(_OPTIONS), key=repr)
     if unknown:
         raise ValueError(f"unknown cluster_options {unknown}; valid: {list(_OPTIONS)}")
-    if options.get("cluster_selection_method", "eom") not in ("eom", "leaf"):
-        raise ValueError(
-            "cluster_options['cluster_selection_method'] must be 'eom' or 'leaf', "
-            f"got {options['cluster_selection_method']!r}"
-        )
+    _check_hdbscan(k, prefix="cluster_options", **options)
     return options
+
+
+def _check_hdbscan(
+    n: int,
+    prefix: str = "",
+    standardize: object = False,
+    min_samples: object = None,
+    cluster_selection_method: object = "eom",
+    n_components: object = None,
+) -> None:
+    """The options :func:`cluster` passes to HDBSCAN and PCA, for ``n`` codes (``prefix``:
+    the dict they came in, for the message)."""
+
+    def name(option: str) -> str:
+        return f"{prefix}[{option!r}]" if prefix else option
+
+    valid.flag(name("standardize"), standardize)
+    if min_samples is not None:
+        valid.integer(name("min_samples"), min_samples, low=1, high=n, why=f" (k={n})")
+    valid.choice(name("cluster_selection_method"), cluster_selection_method, ("eom", "leaf"))
+    if n_components is not None:
+        valid.integer(name("n_components"), n_components, low=1)
 
 
 @dataclass(frozen=True)
@@ -184,8 +203,17 @@ def cluster(
     >>> result.n_clusters, result.is_polysemantic
     (2, True)
     """
-    x = codes.detach().cpu().double().numpy() if isinstance(codes, Tensor) else np.asarray(codes)
-    x = x.astype(np.float64, copy=False)
+    try:
+        x = (
+            codes.detach().cpu().double().numpy()
+            if isinstance(codes, Tensor)
+            else np.asarray(codes)
+        )
+        x = x.astype(np.float64, copy=False)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise valid.ArgumentTypeError(
+            f"codes must be a tensor or array of numbers (N, C), got {type(codes).__name__}"
+        ) from exc
     if x.ndim != 2:
         raise ValueError(f"codes must be 2-D (N, C), got shape {x.shape}")
     n = x.shape[0]
@@ -194,12 +222,8 @@ def cluster(
     if not np.isfinite(x).all():
         raise ValueError("codes contain NaN or infinite values")
     size = default_min_cluster_size(n) if min_cluster_size is None else min_cluster_size
-    if isinstance(size, bool) or not isinstance(size, int | np.integer) or not 2 <= size <= n:
-        raise ValueError(f"min_cluster_size must be an int in [2, {n}], got {min_cluster_size!r}")
-    if cluster_selection_method not in ("eom", "leaf"):
-        raise ValueError(
-            f"cluster_selection_method must be 'eom' or 'leaf', got {cluster_selection_method!r}"
-        )
+    size = valid.integer("min_cluster_size", size, low=2, high=n, why=" (the number of codes)")
+    _check_hdbscan(n, "", standardize, min_samples, cluster_selection_method, n_components)
     if standardize:
         std = x.std(axis=0)
         x = (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)

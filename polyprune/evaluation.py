@@ -28,6 +28,7 @@ from numpy.typing import NDArray
 from torch import Tensor, nn
 
 from . import _stats
+from . import _validate as valid
 from ._circuits import CircuitScores, circuit_scores
 from ._data import as_images
 from ._graph.regions import unit_regions
@@ -140,8 +141,8 @@ def held_out_split(
 
     Every label keeps at least one item on each side when it has two or more.
     """
-    if not 0 < fraction < 1:
-        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    valid.fraction("fraction", fraction, one=False)
+    valid.seed("seed", seed)
     y = torch.as_tensor(np.asarray(labels)).reshape(-1)
     gen = torch.Generator().manual_seed(seed)
     fit, held = [], []

@@ -14,6 +14,7 @@ from typing import Any, Literal, NamedTuple
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import _validate as valid
 from ._graph.field import ReceptiveFieldError
 from ._graph.interpret import propagate
 from ._graph.probe import Probe as _Probe
@@ -29,18 +30,6 @@ class Crop(NamedTuple):
 
     images: Tensor
     unit: tuple[int, int]
-
-
-def _pair(value: Any, name: str) -> tuple[int, int]:
-    if isinstance(value, int):
-        value = (value, value)
-    if (
-        not isinstance(value, tuple | list)
-        or len(value) != 2
-        or not all(isinstance(v, int) and v > 0 for v in value)
-    ):
-        raise ValueError(f"{name} must be a positive int or a pair (height, width), got {value!r}")
-    return int(value[0]), int(value[1])
 
 
 @dataclass(frozen=True)
@@ -112,7 +101,7 @@ class ReceptiveField:
             The model cannot be traced, or an operation makes the field undefined or non-uniform.
         """
         check_layer(model, layer)
-        size_hw = _pair(input_size, "input_size")
+        size_hw = valid.size("input_size", input_size)
         channels = in_channels if in_channels is not None else first_in_channels(model)
         field, out_shape = propagate(model, layer, size_hw, channels)
         if len(out_shape) != 4 or len(field.dims) != 2:
@@ -325,7 +314,7 @@ class ReceptiveField:
         ((8, 8), (2, 2), True, True)
         """
         check_layer(model, layer)
-        size_hw = _pair(input_size, "input_size")
+        size_hw = valid.size("input_size", input_size)
         channels = in_channels if in_channels is not None else first_in_channels(model)
         size, stride, start, out = _measure(model, layer, size_hw, channels, trials, seed)
         return cls(layer, size_hw, size, stride, start, out, measured=True)
@@ -364,7 +353,7 @@ class ReceptiveField:
             If the unit does not respond to any pixel (e.g. a dead unit): nothing to measure.
         """
         check_layer(model, layer)
-        h, w = _pair(input_size, "input_size")
+        h, w = valid.size("input_size", input_size)
         channels = in_channels if in_channels is not None else first_in_channels(model)
         probe = _Probe(model, layer, unit, seed)
         base = probe.images(trials, channels, h, w)

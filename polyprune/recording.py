@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from . import _validate as valid
 from ._data import Images, as_images
 from ._dist import (
     all_gather,
@@ -268,8 +269,7 @@ def top_activating(
     >>> tuple(top.codes.shape), bool((top.values[:-1] >= top.values[1:]).all())
     ((5, 384), True)
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-        raise ValueError(f"k must be a positive int, got {k!r}")
+    valid.integer("k", k, low=1)
     if not isinstance(unit, Unit):
         raise TypeError(f"unit must be a polyprune.Unit, got {type(unit).__name__}")
     unit.validate(model)

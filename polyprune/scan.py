@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from . import _validate as valid
 from ._data import Images
 from ._dist import (
     MergedTopK,
@@ -49,8 +50,7 @@ def _check_args(
     min_cluster_size: int | None,
     cluster_options: Mapping[str, Any] | None,
 ) -> tuple[str, ...]:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    valid.model("model", model)
     names = (layers,) if isinstance(layers, str) else tuple(layers)
     if not names:
         raise ValueError("layers must name at least one module (e.g. 'features.10')")
@@ -58,8 +58,7 @@ def _check_args(
         raise ValueError(f"layers contains duplicates: {list(names)}")
     for name in names:
         check_layer(model, name)
-    if isinstance(k, bool) or not isinstance(k, int) or k < MIN_CODES:
-        raise ValueError(f"k must be an int ≥ {MIN_CODES} (the codes are clustered), got {k!r}")
+    valid.integer("k", k, low=MIN_CODES, why=" (the codes are clustered)")
     _check_options(min_cluster_size, k, cluster_options)
     return names
 

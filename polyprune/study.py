@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from . import _validate as valid
 from ._cs.config import CSConfig
 from ._dist import is_main, run_jobs
 from ._provenance import data_description, environment, model_description, now
@@ -90,8 +91,8 @@ def study(
     rank returns the same result (masks identical to one process's). Every rank must call it;
     a failure on one rank raises on all; progress and :meth:`StudyResult.save` on rank 0 only.
     """
-    if not 0 < held_out < 1:
-        raise ValueError(f"held_out must be in (0, 1), got {held_out}")
+    valid.fraction("held_out", held_out, one=False)
+    valid.seed("seed", seed)
     if isinstance(methods, str):
         raise TypeError(
             f"methods must be a list of method names or scorers, got the string {methods!r}; "

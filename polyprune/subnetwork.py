@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _masking as mk
+from . import _validate as valid
 from ._cs.config import CSConfig
 from ._cs.fit import fit_cs
 from ._data import as_images, check_members
@@ -252,8 +253,7 @@ def fit_subnetwork(
     >>> snip.method, round(snip.raw_masks.kept_fraction(), 2), round(snip.kept_fraction, 2)
     ('snip', 0.5, 0.31)
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    valid.floating_model("model", model)
     if not isinstance(unit, Unit):
         raise TypeError(f"unit must be a polyprune.Unit, got {type(unit).__name__}")
     images = as_images(images)
@@ -272,8 +272,8 @@ def fit_subnetwork(
                 f"keep (the kept fraction in (0, 1]) is required for the scorer {name!r}, got None"
             )
         target = mk.check_keep(given)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int ≥ 1, got {batch_size!r}")
+    valid.integer("batch_size", batch_size, low=1)
+    valid.seed("seed", seed)
     unit.validate(model)
     at = placed(model, unit, images)
     if isinstance(how, str):

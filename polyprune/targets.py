@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from . import _validate as valid
 from ._data import as_images
 from ._graph.regions import layer_channels
 from ._graph.run import (
@@ -59,10 +60,7 @@ class Unit:
     def __post_init__(self) -> None:
         if not isinstance(self.layer, str) or not self.layer:
             raise TypeError(f"Unit.layer must be a non-empty module name, got {self.layer!r}")
-        if isinstance(self.channel, bool) or not isinstance(self.channel, int):
-            raise TypeError(f"Unit.channel must be an int, got {self.channel!r}")
-        if self.channel < 0:
-            raise ValueError(f"Unit.channel must be ≥ 0, got {self.channel}")
+        object.__setattr__(self, "channel", valid.integer("Unit.channel", self.channel, low=0))
         if self.position is not None:
             pos = tuple(self.position)
             if len(pos) != 2 or not all(isinstance(p, int) and p >= 0 for p in pos):

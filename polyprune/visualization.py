@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from . import _validate as valid
 from ._fvis import FourierImage, random_transform
 from ._model import eval_mode, first_in_channels, gradients_on, model_dtype_device
 from ._unit_io import placed, unit_activation
@@ -55,10 +56,14 @@ def visualize(
     >>> tuple(images.shape), bool(images.min() >= 0 and images.max() <= 1)
     ((1, 3, 24, 24), True)
     """
+    valid.floating_model("model", model)
+    valid.instance("unit", unit, Unit, "a polyprune.Unit")
+    hw = valid.size("size", size)
+    valid.integer("steps", steps, low=1)
+    valid.number("lr", lr, low=0, low_open=True)
+    valid.integer("batch", batch, low=1)
+    valid.seed("seed", seed)
     unit.validate(model)
-    hw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    if steps < 1 or batch < 1 or lr <= 0:
-        raise ValueError(f"steps and batch must be ≥ 1 and lr > 0, got {steps}, {batch}, {lr}")
     channels = first_in_channels(model)
     dtype, device = model_dtype_device(model)
     sample = torch.zeros(1, channels, *hw, dtype=dtype, device=device)

@@ -164,7 +164,10 @@ def test_k_zero_and_k_above_n() -> None:
             lambda: _dist.merge_topk(torch.ones(1, 1, 1), torch.zeros(1, 1, 1).long(), None, 1),
             r"\(n,\) or \(C, n\)",
         ),
-        (lambda: _dist.merge_topk(torch.ones(2), torch.arange(2), None, -1), "non-negative"),
+        (
+            lambda: _dist.merge_topk(torch.ones(2), torch.arange(2), None, -1),
+            "k must be an int ≥ 0",
+        ),
         (
             lambda: _dist.merge_topk(torch.ones(2), torch.arange(2), {"c": torch.ones(3)}, 1),
             "one row per item",

@@ -332,8 +332,8 @@ def test_bad_input_fails_before_any_work(change, error, match):
         ({"init": 1.0}, "init must be"),
         ({"penalty": "l1"}, "penalty must be"),
         ({"lr_scale": "layer"}, "lr_scale must be"),
-        ({"milestones": (0,)}, "milestones must be"),
-        ({"temperature": (1.0, -2.0)}, "temperature must be"),
+        ({"milestones": (0,)}, r"milestones\[0\] must be an int in \[1, 49\]"),
+        ({"temperature": (1.0, -2.0)}, r"temperature\[1\] must be a finite number > 0"),
         ({"calibrate": 1}, "calibrate must be True or False"),
     ],
 )

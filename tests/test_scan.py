@@ -221,9 +221,9 @@ def test_whole_images_where_no_field_can_be_derived():
         ({"layers": []}, ValueError, "at least one module"),
         ({"k": 5}, ValueError, r"k must be an int ≥ 10"),
         ({"k": 500}, ValueError, r"k=500 is larger than the data set \(400 items\)"),
-        ({"min_cluster_size": 1}, ValueError, r"min_cluster_size must be None or an int in"),
+        ({"min_cluster_size": 1}, ValueError, r"min_cluster_size must be an int in \[2, "),
         ({"cluster_options": {"eps": 1}}, ValueError, r"unknown cluster_options \['eps'\]"),
-        ({"batch_size": 0}, ValueError, "batch_size must be a positive int"),
+        ({"batch_size": 0}, ValueError, "batch_size must be an int ≥ 1"),
         ({"data": "images/"}, TypeError, "data must be a tensor"),
     ],
 )

@@ -101,10 +101,13 @@ def test_bad_arguments_fail_before_work():
         yield x
 
     for options, match in (
-        ({"min_cluster_size": 1}, r"min_cluster_size must be None or an int in \[2, k=20\]"),
-        ({"min_cluster_size": 21}, r"min_cluster_size must be None or an int in \[2, k=20\]"),
+        ({"min_cluster_size": 1}, r"min_cluster_size must be an int in \[2, 20\] \(k=20\)"),
+        ({"min_cluster_size": 21}, r"min_cluster_size must be an int in \[2, 20\] \(k=20\)"),
         ({"cluster_options": {"eps": 1}}, r"unknown cluster_options \['eps'\]"),
-        ({"cluster_options": {"cluster_selection_method": "x"}}, "must be 'eom' or 'leaf'"),
+        (
+            {"cluster_options": {"cluster_selection_method": "x"}},
+            r"must be one of \['eom', 'leaf'\]",
+        ),
     ):
         with pytest.raises(ValueError, match=match):
             pp.study(model, pp.Unit("0", 0), never_read(), k=20, progress=False, **options)

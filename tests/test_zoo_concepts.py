@@ -97,11 +97,11 @@ def test_colours_contrast_per_channel() -> None:
         ({"n": 4, "concepts": ("rings", "zebras")}, r"unknown concept.*'zebras'.*hstripes"),
         ({"n": 4, "concepts": ()}, "at least one concept"),
         ({"n": 4, "concepts": ("rings", "rings")}, "must not repeat"),
-        ({"n": 0}, "n must be a positive int"),
-        ({"n": -3}, "n must be a positive int"),
-        ({"n": 2.5}, "n must be a positive int"),
-        ({"n": 4, "size": 8}, "size must be an int >= 16"),
-        ({"n": 4, "seed": -1}, "seed must be a non-negative int"),
+        ({"n": 0}, "n must be an int ≥ 1"),
+        ({"n": -3}, "n must be an int ≥ 1"),
+        ({"n": 2.5}, "n must be an int ≥ 1"),
+        ({"n": 4, "size": 8}, "size must be an int ≥ 16"),
+        ({"n": 4, "seed": -1}, r"seed must be an int in \[0, "),
     ],
 )
 def test_invalid_arguments_raise_clear_errors(kwargs: dict[str, object], match: str) -> None:
@@ -154,5 +154,5 @@ def test_write_image_folder_refuses_non_empty_root(tmp_path: Path) -> None:
         zoo.write_image_folder(tmp_path, 1, concepts="rings", size=16)
     zoo.write_image_folder(tmp_path, 1, concepts="rings", size=16, overwrite=True)
     assert (tmp_path / "rings" / "00000.png").exists()
-    with pytest.raises(ValueError, match="n_per_concept must be a positive int"):
+    with pytest.raises(ValueError, match="n_per_concept must be an int ≥ 1"):
         zoo.write_image_folder(tmp_path / "new", 0)

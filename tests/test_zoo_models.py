@@ -124,5 +124,5 @@ def test_digits_split_is_fixed_stratified_and_disjoint() -> None:
     assert torch.equal(zoo.digits("test")[0], test)
     with pytest.raises(ValueError, match="split must be one of"):
         zoo.digits("validation")
-    with pytest.raises(ValueError, match="size must be an int >= 8"):
+    with pytest.raises(ValueError, match="size must be an int ≥ 8"):
         zoo.digits("test", size=4)

@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .. import _validate as valid
 from .loss import LOSSES
 
 __all__ = ["CSConfig"]
-
-
-def _number(name: str, value: object, ok: bool, valid: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not ok:
-        raise ValueError(f"{name} must be {valid}, got {value!r}")
-
-
-def _finite(value: object) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -116,50 +107,39 @@ class CSConfig:
     temperature: tuple[float, float] = (1.0, 200.0)
 
     def __post_init__(self) -> None:
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 2:
-            raise ValueError(
-                "epochs must be an int ≥ 2 (the temperature goes from start to end), "
-                f"got {self.epochs!r}"
-            )
-        size = self.batch_size
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"batch_size must be an int ≥ 1, got {size!r}")
+        valid.integer("epochs", self.epochs, low=2, why=" (the temperature goes from start to end)")
+        valid.integer("batch_size", self.batch_size, low=1)
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
         if self.lam is not None:
-            _number("lam", self.lam, _finite(self.lam) and self.lam >= 0, "a finite number ≥ 0")
+            valid.number("lam", self.lam, low=0)
         if self.lr is not None:
-            _number("lr", self.lr, _finite(self.lr) and self.lr > 0, "> 0")
-        _number("momentum", self.momentum, _finite(self.momentum) and 0 <= self.momentum < 1,
-                "in [0, 1)")  # fmt: skip
-        _number("gamma", self.gamma, _finite(self.gamma) and 0 < self.gamma <= 1, "in (0, 1]")
-        _number("init", self.init, _finite(self.init) and 0 < self.init < 1, "in (0, 1)")
+            valid.number("lr", self.lr, low=0, low_open=True)
+        valid.number("momentum", self.momentum, low=0, high=1, high_open=True)
+        valid.fraction("gamma", self.gamma)
+        valid.fraction("init", self.init, one=False)
         if self.lr_scale not in ("elements", "none"):
             raise ValueError(f"lr_scale must be 'elements' or 'none', got {self.lr_scale!r}")
         if self.penalty not in ("mean", "sum"):
             raise ValueError(f"penalty must be 'mean' or 'sum', got {self.penalty!r}")
-        milestones = self.milestones
-        if isinstance(milestones, str | bytes) or not all(
-            isinstance(m, int) and not isinstance(m, bool) and 0 < m < self.epochs
-            for m in milestones
-        ):
-            raise ValueError(
-                f"milestones must be epochs in 1..{self.epochs - 1}, got {self.milestones!r}"
+        if not isinstance(self.milestones, tuple | list):
+            raise valid.ArgumentTypeError(
+                f"milestones must be a tuple of epochs in 1..{self.epochs - 1}, "
+                f"got {self.milestones!r}"
             )
-        temperature = self.temperature
-        if (
-            not isinstance(temperature, tuple | list)
-            or len(temperature) != 2
-            or not all(_finite(t) and not isinstance(t, bool) and t > 0 for t in temperature)
-        ):
+        for i, m in enumerate(self.milestones):
+            valid.integer(f"milestones[{i}]", m, low=1, high=self.epochs - 1)
+        if not isinstance(self.temperature, tuple | list) or len(self.temperature) != 2:
             raise ValueError(
                 f"temperature must be (start, end) with both > 0, got {self.temperature!r}"
             )
-        for flag in ("calibrate", "balance"):
-            if not isinstance(getattr(self, flag), bool):
-                raise ValueError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
-        object.__setattr__(self, "milestones", tuple(milestones))
-        object.__setattr__(self, "temperature", (float(temperature[0]), float(temperature[1])))
+        for i, t in enumerate(self.temperature):
+            valid.number(f"temperature[{i}]", t, low=0, low_open=True)
+        valid.flag("calibrate", self.calibrate)
+        valid.flag("balance", self.balance)
+        object.__setattr__(self, "milestones", tuple(self.milestones))
+        t0, t1 = self.temperature
+        object.__setattr__(self, "temperature", (float(t0), float(t1)))
         for name in ("lam", "lr", "momentum", "gamma", "init"):
             value = getattr(self, name)
             object.__setattr__(self, name, None if value is None else float(value))

@@ -16,7 +16,6 @@ from ..targets import Unit
 __all__ = [
     "SigmoidMask",
     "Temperature",
-    "check_positive",
     "init_logits",
     "mask_targets",
 ]
@@ -57,16 +56,6 @@ class SigmoidMask(nn.Module):
 
     def forward(self, weight: Tensor) -> Tensor:
         return weight * self.mask().view(self._view)
-
-
-def check_positive(name: str, value: object) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
 
 
 def mask_targets(

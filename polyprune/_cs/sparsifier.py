@@ -24,12 +24,12 @@ import torch
 from torch import Tensor, nn
 
 from .. import _masking as mk
+from .. import _validate as valid
 from ..masks import Masks
 from ..targets import Unit
 from .soft_masks import (
     SigmoidMask,
     Temperature,
-    check_positive,
     init_logits,
     mask_targets,
 )
@@ -96,16 +96,13 @@ class ContinuousSparsifier:
         temperature: float = 1.0,
         seed: int | None = None,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        valid.floating_model("model", model)
         self.granularity: mk.Granularity = mk.check_granularity(granularity)
-        check_positive("temperature", temperature)
-        if isinstance(init, bool) or not isinstance(init, int | float) or not 0 < init < 1:
-            raise ValueError(
-                f"init (the initial mask value σ(t0·m0)) must be in (0, 1), got {init!r}"
-            )
-        if not isinstance(init_noise, int | float) or not init_noise >= 0:
-            raise ValueError(f"init_noise must be a number ≥ 0, got {init_noise!r}")
+        valid.number("temperature", temperature, low=0, low_open=True)
+        valid.fraction("init", init, one=False, why=" (the initial mask value σ(t0·m0))")
+        valid.number("init_noise", init_noise, low=0)
+        if seed is not None:
+            valid.seed("seed", seed)
         shapes, regions = mask_targets(model, up_to, modules, self.granularity)
         self.model = model
         self.unit = up_to
@@ -185,7 +182,7 @@ class ContinuousSparsifier:
 
     @temperature.setter
     def temperature(self, value: float) -> None:
-        check_positive("temperature", value)
+        valid.number("temperature", value, low=0, low_open=True)
         self._temp.value = float(value)
 
     def num_elements(self, name: str | None = None) -> int:
@@ -310,12 +307,9 @@ class ExponentialTemperature:
     def __init__(
         self, sparsifier: Any, start: float = 1.0, end: float = 200.0, steps: int = 160
     ) -> None:
-        check_positive("start", start)
-        check_positive("end", end)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-            raise ValueError(
-                f"steps must be an int ≥ 2 (the number of temperatures, e.g. epochs), got {steps!r}"
-            )
+        valid.number("start", start, low=0, low_open=True)
+        valid.number("end", end, low=0, low_open=True)
+        valid.integer("steps", steps, low=2, why=" (the number of temperatures, e.g. epochs)")
         self.sparsifier = sparsifier
         self.start = float(start)
         self.end = float(end)

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .. import _validate as valid
 from .comm import exchange
 from .world import is_distributed
 
@@ -169,8 +170,7 @@ def _merge(
 ) -> tuple[MergedTopK, Tensor | None, dict[str, Tensor]]:
     """:func:`merge_topk` without taking the payload rows: the merged top-k (no payloads), and
     the validated ``items`` (one per payload row) and ``payloads``."""
-    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-        raise ValueError(f"k must be a non-negative int, got {k!r}")
+    valid.integer("k", k, low=0)
     if values.dim() not in (1, 2):
         raise ValueError(f"values must be (n,) or (C, n), got shape {tuple(values.shape)}")
     if indices.shape != values.shape:

@@ -7,6 +7,8 @@ from typing import TypeVar
 
 import torch.distributed as dist
 
+from .. import _validate as valid
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -79,8 +81,7 @@ def shard(n: int, *, rank: int | None = None, world_size: int | None = None) -> 
     >>> shard(5)  # not distributed: everything
     range(0, 5)
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"n must be a non-negative int, got {n!r}")
+    valid.integer("n", n, low=0)
     rank, size = _resolve_world(rank, world_size)
     q, m = divmod(n, size)
     start = rank * q + min(rank, m)
@@ -108,8 +109,7 @@ def owns_batch(
     >>> owns_batch(7)  # not distributed: every batch
     True
     """
-    if isinstance(batch_number, bool) or not isinstance(batch_number, int) or batch_number < 0:
-        raise ValueError(f"batch_number must be a non-negative int, got {batch_number!r}")
+    valid.integer("batch_number", batch_number, low=0)
     rank, size = _resolve_world(rank, world_size)
     return batch_number % size == rank
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import _masking as mk
+from .. import _validate as valid
 from ._base import BaseScorer, ScoringJob
 from ._tools import mask_gradients
 
@@ -181,8 +182,7 @@ class ActGrad(BaseScorer, name="actgrad"):
 
     def __init__(self, *, chunk_bytes: int = 64 * 2**20, **options: Any) -> None:
         super().__init__(**options)
-        if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int) or chunk_bytes < 1:
-            raise ValueError(f"chunk_bytes must be a positive int, got {chunk_bytes!r}")
+        valid.integer("chunk_bytes", chunk_bytes, low=1)
         self.chunk_bytes = chunk_bytes
 
     def compute(self, job: ScoringJob) -> Mapping[str, Tensor]:

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .. import _masking as mk
+from .. import _validate as valid
 from ..masks import Scores
 from ..targets import Objective, Unit
 from ._base import BaseScorer, Inputs, ScoringJob
@@ -65,8 +66,7 @@ class FORCE(BaseScorer, name="force"):
 
     def __init__(self, rounds: int = 10, **options: Any) -> None:
         super().__init__(**options)
-        if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-            raise ValueError(f"rounds must be an int ≥ 1, got {rounds!r}")
+        valid.integer("rounds", rounds, low=1)
         self.rounds = rounds
 
     def passes(self) -> int:

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from .. import _masking as mk
+from .. import _validate as valid
 from ._base import BaseScorer, ScoringJob
 
 __all__ = ["Random"]
@@ -44,8 +45,7 @@ class Random(BaseScorer, name="random"):
 
     def __init__(self, seed: int = 0, **options: Any) -> None:
         super().__init__(**options)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {seed!r}")
+        valid.seed("seed", seed)
         self.seed = seed
 
     def compute(self, job: ScoringJob) -> Mapping[str, Tensor]:

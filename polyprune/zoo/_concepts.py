@@ -18,6 +18,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from .. import _validate as valid
 from ._render import BLOCK, CONCEPTS, MIN_SIZE, block_labels, render_block
 
 
@@ -36,19 +37,8 @@ def _validate_concepts(concepts: Sequence[str] | str) -> tuple[str, ...]:
     return names
 
 
-def _validate_count(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-
-
 def _validate_size(size: int) -> None:
-    if isinstance(size, bool) or not isinstance(size, int) or size < MIN_SIZE:
-        raise ValueError(f"size must be an int >= {MIN_SIZE} (pixels), got {size!r}")
-
-
-def _validate_seed(seed: int) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    valid.integer("size", size, low=MIN_SIZE, why=" (pixels)")
 
 
 def _generate(n: int, names: tuple[str, ...], size: int, seed: int) -> tuple[Tensor, Tensor]:
@@ -118,9 +108,9 @@ def concept_images(
     True
     """
     names = _validate_concepts(concepts)
-    _validate_count("n", n)
+    valid.integer("n", n, low=1)
     _validate_size(size)
-    _validate_seed(seed)
+    valid.seed("seed", seed)
     return _generate(n, names, size, seed)
 
 
@@ -172,10 +162,10 @@ class ConceptDataset(Dataset[tuple[Tensor, int]]):
         cache_blocks: int = 4,
     ) -> None:
         self.concepts = _validate_concepts(concepts)
-        _validate_count("n", n)
+        valid.integer("n", n, low=1)
         _validate_size(size)
-        _validate_seed(seed)
-        _validate_count("cache_blocks", cache_blocks)
+        valid.seed("seed", seed)
+        valid.integer("cache_blocks", cache_blocks, low=1)
         if transform is not None and not callable(transform):
             raise ValueError(f"transform must be callable or None, got {type(transform).__name__}")
         self.n, self.size, self.seed = n, size, seed
@@ -260,9 +250,9 @@ def write_image_folder(
     ['dots', 'rings']
     """
     names = _validate_concepts(concepts)
-    _validate_count("n_per_concept", n_per_concept)
+    valid.integer("n_per_concept", n_per_concept, low=1)
     _validate_size(size)
-    _validate_seed(seed)
+    valid.seed("seed", seed)
     if image_format not in ("png", "jpeg"):
         raise ValueError(f"image_format must be 'png' or 'jpeg', got {image_format!r}")
     suffix = ".png" if image_format == "png" else ".jpg"

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .. import _validate as valid
+
 SPLITS = ("train", "test", "all")
 TEST_FRACTION = 0.2
 """Fraction of each digit's images in the ``"test"`` split (rounded per digit)."""
@@ -69,8 +71,7 @@ def digits(split: str = "test", size: int = 32) -> tuple[Tensor, Tensor]:
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
-        raise ValueError(f"size must be an int >= 8 (pixels), got {size!r}")
+    valid.integer("size", size, low=8, why=" (pixels)")
     raw, target = _raw()
     if split == "all":
         idx = np.arange(target.size)

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from .. import _validate as valid
 from ._concepts import concept_images
 from ._digits import digits
 from ._render import CONCEPTS
@@ -267,8 +268,7 @@ def eval_data(name: str, seed: int = 0) -> tuple[Tensor, Tensor]:
     (359, 1, 32, 32)
     """
     _check_name(name)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an int ≥ 0, got {seed!r}")
+    valid.seed("seed", seed)
     if seed == 0:
         return _EVAL[name]()
     if name != "concepts-merged":

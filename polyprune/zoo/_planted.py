@@ -12,9 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import _validate as valid
 from ..masks import Masks
 from ..targets import Unit
-from ._concepts import _validate_concepts, _validate_seed, concept_images
+from ._concepts import _validate_concepts, concept_images
 from ._render import CONCEPTS
 
 PLANTED_SIZE = 32
@@ -135,18 +136,12 @@ def _validate(
     if len(names) < 2:
         raise ValueError(f"a planted polysemantic unit needs at least 2 concepts, got {names}")
     free = len(CONCEPTS) - len(names)
-    if (
-        isinstance(distractors, bool)
-        or not isinstance(distractors, int)
-        or not 0 <= distractors <= free
-    ):
-        raise ValueError(
-            f"distractors must be an int in [0, {free}] (the number of concepts not in {names}), "
-            f"got {distractors!r}"
-        )
-    _validate_seed(seed)
-    if isinstance(cross, bool) or not isinstance(cross, int | float) or not cross >= 0:
-        raise ValueError(f"cross (scale of the cross-block kernels) must be >= 0, got {cross!r}")
+    valid.integer(
+        "distractors", distractors, low=0, high=free,
+        why=f" (the number of concepts not in {names})",
+    )  # fmt: skip
+    valid.seed("seed", seed)
+    valid.number("cross", cross, low=0, why=" (scale of the cross-block kernels)")
     return names
 
 

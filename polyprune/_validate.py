@@ -1,0 +1,196 @@
+"""Private (kernel): argument checks, written once.
+
+Every public function checks its arguments here before any work. Each check returns the value
+in its canonical form (``int``, ``float``, ``torch.device`` ...) or raises with a message that
+names the argument, says what was wrong and what is valid::
+
+    k = integer("k", k, low=1)
+    keep = fraction("keep", keep)
+    gen = torch.Generator().manual_seed(seed("seed", seed))
+
+A value of the wrong type raises :class:`ArgumentTypeError`, a ``TypeError`` that is also a
+``ValueError`` (as scikit-learn's ``InvalidParameterError``; 0.2 raised ``ValueError`` for some
+of these, and ``except ValueError`` keeps working); a value out of range raises ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection
+from typing import TypeVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "SEED_MAX",
+    "ArgumentTypeError",
+    "choice",
+    "device",
+    "flag",
+    "floating_model",
+    "fraction",
+    "instance",
+    "integer",
+    "model",
+    "number",
+    "seed",
+    "size",
+]
+
+#: The largest seed: torch's generators take up to 2**64 - 1, numpy's any int ≥ 0; 2**63 - 1
+#: also fits an int64 tensor and every JSON reader.
+SEED_MAX = 2**63 - 1
+
+T = TypeVar("T")
+
+
+class ArgumentTypeError(TypeError, ValueError):
+    """An argument of the wrong type (also a ``ValueError``, as 0.2 raised for some)."""
+
+
+def _got(value: object) -> str:
+    text = repr(value)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def _range(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
+    if low is not None and high is not None:
+        return f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{'>' if low_open else '≥'} {low}"
+    if high is not None:
+        return f"{'<' if high_open else '≤'} {high}"
+    return ""
+
+
+def integer(
+    name: str, value: object, *, low: int | None = None, high: int | None = None, why: str = ""
+) -> int:
+    """``value`` as an ``int`` in ``[low, high]`` (numpy ints too; never a bool or a float).
+
+    ``why``: the reason for the bounds, shown in the message, e.g. ``" (the codes are
+    clustered)"``.
+    """
+    valid = " ".join(("an int", _range(low, high, False, False))).strip() + why
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+        raise ArgumentTypeError(f"{name} must be {valid}, got {_got(value)}")
+    number_ = int(value)
+    if (low is not None and number_ < low) or (high is not None and number_ > high):
+        raise ValueError(f"{name} must be {valid}, got {number_}")
+    return number_
+
+
+def number(
+    name: str,
+    value: object,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    why: str = "",
+) -> float:
+    """``value`` as a finite ``float`` within the bounds (open or closed); never a bool."""
+    valid = " ".join(("a finite number", _range(low, high, low_open, high_open))).strip() + why
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.number):
+        raise ArgumentTypeError(f"{name} must be {valid}, got {_got(value)}")
+    x = float(value)
+    if (
+        not math.isfinite(x)
+        or (low is not None and (x <= low if low_open else x < low))
+        or (high is not None and (x >= high if high_open else x > high))
+    ):
+        raise ValueError(f"{name} must be {valid}, got {value!r}")
+    return x
+
+
+def fraction(name: str, value: object, *, one: bool = True, why: str = "") -> float:
+    """A number in ``(0, 1]`` (``one``) or ``(0, 1)``."""
+    return number(name, value, low=0, high=1, low_open=True, high_open=not one, why=why)
+
+
+def size(name: str, value: object) -> tuple[int, int]:
+    """An image size ``(height, width)`` from a positive int or a pair of them."""
+    pair = tuple(value) if isinstance(value, tuple | list) else (value, value)
+    if len(pair) != 2:
+        raise ValueError(f"{name} must be a positive int or a pair (height, width), got {value!r}")
+    return integer(f"{name}[0]", pair[0], low=1), integer(f"{name}[1]", pair[1], low=1)
+
+
+def seed(name: str, value: object) -> int:
+    """A seed: an int in ``[0, SEED_MAX]`` (what every torch and numpy generator accepts)."""
+    return integer(name, value, low=0, high=SEED_MAX)
+
+
+def flag(name: str, value: object) -> bool:
+    """``True`` or ``False`` (numpy's bools too), nothing else."""
+    if not isinstance(value, bool | np.bool_):
+        raise ArgumentTypeError(f"{name} must be True or False, got {_got(value)}")
+    return bool(value)
+
+
+def choice(name: str, value: T, options: Collection[T]) -> T:
+    """One of ``options``."""
+    if not isinstance(value, str | int | float | tuple | type(None)) or value not in options:
+        raise ValueError(f"{name} must be one of {list(options)}, got {_got(value)}")
+    return value
+
+
+def instance(name: str, value: object, kind: type[T] | tuple[type, ...], what: str) -> T:
+    """``value`` if it is a ``kind`` (``what``: how the message names the kind)."""
+    if not isinstance(value, kind):
+        raise ArgumentTypeError(f"{name} must be {what}, got {_got(value)}")
+    return value  # type: ignore[return-value]
+
+
+def device(name: str, value: object) -> torch.device:
+    """A ``torch.device`` from a device or its name (``"cpu"``, ``"cuda:0"`` ...)."""
+    if isinstance(value, torch.device):
+        return value
+    if not isinstance(value, str):
+        raise ArgumentTypeError(
+            f"{name} must be a torch.device or a device name such as 'cpu' or 'cuda:0', "
+            f"got {_got(value)}"
+        )
+    try:
+        return torch.device(value)
+    except RuntimeError:
+        raise ValueError(
+            f"{name} must name a device such as 'cpu', 'cuda' or 'cuda:0', got {value!r}"
+        ) from None
+
+
+def model(name: str, value: object) -> nn.Module:
+    """A ``torch.nn.Module`` whose weights are real: none on the meta device."""
+    if not isinstance(value, nn.Module):
+        raise ArgumentTypeError(f"{name} must be a torch.nn.Module, got {_got(value)}")
+    for what, t in _tensors(value):
+        if t.is_meta:
+            raise ValueError(
+                f"{name} has {what} on the meta device (no values): load its weights first, "
+                "e.g. model.to_empty(device='cpu') then model.load_state_dict(...)"
+            )
+    return value
+
+
+def floating_model(name: str, value: object) -> nn.Module:
+    """:func:`model` whose floating parameters are all float32 or float64 (the gradients and
+    masks polyprune computes are not reliable in half precision)."""
+    checked = model(name, value)
+    for what, t in _tensors(checked):
+        if t.is_floating_point() and t.dtype not in (torch.float32, torch.float64):
+            raise ValueError(
+                f"{name} has {what} in {t.dtype}; polyprune needs float32 or float64 weights: "
+                "convert a copy with model.float()"
+            )
+    return checked
+
+
+def _tensors(module: nn.Module) -> list[tuple[str, Tensor]]:
+    found: list[tuple[str, Tensor]] = [
+        (f"parameter {n!r}", p) for n, p in module.named_parameters()
+    ]
+    return found + [(f"buffer {n!r}", b) for n, b in module.named_buffers()]
