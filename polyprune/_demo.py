@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from . import zoo
+from ._files import atomic_directory
 from ._report import html_page
 from .evaluation import circuit_scores
 from .study import StudyResult, study
@@ -58,10 +59,14 @@ def _table(case: DemoCase, result: StudyResult) -> list[str]:
     return lines
 
 
-def run_demo(out: Path, *, progress: bool = True) -> Path:
-    """Run the study on every demo case, write reports under ``out``, print a summary table."""
-    with demo_threads():
-        return _run(out, progress)
+def run_demo(out: Path, *, progress: bool = True, overwrite: bool = False) -> Path:
+    """Run the study on every demo case, write reports under ``out``, print a summary table.
+
+    ``out`` is written all at once, as a result directory of kind ``"demo"`` (see
+    ``_files.atomic_directory``: an earlier demo is replaced only with ``overwrite``)."""
+    with demo_threads(), atomic_directory(out, "demo", overwrite=overwrite) as tmp:
+        _run(tmp, progress)
+    return out / "report.html"
 
 
 def _run(out: Path, progress: bool) -> Path:

@@ -272,14 +272,20 @@ class Scan:
             return [kept[int(r)] for r in self._tops[layer].rows[channel]]
         return None if data is None else file_paths(data, indices.tolist())
 
-    def save(self, directory: str | Path, data: Any = None, *, crops: int = 4) -> Path:
+    def save(
+        self, directory: str | Path, data: Any = None, *, crops: int = 4, overwrite: bool = False
+    ) -> Path:
         """Write ``scan.csv``, ``scan.json`` (the table, the settings and the provenance),
         ``scan.pt`` (the top-k's, for :meth:`load`) and ``report.html`` with a figure of the
         score over the channels and, when ``data`` (indexable, as for :meth:`top`) is given,
         crop grids of the ``crops`` most polysemantic channels. Returns the path of ``report.html``.
 
-        The files are written into a temporary directory beside ``directory`` and renamed into
-        place: a failure leaves an earlier report there whole. Distributed, only rank 0 writes
+        ``directory`` must be new or empty; an earlier scan saved there is replaced only with
+        ``overwrite=True``, and anything else there (other files, a study, the current
+        directory or one that holds it) is a ``ValueError`` (a ``FileExistsError`` too) before
+        anything is written (``polyprune.json`` marks a scan's directory). The files are
+        written into a temporary directory beside ``directory`` and renamed into place: a
+        failure leaves an earlier report there whole. Distributed, only rank 0 writes
         (the others return the same path), so every rank may call it.
         """
         from ._scan_report import write_scan
@@ -288,7 +294,7 @@ class Scan:
         out = Path(directory)
         if not is_main():
             return out / "report.html"
-        with atomic_directory(out) as tmp:
+        with atomic_directory(out, "scan", overwrite=overwrite) as tmp:
             write_scan(self, tmp, data, crops)
         return out / "report.html"
 

@@ -186,17 +186,23 @@ class StudyResult:
             "config": self.config,
         }  # fmt: skip
 
-    def save(self, directory: str | Path, *, crops_per_cluster: int = 16) -> Path:
+    def save(
+        self, directory: str | Path, *, crops_per_cluster: int = 16, overwrite: bool = False
+    ) -> Path:
         """Write the study to ``directory``; return the path of its ``report.html``.
 
         ``study.pt`` keeps everything needed to inspect it later without the model or the data
         (:meth:`load`; read with ``weights_only=True``), ``masks/`` every subnetwork's masks
         (:meth:`Masks.load <polyprune.Masks.load>`), ``results.json`` the numbers, settings and
         provenance, and the report shows ``crops_per_cluster`` crops of each cluster beside
-        the figures. The write is atomic: the directory appears whole, and a failure leaves an
-        earlier study there untouched (a save over an earlier study leaves none of its files).
-        Distributed, only rank 0 writes (the others return the same path), so every rank may
-        call it.
+        the figures, and ``polyprune.json`` marks the directory as a study and lists its files.
+
+        ``directory`` must be new or empty; an earlier study saved there is replaced only with
+        ``overwrite=True`` (none of its files is left). Anything else — a folder with other
+        files, a scan, the current directory or one that holds it — is a ``ValueError`` (a
+        ``FileExistsError`` too) before anything is written. The write is atomic: the directory
+        appears whole, and a failure leaves an earlier study there untouched. Distributed,
+        only rank 0 writes (the others return the same path), so every rank may call it.
 
         Examples
         --------
@@ -214,7 +220,7 @@ class StudyResult:
         valid.integer("crops_per_cluster", crops_per_cluster, low=0)
         if not is_main():
             return Path(directory) / "report.html"
-        with atomic_directory(directory) as tmp:
+        with atomic_directory(directory, "study", overwrite=overwrite) as tmp:
             write_study(self, tmp, crops_per_cluster)
         return Path(directory) / "report.html"
 

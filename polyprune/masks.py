@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.nn.utils import prune
 
 from . import _masking as mk
-from ._files import load_saved
+from ._files import load_saved, save_torch
 from ._graph import paths as _paths
 from .targets import Unit
 
@@ -345,9 +345,15 @@ class Masks(Mapping[str, Tensor]):
         return inter / union if union else float("nan")
 
     # -- persistence -------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write to ``path`` (``torch.save`` of plain containers: loads with weights_only)."""
-        torch.save(self.to_dict(), path)
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
+        """Write to ``path`` (``torch.save`` of plain containers: loads with weights_only).
+
+        The write is atomic (a temporary file beside ``path``, renamed over it): a save that
+        fails or is killed leaves an earlier file whole. An existing file is replaced only with
+        ``overwrite=True`` and only when it is a polyprune masks file; anything else there is a
+        ``ValueError`` (a ``FileExistsError`` too) before anything is written.
+        """
+        save_torch(self.to_dict(), path, "masks file", _FORMAT, overwrite=overwrite)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain containers of tensors, strings and numbers (``torch.load(weights_only=True)``

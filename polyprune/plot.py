@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 from torch import Tensor
 
+from ._files import atomic_write
 from .masks import Masks
 
 if TYPE_CHECKING:
@@ -39,9 +40,11 @@ def _figure(figsize: tuple[float, float]) -> Figure:
 
 
 def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
+    """Save ``fig`` to ``path`` atomically (a killed save leaves an earlier figure whole)."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110, bbox_inches="tight")
+    kind = out.suffix[1:].lower() or None  # as matplotlib infers it from a file name
+    atomic_write(out, lambda f: fig.savefig(f, format=kind, dpi=110, bbox_inches="tight"))
     return out
 
 

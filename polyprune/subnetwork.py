@@ -20,7 +20,7 @@ from . import _validate as valid
 from ._cs.config import CSConfig
 from ._cs.fit import fit_cs
 from ._data import as_images, check_members
-from ._files import load_saved
+from ._files import load_saved, save_torch
 from ._model import eval_mode
 from ._unit_io import placed, unit_activations
 from .masks import Masks, Scores
@@ -147,8 +147,11 @@ class Subnetwork:
             None if raw is None else Masks.from_dict(raw),
         )  # fmt: skip
 
-    def save(self, path: str | os.PathLike[str]) -> None:
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
         """Write to ``path`` (loads with ``weights_only=True``: no code is unpickled).
+
+        Atomic, and an existing file is replaced only with ``overwrite=True`` and only when it
+        is a polyprune subnetwork, as for :meth:`Masks.save <polyprune.Masks.save>`.
 
         Examples
         --------
@@ -161,7 +164,7 @@ class Subnetwork:
         >>> pp.results.Subnetwork.load(path).masks.iou(sub.masks)
         1.0
         """
-        torch.save(self.to_dict(), path)
+        save_torch(self.to_dict(), path, "subnetwork", _FORMAT, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Subnetwork:

@@ -92,7 +92,11 @@ def test_save_is_atomic_and_leaves_no_stale_files(saved, tmp_path, monkeypatch):
     result, _, _ = saved
     target = tmp_path / "study"
     result.save(target)
-    (target / "stale-from-an-older-version.txt").write_text("x")
+    # a figure an older version wrote, listed in its manifest: polyprune's, so replaced
+    (target / "stale-from-an-older-version.png").write_text("x")
+    manifest = json.loads((target / "polyprune.json").read_text())
+    manifest["files"].append("stale-from-an-older-version.png")
+    (target / "polyprune.json").write_text(json.dumps(manifest))
     before = {p.name: p.read_bytes() for p in target.iterdir() if p.is_file()}
     from polyprune import plot
 
@@ -101,12 +105,12 @@ def test_save_is_atomic_and_leaves_no_stale_files(saved, tmp_path, monkeypatch):
 
     monkeypatch.setattr(plot, "histograms", fail)
     with pytest.raises(RuntimeError, match="disk full"):
-        result.save(target)
+        result.save(target, overwrite=True)
     assert {p.name: p.read_bytes() for p in target.iterdir() if p.is_file()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["study"]  # no temporary directory left
     monkeypatch.undo()
-    result.save(target)
-    assert not (target / "stale-from-an-older-version.txt").exists()
+    result.save(target, overwrite=True)
+    assert not (target / "stale-from-an-older-version.png").exists()
 
 
 @pytest.mark.parametrize("bad", ["file", "under_file"])

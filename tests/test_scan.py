@@ -146,7 +146,7 @@ def test_a_failed_save_leaves_the_earlier_scan_whole(planted, tmp_path, monkeypa
 
     monkeypatch.setattr(pp.plot, "crops", broken)
     with pytest.raises(RuntimeError, match="disk full"):
-        second.save(tmp_path / "scan", images, crops=1)
+        second.save(tmp_path / "scan", images, crops=1, overwrite=True)
     assert {p.name: p.read_bytes() for p in (tmp_path / "scan").iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["scan"]  # no temporary folder left
 

@@ -28,7 +28,10 @@ grids again::
     polyprune report scan --data images/ --out scan-again
 
 Every option's range is checked while parsing, and the output directory, the model name, the
-weights file and the image folder before any work. Errors are one line on stderr, never a
+weights file and the image folder before any work. ``--out`` must be a new or empty directory,
+or hold an earlier result of the same command, replaced only with ``--force``; a folder with
+other files, the current directory (or one holding it) and the ``--data`` folder (or one holding
+it, or one inside it) are refused. Errors are one line on stderr, never a
 traceback: a user error (a bad argument or file, an image that cannot be decoded) is
 ``polyprune: error: ...`` with exit status 2; anything unexpected is ``polyprune: error:
 TYPE: MESSAGE`` with exit status 1 (set ``POLYPRUNE_DEBUG=1`` for the traceback); Ctrl-C is

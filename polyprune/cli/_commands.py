@@ -8,6 +8,7 @@ position, number of images) before it reads an image.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from .._cs.config import CSConfig
+from .._files import MANIFEST, read_manifest
 from ._errors import CLIError, first_line
 from ._inputs import (
     check_model,
@@ -38,7 +40,9 @@ def _first(exc: BaseException) -> str:
 def _prepare(args: argparse.Namespace) -> tuple[Path, Any]:
     """What study and scan check before any work: ``(output directory, images without a
     transform)``; plugins imported, threads set."""
-    out = output_directory(args.out)
+    out = output_directory(
+        args.out, args.command, force=args.force, protect=[("--data", args.data)]
+    )
     check_model(args.model, args.weights)
     if args.min_cluster_size is not None and args.min_cluster_size > args.k:
         raise CLIError(f"--min-cluster-size {args.min_cluster_size} is larger than --k {args.k}")
@@ -124,7 +128,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         raise CLIError(_first(exc)) from exc
     if args.weights is not None:
         result.provenance["weights"] = weights_provenance(args.weights)
-    report = result.save(out, crops_per_cluster=args.crops_per_cluster)
+    report = result.save(out, crops_per_cluster=args.crops_per_cluster, overwrite=args.force)
     if is_main():
         print(result.summary())
         print(f"report: {report}")
@@ -148,7 +152,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         raise CLIError(_first(exc)) from exc
     if args.weights is not None:
         result.provenance["weights"] = weights_provenance(args.weights)
-    report = result.save(out, images, crops=args.crops)
+    report = result.save(out, images, crops=args.crops, overwrite=args.force)
     if is_main():
         print(result.summary(args.show))
         print(f"report: {report}")
@@ -159,9 +163,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """``polyprune demo``: the study on every shipped zoo case."""
     from .._demo import run_demo
 
-    out = output_directory(args.out)
+    out = output_directory(args.out, "demo", force=args.force)
     start = time.perf_counter()
-    report = run_demo(out, progress=not args.quiet)
+    report = run_demo(out, progress=not args.quiet, overwrite=args.force)
     print(f"report: {report}  ({time.perf_counter() - start:.0f} s)")
     return 0
 
@@ -187,7 +191,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     source = Path(args.directory)
     kind = _saved_kind(source)
-    out = output_directory(args.out or args.directory)
     if kind == "study":
         given = [flag for flag, value in (("--data", args.data), ("--crops", args.crops)) if value]
         if given:
@@ -196,8 +199,9 @@ def cmd_report(args: argparse.Namespace) -> int:
             result = StudyResult.load(source)
         except ValueError as exc:
             raise CLIError(_first(exc)) from exc
+        out, force = _report_directory(args, source, kind)
         per_cluster = 16 if args.crops_per_cluster is None else args.crops_per_cluster
-        report = result.save(out, crops_per_cluster=per_cluster)
+        report = result.save(out, crops_per_cluster=per_cluster, overwrite=force)
         print(result.summary())
     else:
         if args.crops_per_cluster is not None:
@@ -209,12 +213,31 @@ def cmd_report(args: argparse.Namespace) -> int:
         data = None if args.data is None else _scanned_images(saved, args.data)
         if args.crops and data is None:
             raise CLIError("--crops: the crop grids need the scanned images, give --data FOLDER")
-        report = saved.save(out, data, crops=4 if args.crops is None else args.crops)
+        out, force = _report_directory(args, source, kind)
+        report = saved.save(
+            out, data, crops=4 if args.crops is None else args.crops, overwrite=force
+        )
         print(saved.summary(args.show))
         if data is None:
             print("(no crop grids: give --data FOLDER, the images the scan read, to draw them)")
     print(f"report: {report}")
     return 0
+
+
+def _report_directory(args: argparse.Namespace, source: Path, kind: str) -> tuple[Path, bool]:
+    """``(where report writes, whether it may replace what is there)``: ``source`` itself
+    (written again in place, as asked) without ``--out``, else ``--out`` as for study/scan."""
+    data = [] if args.data is None else [("--data", args.data)]
+    if args.out is None or Path(args.out).resolve() == source.resolve():
+        if read_manifest(source) is None:
+            raise CLIError(
+                f"{source} has no {MANIFEST} (saved by polyprune before 0.3, or not by "
+                "polyprune): give --out a new directory for its report"
+            )
+        return output_directory(os.fspath(source), kind, force=True, protect=data), True
+    saved = ("saved", os.fspath(source))
+    out = output_directory(args.out, kind, force=args.force, protect=[*data, saved])
+    return out, args.force
 
 
 def _scanned_images(saved: Any, folder: str) -> Any:

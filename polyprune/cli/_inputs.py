@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn
 from torch.utils.data import Dataset
 
-from .._files import check_writable_directory
+from .._files import check_result_directory
 from ._errors import BadImage, CLIError, describe, first_line
 from ._weights import check_weights_file, load_weights
 
@@ -192,9 +192,17 @@ def image_data(root: str, size: int, normalize: bool, channels: int) -> Any:
 # ----------------------------------------------------------------------------------- the output
 
 
-def output_directory(path: str, flag: str = "--out") -> Path:
-    """``path`` as a directory that can be written (see ``check_writable_directory``)."""
+def output_directory(
+    path: str, kind: str, *, force: bool = False, protect: Sequence[tuple[str, str]] = ()
+) -> Path:
+    """``--out``: where a ``kind`` result (``"study"``, ``"scan"``, ``"demo"``) may be written,
+    checked before any work (see ``_files.check_result_directory``): a new or empty directory,
+    or with ``force`` (``--force``) an earlier result of the same kind; never the current
+    directory or one holding it, nor a ``protect`` folder (``(flag, path)``), one holding it or
+    one inside it."""
     try:
-        return check_writable_directory(path, what=flag)
+        return check_result_directory(
+            path, kind, overwrite=force, what="--out", force="--force", protect=tuple(protect)
+        )
     except ValueError as exc:
         raise CLIError(str(exc)) from exc

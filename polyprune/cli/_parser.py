@@ -149,6 +149,14 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--quiet", action="store_true", help="no progress output")
 
 
+def _force(g: Any, kind: str) -> None:
+    g.add_argument(
+        "--force", action="store_true",
+        help=f"replace an earlier {kind} saved in --out (nothing else is ever replaced: a "
+        "folder with other files is refused)",
+    )  # fmt: skip
+
+
 def _study(sub: Any) -> argparse.ArgumentParser:
     st: argparse.ArgumentParser = sub.add_parser(
         "study", help="study one unit: cluster its top images, one subnetwork per cluster",
@@ -208,6 +216,7 @@ def _study(sub: Any) -> argparse.ArgumentParser:
     )
     g = st.add_argument_group("report")
     g.add_argument("--out", default="polyprune-study", metavar="DIR", help="report directory")
+    _force(g, "study")
     g.add_argument(
         "--crops-per-cluster", type=_int(0), default=16, metavar="N",
         help="top images shown for each cluster",
@@ -239,6 +248,7 @@ def _scan(sub: Any) -> argparse.ArgumentParser:
     _cluster_options(sc)
     g = sc.add_argument_group("report")
     g.add_argument("--out", default="polyprune-scan", metavar="DIR", help="report directory")
+    _force(g, "scan")
     g.add_argument(
         "--crops", type=_int(0), default=4, metavar="N",
         help="crop grids of the N most polysemantic channels",
@@ -261,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  polyprune demo --out polyprune-demo/", formatter_class=_Help,
     )  # fmt: skip
     demo.add_argument("--out", default="polyprune-demo", metavar="DIR", help="report directory")
+    _force(demo, "demo")
     demo.add_argument("--quiet", action="store_true", help="no progress output")
     _study(sub)
     _scan(sub)
@@ -275,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     report.add_argument("directory", metavar="DIR", help="a saved study or scan")
     report.add_argument("--out", metavar="DIR", help="write the report there (default: DIR)")
+    _force(report, "study or scan")
     report.add_argument(
         "--crops-per-cluster", type=_int(0), metavar="N",
         help="studies: top images shown for each cluster (at most those the study kept; "
