@@ -22,6 +22,7 @@ __all__ = [
     "Attachment",
     "Granularity",
     "attach",
+    "check_plain_weight",
     "check_untied",
     "choose_best",
     "cut_scores",
@@ -121,6 +122,27 @@ class WeightMask(nn.Module):
     def forward(self, weight: Tensor) -> Tensor:
         mask = self._mask() if callable(self._mask) else self._mask
         return weight * mask
+
+
+def check_plain_weight(module: nn.Module, name: str) -> None:
+    """Refuse a Conv/Linear whose weight is not a ``Parameter`` of its own.
+
+    Old-style ``torch.nn.utils.weight_norm`` (or ``spectral_norm``) recomputes ``weight`` at
+    each forward from other parameters, and a parametrization makes it a property: a mask
+    could not hold there, and the layer would silently be left out of the masks and the kept
+    fraction.
+    """
+    if not isinstance(module, MASKABLE_TYPES) or is_maskable(module):
+        return
+    if parametrize.is_parametrized(module, "weight"):
+        how, undo = "parametrized", "torch.nn.utils.parametrize.remove_parametrizations"
+    else:
+        how, undo = "recomputed at each forward", "torch.nn.utils.remove_weight_norm"
+    raise ValueError(
+        f"{name!r} ({type(module).__name__}) has a weight that is not a Parameter but {how} "
+        "(weight_norm or spectral_norm?): a mask could not hold on it, so polyprune refuses "
+        f"such layers; fold it into a plain weight first ({undo}(module, 'weight'))"
+    )
 
 
 def check_untied(model: nn.Module, names: Iterable[str]) -> None:

@@ -218,6 +218,7 @@ class Masks(Mapping[str, Tensor]):
 
     # -- applying ----------------------------------------------------------------------------
     def _check_fits(self, model: nn.Module) -> dict[str, Tensor]:
+        mk.check_untied(model, self._masks)  # a mask on one use of a tied weight: refused
         expanded = {}
         for name, mask in self._masks.items():
             module, attr = mk.owner(model, name)

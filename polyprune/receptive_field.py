@@ -314,6 +314,7 @@ class ReceptiveField:
         ((8, 8), (2, 2), True, True)
         """
         check_layer(model, layer)
+        valid.model("model", model)
         size_hw = valid.size("input_size", input_size)
         channels = in_channels if in_channels is not None else first_in_channels(model)
         size, stride, start, out = _measure(model, layer, size_hw, channels, trials, seed)
@@ -350,9 +351,11 @@ class ReceptiveField:
         Raises
         ------
         ValueError
-            If the unit does not respond to any pixel (e.g. a dead unit): nothing to measure.
+            If the unit does not respond to any pixel (e.g. a dead unit): nothing to measure;
+            if the model is on the meta device (no values to run).
         """
         check_layer(model, layer)
+        valid.model("model", model)
         h, w = valid.size("input_size", input_size)
         channels = in_channels if in_channels is not None else first_in_channels(model)
         probe = _Probe(model, layer, unit, seed)

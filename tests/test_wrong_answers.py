@@ -103,3 +103,39 @@ def test_separation_refuses_nan_and_infinite_activations(bad):
         pp.evaluation.separation(torch.tensor([bad, 1.0]), torch.tensor([0.0, 1.0]))
     with pytest.raises(ValueError, match=r"others holds 2 NaN"):
         pp.evaluation.separation(torch.tensor([2.0, 1.0]), torch.tensor([bad, bad]))
+
+
+# -- masks that would not be the subnetwork described ------------------------------------------
+
+
+def test_to_torch_prune_refuses_tied_weights_as_applied_does():
+    model = nn.Sequential(nn.Conv2d(3, 3, 3), nn.ReLU(), nn.Conv2d(3, 3, 3))
+    model[2].weight = model[0].weight  # one Parameter, used twice
+    masks = pp.Masks({"0.weight": torch.eye(3, dtype=torch.bool)}, "kernel")
+    for export in (masks.applied, masks.to_torch_prune):
+        with pytest.raises(ValueError, match=r"'0.weight' is tied: the same Parameter is also"):
+            export(model)
+    assert not torch.nn.utils.prune.is_pruned(model)  # nothing half-done
+
+
+@pytest.mark.filterwarnings("ignore:.*weight_norm.* is deprecated:FutureWarning")
+@pytest.mark.parametrize("method", ["snip", "cs"])
+def test_a_weight_normed_conv_is_refused_not_left_out(method):
+    model = _net()
+    torch.nn.utils.weight_norm(model[0])  # old style: weight recomputed from weight_g, weight_v
+    options = {"config": pp.CSConfig(epochs=2)} if method == "cs" else {"keep": 0.3}
+    with pytest.raises(ValueError, match=r"'0' \(Conv2d\) has a weight that is not a Parameter"):
+        pp.fit_subnetwork(
+            model, pp.Unit("3", 2), X, torch.arange(24) < 12, method, progress=False, **options
+        )
+    assert not any(torch.nn.utils.parametrize.is_parametrized(m) for m in model.modules())
+
+
+@pytest.mark.parametrize("how", ["probe", "measure"])
+def test_receptive_field_probe_refuses_a_meta_model(how):
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 4, 3))
+    with pytest.raises(
+        ValueError, match=r"model has parameter .* on the meta device \(no values\)"
+    ):
+        getattr(pp.ReceptiveField, how)(model, "2", 16)

@@ -14,7 +14,7 @@ from typing import Any
 import torch.fx as fx
 from torch import nn
 
-from .._masking import is_maskable
+from .._masking import check_plain_weight, is_maskable
 
 __all__ = [
     "GraphError",
@@ -162,5 +162,6 @@ def reachable_from(model: nn.Module, node: fx.Node) -> list[str]:
 
 def _maskable_names(module: nn.Module, prefix: str) -> Iterable[str]:
     for name, sub in module.named_modules(prefix=prefix):
+        check_plain_weight(sub, name)
         if is_maskable(sub):
             yield name
