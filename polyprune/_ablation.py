@@ -1,0 +1,368 @@
+"""Private (methods): ACDC-style iterative ablation of kernels (Conmy et al. 2023), batched.
+
+The objective is one of Continuous Sparsification's (:mod:`polyprune._cs.loss`; default ``both``:
+the unit's activation on the cluster, its silence on the others), evaluated with hard masks.
+Kernels ``(out, in)`` are visited layer by layer from the unit back to the input; in each layer
+only the kernels still on a path to the unit are candidates (the others are removed: they can
+change nothing). A candidate is removed when removing it changes the objective by less than
+``tau`` (``L_without − L_current < tau``, so a removal that helps is always taken).
+
+**Batching.** Removing kernel ``(o, i)`` of a layer changes only output channel ``o`` of that
+layer, by ``−w_oi ∗ x_i``. So ``K`` candidates of one layer are evaluated in one forward pass:
+the layer's input ``x`` is computed once per image batch, a forward hook on the layer stacks
+``K`` copies of its output along the batch, each with one candidate's contribution taken out
+(one grouped convolution gives all ``K`` contributions), and the rest of the network runs on
+``K × B`` images. When the layer does not dominate the unit (a skip connection around it), the
+images are repeated ``K`` times instead (the same result, the layers before it run ``K`` times).
+
+The removals of one batch of candidates are taken together when the objective, all of them
+removed, moved by less than ``tau × their number`` (the most that taking them one by one could
+move it); otherwise they are retried one at a time, as ACDC does. With ``ablation="mean"`` a
+removed kernel contributes its mean over the images (per position) instead of 0.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from . import _masking as mk
+from ._cs.loss import both, loss_context
+from ._graph.paths import effective_kernels
+from ._graph.regions import unit_regions
+from ._graph.trace import trace_to, upstream
+from ._model import model_dtype_device
+from ._unit_io import unit_activation, unit_activations
+from .targets import Unit
+
+__all__ = ["AblationResult", "ablate"]
+
+#: ``(a, d, y, shift, ctx) -> loss``, as the CS objectives.
+ObjectiveFn = Callable[..., Tensor]
+_CONV: dict[int, Callable[..., Tensor]] = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+@dataclass
+class AblationResult:
+    """What :func:`ablate` found.
+
+    ``kernels``: kept kernels ``(out, in)`` per weight (True outside the region, as
+    :meth:`Masks.from_scores` does). ``effects``: per kernel, how much removing it changed the
+    objective when it was visited (kept kernels: ``≥ tau``; 0 for kernels on no path and
+    outside the region): a continuous score, higher is more important. ``history``: per layer
+    visited (unit first), the objective after it, kernels kept, candidate evaluations and
+    seconds.
+    """
+
+    kernels: dict[str, Tensor]
+    effects: dict[str, Tensor]
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+def _order(model: nn.Module, layer: str, names: list[str]) -> list[str]:
+    """The maskable weights ``names`` from the unit back to the input (reverse graph order)."""
+    _, target = trace_to(model, layer)
+    seen = [f"{n.target}.weight" for n in upstream(target) if n.op == "call_module"]
+    ordered = [n for n in seen if n in names]
+    return list(reversed(ordered)) + [n for n in names if n not in ordered]
+
+
+def _dominates(model: nn.Module, layer: str, module: str) -> bool:
+    """Whether every path from the input to ``layer``'s output runs through ``module``."""
+    _, target = trace_to(model, layer)
+    nodes = set(upstream(target))
+    cut = [n for n in nodes if n.op == "call_module" and n.target == module]
+    if len(cut) != 1:
+        return False
+    stack = [n for n in nodes if n.op == "placeholder"]
+    seen: set[Any] = set()
+    while stack:
+        n = stack.pop()
+        if n in seen or n is cut[0]:
+            continue
+        seen.add(n)
+        stack.extend(u for u in n.users if u in nodes)
+    return target not in seen
+
+
+def _contributions(module: nn.Module, x: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+    """``w_oi ∗ x_i`` for the kernels ``(rows[k], cols[k])``: ``(N, K, *map)`` (channels at 1)."""
+    weight: Tensor = module.weight  # type: ignore[assignment]
+    if isinstance(module, nn.Linear):
+        c = x[..., cols] * weight[rows, cols]
+        return c.movedim(-1, 1)
+    assert isinstance(module, nn.modules.conv._ConvNd)
+    out, fan_in = weight.shape[:2]
+    groups = int(module.groups)
+    channels = (rows // (out // groups)) * fan_in + cols
+    if module.padding_mode != "zeros":
+        x = F.pad(x, module._reversed_padding_repeated_twice, mode=module.padding_mode)
+        padding: Any = 0
+    else:
+        padding = module.padding
+    kernels = weight[rows, cols].unsqueeze(1)
+    conv = _CONV[weight.dim() - 2]
+    return conv(x[:, channels], kernels, None, module.stride, padding, module.dilation, len(rows))
+
+
+class _Ablator:
+    """The state of one ablation run: kept kernels, mean corrections, the candidate hook."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        unit: Unit,
+        images: Tensor,
+        members: Tensor,
+        objective: ObjectiveFn,
+        mean: bool,
+        batch_size: int,
+        max_batch: int,
+    ) -> None:
+        self.model, self.unit, self.images = model, unit, images
+        self.y = members.to(torch.bool)
+        self.objective, self.mean = objective, mean
+        self.batch_size, self.max_batch = batch_size, max_batch
+        self.shapes, self.regions = unit_regions(model, unit.layer, unit.channel, "kernel")
+        self.kept = {n: torch.ones(r.shape, dtype=torch.bool) for n, r in self.regions.items()}
+        self.effects = {n: torch.zeros(r.shape) for n, r in self.regions.items()}
+        self.corrections: dict[str, Tensor] = {}
+        self.dense = unit_activations(model, unit, images, None, batch_size)
+        self.ctx = loss_context(self.dense, self.y, False, False)
+        self.shift = torch.zeros(())
+        self.evaluations = 0
+        # the candidates of the layer being ablated: (module name, rows, cols) and how to batch
+        self._chunk: tuple[str, Tensor, Tensor] | None = None
+        self._expand = True
+        self._mean_now: Tensor | None = None  # the candidates' mean contributions (K, *map)
+
+    # -- the masked model ------------------------------------------------------------------
+    @contextmanager
+    def masked(self) -> Iterator[None]:
+        dtype, device = model_dtype_device(self.model)
+
+        def mask_of(name: str) -> Callable[[], Tensor]:
+            return lambda: mk.expand(self.kept[name].to(device, dtype), self.shapes[name])
+
+        params = {n: mk.WeightMask(mask_of(n)) for n in self.shapes}
+        handles = []
+        try:
+            for name in self.shapes:
+                module = self.model.get_submodule(name.rpartition(".")[0])
+                handles.append(module.register_forward_hook(self._hook(name)))
+            with mk.attach(self.model, params):
+                yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _hook(self, name: str) -> Callable[[nn.Module, Any, Tensor], Tensor | None]:
+        def hook(module: nn.Module, args: Any, out: Tensor) -> Tensor | None:
+            if name in self.corrections:
+                out = out + self.corrections[name].to(out)
+            if self._chunk is None or self._chunk[0] != name:
+                return out if name in self.corrections else None
+            _, rows, cols = self._chunk
+            k = len(rows)
+            x = args[0]
+            n = x.shape[0] if self._expand else x.shape[0] // k
+            c = _contributions(module, x[:n], rows.to(x.device), cols.to(x.device))
+            if self._expand:
+                stacked = out.unsqueeze(0).expand(k, *out.shape).clone()
+            else:
+                stacked = out.reshape(k, n, *out.shape[1:]).clone()
+            index = torch.arange(k, device=out.device)
+            stacked[index, :, rows.to(out.device)] -= c.movedim(1, 0)
+            if self.mean and self._mean_now is not None:
+                stacked[index, :, rows.to(out.device)] += self._mean_now.to(out)[:, None]
+            return stacked.flatten(0, 1)
+
+        return hook
+
+    # -- evaluating ------------------------------------------------------------------------
+    def activations(self, k: int) -> Tensor:
+        """The unit on every image for each of ``k`` candidates (``k = 0``: none): (max(k,1), N)."""
+        dtype, device = model_dtype_device(self.model)
+        parts = []
+        with torch.no_grad():
+            for x in torch.split(self.images, self.batch_size):
+                x = x.to(device, dtype)
+                if k and not self._expand:
+                    x = x.repeat(k, *(1,) * (x.dim() - 1))
+                a = unit_activation(self.model, x, self.unit).float().cpu()
+                parts.append(a.reshape(max(k, 1), -1))
+        self.evaluations += max(k, 1)
+        return torch.cat(parts, 1)
+
+    def loss(self, a: Tensor) -> float:
+        return float(self.objective(a, self.dense, self.y, self.shift, self.ctx))
+
+    def current(self) -> float:
+        return self.loss(self.activations(0)[0])
+
+    def try_removals(self, name: str, rows: Tensor, cols: Tensor) -> Tensor:
+        """The objective with each candidate removed alone: ``(K,)``."""
+        module = self.model.get_submodule(name.rpartition(".")[0])
+        if self.mean:  # first: its forward pass must see no candidates
+            self._mean_now = self._mean_contributions(module, name, rows, cols)
+        self._chunk = (name, rows, cols)
+        try:
+            acts = self.activations(len(rows))
+        finally:
+            self._chunk = None
+        return torch.tensor([self.loss(a) for a in acts])
+
+    def _mean_contributions(
+        self, module: nn.Module, name: str, rows: Tensor, cols: Tensor
+    ) -> Tensor:
+        """Mean over the images of each candidate's contribution map ``(K, *map)``."""
+        captured: list[Tensor] = []
+
+        def grab(m: nn.Module, args: Any, out: Tensor) -> None:
+            c = _contributions(m, args[0], rows.to(args[0].device), cols.to(args[0].device))
+            captured.append(c.detach().float().sum(0).cpu())
+
+        handle = module.register_forward_hook(grab)
+        try:
+            self.activations(0)
+        finally:
+            handle.remove()
+        self.evaluations -= 1
+        return torch.stack(captured).sum(0) / self.images.shape[0]
+
+    def remove(self, name: str, o: int, i: int, mean: Tensor | None) -> None:
+        self.kept[name][o, i] = False
+        if mean is not None:
+            corr = self.corrections.get(name)
+            if corr is None:
+                shape = (self.shapes[name][0], *mean.shape)
+                corr = self.corrections[name] = torch.zeros(shape)
+            corr[o] += mean
+
+    def restore(self, name: str, o: int, i: int, mean: Tensor | None) -> None:
+        self.kept[name][o, i] = True
+        if mean is not None:
+            self.corrections[name][o] -= mean
+
+
+def ablate(
+    model: nn.Module,
+    unit: Unit,
+    images: Tensor,
+    members: Tensor,
+    *,
+    tau: float,
+    objective: ObjectiveFn = both,
+    ablation: str = "zero",
+    batch_size: int = 256,
+    max_batch: int = 2048,
+    progress: bool = False,
+) -> AblationResult:
+    """ACDC on the kernels that can reach the placed ``unit`` (module docstring).
+
+    ``images`` ``(N, ...)`` and ``members`` ``(N,)`` bool as for CS; ``objective`` a CS objective
+    (``both``, ``preserve``, ...); ``ablation`` ``"zero"`` or ``"mean"``; at most ``max_batch``
+    images (candidates × images) per forward pass. The model must be in eval mode; it is left
+    as found (parametrizations and hooks removed in ``finally``).
+    """
+    if ablation not in ("zero", "mean"):
+        raise ValueError(f"ablation must be 'zero' or 'mean', got {ablation!r}")
+    if isinstance(tau, bool) or not isinstance(tau, int | float) or not tau >= 0:
+        raise ValueError(f"tau must be a number ≥ 0, got {tau!r}")
+    run = _Ablator(model, unit, images, members, objective, ablation == "mean",
+                   min(batch_size, images.shape[0]), max_batch)  # fmt: skip
+    history: dict[str, list[float]] = {"objective": [], "kept": [], "evaluations": [],
+                                       "seconds": []}  # fmt: skip
+    names = _order(model, unit.layer, list(run.shapes))
+    per_forward = max(1, max_batch // run.batch_size)
+    for name in tqdm(names, disable=not progress, desc="ablation", unit="layer"):
+        started = time.perf_counter()
+        module = name.rpartition(".")[0]
+        on_path = effective_kernels(model, unit.layer, unit.channel, run.kept)[name]
+        region = run.regions[name]
+        run.kept[name] &= on_path | ~region  # off every path: removing it changes nothing
+        run._expand = _dominates(model, unit.layer, module)
+        candidates = (on_path & region).nonzero()
+        with run.masked():
+            now = run.current()
+            for chunk in torch.split(candidates, per_forward):
+                now = _visit(run, name, chunk[:, 0], chunk[:, 1], now, tau)
+        history["objective"].append(now)
+        history["kept"].append(float((run.kept[name] & region).sum()))
+        history["evaluations"].append(float(run.evaluations))
+        history["seconds"].append(time.perf_counter() - started)
+    return AblationResult(run.kept, run.effects, history)
+
+
+def _visit(run: _Ablator, name: str, rows: Tensor, cols: Tensor, now: float, tau: float) -> float:
+    """Decide one batch of candidates of layer ``name``; return the objective after."""
+    if not len(rows):
+        return now
+    losses = run.try_removals(name, rows, cols)
+    means = run._mean_now if run.mean else None
+    deltas = losses - now
+    run.effects[name][rows, cols] = deltas.float()
+    chosen = (deltas <= tau).nonzero().squeeze(1).tolist()
+    if not chosen:
+        return now
+
+    def mean_of(k: int) -> Tensor | None:
+        return None if means is None else means[k]
+
+    for k in chosen:
+        run.remove(name, int(rows[k]), int(cols[k]), mean_of(k))
+    after = run.current() if len(chosen) > 1 else float(losses[chosen[0]])
+    if after - now <= tau * len(chosen):
+        return after
+    for k in chosen:  # together they matter: one at a time, in visiting order
+        run.restore(name, int(rows[k]), int(cols[k]), mean_of(k))
+    for k in chosen:
+        run.remove(name, int(rows[k]), int(cols[k]), mean_of(k))
+        trial = run.current()
+        if trial - now <= tau:
+            now = trial
+        else:
+            run.restore(name, int(rows[k]), int(cols[k]), mean_of(k))
+    return now
+
+
+def removal_effects(
+    model: nn.Module,
+    unit: Unit,
+    images: Tensor,
+    members: Tensor,
+    kernels: dict[str, Tensor],
+    *,
+    objective: ObjectiveFn = both,
+    batch_size: int = 256,
+    max_batch: int = 2048,
+) -> tuple[float, dict[str, Tensor]]:
+    """The objective of the subnetwork ``kernels`` (kept ``(out, in)`` per weight; missing: all)
+    and, per kept kernel of the region, how much removing it alone changes the objective (0
+    elsewhere). Batched as :func:`ablate`; the model is left as found."""
+    run = _Ablator(model, unit, images, members, objective, False,
+                   min(batch_size, images.shape[0]), max_batch)  # fmt: skip
+    for name, kept in kernels.items():
+        if name in run.kept:
+            run.kept[name] = kept.to(torch.bool).clone()
+    per_forward = max(1, max_batch // run.batch_size)
+    with run.masked():
+        base = run.current()
+        for name in run.shapes:
+            run._expand = _dominates(model, unit.layer, name.rpartition(".")[0])
+            candidates = (run.kept[name] & run.regions[name]).nonzero()
+            for chunk in torch.split(candidates, per_forward):
+                if len(chunk):
+                    rows, cols = chunk[:, 0], chunk[:, 1]
+                    run.effects[name][rows, cols] = (
+                        run.try_removals(name, rows, cols) - base
+                    ).float()
+    return base, run.effects

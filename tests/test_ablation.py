@@ -1,0 +1,145 @@
+"""ACDC-style ablation (private core, polyprune._ablation): exact on the hand-built network,
+batched evaluations equal one-at-a-time ones, the sequential rule matches a plain reference, and
+the model comes back as found."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from test_sparsify import assert_restored, snapshot
+from torch import Tensor, nn
+
+import polyprune as pp
+from polyprune import zoo
+from polyprune._ablation import ablate, removal_effects
+from polyprune._cs.loss import both, loss_context, preserve
+from polyprune._unit_io import placed, unit_activations
+
+
+class Skip(nn.Module):
+    """A residual block: ``c1`` does not dominate the unit (the skip goes around it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.c0 = nn.Conv2d(3, 4, 3, padding=1)
+        self.c1 = nn.Conv2d(4, 4, 3, padding=1)
+        self.c2 = nn.Conv2d(4, 2, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.relu(self.c0(x))
+        return self.c2(F.relu(self.c1(h)) + h)
+
+
+def data(n: int = 12) -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(n, 3, 7, 7, generator=g), torch.arange(n) % 3 == 0
+
+
+def handbuilt_masks(net: zoo.HandBuilt, kernels: dict[str, Tensor]) -> pp.Masks:
+    t = net.truth
+    return pp.Masks(kernels, "kernel", weight_shapes=t.weight_shapes, regions=t.regions,
+                    unit=net.unit).effective(net.model)  # fmt: skip
+
+
+@pytest.mark.parametrize("max_batch", [6, 10_000])  # one candidate per forward, or all
+def test_finds_the_handbuilt_circuit_exactly(max_batch: int) -> None:
+    net = zoo.handbuilt()
+    members = torch.arange(6) < 3
+    unit = placed(net.model, net.unit, net.images)
+    found = ablate(net.model, unit, net.images, members, tau=1e-3, objective=preserve,
+                   max_batch=max_batch)  # fmt: skip
+    scores = pp.evaluation.circuit_scores(handbuilt_masks(net, found.kernels), net.truth)
+    assert (scores.precision, scores.recall) == (1.0, 1.0)
+    # effects: every circuit kernel was kept with an effect above tau; the rest at most tau
+    for name, truth in net.truth.items():
+        inside = net.truth.regions[name]
+        assert bool((found.effects[name][truth & inside] > 1e-3).all())
+        assert bool((found.effects[name][~truth & inside] <= 1e-3).all())
+
+
+def reference_effects(model: nn.Module, unit: pp.Unit, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+    """Zero each kernel of the region alone, by hand: the change of the ``both`` objective."""
+    dense = unit_activations(model, unit, x)
+    ctx = loss_context(dense, y, False, False)
+    reach = pp.scoring.SNIP().score(model, x[:1], unit)  # the weight shapes and regions
+    shapes, regions = reach.weight_shapes, reach.regions
+    base = float(both(dense, dense, y, torch.zeros(()), ctx))
+    out = {}
+    for name, region in regions.items():
+        eff = torch.zeros(region.shape)
+        for o, i in region.nonzero().tolist():
+            kernels = {n: torch.ones(r.shape, dtype=torch.bool) for n, r in regions.items()}
+            kernels[name][o, i] = False
+            masks = pp.Masks(kernels, "kernel", weight_shapes=shapes)
+            a = unit_activations(model, unit, x, masks)
+            eff[o, i] = float(both(a, dense, y, torch.zeros(()), ctx)) - base
+        out[name] = eff
+    return out
+
+
+@pytest.mark.parametrize("max_batch", [12, 10_000])
+def test_batched_removal_effects_equal_removing_one_kernel_at_a_time(max_batch: int) -> None:
+    model = Skip().eval()
+    x, y = data()
+    unit = placed(model, pp.Unit("c2", 1), x)
+    before = snapshot(model)
+    _, effects = removal_effects(model, unit, x, y, {}, max_batch=max_batch)
+    assert_restored(model, before)
+    want = reference_effects(model, unit, x, y)
+    for name, w in want.items():
+        torch.testing.assert_close(effects[name], w, rtol=1e-4, atol=1e-5)
+
+
+def test_one_at_a_time_is_acdc_and_leaves_the_model_as_found() -> None:
+    """With one candidate per forward the decisions are ACDC's sequential rule, checked
+    against a plain loop over Masks.applied."""
+    model = Skip().eval()
+    x, y = data()
+    unit = placed(model, pp.Unit("c2", 1), x)
+    tau = 0.02
+    before = snapshot(model)
+    found = ablate(model, unit, x, y, tau=tau, max_batch=12)
+    assert_restored(model, before)
+    dense = unit_activations(model, unit, x)
+    ctx = loss_context(dense, y, False, False)
+    regions = pp.scoring.SNIP().score(model, x[:1], unit).regions
+    kept = {n: torch.ones(r.shape, dtype=torch.bool) for n, r in regions.items()}
+
+    def loss() -> float:
+        a = unit_activations(model, unit, x, pp.Masks(kept, "kernel"))
+        return float(both(a, dense, y, torch.zeros(()), ctx))
+
+    now = loss()
+    for name in ("c2.weight", "c1.weight", "c0.weight"):  # from the unit back
+        on_path = pp.Masks(kept, "kernel", regions=regions, unit=unit).effective(model)[name]
+        kept[name] &= on_path | ~regions[name]
+        for o, i in (on_path & regions[name]).nonzero().tolist():
+            kept[name][o, i] = False
+            trial = loss()
+            if trial - now <= tau:
+                now = trial
+            else:
+                kept[name][o, i] = True
+    for name in kept:
+        assert torch.equal(found.kernels[name], kept[name]), name
+    assert (
+        0
+        < sum(int((found.kernels[n] & regions[n]).sum()) for n in kept)
+        < sum(int(r.sum()) for r in regions.values())
+    )  # it removed some kernels and kept some
+
+
+def test_mean_ablation_runs_and_bad_options_are_refused() -> None:
+    model = Skip().eval()
+    x, y = data()
+    unit = placed(model, pp.Unit("c2", 1), x)
+    before = snapshot(model)
+    found = ablate(model, unit, x, y, tau=0.02, ablation="mean")
+    assert_restored(model, before)
+    assert found.history["objective"] and len(found.history["kept"]) == 3
+    with pytest.raises(ValueError, match="ablation must be"):
+        ablate(model, unit, x, y, tau=0.02, ablation="resample")
+    with pytest.raises(ValueError, match="tau must be"):
+        ablate(model, unit, x, y, tau=-1.0)
