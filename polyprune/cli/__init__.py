@@ -8,12 +8,16 @@
 unless ``--no-crop``), their clusters and, if the unit is polysemantic, one sparse subnetwork
 per cluster and method, evaluated and written to ``--out`` (report, masks, ``study.pt``)::
 
-    polyprune study --model torchvision:alexnet --weights alexnet.pth --layer features.10 \\
+    polyprune study --model torchvision:alexnet --weights DEFAULT --layer features.10 \\
         --unit 255 --data imagenet/val --k 1000 --out alexnet-255
 
 ``--data`` is a folder of class folders (torchvision's ``ImageFolder``) or of image files.
-``--weights`` is a state_dict file for a torchvision model (zoo models ship their weights); its
-path and SHA-256 go into the provenance of the study (or scan). ``--paper`` uses the paper's
+``--weights`` is for torchvision models (zoo models ship their weights): ``DEFAULT`` or a
+torchvision weights name such as ``IMAGENET1K_V1`` reads torchvision's pretrained weights from the
+local torch hub cache (never downloaded: a missing file is an error naming the URL and where to
+put it), anything else is a state_dict file; its path and SHA-256 go into the provenance of the
+study (or scan). Without ``--weights`` a torchvision model has random weights drawn from
+``--seed`` (one warning line says so): the same seed, the same weights. ``--paper`` uses the paper's
 Continuous Sparsification settings (``CSConfig.paper()``); ``--epochs`` still applies.
 
 ``polyprune scan`` ranks every channel of whole layers by how polysemantic it is, in one pass::

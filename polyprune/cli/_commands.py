@@ -27,7 +27,7 @@ from ._inputs import (
     open_images,
     output_directory,
 )
-from ._weights import weights_provenance
+from ._weights import Pretrained, weights_provenance
 
 __all__ = ["COMMANDS", "cs_config"]
 
@@ -43,7 +43,7 @@ def _prepare(args: argparse.Namespace) -> tuple[Path, Any]:
     out = output_directory(
         args.out, args.command, force=args.force, protect=[("--data", args.data)]
     )
-    check_model(args.model, args.weights)
+    args.found = check_model(args.model, args.weights)[2]
     if args.min_cluster_size is not None and args.min_cluster_size > args.k:
         raise CLIError(f"--min-cluster-size {args.min_cluster_size} is larger than --k {args.k}")
     import_plugins(args.imports)
@@ -60,12 +60,24 @@ def _model(args: argparse.Namespace, images: Any) -> tuple[nn.Module, int]:
     the model's transform (that size, its normalization, its input channels)."""
     from .._model import first_in_channels
 
-    model, size, normalize = load_model(args.model, args.weights)
+    model, size, normalize = load_model(args.model, args.weights, args.seed)
     if args.device == "cuda":
         model = model.to(f"cuda:{torch.cuda.current_device()}")
     size = args.image_size or size
     images.transform = image_transform(size, normalize, first_in_channels(model))
     return model, size
+
+
+def _record_weights(args: argparse.Namespace, provenance: dict[str, Any]) -> None:
+    """Where a torchvision model's weights came from, in the provenance: the file (path and
+    SHA-256, and torchvision's name of pretrained weights), or the seed of random weights."""
+    found = getattr(args, "found", None)
+    if isinstance(found, Pretrained):
+        provenance["weights"] = weights_provenance(found.file, found.name)
+    elif found is not None:
+        provenance["weights"] = weights_provenance(found)
+    elif args.model.startswith("torchvision:"):
+        provenance["weights"] = {"random": True, "seed": args.seed}
 
 
 def _clustering(args: argparse.Namespace) -> dict[str, Any]:
@@ -126,8 +138,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except (ValueError, DistributedError) as exc:
         raise CLIError(_first(exc)) from exc
-    if args.weights is not None:
-        result.provenance["weights"] = weights_provenance(args.weights)
+    _record_weights(args, result.provenance)
     report = result.save(out, crops_per_cluster=args.crops_per_cluster, overwrite=args.force)
     if is_main():
         print(result.summary())
@@ -150,8 +161,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except (ValueError, TypeError, DistributedError) as exc:
         raise CLIError(_first(exc)) from exc
-    if args.weights is not None:
-        result.provenance["weights"] = weights_provenance(args.weights)
+    _record_weights(args, result.provenance)
     report = result.save(out, images, crops=args.crops, overwrite=args.force)
     if is_main():
         print(result.summary(args.show))

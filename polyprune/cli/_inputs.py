@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from .._files import check_result_directory
 from ._errors import BadImage, CLIError, describe, first_line
-from ._weights import check_weights_file, load_weights
+from ._weights import Pretrained, build_torchvision, check_weights_file, load_weights, pretrained
 
 __all__ = [
     "ImageFiles",
@@ -41,9 +41,10 @@ def _extensions() -> tuple[str, ...]:
 # ----------------------------------------------------------------------------------- the model
 
 
-def check_model(spec: str, weights: str | None) -> tuple[str, str]:
-    """``(source, name)`` of ``--model`` (``torchvision:NAME`` or ``zoo:NAME``, the name known),
-    and ``--weights`` only with a torchvision model and naming a file; nothing is built."""
+def check_model(spec: str, weights: str | None) -> tuple[str, str, Path | Pretrained | None]:
+    """``(source, name, weights)`` of ``--model`` (``torchvision:NAME`` or ``zoo:NAME``, the
+    name known) and ``--weights``, only with a torchvision model: a file, or torchvision's
+    pretrained weights found in the torch hub cache (:func:`pretrained`); nothing is built."""
     source, _, name = spec.partition(":")
     if source not in ("torchvision", "zoo") or not name:
         raise CLIError(f"--model must be torchvision:NAME or zoo:NAME, got {spec!r}")
@@ -63,21 +64,26 @@ def check_model(spec: str, weights: str | None) -> tuple[str, str]:
                 zoo.model_card(name)
             except ValueError as exc:
                 raise CLIError(first_line(exc)) from exc
-    if weights is not None:
-        check_weights_file(weights)
-    return source, name
+    if weights is None:
+        return source, name, None
+    if not os.path.exists(weights):
+        found = pretrained(name, weights)
+        if found is not None:
+            return source, name, found
+    return source, name, check_weights_file(weights)
 
 
-def load_model(spec: str, weights: str | None) -> tuple[nn.Module, int, bool]:
+def load_model(spec: str, weights: str | None, seed: int = 0) -> tuple[nn.Module, int, bool]:
     """``(model, input size, imagenet normalization)`` for ``torchvision:NAME`` or ``zoo:NAME``;
-    ``weights``: a state_dict file for a torchvision model (see :mod:`._weights`)."""
-    source, name = check_model(spec, weights)
+    ``weights``: for a torchvision model a state_dict file or the name of torchvision's
+    pretrained weights (see :mod:`._weights`); without, its random weights are drawn from
+    ``seed`` (one warning line)."""
+    source, name, found = check_model(spec, weights)
     if source == "torchvision":
-        import torchvision
-
-        model: nn.Module = torchvision.models.get_model(name, weights=None)
-        if weights is not None:
-            load_weights(model, weights, spec)
+        given = found if isinstance(found, Pretrained) else None
+        model = build_torchvision(name, given, seed, warn=found is None)
+        if isinstance(found, Path):
+            load_weights(model, found, spec)
         return model.eval(), 224, True
     from .. import zoo
 

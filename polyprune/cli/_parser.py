@@ -83,10 +83,12 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", required=True, help="torchvision:NAME or zoo:NAME")
     g.add_argument(
-        "--weights", metavar="FILE",
-        help="state_dict file for a torchvision model (read with weights_only=True; a "
-        "checkpoint's 'state_dict' or 'model' entry and DataParallel's 'module.' prefix are "
-        "accepted); recorded with its SHA-256 in the provenance",
+        "--weights", metavar="FILE|NAME",
+        help="a torchvision model's weights: DEFAULT or a torchvision weights name such as "
+        "IMAGENET1K_V1 (torchvision's pretrained weights, read from the local torch hub cache, "
+        "never downloaded), or a state_dict file (read with weights_only=True; a checkpoint's "
+        "'state_dict' or 'model' entry and DataParallel's 'module.' prefix are accepted); "
+        "recorded with its SHA-256 in the provenance. Without: random weights from --seed",
     )  # fmt: skip
     g.add_argument(
         "--import", dest="imports", action="append", default=[], metavar="MODULE",
@@ -147,6 +149,10 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         "gloo on cpu",
     )  # fmt: skip
     g.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _seed(g: Any, what: str) -> None:
+    g.add_argument("--seed", type=int, default=0, metavar="N", help=what)
 
 
 def _force(g: Any, kind: str) -> None:
@@ -211,8 +217,10 @@ def _study(sub: Any) -> argparse.ArgumentParser:
         "--held-out", type=_fraction(one=False), default=0.2, metavar="FRACTION",
         help="fraction of each cluster's images kept aside to evaluate the subnetworks",
     )  # fmt: skip
-    g.add_argument(
-        "--seed", type=int, default=0, metavar="N", help="held-out split, CS batches, Random"
+    _seed(
+        g,
+        "held-out split, CS batches, Random; and the random weights of a torchvision model "
+        "without --weights",
     )
     g = st.add_argument_group("report")
     g.add_argument("--out", default="polyprune-study", metavar="DIR", help="report directory")
@@ -240,6 +248,7 @@ def _scan(sub: Any) -> argparse.ArgumentParser:
         formatter_class=_Help,
     )  # fmt: skip
     _model_options(sc)
+    _seed(sc, "the random weights of a torchvision model without --weights")
     sc.add_argument(
         "--layer", required=True, nargs="+", metavar="LAYER",
         help="module name(s), e.g. features.10",

@@ -1,13 +1,22 @@
-"""Private (cli): reading ``--weights`` — a state_dict file for a torchvision model — with one-line
-errors that say what is wrong with the file, and its fingerprint for the study's provenance."""
+"""Private (cli): the weights of a torchvision model — a state_dict file (``--weights FILE``),
+torchvision's pretrained weights from the local torch hub cache (``--weights DEFAULT`` or a
+weights name such as ``IMAGENET1K_V1``; never downloaded), or random weights built from
+``--seed`` — with one-line errors that say what is wrong, and the file's fingerprint for the
+study's provenance."""
 
 from __future__ import annotations
 
 import os
+import re
+import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
+from urllib.parse import urlparse
 
 import torch
 from torch import Tensor, nn
@@ -16,8 +25,11 @@ from .._files import sha256_file
 from ._errors import CLIError, first_line
 
 __all__ = [
+    "Pretrained",
+    "build_torchvision",
     "check_weights_file",
     "load_weights",
+    "pretrained",
     "read_state_dict",
     "state_dict_mismatch",
     "weights_provenance",
@@ -147,6 +159,104 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str], name: str) -> N
         ) from exc
 
 
-def weights_provenance(path: str | os.PathLike[str]) -> dict[str, str]:
-    """The weights file for a study's provenance: its absolute path and SHA-256."""
-    return {"path": os.fspath(Path(path).resolve()), "sha256": sha256_file(path)}
+def weights_provenance(path: str | os.PathLike[str], name: str | None = None) -> dict[str, str]:
+    """The weights file for a study's provenance: its absolute path and SHA-256 (and ``name``,
+    torchvision's name of pretrained weights)."""
+    found = {"path": os.fspath(Path(path).resolve()), "sha256": sha256_file(path)}
+    return found if name is None else {"torchvision": name, **found}
+
+
+# ------------------------------------------------------------------ torchvision's own weights
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    """torchvision's pretrained weights of a model, found in the torch hub cache."""
+
+    weights: Any  # a member of the model's torchvision WeightsEnum
+    file: Path
+
+    @property
+    def name(self) -> str:
+        """``"AlexNet_Weights.IMAGENET1K_V1"``."""
+        return f"{type(self.weights).__name__}.{self.weights.name}"
+
+
+def pretrained(model: str, which: str) -> Pretrained | None:
+    """torchvision's pretrained weights ``which`` (``"DEFAULT"`` or a name such as
+    ``"IMAGENET1K_V1"``) of the torchvision model ``model`` in the local torch hub cache; None
+    when ``which`` names none of its weights. Not cached is a :class:`CLIError` saying where
+    the file is expected and where to get it: polyprune never downloads."""
+    import torch.hub
+    import torchvision
+
+    weights = torchvision.models.get_model_weights(model).__members__.get(which)
+    if weights is None:
+        return None
+    file = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
+    if not file.is_file():
+        raise CLIError(
+            f"--weights {which}: {model}'s pretrained weights are not in the torch hub cache "
+            f"(polyprune never downloads): put {weights.url} at {file} (TORCH_HOME moves it)"
+        )
+    return Pretrained(weights, file)
+
+
+def _check_hash(found: Pretrained) -> None:
+    """The SHA-256 prefix torchvision puts in the file name, as ``torch.hub`` checks it."""
+    prefix = re.search(r"-([a-f0-9]+)\.", found.file.name)
+    if prefix is not None and not sha256_file(found.file).startswith(prefix.group(1)):
+        raise CLIError(
+            f"--weights: {found.file} is not the file of {found.name} (its SHA-256 does not "
+            f"start with {prefix.group(1)}, as its name says): download it again"
+        )
+
+
+@contextmanager
+def _from_cache(found: Pretrained) -> Iterator[None]:
+    """torchvision's model builders read ``found`` from the cache with ``weights_only=True``
+    (no code is unpickled) instead of ``torch.hub.load_state_dict_from_url``, which would
+    download a missing file and unpickle it with ``weights_only=False``."""
+    import torchvision.models._api as api
+
+    def cached(url: str, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
+        if url != found.weights.url:  # pragma: no cover - torchvision reads only its own url
+            raise CLIError(f"--weights: torchvision asked for {url}, not {found.weights.url}")
+        return read_state_dict(found.file)
+
+    with mock.patch.object(api, "load_state_dict_from_url", cached):
+        yield
+
+
+def build_torchvision(
+    name: str, found: Pretrained | None, seed: int, *, warn: bool = True
+) -> nn.Module:
+    """The torchvision model ``name``: with torchvision's pretrained weights ``found`` (built
+    as torchvision builds it for them), else with random weights drawn from ``seed`` — the
+    same seed, the same weights — without changing the caller's random state; then, with
+    ``warn`` (not when a weights file is loaded next), one warning line on stderr says the
+    weights are random and how to pass real ones."""
+    import torchvision
+
+    if found is not None:
+        _check_hash(found)
+        with _from_cache(found):
+            try:
+                model: nn.Module = torchvision.models.get_model(name, weights=found.weights)
+            except RuntimeError as exc:  # load_state_dict: the file is not of this model
+                raise CLIError(
+                    f"--weights: {found.file} does not fit {name}: {first_line(exc)}"
+                ) from exc
+        return model
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = torchvision.models.get_model(name, weights=None)
+    if warn and os.environ.get("RANK", "0") == "0":
+        print(
+            f"polyprune: warning: torchvision:{name} has random weights (drawn from --seed "
+            f"{seed}): give --weights DEFAULT for torchvision's pretrained weights (from the torch "
+            "hub cache) or --weights FILE",
+            file=sys.stderr,
+            flush=True,
+        )
+    return model
