@@ -37,7 +37,7 @@ from . import _validate as valid
 from ._dist import owns_batch, world
 from ._dist import shard as shard_of
 
-__all__ = ["Images", "as_images", "check_members", "take"]
+__all__ = ["Images", "as_images", "check_members", "data_size", "take"]
 
 _END = object()
 
@@ -322,6 +322,16 @@ def take(data: Any, indices: Tensor, name: str = "data") -> Tensor:
     if not all(isinstance(x, Tensor) for x in images):
         raise TypeError(f"{name}'s items must be tensors or (tensor, ...) tuples")
     return as_images(torch.stack(images), name)
+
+
+def data_size(data: Any) -> tuple[int, ...] | int | None:
+    """What can be told of ``data``'s size without reading it: a tensor's shape, a Dataset's
+    (or a DataLoader's dataset's) length, a sized iterable's length; None for a generator."""
+    if isinstance(data, Tensor):
+        return tuple(data.shape)
+    if isinstance(data, DataLoader):
+        return _sized(data.dataset)
+    return _sized(data)
 
 
 def _sized(data: Any) -> int | None:

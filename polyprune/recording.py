@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from . import _validate as valid
-from ._data import Images, as_images
+from ._data import Images, as_images, data_size
 from ._dist import (
     all_gather,
     broadcast_object,
@@ -21,6 +21,7 @@ from ._dist import (
     gather_topk,
     is_distributed,
     is_main,
+    same_everywhere,
 )
 from ._graph.run import LayerHooks, read_unit, resolve_position
 from ._model import eval_mode, to_model
@@ -269,6 +270,10 @@ def top_activating(
     >>> tuple(top.codes.shape), bool((top.values[:-1] >= top.values[1:]).all())
     ((5, 384), True)
     """
+    same_everywhere(
+        "top_activating", unit=unit, k=k, crop=crop, batch_size=batch_size,
+        keep_inputs=keep_inputs, data=data_size(data),
+    )  # fmt: skip
     valid.integer("k", k, low=1)
     if not isinstance(unit, Unit):
         raise TypeError(f"unit must be a polyprune.Unit, got {type(unit).__name__}")

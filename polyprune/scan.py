@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from . import _validate as valid
-from ._data import Images
+from ._data import Images, data_size
 from ._dist import (
     MergedTopK,
     all_gather,
@@ -29,6 +29,7 @@ from ._dist import (
     is_distributed,
     is_main,
     run_jobs,
+    same_everywhere,
 )
 from ._graph.run import forward_until, read_unit
 from ._graph.trace import check_layer
@@ -114,6 +115,11 @@ def scan(
     >>> len(top), tuple(top.codes.shape)
     (120, (120, 5))
     """
+    same_everywhere(
+        "scan", layers=layers, k=k, crop=crop, batch_size=batch_size,
+        min_cluster_size=min_cluster_size,
+        cluster_options=sorted((cluster_options or {}).items()), data=data_size(data),
+    )  # fmt: skip
     names = _check_args(model, layers, k, min_cluster_size, cluster_options)
     options = dict(cluster_options or {})
     images = Images(data, batch_size=batch_size, workers=workers, shard=True)

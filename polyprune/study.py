@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import _validate as valid
 from ._cs.config import CSConfig
-from ._dist import is_main, run_jobs
+from ._data import data_size
+from ._dist import is_main, run_jobs, same_everywhere
 from ._provenance import data_description, environment, model_description, now
 from ._stats import DEGENERATE, degenerate
 from ._study_result import StudyResult
@@ -91,6 +92,13 @@ def study(
     rank returns the same result (masks identical to one process's). Every rank must call it;
     a failure on one rank raises on all; progress and :meth:`StudyResult.save` on rank 0 only.
     """
+    same_everywhere(
+        "study", unit=unit, k=k, methods=methods, keep=keep, granularity=granularity,
+        held_out=held_out, crop=crop, batch_size=batch_size, min_cluster_size=min_cluster_size,
+        cluster_options=sorted((cluster_options or {}).items()), cs=cs, visualize=visualize,
+        visualize_options=sorted((visualize_options or {}).items()), seed=seed,
+        top=_top_key(top), data=data_size(data),
+    )  # fmt: skip
     valid.fraction("held_out", held_out, one=False)
     valid.seed("seed", seed)
     if isinstance(methods, str):
@@ -199,6 +207,13 @@ def study(
         result.visualizations = _visualize(model, seen_as, result, visualize_options, progress)
         timings["visualize"] = time.perf_counter() - t
     return _finished(result)
+
+
+def _top_key(top: object) -> object:
+    """What identifies a given ``top`` across ranks: its unit and items."""
+    if isinstance(top, TopActivations):
+        return repr(top.unit), top.indices.tolist()
+    return None if top is None else type(top).__name__
 
 
 def _check_top(top: TopActivations | None, unit: Unit) -> None:

@@ -140,6 +140,32 @@ CASES: dict[str, Callable[[nn.Module, Tensor], dict[str, Any]]] = {
 }
 
 
+def mismatches(model: nn.Module, x: Tensor, rank: int) -> dict[str, str | None]:
+    """Each call gets an argument that differs on rank 1: its error (None: no error)."""
+    calls: dict[str, Callable[[], object]] = {
+        "unit": lambda: pp.top_activating(model, pp.Unit(LAYER, rank), x, 10, progress=False),
+        "position": lambda: pp.top_activating(
+            model, pp.Unit(LAYER, 0, position=(rank, 1)), x, 10, progress=False
+        ),
+        "crop": lambda: pp.top_activating(
+            model, pp.Unit(LAYER, 0), x, 10, crop=rank == 0, progress=False
+        ),
+        "k": lambda: pp.scan(model, LAYER, x, k=20 + rank, progress=False),
+        "data": lambda: pp.scan(model, LAYER, x[: 100 + rank], k=20, progress=False),
+        "study": lambda: pp.study(
+            model, pp.Unit(LAYER, rank), x, k=20, methods=["random"], progress=False
+        ),
+    }
+    errors: dict[str, str | None] = {}
+    for name, call in calls.items():
+        try:
+            call()
+            errors[name] = None
+        except ValueError as exc:
+            errors[name] = str(exc)
+    return errors
+
+
 def load_example() -> Any:
     import importlib.util
 
@@ -206,6 +232,8 @@ def main() -> None:
             error = str(exc)
         seconds = round(time.monotonic() - start, 3)
         (out / f"failure{rank}.json").write_text(json.dumps({"error": error, "s": seconds}))
+        # arguments that differ across ranks are refused on every rank, before any work
+        (out / f"mismatch{rank}.json").write_text(json.dumps(mismatches(model, images, rank)))
     finally:
         dist.destroy_process_group()
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import ModuleType
@@ -152,15 +154,22 @@ def torchrun(
 ) -> tuple[int, str, float]:
     """Run ``tests/<script>`` on two ranks with torchrun (real processes, one thread each):
     ``(exit code, output, seconds)``. The whole process group is killed if it outlives
-    ``timeout`` (a hang), and the test fails with the output's tail."""
+    ``timeout`` (a hang), and the test fails with the output's tail.
+
+    Each rank's stderr is also kept in a file (torchrun's ``--tee``); the last lines of both
+    are appended to the output and printed, so pytest shows them whenever the test fails (a
+    rank that aborts in C++, e.g. SIGABRT, leaves its last words there, not in the agent's
+    summary that ends the output)."""
     environment = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
         "OMP_NUM_THREADS": "1",
         **env,
     }
+    logs = Path(tempfile.mkdtemp(prefix="polyprune-torchrun-"))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc-per-node", "2", str(ROOT / "tests" / script), *args]  # fmt: skip
+               "--nproc-per-node", "2", "--log-dir", str(logs), "--tee", "2",
+               str(ROOT / "tests" / script), *args]  # fmt: skip
     start = time.monotonic()
     proc = subprocess.Popen(
         command, env=environment, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -168,8 +177,31 @@ def torchrun(
     )  # fmt: skip
     try:
         output, _ = proc.communicate(timeout=timeout)
+        hung = False
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)  # the agent and its workers: our own session
         output, _ = proc.communicate()
-        pytest.fail(f"torchrun hung for {timeout} s:\n{output[-4000:]}")
+        hung = True
+    finally:
+        tails = rank_stderr_tails(logs)
+        shutil.rmtree(logs, ignore_errors=True)
+    output += tails
+    print(f"torchrun exited with {proc.returncode}{tails}", file=sys.stderr)  # shown on failure
+    if hung:
+        pytest.fail(f"torchrun hung for {timeout} s:\n{output[-6000:]}")
     return proc.returncode, output, time.monotonic() - start
+
+
+def rank_stderr_tails(logs: Path, size: int = 1500) -> str:
+    """The last ``size`` characters of every rank's stderr that torchrun kept under ``logs``
+    (``<run>/attempt_<n>/<local rank>/stderr.log``), rank by rank."""
+    parts = []
+    for path in sorted(
+        logs.rglob("stderr.log"), key=lambda p: (p.parent.parent.name, p.parent.name)
+    ):
+        text = path.read_text(errors="replace")
+        parts.append(
+            f"\n--- rank {path.parent.name} ({path.parent.parent.name}) stderr, last {size} "
+            f"characters ---\n{text[-size:] if text else '(empty)'}"
+        )
+    return "".join(parts) or "\n--- no rank stderr kept (torchrun did not start the ranks) ---"

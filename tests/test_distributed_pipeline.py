@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -100,3 +101,22 @@ def test_two_processes_equal_one(backend: str, tmp_path: Path) -> None:
     for f in failure:
         assert f["error"] and f["error"].startswith("rank 1 failed in scan: ValueError"), f
         assert "NaN" in f["error"]
+
+    # an argument that differs on one rank is refused on both (a different unit was merged
+    # into one top-k that mixed channels; only a different k was caught)
+    mismatch = both(out, "mismatch", log)
+    expected = {
+        "unit": (
+            "top_activating",
+            r"unit: rank 0 Unit\(layer='features.6', channel=0, .*channel=1",
+        ),
+        "position": ("top_activating", r"unit: rank 0 .*position=\(0, 1\)\), rank 1 .*\(1, 1\)"),
+        "crop": ("top_activating", "crop: rank 0 True, rank 1 False"),
+        "k": ("scan", "k: rank 0 20, rank 1 21"),
+        "data": ("scan", r"data: rank 0 \(100, 3, 32, 32\), rank 1 \(101, 3, 32, 32\)"),
+        "study": ("study", r"unit: rank 0 Unit\(.*channel=0.*rank 1 Unit\(.*channel=1"),
+    }
+    for name, (what, differs) in expected.items():
+        error = mismatch[name]
+        assert error and error.startswith(f"{what} was called with arguments that differ"), error
+        assert re.search(differs, error), (name, error)

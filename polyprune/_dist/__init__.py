@@ -6,8 +6,8 @@ unavailable or not initialized: :func:`world` is ``(0, 1)``, :func:`shard` is th
 :func:`broadcast_object`, :func:`barrier` and :func:`collective_errors` do nothing.
 
 Distributed, :func:`gather_topk`, :func:`run_jobs`, :func:`agree`, :func:`collective_errors`,
-:func:`broadcast_object`, :func:`all_gather` and :func:`barrier` are *collectives*: every rank
-must call them, in the same order. The rest is local and pure.
+:func:`broadcast_object`, :func:`all_gather`, :func:`same_everywhere` and :func:`barrier` are
+*collectives*: every rank must call them, in the same order. The rest is local and pure.
 
 Typical use (a scan)::
 
@@ -90,6 +90,7 @@ from .comm import (
     barrier,
     broadcast_object,
     collective_errors,
+    same_everywhere,
     timeout,
 )
 from .jobs import assign_jobs, run_jobs
@@ -113,6 +114,7 @@ __all__ = [
     "merge_topk",
     "owns_batch",
     "run_jobs",
+    "same_everywhere",
     "shard",
     "timeout",
     "world",

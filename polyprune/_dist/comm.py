@@ -319,6 +319,36 @@ def all_gather(obj: T, *, what: str = "all_gather") -> list[T]:
     return parts
 
 
+def same_everywhere(what: str, **settings: object) -> None:
+    """Collective: raise ``ValueError`` on every rank if any setting differs across ranks.
+
+    For the arguments that every rank of one call must share (the unit, ``k``, the crop, the
+    data's length ...): a rank with another unit would otherwise merge its top-k with the
+    others' and the result would mix channels. Settings are compared by ``repr``; not
+    distributed, nothing is compared.
+
+    >>> same_everywhere("top_activating", k=10, unit="features.6[0]")
+    """
+    if not is_distributed():
+        return
+    mine = {name: repr(value) for name, value in settings.items()}
+    parts: list[dict[str, str]] = exchange(what, lambda: mine)
+    differ = [name for name in mine if len({p.get(name) for p in parts}) > 1]
+    if differ:
+        listed = "; ".join(
+            f"{name}: " + ", ".join(f"rank {r} {_short(p.get(name))}" for r, p in enumerate(parts))
+            for name in differ
+        )
+        raise ValueError(
+            f"{what} was called with arguments that differ across ranks ({listed}); every rank "
+            "must pass the same ones"
+        )
+
+
+def _short(text: str | None) -> str:
+    return "?" if text is None else text if len(text) <= 80 else text[:77] + "..."
+
+
 def barrier() -> None:
     """Collective: wait until every rank arrives; no-op when not distributed.
 
