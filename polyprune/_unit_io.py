@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # types only: this module sits below the core types
     from .masks import Masks
     from .targets import Unit
 
-__all__ = ["placed", "unit_activation", "unit_activations"]
+__all__ = ["place", "placed", "unit_activation", "unit_activations", "where"]
 
 
 def placed(model: nn.Module, unit: Unit, sample: Tensor) -> Unit:
@@ -38,6 +38,11 @@ def placed(model: nn.Module, unit: Unit, sample: Tensor) -> Unit:
     whose output is neither ``(N, C, H, W)`` nor ``(N, C)`` are refused.
     """
     shape = layer_output_shape(model, unit.layer, to_model(sample[:1], model))
+    return place(model, unit, shape, (int(sample.shape[-2]), int(sample.shape[-1])))
+
+
+def place(model: nn.Module, unit: Unit, shape: tuple[int, ...], size: tuple[int, int]) -> Unit:
+    """:func:`placed` for a known output ``shape`` of ``unit.layer`` on images of ``size``."""
     check_unit_layout(model, unit.layer, shape)
     if not 0 <= unit.channel < shape[1]:
         raise ValueError(
@@ -51,9 +56,13 @@ def placed(model: nn.Module, unit: Unit, sample: Tensor) -> Unit:
                 f"position (got {unit.position})"
             )
         return dataclasses.replace(unit, position=None)
-    where = f"{unit.layer!r} for {sample.shape[-2]}×{sample.shape[-1]} images"
-    i, j = resolve_position(unit.position, shape[2:], where)
+    i, j = resolve_position(unit.position, shape[2:], where(unit, size))
     return dataclasses.replace(unit, position=(i, j))
+
+
+def where(unit: Unit, size: tuple[int, int]) -> str:
+    """The layer and input size, as position errors name them."""
+    return f"{unit.layer!r} for {size[0]}×{size[1]} images"
 
 
 def unit_activation(model: nn.Module, x: Tensor, unit: Unit) -> Tensor:

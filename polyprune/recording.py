@@ -10,23 +10,14 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from . import _validate as valid
 from ._data import Images, as_images, data_size
-from ._dist import (
-    all_gather,
-    broadcast_object,
-    collective_errors,
-    gather_topk,
-    is_distributed,
-    is_main,
-    same_everywhere,
-)
+from ._dist import same_everywhere
 from ._graph.run import LayerHooks, read_unit, resolve_position
 from ._model import eval_mode, to_model
-from ._plan import Plan, forward
 from ._provenance import file_paths
+from ._stream import stream
 from .receptive_field import ReceptiveField
 from .targets import Unit
 
@@ -279,76 +270,14 @@ def top_activating(
         raise TypeError(f"unit must be a polyprune.Unit, got {type(unit).__name__}")
     unit.validate(model)
     images = Images(data, batch_size=batch_size, workers=workers, shard=True)
-    if images.length is not None and k > images.length:
-        raise ValueError(f"k={k} is larger than the data set ({images.length} items)")
-    state = _TopK(k)
-    plan: Plan | None = None
-    seen, at = 0, None
-    with (
-        collective_errors("top_activating") as section,
-        eval_mode(model),
-        torch.no_grad(),
-        tqdm(total=images.local_length, disable=not (progress and is_main()), unit="img",
-             desc=f"top-{k} {unit}") as bar,
-    ):  # fmt: skip
-        for offset, batch in images:
-            section.check()  # another rank failed: stop and raise its error
-            if plan is None:
-                plan = Plan.make(model, unit, batch, crop)
-            x, at = plan.cut(batch)
-            out = forward(model, x, unit.layer)
-            state.push(read_unit(out, None, at), unit.channel, offset, x if keep_inputs else None)
-            seen = offset + int(batch.shape[0])
-            bar.update(batch.shape[0])
-    if is_distributed():  # every rank: the global top-k and the plan of rank 0 (never empty)
-        state.gather()
-        plan, at = broadcast_object((plan, at))
-        seen = images.length if images.length is not None else max(all_gather(seen))
-    if k > seen:
-        raise ValueError(f"k={k} is larger than the data set ({seen} items)")
-    assert plan is not None and state.codes is not None
-    return TopActivations(
-        plan.unit, state.indices, state.values, state.codes, plan.field, state.inputs,
-        Unit(unit.layer, unit.channel, at), file_paths(data, state.indices.tolist()),
+    done = stream(
+        model, [unit], images, k, crop=crop, every_channel=False, keep_inputs=keep_inputs,
+        progress=progress, what="top_activating", desc=f"top-{k} {unit}",
     )  # fmt: skip
-
-
-class _TopK:
-    """Running top-k by value (ties: lower index first), with each item's code vector and,
-    optionally, its (cropped) input."""
-
-    def __init__(self, k: int) -> None:
-        self.k = k
-        self.values = torch.empty(0)
-        self.indices = torch.empty(0, dtype=torch.long)
-        self.codes: Tensor | None = None
-        self.inputs: Tensor | None = None
-
-    def push(self, codes: Tensor, channel: int, offset: int, inputs: Tensor | None = None) -> None:
-        codes = codes.float().cpu()
-        values = codes[:, channel]
-        if not torch.isfinite(values).all():
-            raise ValueError("the model produced NaN or infinite activations")
-        indices = torch.arange(offset, offset + codes.shape[0])
-        all_values = torch.cat([self.values, values])
-        all_indices = torch.cat([self.indices, indices])
-        order = torch.argsort(all_indices, stable=True)
-        order = order[torch.argsort(-all_values[order], stable=True)][: self.k]
-        self.values, self.indices = all_values[order], all_indices[order]
-        self.codes = _merge(self.codes, codes, order)
-        if inputs is not None:
-            self.inputs = _merge(self.inputs, inputs.detach().cpu(), order)
-
-    def gather(self) -> None:
-        """Collective: become the global top-k of every rank's (an empty shard joins too)."""
-        payloads = {} if self.codes is None else {"codes": self.codes}
-        if self.inputs is not None:
-            payloads["inputs"] = self.inputs
-        top = gather_topk(self.values, self.indices, payloads, self.k)
-        self.values, self.indices = top.values, top.indices
-        self.codes = top.payload("codes") if "codes" in top.payloads else None
-        self.inputs = top.payload("inputs") if "inputs" in top.payloads else None
-
-
-def _merge(kept: Tensor | None, new: Tensor, order: Tensor) -> Tensor:
-    return (new if kept is None else torch.cat([kept, new]))[order]
+    top, plan = done.tops[unit.layer], done.plans[unit.layer]
+    return TopActivations(
+        plan.unit, top.indices[0], top.values[0], top.payload("codes")[0], plan.field,
+        top.payload("inputs")[0] if keep_inputs else None,
+        Unit(unit.layer, unit.channel, done.seen_at[unit.layer]),
+        file_paths(data, top.indices[0].tolist()),
+    )  # fmt: skip

@@ -13,31 +13,17 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from . import _validate as valid
 from ._data import Images, data_size
-from ._dist import (
-    MergedTopK,
-    all_gather,
-    broadcast_object,
-    collective_errors,
-    gather_topk,
-    is_distributed,
-    is_main,
-    run_jobs,
-    same_everywhere,
-)
-from ._graph.run import forward_until, read_unit
+from ._dist import is_distributed, is_main, run_jobs, same_everywhere
 from ._graph.trace import check_layer
-from ._model import eval_mode, to_model
-from ._plan import Plan
 from ._provenance import data_description, environment, file_paths, model_description, now
 from ._scan_result import Scan, channel_row
-from ._topk import LayerTopK
+from ._stream import stream
 from .clustering import MIN_CODES, Clustering, _check_options, cluster
 from .targets import Unit
 
@@ -123,63 +109,16 @@ def scan(
     names = _check_args(model, layers, k, min_cluster_size, cluster_options)
     options = dict(cluster_options or {})
     images = Images(data, batch_size=batch_size, workers=workers, shard=True)
-    if images.length is not None and k > images.length:
-        raise ValueError(f"k={k} is larger than the data set ({images.length} items)")
     provenance = {"started": now(), "model": model_description(model),
                   "data": data_description(data, images.length), **environment()}  # fmt: skip
     show = progress and is_main()
-    states = {name: LayerTopK(k) for name in names}
-    sums: dict[str, Tensor] = {}
-    plans: dict[str, Plan] = {}
-    seen_at: dict[str, tuple[int, int] | None] = {}  # the unit's position in what the model sees
-    shape: tuple[int, ...] = ()
-    groups: list[list[str]] = []  # layers that share one crop, hence one forward
-    seen = 0
     start = time.perf_counter()
-    with (
-        collective_errors("scan") as section,
-        eval_mode(model),
-        torch.no_grad(),
-        tqdm(
-            total=images.local_length, disable=not show, unit="img", desc=f"scan {', '.join(names)}"
-        ) as bar,
-    ):
-        for offset, batch in images:
-            section.check()  # another rank failed: stop and raise its error
-            if not plans:
-                plans = {name: Plan.make(model, Unit(name, 0), batch, crop) for name in names}
-                seen_at = {name: plan.cut(batch[:1])[1] for name, plan in plans.items()}
-                shape = tuple(batch.shape[1:])
-                groups = _share_crops(plans)
-            for group in groups:
-                x, _ = plans[group[0]].cut(batch)
-                outs = forward_until(model, to_model(x, model), group)
-                for name in group:
-                    codes = read_unit(outs[name], None, seen_at[name]).float()
-                    states[name].push(codes, offset)
-                    column = codes.double().sum(dim=0).cpu()
-                    sums[name] = column if name not in sums else sums[name] + column
-            seen = offset + int(batch.shape[0])
-            bar.update(batch.shape[0])
-    tops = {name: states[name].result() for name in names}
-    if is_distributed():
-        tops = {name: _gather(tops[name], k) for name in names}
-        # rank 0 always reads data (it owns the first block or batch): its plans are everyone's
-        plans, seen_at, shape = broadcast_object((plans, seen_at, shape))
-        parts = all_gather((seen, sums))
-        seen = max(s for s, _ in parts) if images.length is None else images.length
-        sums = {
-            name: sum((p[1][name] for p in parts if name in p[1]), torch.zeros(1)) for name in names
-        }
-    if k > seen:
-        raise ValueError(f"k={k} is larger than the data set ({seen} items)")
+    found = stream(model, [Unit(name, 0) for name in names], images, k, crop=crop,
+                  every_channel=True, progress=progress, what="scan",
+                  desc=f"scan {', '.join(names)}")  # fmt: skip
+    merged, seen, sums = found.tops, found.seen, found.sums
     timings = {"pass": time.perf_counter() - start}
     start = time.perf_counter()
-    merged: dict[str, MergedTopK] = {}
-    for name in names:
-        top = tops[name]
-        assert top is not None
-        merged[name] = top
     jobs = [(name, c) for name in names for c in range(merged[name].values.shape[0])]
     count = None if is_distributed() else len(jobs)  # rank 0 shows its own share
     with tqdm(total=count, disable=not show, unit="channel", desc="clustering") as bar:
@@ -207,26 +146,19 @@ def scan(
         "min_cluster_size": min_cluster_size,
         "cluster_options": options,
         "items": seen,
-        "input_shape": list(shape),
+        "input_shape": list(found.shape),
     }
     provenance["finished"] = now()
     paths = {name: file_paths(data, merged[name].items.tolist()) for name in names}
     return Scan(
-        names, merged, clusterings, rows, plans, seen_at, config, timings, provenance, paths
+        names,
+        merged,
+        clusterings,
+        rows,
+        found.plans,
+        found.seen_at,
+        config,
+        timings,
+        provenance,
+        paths,
     )
-
-
-def _share_crops(plans: Mapping[str, Plan]) -> list[list[str]]:
-    """Layers grouped by the crop they need (whole images, or one crop box): one forward each."""
-    groups: dict[object, list[str]] = {}
-    for name, plan in plans.items():
-        key = None if plan.field is None else plan.field.crop_box(plan.at)
-        groups.setdefault(key, []).append(name)
-    return list(groups.values())
-
-
-def _gather(top: MergedTopK | None, k: int) -> MergedTopK:
-    """Collective: the global top-k of one layer (a rank that read nothing joins empty)."""
-    if top is None:
-        return gather_topk(torch.empty(0), torch.empty(0, dtype=torch.long), None, k)
-    return gather_topk(top.values, top.indices, top.payloads, k, items=top.items)

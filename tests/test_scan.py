@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import polyprune as pp
 from polyprune import zoo
 from polyprune._provenance import model_description
-from polyprune._topk import LayerTopK
+from polyprune._topk import TopK
 from polyprune.cli import main
 
 exact = load_script("tests/_dist_pipeline_worker.py")  # the integer-valued planted network
@@ -39,7 +39,7 @@ def planted() -> tuple[nn.Module, torch.Tensor]:
 def test_layer_topk_is_the_one_process_tie_rule(n: int, c: int, k: int, batch: int, seed: int):
     g = torch.Generator().manual_seed(seed)
     codes = torch.randint(0, 3, (n, c), generator=g).float()  # few values: many exact ties
-    state = LayerTopK(k)
+    state = TopK(k)
     for start in range(0, n, batch):
         state.push(codes[start : start + batch], offset=start)
     top = state.result()

@@ -182,3 +182,24 @@ def test_images_smaller_than_the_field_are_cropped_exactly_or_used_whole():
     reference = layer_output(model, "5", x)[:, 1, 0, 0]
     for top in (cropped, whole):
         assert_same_top(top.indices, top.values, reference)
+
+
+def test_the_model_runs_once_per_batch():
+    # the plan comes from the traced graph and the first batch's own run: a single-batch call
+    # runs the model once (0.2 ran it three times: a probe, a crop check, the batch)
+    model, x = _small(), torch.randn(9, 3, 40, 40)
+    runs: list[tuple[int, ...]] = []
+    handle = model.register_forward_pre_hook(lambda _m, args: runs.append(tuple(args[0].shape)))
+    try:
+        for crop, seen in ((True, (9, 3, 25, 25)), (False, (9, 3, 40, 40))):
+            runs.clear()
+            pp.top_activating(model, pp.Unit("5", 1), x, k=2, crop=crop, progress=False)
+            assert runs == [seen]
+        runs.clear()
+        pp.top_activating(model, pp.Unit("5", 1), x, k=2, batch_size=4, progress=False)
+        assert runs == [(4, 3, 25, 25), (4, 3, 25, 25), (1, 3, 25, 25)]
+        runs.clear()
+        pp.scan(model, ["3", "5"], torch.randn(20, 3, 40, 40), k=10, progress=False)
+        assert len(runs) == 2  # one batch, two crops (one per layer)
+    finally:
+        handle.remove()
