@@ -34,20 +34,29 @@ def planted() -> tuple[nn.Module, torch.Tensor]:
 
 
 @given(
-    st.integers(1, 60), st.integers(1, 4), st.integers(1, 12), st.integers(1, 9), st.integers(0, 99)
+    st.integers(1, 60),
+    st.integers(1, 4),
+    st.integers(1, 12),
+    st.integers(1, 9),
+    st.integers(0, 99),
+    st.booleans(),
 )
-def test_layer_topk_is_the_one_process_tie_rule(n: int, c: int, k: int, batch: int, seed: int):
+def test_topk_is_the_one_process_tie_rule(n: int, c: int, k: int, batch: int, seed: int, one: bool):
     g = torch.Generator().manual_seed(seed)
     codes = torch.randint(0, 3, (n, c), generator=g).float()  # few values: many exact ties
-    state = TopK(k)
+    inputs = torch.arange(n)[:, None].expand(n, 2) * 10  # a payload that names its item
+    channels = [int(torch.randint(0, c, (), generator=g))] if one else None  # a unit, or all
+    state = TopK(k, channels)
     for start in range(0, n, batch):
-        state.push(codes[start : start + batch], offset=start)
+        state.push(codes[start : start + batch], offset=start, inputs=inputs[start : start + batch])
     top = state.result()
     assert top is not None
-    for ch in range(c):
+    for row, ch in enumerate(channels or range(c)):
         expected = sorted(range(n), key=lambda i: (-float(codes[i, ch]), i))[:k]
-        assert top.indices[ch].tolist() == expected
-        assert torch.equal(top.payload("codes")[ch], codes[expected])
+        assert top.indices[row].tolist() == expected
+        assert torch.equal(top.payload("codes")[row], codes[expected])
+        assert torch.equal(top.payload("inputs")[row], inputs[expected])
+    assert top.indices.shape[0] == (1 if one else c)
 
 
 def test_scan_equals_top_activating_and_cluster_per_channel(planted):
