@@ -13,6 +13,7 @@ import torch
 
 from . import zoo
 from ._files import atomic_directory
+from ._progress import say
 from ._report import html_page
 from .evaluation import circuit_scores
 from .study import StudyResult, study
@@ -72,7 +73,9 @@ def run_demo(out: Path, *, progress: bool = True, overwrite: bool = False) -> Pa
 def _run(out: Path, progress: bool) -> Path:
     start = time.perf_counter()
     tables, sections = [], []
-    for case in zoo.demo_cases():
+    cases = zoo.demo_cases()
+    for number, case in enumerate(cases, 1):
+        say(f"demo {number}/{len(cases)}: {case.name}", progress)
         t = time.perf_counter()
         result = study(
             case.model, case.unit, case.images, k=case.k, keep=case.keep, cs=case.cs,

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from ._data import Images
 from ._dist import (
@@ -28,6 +27,7 @@ from ._dist import (
 from ._graph.run import read_unit
 from ._model import eval_mode
 from ._plan import Plan, first_batch, run_batch
+from ._progress import stage
 from ._topk import TopK
 from .receptive_field import ReceptiveField
 from .targets import Unit
@@ -83,8 +83,7 @@ def stream(
         collective_errors(what) as section,
         eval_mode(model),
         torch.no_grad(),
-        tqdm(total=images.local_length, disable=not (progress and is_main()), unit="img",
-             desc=desc) as bar,
+        stage(desc, images.local_length, unit="img", show=progress and is_main()) as bar,
     ):  # fmt: skip
         for offset, batch in images:
             section.check()  # another rank failed: stop and raise its error

@@ -272,7 +272,7 @@ def top_activating(
     images = Images(data, batch_size=batch_size, workers=workers, shard=True)
     done = stream(
         model, [unit], images, k, crop=crop, every_channel=False, keep_inputs=keep_inputs,
-        progress=progress, what="top_activating", desc=f"top-{k} {unit}",
+        progress=progress, what="top_activating", desc=f"top-{k} of {unit}",
     )  # fmt: skip
     top, plan = done.tops[unit.layer], done.plans[unit.layer]
     return TopActivations(

@@ -15,12 +15,12 @@ from typing import Any
 
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from . import _validate as valid
 from ._data import Images, data_size
 from ._dist import is_distributed, is_main, run_jobs, same_everywhere
 from ._graph.trace import check_layer
+from ._progress import stage
 from ._provenance import data_description, environment, file_paths, model_description, now
 from ._scan_result import Scan, channel_row
 from ._stream import stream
@@ -120,8 +120,8 @@ def scan(
     timings = {"pass": time.perf_counter() - start}
     start = time.perf_counter()
     jobs = [(name, c) for name in names for c in range(merged[name].values.shape[0])]
-    count = None if is_distributed() else len(jobs)  # rank 0 shows its own share
-    with tqdm(total=count, disable=not show, unit="channel", desc="clustering") as bar:
+    label = "clustering" + (f" (rank 0's share of {len(jobs)})" if is_distributed() else "")
+    with stage(label, None if is_distributed() else len(jobs), unit="channel", show=show) as bar:
 
         def one(job: tuple[str, int]) -> tuple[Clustering, dict[str, Any]]:
             name, channel = job
@@ -130,7 +130,7 @@ def scan(
             return clustering, channel_row(clustering, codes, merged[name].values[channel])
 
         done = run_jobs(
-            jobs, one, what="scan clustering", progress=lambda _done, _total: bar.update(1)
+            jobs, one, what="scan clustering", progress=lambda _done, mine: bar.update(total=mine)
         )
     timings["clustering"] = time.perf_counter() - start
     clusterings = {job: c for job, (c, _) in zip(jobs, done, strict=True)}

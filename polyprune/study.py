@@ -4,7 +4,6 @@ method → evaluation, figures and a report.
 
 from __future__ import annotations
 
-import sys
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,7 +16,8 @@ from torch.utils.data import DataLoader, Dataset
 from . import _validate as valid
 from ._cs.config import CSConfig
 from ._data import data_size
-from ._dist import is_main, run_jobs, same_everywhere
+from ._dist import is_distributed, is_main, run_jobs, same_everywhere
+from ._progress import say, stage
 from ._provenance import data_description, environment, model_description, now
 from ._stats import DEGENERATE, degenerate
 from ._study_result import StudyResult
@@ -35,11 +35,6 @@ __all__ = ["StudyResult", "study"]
 def _finished(result: StudyResult) -> StudyResult:
     result.provenance["finished"] = now()
     return result
-
-
-def _log(progress: bool, message: str) -> None:
-    if progress:
-        print(f"[polyprune] {message}", file=sys.stderr, flush=True)
 
 
 def study(
@@ -118,7 +113,7 @@ def study(
     timings: dict[str, float] = {}
     t = time.perf_counter()
     if top is None:
-        _log(progress, f"1/4 top-{k} crops of {unit.layer}[{unit.channel}]")
+        say(f"1/4 top-{k} crops of {unit}", progress)
         top = top_activating(
             model, unit, data, k, crop=crop, batch_size=batch_size, keep_inputs=True,
             workers=workers, progress=progress,
@@ -126,11 +121,14 @@ def study(
         timings["top_activating"] = time.perf_counter() - t
     else:
         k = len(top)
-        _log(progress, f"1/4 top-{k} crops of {unit.layer}[{unit.channel}] given")
+        say(f"1/4 top-{k} crops of {unit} given", progress)
     t = time.perf_counter()
-    _log(progress, "2/4 clustering the layer codes (HDBSCAN)")
+    say("2/4 clustering the layer codes (HDBSCAN)", progress)
     clustering = cluster(top.codes, min_cluster_size, **options)
     timings["clustering"] = time.perf_counter() - t
+    noise = int((clustering.labels < 0).sum())
+    say(f"clustering: {clustering.n_clusters} cluster(s), {noise} noise of {len(top)} images, "
+        f"{timings['clustering']:.1f} s", progress)  # fmt: skip
     fit_index, held_index = held_out_split(clustering.labels, held_out, seed=seed)
     flags = degenerate(top.values)
     result = StudyResult(
@@ -154,14 +152,14 @@ def study(
         )
         return _finished(result)
     if not clustering.is_polysemantic:
-        _log(progress, f"{clustering.n_clusters} cluster(s): not polysemantic, nothing to split")
+        say(f"{clustering.n_clusters} cluster(s): not polysemantic, nothing to split", progress)
         return _finished(result)
     assert top.inputs is not None and top.input_unit is not None
     crops, seen_as = top.inputs, top.input_unit
     labels = torch.from_numpy(clustering.labels)
     fit_x, fit_y = crops[fit_index], labels[fit_index]
     clean = fit_y >= 0
-    _log(progress, f"3/4 fitting {len(named)} method(s) × {clustering.n_clusters} clusters")
+    say(f"3/4 fitting {len(named)} method(s) × {clustering.n_clusters} clusters", progress)
 
     def fit(job: tuple[int, int]) -> tuple[Subnetwork, float]:
         # one (method, cluster): depends on the job alone (fit_subnetwork seeds from seed), so
@@ -178,13 +176,16 @@ def study(
         return sub, time.perf_counter() - start
 
     jobs = [(m, label) for m in range(len(named)) for label in range(clustering.n_clusters)]
-    fitted = run_jobs(jobs, fit, what="study fits")
+    shared = is_distributed()  # rank 0 counts its own share
+    what = "fits" + (f" (rank 0's share of {len(jobs)})" if shared else "")
+    with stage(what, None if shared else len(jobs), unit="job", show=progress) as bar:
+        fitted = run_jobs(jobs, fit, what="fits", progress=lambda _, mine: bar.update(total=mine))
     for (m, label), (sub, seconds) in zip(jobs, fitted, strict=True):
         name = named[m][0]
         result.subnetworks.setdefault(name, {})[label] = sub
         timings[f"fit {name}"] = timings.get(f"fit {name}", 0.0) + seconds
     t = time.perf_counter()
-    _log(progress, "4/4 evaluating separation, held-out and overlap")
+    say("4/4 evaluating separation, held-out and overlap", progress)
     # every activation once, on all crops; evaluate's fitted and held-out sets are slices of it
     original = unit_activations(model, seen_as, crops, None, 256)
     result.activations = {"original": original}
@@ -202,6 +203,7 @@ def study(
             [labels[i] for i in sets], [original[i] for i in sets], after, "clusters",
         )  # fmt: skip
     timings["evaluate"] = time.perf_counter() - t
+    say(f"evaluation: {len(jobs)} subnetwork(s), {timings['evaluate']:.1f} s", progress)
     if visualize:
         t = time.perf_counter()
         result.visualizations = _visualize(model, seen_as, result, visualize_options, progress)

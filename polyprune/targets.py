@@ -51,6 +51,8 @@ class Unit:
     >>> unit = pp.Unit("features.10", 255).validate(torchvision.models.alexnet())
     >>> unit
     Unit(layer='features.10', channel=255, position=None)
+    >>> print(unit, pp.Unit("features.10", 255, (6, 6)))
+    features.10[255] features.10[255]@(6, 6)
     """
 
     layer: str
@@ -68,6 +70,10 @@ class Unit:
                     f"Unit.position must be None or a pair of ints ≥ 0, got {self.position!r}"
                 )
             object.__setattr__(self, "position", (int(pos[0]), int(pos[1])))
+
+    def __str__(self) -> str:
+        where = "" if self.position is None else f"@({self.position[0]}, {self.position[1]})"
+        return f"{self.layer}[{self.channel}]{where}"
 
     def to_dict(self) -> dict[str, Any]:
         """``{"layer", "channel", "position"}`` as plain JSON-ready values."""

@@ -12,11 +12,11 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from . import _validate as valid
 from ._fvis import FourierImage, random_transform
 from ._model import eval_mode, first_in_channels, gradients_on, model_dtype_device
+from ._progress import staged
 from ._unit_io import placed, unit_activation
 from .masks import Masks
 from .targets import Unit
@@ -73,7 +73,7 @@ def visualize(
     optimizer = torch.optim.Adam(image.parameters(), lr=lr)
     ctx: AbstractContextManager[Any] = masks.applied(model) if masks is not None else nullcontext()
     with ctx, eval_mode(model):
-        for _ in tqdm(range(steps), disable=not progress, desc=f"visualize {unit}"):
+        for _ in staged(range(steps), f"visualize {unit}", unit="step", show=progress):
             x = image().to(dtype)
             if transforms:
                 x = random_transform(x, gen)

@@ -23,7 +23,7 @@ from polyprune.cli import main
 from polyprune.cli._commands import cs_config
 from polyprune.cli._parser import build_parser
 
-PLANTED = ["--model", "zoo:planted", "--layer", "features.6", "--quiet"]
+PLANTED = ["--model", "zoo:planted", "--layer", "features.6", "-qq"]
 
 
 @pytest.fixture(scope="module")

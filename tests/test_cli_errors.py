@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WEIGHT_CASES = ("garbage", "empty", "truncated", "object", "tensor", "list", "nested-list",
                 "non-tensor", "empty-dict")  # fmt: skip
 STUDY = ["study", "--model", "zoo:concepts-merged", "--layer", "features.9", "--unit", "3",
-         "--k", "20", "--methods", "snip", "--quiet"]  # fmt: skip
+         "--k", "20", "--methods", "snip", "-qq"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -366,7 +366,7 @@ def test_weights_of_another_architecture_list_what_differs(folder, tmp_path, cap
     wrong["classifier.1.weight"] = torch.zeros(10, 512, 1, 1)
     torch.save(wrong, tmp_path / "wrong.pt")
     argv = ["study", "--model", "torchvision:squeezenet1_1", "--layer", "features.3",
-            "--unit", "0", "--data", str(folder), "--k", "10", "--quiet",
+            "--unit", "0", "--data", str(folder), "--k", "10", "-qq",
             "--weights", str(tmp_path / "wrong.pt")]  # fmt: skip
     assert main(argv) == 2
     one_line_error(

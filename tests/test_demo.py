@@ -11,8 +11,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_demo_writes_reports_and_prints_the_table(tmp_path, capsys):
     out = tmp_path / "polyprune-demo"
-    assert main(["demo", "--out", str(out), "--quiet"]) == 0
-    printed = capsys.readouterr().out
+    assert main(["demo", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    printed, log = captured.out, captured.err
+    # stderr is not a terminal here: plain stage lines, no redraws, no cursor escapes
+    assert "\r" not in log and "\x1b" not in log
+    assert all(line.startswith("[polyprune] ") for line in log.splitlines()), log
+    assert "[polyprune] demo 3/3: digits-merged" in log and "top-300 of features.6[0]: " in log
     for case in ("planted", "concepts-merged", "digits-merged"):
         assert f"== {case}: unit" in printed
         for figure in ("crops.png", "histograms.png", "kept.png", "report.html", "results.json"):

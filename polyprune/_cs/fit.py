@@ -8,9 +8,9 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from .._model import eval_mode, gradients_on, model_dtype_device
+from .._progress import stage
 from .._unit_io import unit_activation, unit_activations
 from ..masks import Masks
 from ..targets import Unit
@@ -93,9 +93,12 @@ def fit_cs(
         ctx = loss_context(dense, members, config.calibrate, config.balance, device, dtype)
         dense = dense.to(device, dtype)  # the objectives' targets, moved once
         t0, t1 = config.temperature
-        with ContinuousSparsifier(
-            model, up_to=unit, granularity=granularity, init=config.init, temperature=t0
-        ) as cs:
+        with (
+            ContinuousSparsifier(
+                model, up_to=unit, granularity=granularity, init=config.init, temperature=t0
+            ) as cs,
+            stage(f"CS {unit}", config.epochs, unit="epoch", show=progress) as bar,
+        ):
             shift = torch.zeros((), device=device, dtype=dtype, requires_grad=True)
             opt = torch.optim.SGD(
                 _param_groups(cs, shift if calibrate else None, lr, config.lr_scale),
@@ -104,8 +107,7 @@ def fit_cs(
             )
             sched = torch.optim.lr_scheduler.MultiStepLR(opt, config.milestones, config.gamma)
             temp = ExponentialTemperature(cs, start=t0, end=t1, steps=config.epochs)
-            bar = tqdm(range(config.epochs), disable=not progress, desc="CS", unit="epoch")
-            for _ in bar:
+            for _ in range(config.epochs):
                 started = time.perf_counter()
                 sums = torch.zeros(3, device=device, dtype=torch.float64)
                 for idx in torch.split(torch.randperm(n, generator=gen), config.batch_size):
@@ -140,7 +142,8 @@ def fit_cs(
                     strict=True,
                 ):
                     history[key].append(float(value))
-                bar.set_postfix(loss=f"{totals[0]:.4f}", kept=f"{kept:.4f}")
+                bar.note(loss=f"{totals[0]:.4f}", kept=f"{kept:.4f}")
+                bar.update()
                 sched.step()
                 temp.step()
             masks, paper, state = cs.hard_masks(), cs.paper_kept_fraction(), cs.state_dict()

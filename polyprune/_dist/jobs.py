@@ -52,9 +52,9 @@ def _reporter(
         return progress
     where = f" on rank 0 ({total} on {size} ranks)" if size > 1 else ""
 
-    def report(done: int, mine: int) -> None:
-        end = "\n" if done == mine else ""
-        print(f"\r{what}: {done}/{mine} jobs{where}", end=end, file=sys.stderr, flush=True)
+    def report(done: int, mine: int) -> None:  # one plain line: no redraws in a log file
+        if done == mine:
+            print(f"[polyprune] {what}: {done}/{mine} jobs{where}", file=sys.stderr, flush=True)
 
     return report
 
@@ -82,9 +82,9 @@ def run_jobs(
     ``torch.manual_seed(base_seed + job_index)``), never from the global RNG stream, whose
     position differs between one process running all jobs and ranks running some.
 
-    ``progress``: ``True`` prints ``done/total`` for rank 0's own jobs to stderr on rank 0; a
-    callable is called there as ``progress(done, total)`` (e.g. a tqdm's update); other ranks
-    show nothing.
+    ``progress``: ``True`` prints one line to stderr on rank 0 when its own jobs are done; a
+    callable is called there as ``progress(done, total)`` after each (e.g. a progress stage's
+    update); other ranks show nothing.
 
     >>> run_jobs([1, 2, 3], lambda x: x * 10)
     [10, 20, 30]

@@ -56,7 +56,9 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from contextlib import nullcontext
 
+from .._progress import lines_only
 from ._commands import COMMANDS
 from ._errors import BadImage, describe, first_line
 from ._errors import CLIError as CLIError
@@ -93,7 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if hasattr(args, "device"):
             args.device = resolve_device(args.device)
-        with process_group(getattr(args, "device", "cpu")):
+        quiet = lines_only() if getattr(args, "quiet", 0) == 1 else nullcontext()
+        with process_group(getattr(args, "device", "cpu")), quiet:
             return COMMANDS[args.command](args)
     except CLIError as exc:  # ours are one line; a wrapped message may not be
         _say(f"error{note}: {first_line(exc)}")

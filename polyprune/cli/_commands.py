@@ -134,7 +134,7 @@ def cmd_study(args: argparse.Namespace) -> int:
             held_out=args.held_out, crop=args.crop, batch_size=args.batch_size,
             workers=args.workers, min_cluster_size=args.min_cluster_size,
             cluster_options=_clustering(args), cs=cs, visualize=args.visualize, seed=args.seed,
-            progress=not args.quiet,
+            progress=args.quiet < 2,
         )  # fmt: skip
     except (ValueError, DistributedError) as exc:
         raise CLIError(_first(exc)) from exc
@@ -157,7 +157,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         result = scan(
             model, args.layer, images, k=args.k, crop=args.crop, batch_size=args.batch_size,
             workers=args.workers, min_cluster_size=args.min_cluster_size,
-            cluster_options=_clustering(args), progress=not args.quiet,
+            cluster_options=_clustering(args), progress=args.quiet < 2,
         )  # fmt: skip
     except (ValueError, TypeError, DistributedError) as exc:
         raise CLIError(_first(exc)) from exc
@@ -175,7 +175,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     out = output_directory(args.out, "demo", force=args.force)
     start = time.perf_counter()
-    report = run_demo(out, progress=not args.quiet, overwrite=args.force)
+    report = run_demo(out, progress=args.quiet < 2, overwrite=args.force)
     print(f"report: {report}  ({time.perf_counter() - start:.0f} s)")
     return 0
 

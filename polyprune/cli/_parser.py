@@ -121,6 +121,9 @@ def _data_options(p: argparse.ArgumentParser, what: str) -> None:
     g.add_argument("--workers", type=_int(0), default=0, metavar="N", help="image loader processes")
 
 
+_QUIET = "-q: one line per stage, no progress bars; -qq: no progress output at all"
+
+
 def _cluster_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("clustering (HDBSCAN on the layer's codes of the top images)")
     g.add_argument(
@@ -148,7 +151,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         help="where the model runs (auto: cuda if available); under torchrun: nccl on cuda, "
         "gloo on cpu",
     )  # fmt: skip
-    g.add_argument("--quiet", action="store_true", help="no progress output")
+    g.add_argument("-q", "--quiet", action="count", default=0, help=_QUIET)
 
 
 def _seed(g: Any, what: str) -> None:
@@ -281,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     demo.add_argument("--out", default="polyprune-demo", metavar="DIR", help="report directory")
     _force(demo, "demo")
-    demo.add_argument("--quiet", action="store_true", help="no progress output")
+    demo.add_argument("-q", "--quiet", action="count", default=0, help=_QUIET)
     _study(sub)
     _scan(sub)
     report = sub.add_parser(

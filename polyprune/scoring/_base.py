@@ -22,13 +22,13 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
-from tqdm.auto import tqdm
 
 from .. import _masking as mk
 from .._data import Images, as_images
 from .._graph.regions import unit_regions
 from .._graph.run import forward_until
 from .._model import eval_mode, gradients_on, to_model
+from .._progress import stage
 from ..masks import Masks, Scores
 from ..targets import Objective, Unit, as_objective
 
@@ -126,9 +126,12 @@ class ScoringJob:
         if self.batches is None:
             raise RuntimeError("this scorer does not read images (uses_inputs = False)")
         show = self.progress and self.batches.length not in (None, 1)
-        for _, x in tqdm(self.batches, disable=not show, desc=desc, leave=False):
-            x = to_model(x, self.model)
-            yield x.clone() if x.is_inference() else x
+        with stage(desc, self.batches.length, unit="img", show=show) as bar:
+            for _, x in self.batches:
+                n = int(x.shape[0])
+                x = to_model(x, self.model)
+                yield x.clone() if x.is_inference() else x
+                bar.update(n)
 
     def weight(self, name: str) -> Tensor:
         """The weight called ``name`` (``"features.0.weight"``)."""

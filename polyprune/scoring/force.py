@@ -8,10 +8,10 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from .. import _masking as mk
 from .. import _validate as valid
+from .._progress import staged
 from ..masks import Scores
 from ..targets import Objective, Unit
 from ._base import BaseScorer, Inputs, ScoringJob
@@ -111,7 +111,8 @@ class FORCE(BaseScorer, name="force"):
         masks: Mapping[str, Tensor] = {n: torch.ones_like(z) for n, z in zeros.items()}
         scores: Mapping[str, Tensor] = zeros
         fractions = self.schedule(keep)
-        for r, fraction in enumerate(tqdm(fractions, desc="FORCE", disable=not self.progress)):
+        rounds = staged(fractions, "FORCE", unit="round", show=self.progress)
+        for r, fraction in enumerate(rounds):
             if r > 0:
                 masks = self._select(job, scores, fraction)
             grads = mask_gradients(job, masks, desc=f"FORCE round {r + 1}")
