@@ -222,8 +222,8 @@ def test_out_the_data_folder_is_refused_and_the_images_survive(
             (data / cls / image.name).write_bytes(image.read_bytes())
     (data / "notes.txt").write_text("my notes")
     before = _files(data)
-    study = ["study", *PLANTED, "--unit", "0", "--k", "10", "--data", str(data), "--quiet"]
-    scan = ["scan", *PLANTED, "--k", "10", "--data", str(data), "--quiet"]
+    study = ["study", *PLANTED, "--unit", "0", "--k", "10", "--data", str(data), "-qq"]
+    scan = ["scan", *PLANTED, "--k", "10", "--data", str(data), "-qq"]
     for argv in (study, scan):
         for out, says in [(data, "is the --data folder"), (data / "rings", "lies in the --data"),
                           (tmp_path, "holds the --data folder")]:  # fmt: skip
@@ -243,13 +243,13 @@ def test_out_the_data_folder_is_refused_and_the_images_survive(
 def test_force_replaces_an_earlier_result_of_the_same_kind_only(folder, tmp_path, capsys):
     out = tmp_path / "out"
     study = ["study", *PLANTED, "--unit", "0", "--k", "20", "--data", str(folder),
-             "--methods", "snip", "--quiet", "--out", str(out)]  # fmt: skip
+             "--methods", "snip", "-qq", "--out", str(out)]  # fmt: skip
     assert main(study) == 0
     first = _files(out)
     assert main(study) == 2
     _one_line(capsys, f"--out {out} holds an earlier polyprune study: pass --force to replace it")
     assert _files(out) == first
-    scan = ["scan", *PLANTED, "--k", "20", "--data", str(folder), "--quiet", "--out", str(out)]
+    scan = ["scan", *PLANTED, "--k", "20", "--data", str(folder), "-qq", "--out", str(out)]
     assert main([*scan, "--force"]) == 2
     _one_line(capsys, f"--out {out} holds a polyprune study, not a scan")
     assert main([*study, "--force"]) == 0
