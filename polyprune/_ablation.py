@@ -32,7 +32,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from . import _masking as mk
 from ._cs.loss import both, loss_context
@@ -40,6 +39,7 @@ from ._graph.paths import effective_kernels
 from ._graph.regions import unit_regions
 from ._graph.trace import trace_to, upstream
 from ._model import model_dtype_device
+from ._progress import staged
 from ._unit_io import unit_activation, unit_activations
 from .targets import Unit
 
@@ -283,7 +283,7 @@ def ablate(
                                        "seconds": []}  # fmt: skip
     names = _order(model, unit.layer, list(run.shapes))
     per_forward = max(1, max_batch // run.batch_size)
-    for name in tqdm(names, disable=not progress, desc="ablation", unit="layer"):
+    for name in staged(names, "ablation", unit="layer", show=progress):
         started = time.perf_counter()
         module = name.rpartition(".")[0]
         on_path = effective_kernels(model, unit.layer, unit.channel, run.kept)[name]
