@@ -18,6 +18,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from . import _startup as _startup  # first: the command line's Ctrl-C guard (see the module)
 from . import evaluation as evaluation  # the namespaces: pp.evaluation.separation, ...
 from . import plot as plot
 from . import results as results

@@ -57,8 +57,10 @@ import os
 import sys
 from collections.abc import Sequence
 from contextlib import nullcontext
+from typing import Any
 
 from .._progress import lines_only
+from .._startup import release
 from ._commands import COMMANDS
 from ._errors import BadImage, describe, first_line
 from ._errors import CLIError as CLIError
@@ -79,20 +81,35 @@ def _say(message: str) -> None:
     print(f"polyprune: {message}", file=sys.stderr, flush=True)
 
 
+def _import_what_cs_imports(args: Any) -> None:
+    """Import ``torch._dynamo`` now when the command fits Continuous Sparsification: torch
+    imports it lazily inside ``torch.optim.SGD()``, and a Ctrl-C there left it partially
+    initialized (``AttributeError: partially initialized module 'torch._dynamo'``) instead of
+    ending the command."""
+    if args.command == "demo" or (args.command == "study" and "cs" in args.methods):
+        import torch._dynamo  # noqa: F401
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``polyprune`` command; returns the exit status.
 
     0: done; 1: an unexpected error (one line; ``POLYPRUNE_DEBUG=1`` re-raises it); 2: a user
     error, one line ``polyprune: error: ...``; 130: interrupted (Ctrl-C).
     """
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help, --version, or a bad argument (one line printed)
-        return exit_code(exc)
-    debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
     note = rank_note()
     try:
+        release()  # the start-up guard's work is done: Ctrl-C is KeyboardInterrupt again
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help, --version, or a bad argument (one line printed)
+            return exit_code(exc)
+    except KeyboardInterrupt:
+        _say(f"interrupted{note}")
+        return 130
+    debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    try:
+        _import_what_cs_imports(args)
         if hasattr(args, "device"):
             args.device = resolve_device(args.device)
         quiet = lines_only() if getattr(args, "quiet", 0) == 1 else nullcontext()
