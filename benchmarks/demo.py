@@ -48,7 +48,7 @@ def _main(argv: list[str] | None) -> dict[str, dict[str, float]]:
         baseline = _plain_forward(case.model, case.images)
         start = time.perf_counter()
         result = pp.study(case.model, case.unit, case.images, k=case.k, keep=case.keep,
-                          cs=case.cs, progress=False)  # fmt: skip
+                          config=case.cs, progress=False)  # fmt: skip
         result.save(out / case.name, overwrite=True)
         timings = dict(result.timings)
         timings["study total (with report)"] = time.perf_counter() - start

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> dict[str, pp.results.StudyResult]:
         unit = parse_unit(spec)
         result = pp.study(
             model, unit, data, k=args.k, methods=args.methods, keep=args.keep,
-            cs=cs, batch_size=args.batch_size, progress=not args.quiet,
+            config=cs, batch_size=args.batch_size, progress=not args.quiet,
             min_cluster_size=args.min_cluster_size,
         )  # fmt: skip
         report = result.save(args.out / f"{unit.layer}_{unit.channel}")

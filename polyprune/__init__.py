@@ -1,7 +1,8 @@
 """polyprune: find polysemantic units in CNNs and cut out one sparse subnetwork per meaning.
 
 The top level holds the paper's verbs and main classes; the result types are in
-:mod:`polyprune.results`, the figures in :mod:`polyprune.plot`, the scorers' extension point in
+:mod:`polyprune.results`, the figures in :mod:`polyprune.plot`, the one extension point for
+methods (:class:`Method`, its registry) in :mod:`polyprune.methods`, the scorers in
 :mod:`polyprune.scoring`, measures in :mod:`polyprune.evaluation`, ground truth in
 :mod:`polyprune.zoo`. Everything named with a leading
 underscore is private. ``docs/architecture.md`` shows how the package is layered.
@@ -19,7 +20,10 @@ import warnings
 from typing import Any
 
 from . import _startup as _startup  # first: the command line's Ctrl-C guard (see the module)
+# Continuous Sparsification registers first: the registry lists "cs" before the scorers
+from . import sparsify as sparsify  # isort: skip
 from . import evaluation as evaluation  # the namespaces: pp.evaluation.separation, ...
+from . import methods as methods
 from . import plot as plot
 from . import results as results
 from . import scoring as scoring
@@ -27,11 +31,17 @@ from . import zoo
 from .clustering import cluster
 from .evaluation import evaluate
 from .masks import Masks
+from .methods import Method
 from .receptive_field import ReceptiveField
 from .recording import ActivationRecorder, top_activating
 from .scan import scan
 from .scoring import FORCE, SNIP, ActGrad, Magnitude, Random, Scorer
-from .sparsify import ContinuousSparsifier, CSConfig, ExponentialTemperature
+from .sparsify import (
+    ContinuousSparsification,
+    ContinuousSparsifier,
+    CSConfig,
+    ExponentialTemperature,
+)
 from .study import study
 from .subnetwork import fit_subnetwork
 from .targets import Objective, Unit
@@ -45,10 +55,12 @@ __all__ = [
     "ActGrad",
     "ActivationRecorder",
     "CSConfig",
+    "ContinuousSparsification",
     "ContinuousSparsifier",
     "ExponentialTemperature",
     "Magnitude",
     "Masks",
+    "Method",
     "Objective",
     "Random",
     "ReceptiveField",

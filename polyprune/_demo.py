@@ -78,7 +78,7 @@ def _run(out: Path, progress: bool) -> Path:
         say(f"demo {number}/{len(cases)}: {case.name}", progress)
         t = time.perf_counter()
         result = study(
-            case.model, case.unit, case.images, k=case.k, keep=case.keep, cs=case.cs,
+            case.model, case.unit, case.images, k=case.k, keep=case.keep, config=case.cs,
             progress=progress,
         )  # fmt: skip
         report = result.save(out / case.name)

@@ -17,6 +17,7 @@ from . import _validate as valid
 from ._cs.config import CSConfig
 from ._data import data_size
 from ._dist import is_distributed, is_main, run_jobs, same_everywhere
+from ._masking import check_keep
 from ._progress import say, stage
 from ._provenance import data_description, environment, model_description, now
 from ._stats import DEGENERATE, degenerate
@@ -24,9 +25,10 @@ from ._study_result import StudyResult
 from ._unit_io import unit_activations
 from .clustering import MIN_CODES, _check_options, cluster
 from .evaluation import _evaluate, held_out_split
+from .methods import DEFAULT_KEEP, Method
 from .recording import TopActivations, top_activating
-from .scoring._base import Scorer
-from .subnetwork import Subnetwork, fit_subnetwork, resolve_method
+from .sparsify import ContinuousSparsification
+from .subnetwork import Subnetwork, fit_subnetwork, resolve_method, with_config
 from .targets import Unit
 
 __all__ = ["StudyResult", "study"]
@@ -43,8 +45,8 @@ def study(
     data: Tensor | Dataset[Any] | DataLoader[Any] | Iterable[Any],
     *,
     k: int = 1000,
-    methods: Sequence[str | Scorer] = ("cs", "actgrad", "snip", "force"),
-    keep: float = 0.05,
+    methods: Sequence[str | Method] = ("cs", "actgrad", "snip", "force"),
+    keep: float | None = None,
     granularity: str = "kernel",
     held_out: float = 0.2,
     crop: bool = True,
@@ -52,12 +54,13 @@ def study(
     workers: int = 0,
     min_cluster_size: int | None = None,
     cluster_options: Mapping[str, Any] | None = None,
-    cs: CSConfig | None = None,
+    config: CSConfig | None = None,
     visualize: bool = False,
     visualize_options: Mapping[str, Any] | None = None,
     seed: int = 0,
     progress: bool = True,
     top: TopActivations | None = None,
+    cs: CSConfig | None = None,
 ) -> StudyResult:
     """Run the paper's pipeline on one unit.
 
@@ -69,10 +72,13 @@ def study(
        4. :func:`evaluate` measures separation on fitted and held-out crops and overlaps;
        5. optionally :func:`visualize` the unit before and under each CS subnetwork.
 
-    ``methods``: names from :func:`polyprune.subnetwork.methods` (``"cs"`` and the registered
-    scorers: ``"actgrad"``, ``"snip"``, ``"force"``, ``"magnitude"``, ``"random"``, ...) or
-    scorer instances; each cluster gets ``scorer.for_cluster(seed, label)`` (independent draws
-    for Random). ``cs`` configures Continuous Sparsification (default ``CSConfig()``).
+    ``methods``: names from :func:`polyprune.subnetwork.methods` (``"cs"``, the registered
+    scorers ``"actgrad"``, ``"snip"``, ``"force"``, ``"magnitude"``, ``"random"``, and any
+    registered :class:`~polyprune.methods.Method`) or method instances; each cluster gets
+    ``method.for_cluster(seed, label)`` (independent draws for Random). ``keep`` and ``config``
+    follow :func:`fit_subnetwork`'s rule: the argument, else the instance's own, else the default
+    (:data:`~polyprune.methods.DEFAULT_KEEP` = 0.05; ``CSConfig()``). ``config`` configures
+    Continuous Sparsification (``cs=`` is its deprecated old name).
     ``crop``: cut the images to the unit's receptive field (whole images where no crop is
     needed or none can be derived; see :func:`top_activating`).
 
@@ -90,7 +96,8 @@ def study(
     same_everywhere(
         "study", unit=unit, k=k, methods=methods, keep=keep, granularity=granularity,
         held_out=held_out, crop=crop, batch_size=batch_size, min_cluster_size=min_cluster_size,
-        cluster_options=sorted((cluster_options or {}).items()), cs=cs, visualize=visualize,
+        cluster_options=sorted((cluster_options or {}).items()), config=config, cs=cs,
+        visualize=visualize,
         visualize_options=sorted((visualize_options or {}).items()), seed=seed,
         top=_top_key(top), data=data_size(data),
     )  # fmt: skip
@@ -101,10 +108,12 @@ def study(
             f"methods must be a list of method names or scorers, got the string {methods!r}; "
             f"write methods=[{methods!r}]"
         )
-    if cs is not None and not isinstance(cs, CSConfig):
-        raise TypeError(f"cs must be a polyprune.CSConfig, got {type(cs).__name__}")
+    config = _renamed_config(config, cs)
+    if keep is not None:
+        check_keep(keep)
     progress = progress and is_main()
-    named = [resolve_method(m, keep=keep, progress=progress) for m in methods]
+    named = [resolve_method(m, progress=progress) for m in methods]
+    named = [(name, with_config(method, config)) for name, method in named]
     unit.validate(model)
     _check_top(top, unit)
     _check_top_is_this_models(model, top)
@@ -134,9 +143,10 @@ def study(
     result = StudyResult(
         unit=top.unit, top=top, clustering=clustering, fit_index=fit_index,
         held_index=held_index, timings=timings,
-        config={"k": k, "keep": keep, "granularity": granularity, "held_out": held_out,
+        config={"k": k, "keep": DEFAULT_KEEP if keep is None else keep,
+                "granularity": granularity, "held_out": held_out,
                 "methods": [n for n, _ in named], "seed": seed, "crop": top.field is not None,
-                "cs": (cs or CSConfig()).to_dict()},
+                "cs": _cs_settings([m for _, m in named], config).to_dict()},
         flags=flags,
         provenance={"started": started, "seed": seed, "model": model_description(model),
                     "data": data_description(data), **environment()},
@@ -165,13 +175,11 @@ def study(
         # one (method, cluster): depends on the job alone (fit_subnetwork seeds from seed), so
         # any rank computes what one process does
         start = time.perf_counter()
-        method, label = named[job[0]][1], job[1]
-        how = method if isinstance(method, str) else method.for_cluster(seed, label)
-        own = None if isinstance(how, str) else how.keep  # an instance's keep wins
+        label = job[1]
+        how = named[job[0]][1].for_cluster(seed, label)
         sub = fit_subnetwork(
-            model, seen_as, fit_x[clean], fit_y[clean] == label, how,
-            keep=keep if own is None else own,
-            granularity=granularity, config=cs, seed=seed, progress=progress,
+            model, seen_as, fit_x[clean], fit_y[clean] == label, how, keep=keep,
+            granularity=granularity, seed=seed, progress=progress,
         )  # fmt: skip
         return sub, time.perf_counter() - start
 
@@ -216,6 +224,31 @@ def _top_key(top: object) -> object:
     if isinstance(top, TopActivations):
         return repr(top.unit), top.indices.tolist()
     return None if top is None else type(top).__name__
+
+
+def _renamed_config(config: CSConfig | None, cs: CSConfig | None) -> CSConfig | None:
+    """``config``, or the deprecated ``cs`` (with a warning); checked to be a CSConfig."""
+    if cs is not None:
+        warnings.warn(
+            "study(cs=...) is deprecated: the CS settings are config= (as in fit_subnetwork) "
+            "or methods=[ContinuousSparsification(config)]",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        if config is not None:
+            raise TypeError("give the CS settings once: config= (cs= is its deprecated name)")
+        config = cs
+    if config is not None and not isinstance(config, CSConfig):
+        raise TypeError(f"config must be a polyprune.CSConfig, got {type(config).__name__}")
+    return config
+
+
+def _cs_settings(methods: Sequence[Method], config: CSConfig | None) -> CSConfig:
+    """The CS settings of the run (recorded in the result): the first CS method's."""
+    for method in methods:
+        if isinstance(method, ContinuousSparsification):
+            return method.settings
+    return CSConfig() if config is None else config
 
 
 def _check_top(top: TopActivations | None, unit: Unit) -> None:

@@ -1,41 +1,33 @@
 """fit_subnetwork: one sparse subnetwork per meaning of a unit, by any method, as a Subnetwork.
 
-Continuous Sparsification (paper section 3.3) learns the masks; a scorer (``ActGrad``, ``SNIP``,
-``FORCE``, ...) scores the weights on the cluster's images and keeps a fraction ``keep``. Both
-return the same :class:`Subnetwork`.
+A method is a :class:`~polyprune.methods.Method`: Continuous Sparsification (paper section 3.3,
+``"cs"``) learns the masks; a scorer (``ActGrad``, ``SNIP``, ``FORCE``, ...) scores the weights
+on the cluster's images and keeps a fraction ``keep``; any registered method of your own plugs
+in the same way. All return the same :class:`Subnetwork`.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
-
-import torch
 from torch import Tensor, nn
 
 from . import _masking as mk
 from . import _validate as valid
 from ._cs.config import CSConfig
-from ._cs.fit import fit_cs
 from ._data import as_images, check_members
-from ._files import load_saved, save_torch
-from ._model import eval_mode
-from ._unit_io import placed, unit_activations
-from .masks import Masks, Scores
-from .scoring._base import Scorer, available, create
-from .scoring._tools import warn_if_all_zero
+from ._model import eval_mode, gradients_on
+from ._unit_io import placed
+from .masks import Masks
+from .methods import FitJob, Method, Subnetwork, available, create, resolve_keep
+from .sparsify import ContinuousSparsification
 from .targets import Unit
 
 __all__ = ["Subnetwork", "fit_subnetwork", "methods", "resolve_method"]
 
-_FORMAT = "polyprune.subnetwork/1"
-
 
 def methods() -> tuple[str, ...]:
     """Every method name :func:`fit_subnetwork` and :func:`~polyprune.study` accept: ``"cs"``
-    (Continuous Sparsification) and the registered scorers (:func:`polyprune.scoring.available`).
+    (Continuous Sparsification), the registered scorers and any other registered method
+    (:func:`polyprune.methods.available`).
 
     Examples
     --------
@@ -43,139 +35,43 @@ def methods() -> tuple[str, ...]:
     >>> methods()[:4]
     ('cs', 'actgrad', 'snip', 'force')
     """
-    return ("cs", *available())
+    return available()
 
 
-def resolve_method(
-    spec: str | Scorer, *, keep: float | None = None, progress: bool = True
-) -> tuple[str, str | Scorer]:
-    """``(name, method)`` for a method name or a scorer instance (validated, before any work).
+def resolve_method(spec: str | Method, *, progress: bool = True) -> tuple[str, Method]:
+    """``(name, method)`` for a method name or a method instance (validated, before any work).
 
-    A name builds a new scorer of the registered class (with ``keep`` and ``progress``);
-    ``"cs"`` stays ``"cs"``. An instance is returned as it is, named by its registry name.
+    A name builds a new method of the registered class (with ``progress``); an instance is
+    returned as it is, named by its registry name.
     """
     if isinstance(spec, str):
         name = spec.lower()
-        if name == "cs":
-            return "cs", "cs"
         if name not in available():
-            raise ValueError(f"unknown method {spec!r}; valid: {list(methods())} or a scorer")
-        return name, create(name, keep=keep, progress=progress)
+            raise ValueError(
+                f"unknown method {spec!r}; valid: {list(methods())} or a polyprune.Method"
+            )
+        return name, create(name, progress=progress)
     if isinstance(spec, type):
         raise TypeError(
             f"method is the class {spec.__name__}; pass an instance ({spec.__name__}()) or a "
             f"name from {list(methods())}"
         )
-    if not isinstance(spec, Scorer):
+    if not isinstance(spec, Method):
         raise ValueError(
-            "method must be 'cs', a scorer name or a scorer instance (with score(model, inputs, "
-            f"objective, *, granularity, keep) and keep/scope/normalize), got {type(spec).__name__}"
+            "method must be a method name or an instance of a polyprune.Method subclass "
+            f"(a scorer, ContinuousSparsification, ...), got {type(spec).__name__}"
         )
-    return getattr(spec, "name", "") or type(spec).__name__.lower(), spec
+    return spec.name or type(spec).__name__.lower(), spec
 
 
-@dataclass
-class Subnetwork:
-    """The subnetwork fitted for one meaning (cluster) of a unit.
-
-    Attributes
-    ----------
-    masks : Masks
-        The hard masks (weight shapes, regions and unit set).
-    unit : Unit
-        The unit, with the position the fit used.
-    method : str
-        ``"cs"`` or the scorer's registry name (``"snip"``, ``"force"``, ...).
-    history : dict of str to list of float
-        Per epoch for CS (``loss``, ``objective``, ``penalty``, ``temperature``, ``kept_fraction``,
-        ``lr``, ``seconds`` of training); empty for scorers.
-    calibration : tuple of float or None
-        ``(center, scale)`` of the BCE logit ``(a − center) / scale`` for CS with calibration.
-    paper_kept_fraction : float or None
-        The paper's count for CS (kept / all weights of the masked layers); see
-        :meth:`ContinuousSparsifier.paper_kept_fraction`.
-    state : dict or None
-        For CS, the final logits and temperature (:meth:`ContinuousSparsifier.state_dict`):
-        load them into a new sparsifier to inspect the soft masks.
-    raw_masks : Masks or None
-        The masks as the method produced them, before kernels on no input→unit path were
-        dropped (``masks`` is ``raw_masks.effective(model)``); None when not recorded.
-    """
-
-    masks: Masks
-    unit: Unit
-    method: str
-    history: dict[str, list[float]] = field(default_factory=dict)
-    calibration: tuple[float, float] | None = None
-    paper_kept_fraction: float | None = None
-    state: dict[str, Any] | None = None
-    raw_masks: Masks | None = None
-
-    @property
-    def kept_fraction(self) -> float:
-        """Kept effective weights / weights that can reach the unit (``docs/concepts.md``)."""
-        return self.masks.kept_fraction()
-
-    @torch.no_grad()
-    def activations(self, model: nn.Module, images: Tensor, batch_size: int = 256) -> Tensor:
-        """The unit's activation on ``images`` with the hard masks applied (model restored)."""
-        return unit_activations(model, self.unit, as_images(images), self.masks, batch_size)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain containers of tensors, strings and numbers (``torch.load(weights_only=True)``
-        reads them back); :meth:`from_dict` rebuilds the subnetwork."""
-        return {
-            "format": _FORMAT, "masks": self.masks.to_dict(), "unit": self.unit.to_dict(),
-            "method": self.method, "history": {k: list(v) for k, v in self.history.items()},
-            "calibration": None if self.calibration is None else list(self.calibration),
-            "paper_kept_fraction": self.paper_kept_fraction, "state": self.state,
-            "raw_masks": None if self.raw_masks is None else self.raw_masks.to_dict(),
-        }  # fmt: skip
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Subnetwork:
-        """The subnetwork of :meth:`to_dict`."""
-        if data.get("format") != _FORMAT:
-            raise ValueError(f"not a polyprune subnetwork ({_FORMAT}): {data.get('format')!r}")
-        calibration = data.get("calibration")
-        raw = data.get("raw_masks")
-        return cls(
-            Masks.from_dict(data["masks"]), Unit.from_dict(data["unit"]), str(data["method"]),
-            {k: [float(x) for x in v] for k, v in data.get("history", {}).items()},
-            None if calibration is None else (float(calibration[0]), float(calibration[1])),
-            data.get("paper_kept_fraction"), data.get("state"),
-            None if raw is None else Masks.from_dict(raw),
-        )  # fmt: skip
-
-    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
-        """Write to ``path`` (loads with ``weights_only=True``: no code is unpickled).
-
-        Atomic, and an existing file is replaced only with ``overwrite=True`` and only when it
-        is a polyprune subnetwork, as for :meth:`Masks.save <polyprune.Masks.save>`.
-
-        Examples
-        --------
-        >>> import tempfile, torch, polyprune as pp
-        >>> net = pp.zoo.handbuilt()
-        >>> sub = pp.fit_subnetwork(net.model, net.unit, net.images, torch.arange(6) < 3,
-        ...                         "snip", keep=0.1)
-        >>> path = tempfile.mktemp(suffix=".pt")
-        >>> sub.save(path)
-        >>> pp.results.Subnetwork.load(path).masks.iou(sub.masks)
-        1.0
-        """
-        save_torch(self.to_dict(), path, "subnetwork", _FORMAT, overwrite=overwrite)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Subnetwork:
-        """Read a subnetwork written by :meth:`save`; a bad file is a ``ValueError`` naming it."""
-        data = load_saved(path, "subnetwork")
-        try:
-            return cls.from_dict(data)
-        except Exception as exc:  # from_dict refuses another format; a damaged one fails in it
-            raise ValueError(
-                f"{os.fspath(path)!r} is not a readable polyprune subnetwork: {exc}"
-            ) from exc
+def with_config(method: Method, config: CSConfig | None) -> Method:
+    """``method`` with the CS settings ``config`` when it is Continuous Sparsification (the
+    explicit argument wins over the instance's own); any other method as it is."""
+    if config is not None and not isinstance(config, CSConfig):
+        raise TypeError(f"config must be a polyprune.CSConfig, got {type(config).__name__}")
+    if isinstance(method, ContinuousSparsification):
+        return method.with_config(config)
+    return method
 
 
 def fit_subnetwork(
@@ -183,7 +79,7 @@ def fit_subnetwork(
     unit: Unit,
     images: Tensor,
     members: Tensor,
-    method: str | Scorer = "cs",
+    method: str | Method = "cs",
     *,
     keep: float | None = None,
     granularity: str = "kernel",
@@ -206,19 +102,22 @@ def fit_subnetwork(
     members : Tensor
         ``(N,)`` bool (or 0/1): the cluster to keep (True) and the images to separate it from
         (False). Both must occur.
-    method : str or Scorer
-        ``"cs"`` (default): Continuous Sparsification with ``config``, which finds its own kept
-        fraction. A scorer name (``"actgrad"``, ``"snip"``, ``"force"``, ``"magnitude"``,
-        ``"random"``, or any registered one: :func:`methods`) or instance scores the weights on
-        the members (objective: the unit at its position) and keeps the fraction ``keep``,
-        cut with the scorer's ``scope`` and ``normalize``.
+    method : str or Method
+        A registered method's name (:func:`methods`) or a :class:`~polyprune.methods.Method`
+        instance. ``"cs"`` (default): Continuous Sparsification with ``config``, which finds its
+        own kept fraction. A scorer (``"actgrad"``, ``"snip"``, ``"force"``, ``"magnitude"``,
+        ``"random"``, or any registered one) scores the weights on the members (objective: the
+        unit at its position) and keeps the fraction ``keep``, cut with the scorer's ``scope``
+        and ``normalize``.
     keep : float, optional
-        Kept fraction in (0, 1] for a scorer (default: the scorer's own ``keep``; one of the
-        two is required). Not used by CS.
+        Kept fraction in (0, 1]. One rule everywhere: this argument, else the method instance's
+        ``keep``, else :data:`~polyprune.methods.DEFAULT_KEEP` (0.05). Methods that find their
+        own kept fraction (CS) do not use it.
     granularity : {"kernel", "weight", "filter"}
     config : CSConfig, optional
-        The Continuous Sparsification settings (default ``CSConfig()``; the paper's:
-        ``CSConfig.paper()``).
+        The Continuous Sparsification settings, for a CS method: this argument, else the
+        :class:`~polyprune.sparsify.ContinuousSparsification` instance's ``config``, else
+        ``CSConfig()`` (the paper's: ``CSConfig.paper()``). Not used by other methods.
     batch_size : int
         Images per forward pass of a scorer (memory only: the scores are sums over images).
         CS steps over batches of ``config.batch_size``.
@@ -261,36 +160,27 @@ def fit_subnetwork(
         raise TypeError(f"unit must be a polyprune.Unit, got {type(unit).__name__}")
     images = as_images(images)
     members = check_members(members, images.shape[0])
-    mk.check_granularity(granularity)
-    name, how = resolve_method(method, keep=keep, progress=progress)
-    if isinstance(how, str):
-        if config is None:
-            config = CSConfig()
-        elif not isinstance(config, CSConfig):
-            raise TypeError(f"config must be a polyprune.CSConfig, got {type(config).__name__}")
-    else:
-        given = keep if keep is not None else how.keep
-        if given is None:
-            raise ValueError(
-                f"keep (the kept fraction in (0, 1]) is required for the scorer {name!r}, got None"
-            )
-        target = mk.check_keep(given)
+    gran = mk.check_granularity(granularity)
+    name, how = resolve_method(method, progress=progress)
+    how = with_config(how, config)
+    target = resolve_keep(keep, how)
     valid.integer("batch_size", batch_size, low=1)
     valid.seed("seed", seed)
     unit.validate(model)
     at = placed(model, unit, images)
-    if isinstance(how, str):
-        assert config is not None
-        res = fit_cs(model, at, images, members, granularity, config, seed, progress)
-        sub = Subnetwork(
-            res.masks, at, "cs", res.history, res.calibration, res.paper_kept_fraction, res.state
+    job = FitJob(model, at, images, members, gran, target, batch_size, seed, progress)
+    with eval_mode(model), gradients_on():  # every method: eval flags restored, autograd on
+        found = how.fit(job)
+    if isinstance(found, Masks):
+        if found.unit is None:
+            found.unit = at
+        found = Subnetwork(found, at, name)
+    elif not isinstance(found, Subnetwork):
+        raise TypeError(
+            f"{type(how).__name__}.fit returned {type(found).__name__}, expected polyprune.Masks "
+            "(or a Subnetwork)"
         )
-    else:
-        sub = _fit_scorer(model, at, images, members, name, how, target, granularity, batch_size)
-    return _effective(sub, model)
-
-
-# -- private ---------------------------------------------------------------------------------
+    return _effective(found, model)
 
 
 def _effective(sub: Subnetwork, model: nn.Module) -> Subnetwork:
@@ -299,29 +189,3 @@ def _effective(sub: Subnetwork, model: nn.Module) -> Subnetwork:
     sub.raw_masks = sub.masks
     sub.masks = sub.masks.effective(model, sub.unit)
     return sub
-
-
-def _fit_scorer(
-    model: nn.Module,
-    unit: Unit,
-    images: Tensor,
-    members: Tensor,
-    name: str,
-    scorer: Scorer,
-    keep: float,
-    granularity: str,
-    batch_size: int,
-) -> Subnetwork:
-    batches = list(torch.split(images[members], batch_size))  # the scorer moves them
-    with eval_mode(model):
-        scores = scorer.score(model, batches, unit, granularity=granularity, keep=keep)
-    if not isinstance(scores, Scores) or not scores:
-        raise ValueError(
-            f"{type(scorer).__name__}.score returned {type(scores).__name__}, expected non-empty "
-            "Scores (subclass polyprune.scoring.BaseScorer, whose score() builds them)"
-        )
-    warn_if_all_zero(scores, unit)
-    masks = Masks.from_scores(scores, keep, scorer.scope, normalize=scorer.normalize)
-    if masks.unit is None:
-        masks.unit = unit
-    return Subnetwork(masks, unit, name)

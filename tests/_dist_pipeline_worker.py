@@ -133,7 +133,7 @@ CASES: dict[str, Callable[[nn.Module, Tensor], dict[str, Any]]] = {
             x,
             k=K,
             methods=["cs", "actgrad", "random"],
-            cs=pp.CSConfig(epochs=2),
+            config=pp.CSConfig(epochs=2),
             progress=False,
         )
     ),

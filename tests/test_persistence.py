@@ -26,7 +26,7 @@ def saved(tmp_path_factory):
     data = ImageFolder(str(folder), transform=ToTensor())
     result = pp.study(
         model, pp.Unit(*zoo.PLANTED_TARGET), data, k=80, methods=("cs", "snip"),
-        cs=pp.CSConfig(epochs=4), progress=False,
+        config=pp.CSConfig(epochs=4), progress=False,
     )  # fmt: skip
     out = tmp_path_factory.mktemp("saved") / "study"
     result.save(out, crops_per_cluster=5)
@@ -172,7 +172,7 @@ def test_visualizations_are_in_the_report_and_survive_a_reload(tmp_path):
     images, _ = zoo.concept_images(300, size=zoo.PLANTED_SIZE, seed=2)
     result = pp.study(
         model, pp.Unit(*zoo.PLANTED_TARGET), images, k=80, methods=("cs",),
-        cs=pp.CSConfig(epochs=3), visualize=True,
+        config=pp.CSConfig(epochs=3), visualize=True,
         visualize_options={"steps": 4, "size": 24}, progress=False,
     )  # fmt: skip
     assert result.is_polysemantic

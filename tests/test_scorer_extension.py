@@ -97,7 +97,7 @@ def test_registry_refuses_a_second_class_under_a_taken_name() -> None:
         class Other(pp.scoring.BaseScorer, name="snip"):
             pass
 
-    with pytest.raises(ValueError, match="other than 'cs'"):
+    with pytest.raises(ValueError, match="already registered as 'cs'"):  # CS is a method too
 
         class CS(pp.scoring.BaseScorer, name="cs"):
             pass

@@ -19,7 +19,7 @@ def planted_study() -> tuple[pp.results.StudyResult, list[str], dict[str, pp.Mas
     images, labels = zoo.concept_images(1200, size=zoo.PLANTED_SIZE, seed=1)
     result = pp.study(
         model, pp.Unit(*zoo.PLANTED_TARGET), images, k=240, methods=("cs", "snip"),
-        cs=pp.CSConfig(epochs=15), progress=False,
+        config=pp.CSConfig(epochs=15), progress=False,
     )  # fmt: skip
     concepts = [zoo.CONCEPTS[i] for i in labels[result.top.indices].tolist()]
     return result, concepts, truth
@@ -93,8 +93,10 @@ def test_bad_arguments_fail_before_work():
         pp.study(model, pp.Unit("0", 9), x, progress=False)
     with pytest.raises(TypeError, match=r"write methods=\['snip'\]"):
         pp.study(model, pp.Unit("0", 0), x, methods="snip", progress=False)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match=r"cs must be a polyprune\.CSConfig"):
-        pp.study(model, pp.Unit("0", 0), x, cs={"seed": 3}, progress=False)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"config must be a polyprune\.CSConfig"):
+        pp.study(model, pp.Unit("0", 0), x, config={"seed": 3}, progress=False)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"keep \(the kept fraction\) must be in \(0, 1\]"):
+        pp.study(model, pp.Unit("0", 0), x, keep=1.5, progress=False)
 
     def never_read():  # clustering options are checked before the data is read
         raise AssertionError("the data was read")

@@ -37,12 +37,12 @@ class CaseResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _method(name: str, cfg: Config, seed: int, label: int) -> str | pp.Scorer:
+def _method(name: str, cfg: Config, seed: int, label: int) -> str | pp.Method:
     """``"cs"`` or a fresh scorer, for this cluster (Random draws independently per cluster)."""
     if name == "CS":
         return "cs"
     options = {"rounds": cfg.force_rounds} if name == "FORCE" else {}
-    return pp.scoring.create(name.lower(), progress=False, **options).for_cluster(seed, label)
+    return pp.methods.create(name.lower(), progress=False, **options).for_cluster(seed, label)
 
 
 def _majority(case: Case, result: StudyResult) -> dict[int, tuple[str, float]]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .. import _validate as valid
-from .loss import LOSSES
+from .loss import loss_class, losses
 
 __all__ = ["CSConfig"]
 
@@ -26,9 +26,11 @@ class CSConfig:
 
     Attributes
     ----------
-    loss : {"both", "preserve", "separate"}
-        What the subnetwork must do besides being sparse (``a``: the subnetwork's activation,
-        ``d``: the original network's, ``r``: the RMS of ``d`` over the members):
+    loss : str
+        The name of a registered objective (:class:`~polyprune.sparsify.CSLoss`; a subclass
+        with a ``name=`` adds one): what the subnetwork must do besides being sparse (``a``:
+        the subnetwork's activation, ``d``: the original network's, ``r``: the RMS of ``d``
+        over the members):
 
         - ``"both"`` (default): ``mean_members ((a − d)/r)² + mean_others (a/r)²``: compute the
           unit's activation on the cluster's images and stay silent on the other clusters'. Of
@@ -91,7 +93,7 @@ class CSConfig:
     ValueError: epochs must be an int ≥ 2 (the temperature goes from start to end), got 1
     """
 
-    loss: Literal["both", "preserve", "separate"] = "both"
+    loss: str = "both"
     epochs: int = 50
     lam: float | None = None
     penalty: Literal["mean", "sum"] = "mean"
@@ -109,8 +111,11 @@ class CSConfig:
     def __post_init__(self) -> None:
         valid.integer("epochs", self.epochs, low=2, why=" (the temperature goes from start to end)")
         valid.integer("batch_size", self.batch_size, low=1)
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
+        if not isinstance(self.loss, str) or self.loss not in losses():
+            raise ValueError(
+                f"loss must be one of {list(losses())} (the registered CS losses), "
+                f"got {self.loss!r}"
+            )
         if self.lam is not None:
             valid.number("lam", self.lam, low=0)
         if self.lr is not None:
@@ -147,12 +152,12 @@ class CSConfig:
     @property
     def penalty_weight(self) -> float:
         """``lam``, or the loss's default weight when ``lam`` is None."""
-        return LOSSES[self.loss].lam if self.lam is None else float(self.lam)
+        return loss_class(self.loss).lam if self.lam is None else float(self.lam)
 
     @property
     def learning_rate(self) -> float:
         """``lr``, or the loss's default learning rate when ``lr`` is None."""
-        return LOSSES[self.loss].lr if self.lr is None else float(self.lr)
+        return loss_class(self.loss).lr if self.lr is None else float(self.lr)
 
     @classmethod
     def paper(cls, **changes: Any) -> CSConfig:

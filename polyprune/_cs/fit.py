@@ -15,7 +15,7 @@ from .._unit_io import unit_activation, unit_activations
 from ..masks import Masks
 from ..targets import Unit
 from .config import CSConfig
-from .loss import LOSSES, loss_context
+from .loss import loss_class, loss_context
 from .sparsifier import ContinuousSparsifier, ExponentialTemperature
 
 __all__ = ["CSResult", "fit_cs"]
@@ -76,8 +76,8 @@ def fit_cs(
 ) -> CSResult:
     """Fit one subnetwork of the placed ``unit`` (see :class:`CSConfig` for the loop)."""
     dtype, device = model_dtype_device(model)
-    separate = config.loss == "separate"
-    calibrate = config.calibrate and separate  # the learned shift belongs to the BCE logit
+    objective = loss_class(config.loss)()
+    calibrate = config.calibrate and objective.uses_shift  # the shift belongs to the BCE logit
     lr, lam = config.learning_rate, config.penalty_weight
     targets = members.to(device)  # moved once, not once per batch
     history: dict[str, list[float]] = {
@@ -86,7 +86,6 @@ def fit_cs(
     }
     gen = torch.Generator().manual_seed(seed)
     n = images.shape[0]
-    objective = LOSSES[config.loss].fn
     with eval_mode(model):
         dense = unit_activations(model, unit, images, None, max(config.batch_size, 64))
         _check_finite(dense, unit)

@@ -4,8 +4,9 @@ Each objective is one small function of a batch: the subnetwork's activation ``a
 differentiable), the dense model's activation ``d`` on the same images (fixed), the membership
 flags ``y``, the learned logit shift ``b`` (used by ``"separate"`` only) and a
 :class:`LossContext` computed once from the dense activations of all fitting images. The
-training loop adds the sparsity penalty ``λ · mean σ(t·m)``. :data:`LOSSES` maps each name to
-its function and its default ``λ`` and learning rate.
+training loop adds the sparsity penalty ``λ · mean σ(t·m)``. Each is a :class:`CSLoss` subclass
+registered by name in its class statement, with its default ``λ`` and learning rate;
+``CSConfig(loss=name)`` accepts any registered name (:func:`losses` lists them).
 
 Notation: ``r = √(mean_{members} d²)`` is the members' dense RMS (errors are relative to it, so
 every objective is independent of the unit's scale); ``mean_S`` averages over the batch's
@@ -22,14 +23,24 @@ images in ``S`` (0 when the batch has none).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["LOSSES", "LossContext", "Objective", "both", "loss_context", "preserve", "separate"]
+from .._registry import Registry
+
+__all__ = [
+    "CSLoss",
+    "LossContext",
+    "both",
+    "loss_class",
+    "loss_context",
+    "losses",
+    "preserve",
+    "separate",
+]
 
 
 class LossContext(NamedTuple):
@@ -117,18 +128,96 @@ def both(a: Tensor, d: Tensor, y: Tensor, shift: Tensor, ctx: LossContext) -> Te
     )
 
 
-class Objective(NamedTuple):
-    """One ``loss=`` choice: its function and its default penalty weight and learning rate."""
+class CSLoss:
+    """The base of a Continuous Sparsification objective: subclass it, name it, implement
+    :meth:`__call__`.
 
-    fn: Callable[[Tensor, Tensor, Tensor, Tensor, LossContext], Tensor]
-    lam: float
-    lr: float
+    The class statement registers the objective (``class Mine(CSLoss, name="mine")``), so
+    ``CSConfig(loss="mine")`` and ``polyprune study --loss mine`` accept it. The training loop
+    adds the sparsity penalty ``λ · penalty`` to what it returns.
+
+    Examples
+    --------
+    >>> import polyprune as pp
+    >>> from polyprune.sparsify import CSLoss
+    >>> class Hinge(CSLoss, name="hinge", lam=0.1, lr=1e-3):
+    ...     def __call__(self, a, d, y, shift, ctx):
+    ...         return ((d - a).clamp_min(0) / ctx.member_scale)[y].square().mean()
+    >>> pp.CSConfig(loss="hinge").penalty_weight
+    0.1
+    """
+
+    #: The registry name (the class statement's ``name=``).
+    name: ClassVar[str] = ""
+    #: The default penalty weight ``λ`` (``CSConfig(lam=None)``).
+    lam: ClassVar[float] = 0.1
+    #: The default learning rate (``CSConfig(lr=None)``).
+    lr: ClassVar[float] = 1e-3
+    #: Whether the objective reads the learned logit shift ``b`` (trained only then).
+    uses_shift: ClassVar[bool] = False
+
+    def __init_subclass__(
+        cls,
+        name: str | None = None,
+        lam: float | None = None,
+        lr: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.name = name or cls.__name__.lower()
+        if lam is not None:
+            cls.lam = float(lam)
+        if lr is not None:
+            cls.lr = float(lr)
+        if name is not None:
+            _LOSSES.add(name, cls)
+
+    def __call__(self, a: Tensor, d: Tensor, y: Tensor, shift: Tensor, ctx: LossContext) -> Tensor:
+        """The objective on one batch: the subnetwork's activations ``a`` ``(B,)`` (soft masks,
+        differentiable), the dense model's ``d`` ``(B,)``, the membership flags ``y`` ``(B,)``
+        bool, the learned logit shift ``shift`` (a scalar) and the :class:`LossContext`."""
+        raise NotImplementedError(f"{type(self).__name__} must implement __call__")
 
 
-#: ``loss=`` name → :class:`Objective`. Defaults tuned on planted networks (seeds 0–2);
-#: ``"separate"`` keeps fit_subnetwork's earlier defaults (λ = 1, lr 5e-3).
-LOSSES: dict[str, Objective] = {
-    "separate": Objective(separate, lam=1.0, lr=5e-3),
-    "preserve": Objective(preserve, lam=0.1, lr=1e-3),
-    "both": Objective(both, lam=0.1, lr=1e-3),
-}
+_LOSSES: Registry[type[CSLoss]] = Registry("CS loss")
+
+
+# Defaults tuned on planted networks (seeds 0–2); "separate" keeps fit_subnetwork's earlier
+# defaults (λ = 1, lr 5e-3). Registration order is the order losses() lists.
+class _Separate(CSLoss, name="separate", lam=1.0, lr=5e-3):
+    __doc__ = separate.__doc__
+    uses_shift = True
+
+    def __call__(self, a: Tensor, d: Tensor, y: Tensor, shift: Tensor, ctx: LossContext) -> Tensor:
+        return separate(a, d, y, shift, ctx)
+
+
+class _Preserve(CSLoss, name="preserve", lam=0.1, lr=1e-3):
+    __doc__ = preserve.__doc__
+
+    def __call__(self, a: Tensor, d: Tensor, y: Tensor, shift: Tensor, ctx: LossContext) -> Tensor:
+        return preserve(a, d, y, shift, ctx)
+
+
+class _Both(CSLoss, name="both", lam=0.1, lr=1e-3):
+    __doc__ = both.__doc__
+
+    def __call__(self, a: Tensor, d: Tensor, y: Tensor, shift: Tensor, ctx: LossContext) -> Tensor:
+        return both(a, d, y, shift, ctx)
+
+
+def losses() -> tuple[str, ...]:
+    """The registered objective names, in registration order (``CSConfig(loss=...)``).
+
+    Examples
+    --------
+    >>> from polyprune.sparsify import losses
+    >>> losses()[:3]
+    ('separate', 'preserve', 'both')
+    """
+    return _LOSSES.names()
+
+
+def loss_class(name: str) -> type[CSLoss]:
+    """The objective class registered as ``name`` (a ``ValueError`` listing the names)."""
+    return _LOSSES.get(name)

@@ -115,10 +115,10 @@ def cmd_study(args: argparse.Namespace) -> int:
     from ..targets import Unit
 
     out, images = _prepare(args)
-    cs = cs_config(args)
-    try:
+    try:  # the plugins (--import) are loaded: their methods and CS losses are registered
+        cs = cs_config(args)
         for method in args.methods:
-            resolve_method(method, keep=args.keep, progress=False)
+            resolve_method(method, progress=False)
         position = None if args.position is None else (args.position[0], args.position[1])
         unit = Unit(args.layer, args.unit, position)
     except (ValueError, TypeError) as exc:
@@ -133,7 +133,7 @@ def cmd_study(args: argparse.Namespace) -> int:
             model, unit, images, k=args.k, methods=args.methods, keep=args.keep,
             held_out=args.held_out, crop=args.crop, batch_size=args.batch_size,
             workers=args.workers, min_cluster_size=args.min_cluster_size,
-            cluster_options=_clustering(args), cs=cs, visualize=args.visualize, seed=args.seed,
+            cluster_options=_clustering(args), config=cs, visualize=args.visualize, seed=args.seed,
             progress=args.quiet < 2,
         )  # fmt: skip
     except (ValueError, DistributedError) as exc:

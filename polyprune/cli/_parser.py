@@ -190,22 +190,22 @@ def _study(sub: Any) -> argparse.ArgumentParser:
     g = st.add_argument_group("subnetworks")
     g.add_argument(
         "--methods", nargs="+", default=["cs", "actgrad", "snip", "force"], metavar="METHOD",
-        help="'cs' (Continuous Sparsification) and scorer names (registered scorers; see "
-        "--import)",
+        help="registered method names: 'cs' (Continuous Sparsification), the scorers, and "
+        "any registered by --import",
     )  # fmt: skip
     g.add_argument(
         "--keep",
         type=_fraction(one=True),
-        default=0.05,
+        default=None,
         metavar="FRACTION",
-        help="kept fraction for scorers",
+        help="kept fraction for scorers (default: 0.05, polyprune.methods.DEFAULT_KEEP)",
     )
     paper = g.add_mutually_exclusive_group()
     paper.add_argument(
-        "--loss", choices=("both", "preserve", "separate"),
+        "--loss", metavar="NAME",
         help="what a CS subnetwork must do besides being sparse: both (the default) = keep "
         "the unit's activation on its cluster and silence it on the others; preserve = the "
-        "first alone; separate = the paper's BCE",
+        "first alone; separate = the paper's BCE; or a CS loss registered by --import",
     )  # fmt: skip
     paper.add_argument(
         "--paper", action="store_true",

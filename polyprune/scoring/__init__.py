@@ -1,16 +1,19 @@
 """Saliency scorers (paper 3.2): how much each filter, kernel or weight matters to a unit.
 
-Every scorer follows the :class:`Scorer` protocol,
-``score(model, inputs, objective, *, granularity="kernel") -> Scores``, and carries the
+Every scorer is a :class:`BaseScorer` (``Scorer`` is the same class): a
+:class:`~polyprune.methods.Method` with
+``score(model, inputs, objective, *, granularity="kernel") -> Scores``, carrying the
 ``keep``/``scope``/``normalize`` with which its subnetwork is cut (:meth:`BaseScorer.cut`,
 :meth:`Masks.from_scores <polyprune.masks.Masks.from_scores>`). Only the Conv/Linear weights
 that can reach the unit are scored (found from the traced graph); in the unit's own layer only
 its channel's fan-in.
 
 To add a scorer, subclass :class:`BaseScorer`, implement :meth:`BaseScorer.compute`, and give it
-a name in the class statement (``class Mine(BaseScorer, name="mine")``): :func:`available` then
-lists it, :func:`create` builds it, and :func:`polyprune.study` and ``polyprune study --methods``
-accept it by name.
+a name in the class statement (``class Mine(BaseScorer, name="mine")``): it joins the one
+registry of methods (:mod:`polyprune.methods`), :func:`available` then lists it, :func:`create`
+builds it, and :func:`polyprune.fit_subnetwork`, :func:`polyprune.study` and
+``polyprune study --methods`` accept it by name. A method that is not a scorer (it learns or
+searches the masks itself) subclasses :class:`polyprune.Method` instead.
 
 ========================  =============================================================
 :class:`ActGrad`          activation × gradient over the map (3.2.1)

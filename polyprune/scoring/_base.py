@@ -8,6 +8,10 @@ on (also inside ``torch.no_grad()`` or ``torch.inference_mode()``), and returns
 :class:`~polyprune.masks.Scores` that are zero outside the region. A subclass implements one
 method, :meth:`BaseScorer.compute`, and is registered under a name by its class statement.
 
+A scorer is a :class:`~polyprune.methods.Method` whose :meth:`~BaseScorer.fit` is "score the
+weights on the members, then cut the top ``keep``": it shares the one registry of methods, and
+:func:`available` lists the scorers among them.
+
 Scorers leave the model exactly as found: they run it in eval mode (each module's flag is
 restored), take gradients with :func:`torch.autograd.grad` (no ``.grad`` is written and no
 ``requires_grad`` flag changes) and remove every hook and parametrization in ``finally``.
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -30,7 +34,10 @@ from .._graph.run import forward_until
 from .._model import eval_mode, gradients_on, to_model
 from .._progress import stage
 from ..masks import Masks, Scores
+from ..methods import FitJob, Method, method_class
+from ..methods import available as available_methods
 from ..targets import Objective, Unit, as_objective
+from ._tools import warn_if_all_zero
 
 __all__ = [
     "BaseScorer",
@@ -43,44 +50,6 @@ __all__ = [
 #: A batch ``(N, C, H, W)``, or an iterable of batches (a batch may be an ``(images, ...)``
 #: tuple, as a ``DataLoader`` yields: its first element is used).
 Inputs = Tensor | Iterable[Any]
-
-_REGISTRY: dict[str, type[BaseScorer]] = {}
-
-
-@runtime_checkable
-class Scorer(Protocol):
-    """Anything that scores a model's maskable weights for one unit's objective.
-
-    ``score`` returns a ``dict`` (a :class:`~polyprune.masks.Scores`) keyed by weight name
-    (``"features.0.weight"``) with one non-negative score per mask element, shaped by
-    ``granularity``: ``"weight"`` (like the weight), ``"kernel"`` (``(out, in)``) or
-    ``"filter"`` (``(out,)``). Higher means more important. ``keep``, ``scope`` and
-    ``normalize`` say how a subnetwork is cut from the scores (:meth:`Masks.from_scores
-    <polyprune.masks.Masks.from_scores>`). Subclass :class:`BaseScorer` to write one.
-
-    Examples
-    --------
-    >>> from polyprune.scoring import SNIP, Scorer
-    >>> isinstance(SNIP(), Scorer)
-    True
-    """
-
-    name: ClassVar[str]
-    keep: float | None
-    scope: Literal["global", "layer"]
-    normalize: Literal["none", "layer"]
-
-    def score(
-        self,
-        model: nn.Module,
-        inputs: Inputs,
-        objective: Objective | Unit,
-        *,
-        granularity: str = "kernel",
-        keep: float | None = None,
-    ) -> Scores: ...
-
-    def for_cluster(self, seed: int, label: int) -> Scorer: ...
 
 
 @dataclass
@@ -170,11 +139,14 @@ def _input_ndim(model: nn.Module, shapes: Mapping[str, tuple[int, ...]]) -> int 
     return ranks.pop() + 2 if len(ranks) == 1 and 0 not in ranks else None
 
 
-class BaseScorer:
+class BaseScorer(Method):
     """The base of every scorer: subclass it and implement :meth:`compute`.
 
-    The class statement registers the scorer under ``name`` (``class Mine(BaseScorer,
-    name="mine")``), so :func:`polyprune.study` and the command line accept it by that name.
+    A :class:`~polyprune.methods.Method` whose :meth:`fit` scores the weights on the cluster's
+    images and keeps the top ``keep``. The class statement registers the scorer under ``name``
+    (``class Mine(BaseScorer, name="mine")``) in the one registry of methods, so
+    :func:`~polyprune.fit_subnetwork`, :func:`polyprune.study` and the command line accept it
+    by that name. ``polyprune.Scorer`` is this class.
 
     Parameters
     ----------
@@ -206,28 +178,8 @@ class BaseScorer:
     (['0.weight', '2.weight'], True)
     """
 
-    #: The registry name (set by the class statement's ``name=``; the class name in lower case
-    #: for an unregistered scorer).
-    name: ClassVar[str] = ""
     #: Whether the scorer reads the images (Magnitude and Random do not).
     uses_inputs: ClassVar[bool] = True
-
-    def __init_subclass__(cls, name: str | None = None, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        cls.name = name or cls.__name__.lower()
-        if name is None:
-            return
-        if not isinstance(name, str) or not name.isidentifier() or name == "cs":
-            raise ValueError(f"a scorer name must be an identifier other than 'cs', got {name!r}")
-        old = _REGISTRY.get(name)
-        if old is not None and (old.__module__, old.__qualname__) != (
-            cls.__module__,
-            cls.__qualname__,
-        ):
-            raise ValueError(
-                f"a scorer is already registered as {name!r}: {old.__module__}.{old.__qualname__}"
-            )
-        _REGISTRY[name] = cls
 
     def __init__(
         self,
@@ -238,10 +190,10 @@ class BaseScorer:
         progress: bool = True,
     ) -> None:
         mk.check_cut_options(scope, normalize)
+        super().__init__(progress=progress)
         self.keep = None if keep is None else mk.check_keep(keep)
         self.scope: Literal["global", "layer"] = scope
         self.normalize: Literal["none", "layer"] = normalize
-        self.progress = bool(progress)
 
     def compute(self, job: ScoringJob) -> Mapping[str, Tensor]:
         """The scores of one job: a tensor shaped ``job.mask_shapes[name]`` per weight.
@@ -299,12 +251,25 @@ class BaseScorer:
             )
         return Masks.from_scores(scores, target, self.scope, normalize=self.normalize)
 
-    def for_cluster(self, seed: int, label: int) -> BaseScorer:
-        """The scorer to fit cluster ``label`` of a study run with ``seed``: ``self``.
-
-        Scorers with randomness override this to draw independently per cluster.
-        """
-        return self
+    def fit(self, job: FitJob) -> Masks:
+        """The subnetwork of a fitting job: :meth:`score` on the members (in batches of
+        ``job.batch_size``, objective: the unit at its position), cut at ``job.keep`` with the
+        scorer's ``scope`` and ``normalize``."""
+        batches = list(torch.split(job.images[job.members], job.batch_size))  # score moves them
+        with eval_mode(job.model):
+            scores = self.score(
+                job.model, batches, job.unit, granularity=job.granularity, keep=job.keep
+            )
+        if not isinstance(scores, Scores) or not scores:
+            raise ValueError(
+                f"{type(self).__name__}.score returned {type(scores).__name__}, expected "
+                "non-empty Scores (BaseScorer.score builds them: implement compute(job))"
+            )
+        warn_if_all_zero(scores, job.unit)
+        masks = Masks.from_scores(scores, job.keep, self.scope, normalize=self.normalize)
+        if masks.unit is None:
+            masks.unit = job.unit
+        return masks
 
     #: How many times :meth:`compute` reads the inputs (a one-shot iterator is kept in memory
     #: when it is read more than once).
@@ -352,8 +317,14 @@ class BaseScorer:
         return f"{type(self).__name__}(keep={self.keep}, scope={self.scope!r})"
 
 
+#: The name the design documents give the scorer base class (once a Protocol; now the class
+#: itself, so ``isinstance(x, Scorer)`` means "x scores through BaseScorer").
+Scorer = BaseScorer
+
+
 def available() -> tuple[str, ...]:
-    """The names of the registered scorers, in registration order.
+    """The names of the registered scorers (the methods that are scorers), in registration
+    order; :func:`polyprune.methods.available` lists every method.
 
     Examples
     --------
@@ -361,11 +332,13 @@ def available() -> tuple[str, ...]:
     >>> pp.scoring.available()[:5]
     ('actgrad', 'snip', 'force', 'magnitude', 'random')
     """
-    return tuple(_REGISTRY)
+    return tuple(n for n in available_methods() if issubclass(method_class(n), BaseScorer))
 
 
 def create(name: str, **options: Any) -> BaseScorer:
     """A new scorer of the class registered as ``name``, constructed with ``options``."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown scorer {name!r}; registered: {list(_REGISTRY)}")
-    return _REGISTRY[name](**options)
+    if name not in available():
+        raise ValueError(f"unknown scorer {name!r}; registered: {list(available())}")
+    scorer = method_class(name)(**options)
+    assert isinstance(scorer, BaseScorer)
+    return scorer

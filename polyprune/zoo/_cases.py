@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
-from .._cs.config import CSConfig
 from ..masks import Masks
+from ..sparsify import CSConfig
 from ..targets import Unit
 from ._concepts import concept_images
 from ._digits import digits
