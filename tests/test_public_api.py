@@ -12,9 +12,11 @@ from polyprune import _MOVED  # type: ignore[attr-defined]
 PUBLIC_MODULES = [
     "polyprune",
     "polyprune.evaluation",
+    "polyprune.methods",
     "polyprune.plot",
     "polyprune.results",
     "polyprune.scoring",
+    "polyprune.sparsify",
     "polyprune.zoo",
 ]
 

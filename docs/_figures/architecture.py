@@ -24,6 +24,7 @@ NAMES = (
     "methods (composite)",
     "methods",
     "method: receptive fields",
+    "method contract",
     "engine",
     "core types",
     "kernel: graph, units",

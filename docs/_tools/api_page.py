@@ -26,6 +26,7 @@ MODULES = (
     "polyprune.recording",
     "polyprune.clustering",
     "polyprune.masks",
+    "polyprune.methods",
     "polyprune.scoring",
     "polyprune.sparsify",
     "polyprune.subnetwork",
