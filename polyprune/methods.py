@@ -42,7 +42,15 @@ from ._unit_io import unit_activations
 from .masks import Masks
 from .targets import Unit
 
-__all__ = ["DEFAULT_KEEP", "FitJob", "Method", "available", "create", "method_class", "resolve_keep"]
+__all__ = [
+    "DEFAULT_KEEP",
+    "FitJob",
+    "Method",
+    "available",
+    "create",
+    "method_class",
+    "resolve_keep",
+]
 
 #: The kept fraction when neither the call nor the method instance gives one.
 DEFAULT_KEEP = 0.05

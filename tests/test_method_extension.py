@@ -38,7 +38,7 @@ class Contrast(Method, name="contrast"):
                     job.model(job.images)
                     a = seen["out"][:, job.unit.channel, i, j]
                     gap = a[job.members].mean() - a[~job.members].mean()
-                    loss = -gap / a.detach().std() + 0.5 * masks.penalty()
+                    loss = -gap / a.detach().std() + 0.1 * masks.penalty()
                     adam.zero_grad()
                     loss.backward()
                     adam.step()
@@ -74,8 +74,9 @@ def test_fit_subnetwork_by_name_keeps_the_model_and_finds_the_circuit(plugin: st
     sub = pp.fit_subnetwork(net.model, net.unit, net.images, members, "contrast", keep=0.5)
     assert_restored(net.model, before)
     assert sub.method == "contrast" and sub.unit.position is not None
-    assert 0 < sub.kept_fraction < 1  # its own kept fraction: keep=0.5 is not used
-    assert sub.kept_fraction != pytest.approx(0.5)
+    assert sub.raw_masks is not None
+    assert 0 < sub.kept_fraction <= sub.raw_masks.kept_fraction() < 1  # its own kept fraction
+    assert sub.raw_masks.kept_fraction() != pytest.approx(0.5)  # keep=0.5 is not used
     assert pp.evaluation.circuit_scores(sub.masks, net.truth).precision == 1.0  # no stray kernel
 
 
@@ -89,8 +90,9 @@ def test_study_by_name(plugin: str) -> None:
     assert result.is_polysemantic and set(result.subnetworks) == {"contrast", "snip"}
     assert all(s.method == "contrast" for s in result.subnetworks["contrast"].values())
     assert result.config["keep"] == pp.methods.DEFAULT_KEEP
-    snip = result.evaluations["snip"].clusters[0].kept_fraction
-    assert snip == pytest.approx(pp.methods.DEFAULT_KEEP, abs=0.01)
+    snip = result.subnetworks["snip"][0].raw_masks
+    assert snip is not None
+    assert snip.kept_fraction() == pytest.approx(pp.methods.DEFAULT_KEEP, abs=0.01)
 
 
 def test_cli_by_name_with_import(plugin: str, tmp_path: Path, capsys) -> None:
@@ -113,9 +115,10 @@ def _cluster() -> tuple[zoo.HandBuilt, torch.Tensor]:
 def test_keep_precedence_argument_then_instance_then_default() -> None:
     net, members = _cluster()
 
-    def kept(method: str | pp.Method, keep: float | None) -> float:
+    def kept(method: str | pp.Method, keep: float | None) -> float:  # the cut, before effective
         fitted = pp.fit_subnetwork(net.model, net.unit, net.images, members, method, keep=keep)
-        return fitted.kept_fraction
+        assert fitted.raw_masks is not None
+        return fitted.raw_masks.kept_fraction()
 
     assert kept(pp.Magnitude(keep=0.2), 0.5) == pytest.approx(0.5, abs=0.05)  # argument
     assert kept(pp.Magnitude(keep=0.2), None) == pytest.approx(0.2, abs=0.05)  # instance
@@ -133,7 +136,8 @@ def test_study_follows_the_same_keep_rule() -> None:
     assert own.is_polysemantic
     for result, expected in ((own, 0.2), (given, 0.1)):
         for sub in result.subnetworks["magnitude"].values():
-            assert sub.kept_fraction == pytest.approx(expected, abs=0.01)
+            assert sub.raw_masks is not None
+            assert sub.raw_masks.kept_fraction() == pytest.approx(expected, abs=0.01)
 
 
 def test_cs_is_a_method_and_config_follows_the_same_rule() -> None:
