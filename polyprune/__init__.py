@@ -11,7 +11,7 @@ Examples
 --------
 >>> import polyprune as pp
 >>> sorted(pp.__all__)[:4]
-['ActGrad', 'ActivationRecorder', 'CSConfig', 'ContinuousSparsifier']
+['ActGrad', 'ActivationRecorder', 'CSConfig', 'ContinuousSparsification']
 """
 
 from __future__ import annotations

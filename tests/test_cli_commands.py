@@ -64,7 +64,7 @@ def test_study_options_reach_study(folder, tmp_path, calls, capsys):
         "k": 30, "crop": False, "batch_size": 8, "workers": 1, "min_cluster_size": 4,
         "cluster_options": {"standardize": True, "min_samples": 2,
                             "cluster_selection_method": "leaf"},
-        "cs": CSConfig(loss="preserve", epochs=7), "held_out": 0.3, "keep": 0.1, "seed": 5,
+        "config": CSConfig(loss="preserve", epochs=7), "held_out": 0.3, "keep": 0.1, "seed": 5,
         "visualize": True, "methods": ["cs", "snip"], "progress": False,
     }  # fmt: skip
     assert {key: got[key] for key in expected} == expected

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from ..clustering import MIN_CODES
+from ..methods import DEFAULT_KEEP
 from ._launch import rank_note
 
 __all__ = ["build_parser", "exit_code"]
@@ -196,9 +197,9 @@ def _study(sub: Any) -> argparse.ArgumentParser:
     g.add_argument(
         "--keep",
         type=_fraction(one=True),
-        default=None,
+        default=DEFAULT_KEEP,
         metavar="FRACTION",
-        help="kept fraction for scorers (default: 0.05, polyprune.methods.DEFAULT_KEEP)",
+        help="kept fraction for scorers",
     )
     paper = g.add_mutually_exclusive_group()
     paper.add_argument(
