@@ -20,6 +20,7 @@ import warnings
 from typing import Any
 
 from . import _startup as _startup  # first: the command line's Ctrl-C guard (see the module)
+
 # Continuous Sparsification registers first: the registry lists "cs" before the scorers
 from . import sparsify as sparsify  # isort: skip
 from . import evaluation as evaluation  # the namespaces: pp.evaluation.separation, ...
