@@ -45,5 +45,6 @@ if __name__ == "__main__":
         if not launched or dist.get_rank() == 0:
             print(result.summary())
     finally:
-        if launched:
+        if launched:  # every rank done with every exchange before any tears its group down
+            dist.barrier()
             dist.destroy_process_group()

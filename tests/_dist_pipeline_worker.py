@@ -185,7 +185,12 @@ def run_cli(folder: str, out: Path, device: str) -> dict[str, Any]:
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
         code = cli.main(argv)
-    return {"code": code, "stdout": stdout.getvalue(), "left_initialized": dist.is_initialized()}
+    return {
+        "code": code,
+        "stdout": stdout.getvalue(),
+        "left_initialized": dist.is_initialized(),
+        "kept_its_group": _dist.comm._GROUP is not None,  # released by _dist.shutdown
+    }
 
 
 def main() -> None:
@@ -235,7 +240,7 @@ def main() -> None:
         # arguments that differ across ranks are refused on every rank, before any work
         (out / f"mismatch{rank}.json").write_text(json.dumps(mismatches(model, images, rank)))
     finally:
-        dist.destroy_process_group()
+        _dist.shutdown()  # every rank done before any tears down; rank 0 last
 
 
 if __name__ == "__main__":

@@ -374,7 +374,7 @@ def main() -> None:
             result["seconds"] = round(time.monotonic() - start, 3)  # not compared across ranks
             (out / f"{name}{rank}.json").write_text(json.dumps(result, sort_keys=True))
     finally:
-        dist.destroy_process_group()
+        _dist.shutdown()  # every rank done before any tears down; rank 0 last
 
 
 if __name__ == "__main__":

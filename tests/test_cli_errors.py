@@ -111,7 +111,7 @@ def test_errors_name_the_rank_under_torchrun(monkeypatch, capsys, no_work, tmp_p
     assert capsys.readouterr().err.startswith("polyprune: error (rank 1): --threads: must be ≥ 1")
     used = []
     monkeypatch.setattr("torch.distributed.init_process_group", lambda b, **kw: used.append(b))
-    monkeypatch.setattr("torch.distributed.destroy_process_group", lambda: used.append("done"))
+    monkeypatch.setattr("polyprune._dist.shutdown", lambda: used.append("done"))
     (tmp_path / "afile").write_text("x")
     assert main([*STUDY, "--data", str(tmp_path), "--out", str(tmp_path / "afile")]) == 2
     assert capsys.readouterr().err.startswith("polyprune: error (rank 1): --out ")

@@ -91,6 +91,7 @@ from .comm import (
     broadcast_object,
     collective_errors,
     same_everywhere,
+    shutdown,
     timeout,
 )
 from .jobs import assign_jobs, run_jobs
@@ -116,6 +117,7 @@ __all__ = [
     "run_jobs",
     "same_everywhere",
     "shard",
+    "shutdown",
     "timeout",
     "world",
 ]

@@ -345,6 +345,61 @@ def same_everywhere(what: str, **settings: object) -> None:
         )
 
 
+def shutdown(*, wait: float = 60.0) -> None:
+    """Collective: end ``torch.distributed`` in an order that no rank can trip over.
+
+    Every rank must call it where it would call ``dist.destroy_process_group()`` (the command
+    line does, and so should scripts run under torchrun):
+
+    1. a barrier on polyprune's group: every rank has finished every collective, so none
+       tears its connections down while a peer still sends to it or still reads what it sent
+       (gloo's I/O thread aborts the whole process, SIGABRT, on a message it no longer
+       expects);
+    2. polyprune lets go of its group, so that its gloo threads end inside
+       ``destroy_process_group`` rather than whenever the interpreter's exit gets to it;
+    3. the other ranks destroy their groups first, then rank 0, which hosts the job's
+       key-value store when the group was started without torchrun's agent, waits (up to
+       ``wait`` seconds) until they have, and destroys its own last.
+
+    Errors on the way (a peer that already died, or did not arrive within :func:`timeout`)
+    do not stop the teardown; nobody waits for a peer that missed the barrier. Not
+    initialized: nothing to do.
+
+    >>> shutdown()
+    """
+    global _GROUP, _SHUTDOWNS
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    rank, size = world()
+    store = None
+    with suppress(Exception):
+        store = dist.distributed_c10d._get_default_store()
+    met = False  # every rank reached the barrier (else a peer is gone: wait for nobody)
+    try:
+        if size > 1:
+            with suppress(DistributedError):
+                barrier()
+                met = True
+    finally:
+        _GROUP = None
+        _SHUTDOWNS += 1
+        key = f"polyprune/shutdown/{_SHUTDOWNS}"
+        if rank != 0 or store is None or not met:
+            dist.destroy_process_group()
+            if store is not None and met:
+                with suppress(Exception):
+                    store.add(key, 1)
+        else:
+            deadline = time.monotonic() + wait
+            with suppress(Exception):
+                while store.add(key, 0) < size - 1 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            dist.destroy_process_group()
+
+
+_SHUTDOWNS = 0  # teardowns by this process: the same sequence on every rank
+
+
 def _short(text: str | None) -> str:
     return "?" if text is None else text if len(text) <= 80 else text[:77] + "..."
 

@@ -44,7 +44,7 @@ def process_group(device: str) -> Iterator[None]:
     Otherwise nothing."""
     import torch.distributed as dist
 
-    from .._dist import timeout
+    from .._dist import shutdown, timeout
 
     if not launched() or not dist.is_available() or dist.is_initialized():
         yield
@@ -56,4 +56,4 @@ def process_group(device: str) -> Iterator[None]:
     try:
         yield
     finally:
-        dist.destroy_process_group()
+        shutdown()  # every rank done before any tears down; rank 0 last
