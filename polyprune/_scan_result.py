@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import _glance
 from . import _validate as valid
 from ._data import take
 from ._dist import MergedTopK, is_main
@@ -56,6 +57,16 @@ def channel_row(clustering: Clustering, codes: Tensor, values: Tensor) -> dict[s
         "flags": flags,
         "polysemantic": polysemantic,
     }
+
+
+SCAN_COLUMNS: list[_glance.Column] = [
+    ("rank", "rank", str), ("unit", "unit", str), ("clusters", "clusters", str),
+    ("noise", "noise", lambda v: _glance.fmt(v, ".0%")),
+    ("separation", "separation", lambda v: _glance.fmt(v, ".3f")),
+    ("balance", "balance", _glance.fmt), ("score", "score", lambda v: _glance.fmt(v, ".3f")),
+    ("flags", "flags", lambda v: ", ".join(v)),
+]  # fmt: skip
+"""The columns of a scan's table in notebooks and reports."""
 
 
 def _rank_key(row: Mapping[str, Any], layers: Sequence[str]) -> tuple[Any, ...]:
@@ -152,6 +163,18 @@ class Scan:
             f"Scan({', '.join(self.layers)}: {len(self)} channels, {poly} polysemantic, "
             f"top-{self.k} of {self.n_items} items)"
         )
+
+    def _repr_html_(self) -> str:
+        poly = sum(r["polysemantic"] for r in self._rows)
+        verdict = f"{poly} of {len(self)} channels polysemantic (top-{self.k} of {self.n_items})"
+        rows = [{**r, "unit": f"{r['layer']}[{r['channel']}]"} for r in self._rows[:10]]
+        table = _glance.html_table(rows, SCAN_COLUMNS, marked=lambda r: bool(r["polysemantic"]))
+        more = f"<p><small>{len(self) - 10} more: .table()</small></p>" if len(self) > 10 else ""
+        return _glance.card(f"Scan of {', '.join(self.layers)}", verdict, table, more)
+
+    def to_pandas(self) -> Any:
+        """:meth:`table` as a ``pandas.DataFrame`` (needs the extra ``polyprune[pandas]``)."""
+        return _glance.to_pandas(self.table(), "Scan")
 
     def ranked(self, *, polysemantic: bool = False) -> list[Unit]:
         """The channels as :class:`~polyprune.Unit` s (map center position), most polysemantic

@@ -25,7 +25,9 @@ from torch import Tensor
 from . import _validate as valid
 from ._dist import is_main
 from ._files import atomic_directory, load_saved
+from ._glance import to_pandas
 from ._report import clean, display_crops, write_report
+from ._study_view import study_html, study_repr
 from .clustering import Clustering
 from .evaluation import Evaluation
 from .recording import TopActivations
@@ -104,23 +106,20 @@ class StudyResult:
 
         Faithfulness (see :class:`~polyprune.evaluation.ClusterEvaluation`): ``pearson_r``,
         ``rel_error`` (‖a_sub − a‖/‖a‖) and ``act_kept`` (mean(a_sub)/mean(a)) on the cluster's
-        fitted crops, and the same on its held-out crops (``*_held_out``, ``None`` without).
+        fitted crops, and the same on its held-out crops (``*_held_out``, ``None`` without);
+        ``n_held_out`` the cluster's held-out crops.
         """
-        out = []
-        for method, ev in self.evaluations.items():
-            for label, c in ev.clusters.items():
-                out.append({
-                    "method": method, "cluster": label, "kept": c.kept_fraction,
-                    "auroc_before": c.before.auroc, "auroc_after": c.after.auroc,
-                    "auroc_held_out": c.after_held_out.auroc if c.after_held_out else None,
-                    "dprime_after": c.after.dprime, "pearson_r": c.pearson_r,
-                    "rel_error": c.relative_error, "act_kept": c.activation_kept,
-                    "pearson_r_held_out": c.pearson_r_held_out,
-                    "rel_error_held_out": c.relative_error_held_out,
-                    "act_kept_held_out": c.activation_kept_held_out,
-                    "flags": list(c.flags),
-                })  # fmt: skip
-        return out
+        return [{"method": m, **row} for m, ev in self.evaluations.items() for row in ev.rows()]
+
+    def __repr__(self) -> str:
+        return study_repr(self)
+
+    def _repr_html_(self) -> str:
+        return study_html(self)
+
+    def to_pandas(self) -> Any:
+        """:meth:`rows` as a ``pandas.DataFrame`` (needs the extra ``polyprune[pandas]``)."""
+        return to_pandas(self.rows(), "StudyResult")
 
     def summary(self) -> str:
         """A plain-text table of :meth:`rows`, with the clustering on top."""

@@ -17,6 +17,7 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
+from . import _glance
 from . import _validate as valid
 
 __all__ = ["Clustering", "cluster"]
@@ -103,6 +104,22 @@ class Clustering:
             np.asarray(data["probabilities"], dtype=np.float64),
             int(data["min_cluster_size"]), dict(data.get("params", {})),
         )  # fmt: skip
+
+    def __repr__(self) -> str:
+        return f"Clustering({self._verdict()}, min_cluster_size={self.min_cluster_size})"
+
+    def _verdict(self) -> str:
+        what = "polysemantic" if self.is_polysemantic else "not polysemantic"
+        return (
+            f"{what}: {self.n_clusters} cluster(s) {self.sizes} of {self.labels.size} codes, "
+            f"noise {self.noise_fraction:.0%}"
+        )
+
+    def _repr_html_(self) -> str:
+        rows: list[dict[str, Any]] = [{"cluster": c, "size": n} for c, n in enumerate(self.sizes)]
+        rows.append({"cluster": "noise", "size": int((self.labels < 0).sum())})
+        columns: list[_glance.Column] = [("cluster", "cluster", str), ("size", "codes", str)]
+        return _glance.card("Clustering", self._verdict(), _glance.html_table(rows, columns))
 
     @property
     def n_clusters(self) -> int:

@@ -27,7 +27,7 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
-from . import _stats
+from . import _glance, _stats
 from . import _validate as valid
 from ._circuits import CircuitScores, circuit_scores
 from ._data import as_images
@@ -193,6 +193,39 @@ class ClusterEvaluation:
     activation_kept_held_out: float | None = None
     flags: tuple[str, ...] = ()
 
+    def __repr__(self) -> str:
+        held = "" if self.after_held_out is None else f", held-out {self.after_held_out.auroc:.2f}"
+        return (
+            f"ClusterEvaluation(cluster {self.label}: kept {self.kept_fraction:.2%}, AUROC "
+            f"{self.before.auroc:.2f} → {self.after.auroc:.2f}{held})"
+        )
+
+    def row(self) -> dict[str, Any]:
+        """The numbers as one flat row (the row of :meth:`StudyResult.rows
+        <polyprune.results.StudyResult.rows>` without its method)."""
+        held = self.after_held_out
+        return {
+            "cluster": self.label, "kept": self.kept_fraction,
+            "auroc_before": self.before.auroc, "auroc_after": self.after.auroc,
+            "auroc_held_out": held.auroc if held else None,
+            "dprime_after": self.after.dprime, "pearson_r": self.pearson_r,
+            "rel_error": self.relative_error, "act_kept": self.activation_kept,
+            "pearson_r_held_out": self.pearson_r_held_out,
+            "rel_error_held_out": self.relative_error_held_out,
+            "act_kept_held_out": self.activation_kept_held_out,
+            "n_held_out": held.n_members if held else 0, "flags": list(self.flags),
+        }  # fmt: skip
+
+
+_COLUMNS: list[_glance.Column] = [
+    ("cluster", "cluster", str), ("kept", "kept", lambda v: _glance.fmt(v, ".1%")),
+    *((key, head, _glance.fmt) for key, head in (
+        ("auroc_before", "AUROC before"), ("auroc_after", "AUROC after"),
+        ("auroc_held_out", "held-out"), ("pearson_r", "r"), ("rel_error", "rel.err"),
+        ("act_kept", "act.kept"))),
+    ("shown", "flags", str),
+]  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -201,6 +234,22 @@ class Evaluation:
     unit: Unit
     clusters: dict[int, ClusterEvaluation]
     overlaps: dict[tuple[int, int], Overlap]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One :meth:`ClusterEvaluation.row` per cluster."""
+        return [c.row() for c in self.clusters.values()]
+
+    def __repr__(self) -> str:
+        parts = [repr(c)[18:-1] for c in self.clusters.values()]
+        return f"Evaluation({self.unit}: " + "; ".join(parts) + ")"
+
+    def _repr_html_(self) -> str:
+        rows = [{**r, "shown": ", ".join(_glance.row_flags(r))} for r in self.rows()]
+        best = {id(r) for r in _glance.best_rows(rows).values()}
+        inverted = sum("inverted" in r["shown"] for r in rows)
+        verdict = f"{len(rows)} subnetworks of {self.unit}, {inverted} inverted"
+        table = _glance.html_table(rows, _COLUMNS, marked=lambda r: id(r) in best)
+        return _glance.card("Evaluation", verdict, table)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data; :meth:`from_dict` reads it back."""

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune
 
+from . import _glance
 from . import _masking as mk
 from ._files import load_saved, save_torch
 from ._graph import paths as _paths
@@ -140,6 +141,19 @@ class Masks(Mapping[str, Tensor]):
             f"Masks({len(self)} weights, granularity={self.granularity!r}, "
             f"kept_fraction={self.kept_fraction():.4f}, unit={self.unit})"
         )
+
+    def _layers_html(self) -> str:
+        rows = [{"layer": n, "kept": f} for n, f in self.layer_kept_fractions().items()]
+        columns: list[_glance.Column] = [
+            ("layer", "weight", str),
+            ("kept", "kept", lambda v: _glance.fmt(v, ".2%")),
+        ]
+        return _glance.html_table(rows, columns)
+
+    def _repr_html_(self) -> str:
+        reach = f"that can reach {self.unit}" if self.unit is not None else "of its layers"
+        verdict = f"keeps {self.kept_fraction():.2%} of the weights {reach}"
+        return _glance.card(f"Masks ({self.granularity})", verdict, self._layers_html())
 
     # -- construction ------------------------------------------------------------------------
     @classmethod

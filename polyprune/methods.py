@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from . import _glance
 from . import _masking as mk
 from ._data import as_images
 from ._files import load_saved, save_torch
@@ -286,6 +287,16 @@ class Subnetwork:
     paper_kept_fraction: float | None = None
     state: dict[str, Any] | None = None
     raw_masks: Masks | None = None
+
+    def __repr__(self) -> str:
+        epochs = f", {len(self.history['loss'])} epochs" if self.history.get("loss") else ""
+        return (
+            f"Subnetwork({self.method} for {self.unit}: keeps {self.kept_fraction:.2%} "
+            f"({self.masks.kept_weights()} of {self.masks.total_weights()} weights){epochs})"
+        )
+
+    def _repr_html_(self) -> str:
+        return _glance.card("Subnetwork", repr(self)[11:-1], self.masks._layers_html())
 
     @property
     def kept_fraction(self) -> float:

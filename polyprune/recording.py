@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from . import _glance
 from . import _validate as valid
 from ._data import Images, as_images, data_size
 from ._dist import same_everywhere
@@ -192,6 +193,26 @@ class TopActivations:
 
     def __len__(self) -> int:
         return int(self.indices.numel())
+
+    def __repr__(self) -> str:
+        what = "crops" if self.field is not None else "images"
+        kept = "" if self.inputs is None else f", {what} {tuple(self.inputs.shape[1:])} kept"
+        values = f"{float(self.values[0]):.4g} … {float(self.values[-1]):.4g}" if len(self) else "-"
+        return f"TopActivations(top-{len(self)} of {self.unit}: activations {values}{kept})"
+
+    def _repr_html_(self) -> str:
+        strip = "" if self.inputs is None else _glance.thumbnails(self.inputs, 12)
+        rows = [
+            {"rank": i + 1, "item": int(self.indices[i]), "activation": float(self.values[i]),
+             "file": self.paths[i] if self.paths else ""}
+            for i in range(min(5, len(self)))
+        ]  # fmt: skip
+        columns: list[_glance.Column] = [
+            ("rank", "rank", str), ("item", "item", str),
+            ("activation", "activation", lambda v: f"{v:.4g}"), ("file", "file", str),
+        ]  # fmt: skip
+        verdict = f"top-{len(self)} of {self.unit}"
+        return _glance.card("TopActivations", verdict, strip, _glance.html_table(rows, columns))
 
     def to_dict(self, *, inputs: bool = True) -> dict[str, Any]:
         """Plain containers of tensors, strings and numbers (``torch.load(weights_only=True)``
