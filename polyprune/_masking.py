@@ -135,13 +135,15 @@ def check_plain_weight(module: nn.Module, name: str) -> None:
     if not isinstance(module, MASKABLE_TYPES) or is_maskable(module):
         return
     if parametrize.is_parametrized(module, "weight"):
-        how, undo = "parametrized", "torch.nn.utils.parametrize.remove_parametrizations"
+        how = "parametrized (masks applied, or parametrizations.weight_norm?)"
+        undo = "remove the masks, or torch.nn.utils.parametrize.remove_parametrizations"
     else:
-        how, undo = "recomputed at each forward", "torch.nn.utils.remove_weight_norm"
+        how = "recomputed at each forward (old-style weight_norm or spectral_norm?)"
+        undo = "torch.nn.utils.remove_weight_norm"
     raise ValueError(
-        f"{name!r} ({type(module).__name__}) has a weight that is not a Parameter but {how} "
-        "(weight_norm or spectral_norm?): a mask could not hold on it, so polyprune refuses "
-        f"such layers; fold it into a plain weight first ({undo}(module, 'weight'))"
+        f"{name!r} ({type(module).__name__}) has a weight that is not a Parameter but {how}: "
+        "a mask could not hold on it, so polyprune refuses such layers; fold it into a plain "
+        f"weight first ({undo}(module, 'weight'))"
     )
 
 
