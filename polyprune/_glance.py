@@ -63,6 +63,10 @@ BEST_RULE = (
 """How :func:`best_rows` picks the best subnetwork of each cluster."""
 
 GLOSSARY = {
+    "method": "how the subnetwork was found: cs (Continuous Sparsification, trained masks) or a "
+    "scorer (snip, force, actgrad, ...) that keeps the best-scored weights",
+    "cluster": "the meaning the subnetwork is cut out for: a cluster of the unit's top images",
+    "flags": "what makes a row's numbers untrustworthy, if anything (see Flags)",
     "kept": "fraction of the weights that can reach the unit which the subnetwork keeps (only "
     "weights on a kept path from the input to the unit count)",
     "AUROC before": "how well the unit's activation in the full network separates the cluster's "

@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from . import _glance as g
 from . import plot
 from ._dist import MergedTopK
 from ._files import load_saved
 from ._plan import Plan
 from ._report import clean, figures_html, html_page
+from ._scan_result import SCAN_COLUMNS
 from .clustering import Clustering
 from .receptive_field import ReceptiveField
 from .targets import Unit
@@ -85,14 +87,43 @@ def write_scan(scan: Scan, out: Path, data: Any, crops: int) -> Path:
     )
     body = [
         f"<h1>polyprune scan of {html.escape(', '.join(scan.layers))}</h1>",
-        f"<pre>{html.escape(scan.summary(20))}</pre>",
+        *_answer(scan),
         '<p>All channels: <a href="scan.csv">scan.csv</a>, <a href="scan.json">scan.json</a></p>',
         note,
     ]
     body += figures_html(figures)
+    terms = "".join(
+        f"<dt>{html.escape(k)}</dt><dd>{html.escape(g.GLOSSARY[k])}</dd>"
+        for k in ("clusters", "noise", "separation", "balance", "score")
+    )
+    body += ['<section class="glossary"><h2>Glossary</h2>', f"<dl>{terms}</dl></section>"]
     path = out / "report.html"
     path.write_text(html_page("polyprune scan", body))
     return path
+
+
+def _answer(scan: Scan, shown: int = 20) -> list[str]:
+    """The verdict and the table of the ``shown`` first channels, each with the command that
+    studies it (``MODEL``: the scanned model, as given to ``--model``)."""
+    poly = sum(r["polysemantic"] for r in scan.table())
+    verdict = f"{poly} of {len(scan)} channels polysemantic (top-{scan.k} of {scan.n_items} items)"
+    root = scan.provenance.get("data", {}).get("root") if scan.provenance else None
+    data = root or "FOLDER"
+    rows = [
+        {**r, "unit": f"{r['layer']}[{r['channel']}]",
+         "study": f"polyprune study --model MODEL --layer {r['layer']} --unit {r['channel']} "
+                  f"--data {data} --k {scan.k}"}
+        for r in scan.table()[:shown]
+    ]  # fmt: skip
+    columns: list[g.Column] = [*SCAN_COLUMNS, ("study", "study it", str)]
+    table = g.html_table(rows, columns, marked=lambda r: bool(r["polysemantic"]))
+    return [
+        '<section class="verdict">', f'<p class="verdict">{html.escape(verdict)}</p>',
+        f"<p>The {min(shown, len(scan))} first channels, most polysemantic first (bold). "
+        "Each line's command studies the channel: its clusters and one subnetwork per cluster "
+        "(give --model as for the scan).</p>",
+        table, "</section>",
+    ]  # fmt: skip
 
 
 def _score_figure(scan: Scan, path: Path) -> str:

@@ -26,8 +26,8 @@ from . import _validate as valid
 from ._dist import is_main
 from ._files import atomic_directory, load_saved
 from ._glance import to_pandas
-from ._report import clean, display_crops, write_report
-from ._study_view import study_html, study_repr
+from ._report import clean, write_report
+from ._study_view import display_crops, study_html, study_repr
 from .clustering import Clustering
 from .evaluation import Evaluation
 from .recording import TopActivations

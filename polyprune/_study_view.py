@@ -6,13 +6,44 @@ from __future__ import annotations
 import html
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import torch
+from torch import Tensor
+
 from . import _glance as g
-from ._report import display_crops
 
 if TYPE_CHECKING:
     from ._study_result import StudyResult
 
-__all__ = ["ROW_COLUMNS", "clusters", "flagged_rows", "study_html", "study_repr", "verdict"]
+__all__ = [
+    "ROW_COLUMNS",
+    "best_text",
+    "clusters",
+    "display_crops",
+    "flagged_rows",
+    "study_html",
+    "study_repr",
+    "verdict",
+]
+
+
+def display_crops(result: StudyResult, per_cluster: int) -> tuple[Tensor, list[int]] | None:
+    """Up to ``per_cluster`` inputs of each cluster (noise too), best first, with their labels;
+    None when there is nothing to show."""
+    if per_cluster == 0:
+        return None
+    if result.top.inputs is None:
+        if not result.crops:
+            return None
+        labels = [label for label, x in result.crops.items() for _ in range(len(x[:per_cluster]))]
+        return torch.cat([x[:per_cluster] for x in result.crops.values()]), labels
+    y = result.clustering.labels
+    picked = [
+        int(i)
+        for label in sorted(set(y.tolist()))
+        for i in np.flatnonzero(y == label)[:per_cluster]
+    ]
+    return result.top.inputs[picked], [int(y[i]) for i in picked]
 
 
 def _pct(value: Any) -> str:
@@ -82,11 +113,12 @@ def clusters(result: StudyResult) -> list[dict[str, Any]]:
     return out
 
 
-def _best_text(row: Any) -> str:
+def best_text(row: Any) -> str:
+    """``"snip (AUROC 0.98 held-out, kept 3.0%)"``: a cluster's best subnetwork, or why none."""
     if row is None:
-        return "no subnetwork without a flag"
+        return "none without a flag"
     return (
-        f"best {row['method']} (AUROC {g.held_auroc(row):.2f} "
+        f"{row['method']} (AUROC {g.held_auroc(row):.2f} "
         f"{'held-out' if row['auroc_held_out'] is not None else 'fitted'}, kept "
         f"{row['kept']:.1%})"
     )
@@ -100,7 +132,7 @@ def study_repr(result: StudyResult) -> str:
             continue
         parts = [f"{info['size']} images"]
         if result.evaluations:
-            parts.append(_best_text(info["best"]))
+            parts.append(f"best: {best_text(info['best'])}")
         if info["classes"]:
             parts.append(info["classes"])
         lines.append(f"  cluster {info['cluster']}: " + "; ".join(parts))
@@ -120,7 +152,7 @@ def study_html(result: StudyResult) -> str:
         for label in sorted(set(labels)):
             strips[label] = g.thumbnails(images[[i for i, y in enumerate(labels) if y == label]])
     table = [
-        {**info, "best": _best_text(info["best"]) if result.evaluations else "",
+        {**info, "best": best_text(info["best"]) if result.evaluations else "",
          "images": strips.get(info["label"], "")}
         for info in clusters(result)
     ]  # fmt: skip

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -33,10 +33,10 @@ def _to_hwc(image: Tensor) -> NDArray[Any]:
     return array[..., 0] if array.shape[2] == 1 else array
 
 
-def _figure(figsize: tuple[float, float]) -> Figure:
+def _figure(figsize: tuple[float, float], layout: Literal["constrained"] | None = None) -> Figure:
     from matplotlib.figure import Figure  # imported here: keeps `import polyprune` light
 
-    return Figure(figsize=figsize)
+    return Figure(figsize=figsize, layout=layout)
 
 
 def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
@@ -76,7 +76,7 @@ def crops(
                 ax.imshow(_to_hwc(images[int(idx[c])]), cmap="gray")
         name = "noise" if label < 0 else f"cluster {label}"
         size = sizes[label] if sizes is not None else int((y == label).sum())
-        axes[r][0].set_title(f"{name} ({size})", fontsize=9, loc="left")
+        axes[r][0].set_title(f"{name} ({size})", fontsize=12, loc="left")
     if title:
         fig.suptitle(title)
     return _save(fig, path)
@@ -89,28 +89,49 @@ def histograms(
     *,
     bins: int = 30,
     title: str | None = None,
+    columns: int | None = None,
 ) -> Path:
     """The paper's Figure 4: one panel per network, the unit's activations per cluster.
 
     ``panels`` maps a panel title (e.g. ``"original"``, ``"cs → cluster 0"``) to the unit's
     activation on every image; ``labels`` gives each image's cluster (-1: noise, not drawn).
+    Every panel shares one x axis (the same bins and range) and counts images in whole numbers.
+    With ``columns`` the panels are small multiples on a grid: the first (the original
+    network) on a row of its own, then ``columns`` panels per row (one row per method, one
+    column per cluster); without, one column.
     """
+    from matplotlib.ticker import MaxNLocator
+
     y = np.asarray(labels)
     clusters = sorted(int(v) for v in set(y.tolist()) if v >= 0)
-    fig = _figure((5.0, 1.9 * len(panels) + 0.5))
-    axes = fig.subplots(len(panels), 1, squeeze=False)
-    for ax, (name, values) in zip(axes[:, 0], panels.items(), strict=True):
-        v = values.detach().float().cpu().numpy()
-        edges = np.histogram_bin_edges(v[y >= 0] if (y >= 0).any() else v, bins=bins)
+    values = {name: v.detach().float().cpu().numpy() for name, v in panels.items()}
+    drawn = [v[y >= 0] if (y >= 0).any() else v for v in values.values()]
+    edges: Any = np.histogram_bin_edges(np.concatenate(drawn) if drawn else np.zeros(1), bins=bins)
+    across = columns or 1
+    places = [(0, 0)] + [(1 + i // across, i % across) for i in range(len(values) - 1)]
+    if not columns:
+        places = [(i, 0) for i in range(len(values))]
+    rows = 1 + max(r for r, _ in places)
+    fig = _figure((max(5.0, 2.9 * across + 1.6), 1.55 * rows + 0.9), layout="constrained")
+    grid = fig.add_gridspec(rows, across)
+    first = None
+    for (name, v), (r, c) in zip(values.items(), places, strict=True):
+        ax = fig.add_subplot(grid[r, c], sharex=first)
+        first = first or ax
         for label in clusters:
-            ax.hist(v[y == label], bins=edges, alpha=0.55, label=f"cluster {label}")
-        ax.set_title(name, fontsize=9, loc="left")
-        ax.set_ylabel("images")
-    axes[-1, 0].set_xlabel("unit activation")
-    axes[0, 0].legend(fontsize=8)
+            ax.hist(v[y == label], bins=edges, alpha=0.55, color=f"C{label % 10}",
+                    label=f"cluster {label}")  # fmt: skip
+        ax.set_title(name, fontsize=8, loc="left")
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+        ax.tick_params(labelsize=7)
+        if c == 0:
+            ax.set_ylabel("images", fontsize=8)
+        if first is ax and clusters:
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    fig.supxlabel("unit activation (one scale for every panel)", fontsize=8)
     if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+        fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 
 
