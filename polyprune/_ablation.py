@@ -43,7 +43,7 @@ from ._progress import staged
 from ._unit_io import unit_activation, unit_activations
 from .targets import Unit
 
-__all__ = ["AblationResult", "ablate"]
+__all__ = ["AblationResult", "ablate", "removal_effects", "subnetwork_objective"]
 
 #: ``(a, d, y, shift, ctx) -> loss``, as the CS objectives.
 ObjectiveFn = Callable[..., Tensor]
@@ -334,6 +334,22 @@ def _visit(run: _Ablator, name: str, rows: Tensor, cols: Tensor, now: float, tau
     return now
 
 
+def subnetwork_objective(
+    model: nn.Module,
+    unit: Unit,
+    images: Tensor,
+    members: Tensor,
+    kernels: dict[str, Tensor],
+    *,
+    objective: ObjectiveFn = both,
+    batch_size: int = 256,
+) -> float:
+    """The objective of the subnetwork ``kernels`` (kept ``(out, in)`` per weight; missing: all
+    kept) with hard masks; the model is left as found."""
+    return removal_effects(model, unit, images, members, kernels, objective=objective,
+                           batch_size=batch_size, effects=False)[0]  # fmt: skip
+
+
 def removal_effects(
     model: nn.Module,
     unit: Unit,
@@ -344,6 +360,7 @@ def removal_effects(
     objective: ObjectiveFn = both,
     batch_size: int = 256,
     max_batch: int = 2048,
+    effects: bool = True,
 ) -> tuple[float, dict[str, Tensor]]:
     """The objective of the subnetwork ``kernels`` (kept ``(out, in)`` per weight; missing: all)
     and, per kept kernel of the region, how much removing it alone changes the objective (0
@@ -356,7 +373,7 @@ def removal_effects(
     per_forward = max(1, max_batch // run.batch_size)
     with run.masked():
         base = run.current()
-        for name in run.shapes:
+        for name in run.shapes if effects else ():
             run._expand = _dominates(model, unit.layer, name.rpartition(".")[0])
             candidates = (run.kept[name] & run.regions[name]).nonzero()
             for chunk in torch.split(candidates, per_forward):

@@ -1,5 +1,6 @@
 """benchmarks.claims.faithful: the quick run writes issue 15's tables (every objective and the true
-circuit, per setting, pooled, goals, zoo models), re-renders from its JSON, and runs as
+circuit, per setting, pooled, goals, zoo models) and issue 23's (every method's ROC AUC, the ROC
+figure, identifiability, goals), re-renders from its JSON, and runs as
 ``python -m benchmarks.claims.faithful``."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from conftest import ROOT
 from benchmarks.claims import faithful
 from benchmarks.claims.config import OBJECTIVES
 
-ARMS = ["truth", "separate (the paper's)", "preserve", "both"]
+ARMS = ["truth", "separate (the paper's)", "preserve", "both", "ablation", "attribution"]
 
 
 @pytest.fixture(scope="module")
@@ -36,14 +37,25 @@ def test_quick_run_writes_every_table(quick):
     assert "Do not edit by hand" in text and "[results.md](results.md#circuit-recovery)" in text
     per_setting = _table(text, "Planted networks, per setting")
     assert per_setting[0] == [
-        "setting", "objective", "seeds", "F1", "eff. F1", "P", "R", "held-out AUROC",
+        "setting", "objective", "seeds", "ROC AUC", "F1", "eff. F1", "P", "R", "held-out AUROC",
         "r (held-out)", "rel. error", "act. kept", "kept / true kept",
     ]  # fmt: skip
     assert [r[:3] for r in per_setting[1:]] == [["default pairs", a, "1"] for a in ARMS]
     truth = per_setting[1]
-    assert truth[3:7] == ["1.00"] * 4 and truth[-1] == "1.00"  # F1, eff. F1, P, R; kept/true
+    assert truth[3] == "–"  # the truth has no scores
+    assert truth[4:8] == ["1.00"] * 4 and truth[-1] == "1.00"  # F1, eff. F1, P, R; kept/true
     pooled = _table(text, "Pooled over the settings")
-    assert [r[0] for r in pooled[1:]] == ARMS and pooled[1][2] == "1.00"
+    assert [r[0] for r in pooled[1:]] == ARMS and pooled[1][3] == "1.00"
+    roc = _table(text, "Threshold-free recovery (kernel ROC AUC)")
+    assert roc[0][:4] == ["setting", "method", "seeds", "ROC AUC"]
+    assert [r[1] for r in roc[1:]] == 2 * ARMS[1:]  # default pairs, then all
+    assert all(0 <= float(r[3]) <= 1 for r in roc[1:])
+    assert "![kernel-recovery ROC curves per setting](img/faithfulness_roc.png)" in text
+    assert (quick.out.parent / "img" / "faithfulness_roc.png").stat().st_size > 0
+    ident = _table(text, "Identifiability of the planted circuits")
+    assert ident[1][:2] == ["default pairs", "2"]
+    goals23 = text.split("## Circuit recovery: goals (issue 23)\n", 1)[1].split("\n## ", 1)[0]
+    assert "best method's kernel ROC AUC ≥ 0.95" in goals23 and "within 3×" in goals23
     goals = _table(text, "Goals met (subnetworks)")
     assert goals[0][2:] == ["F1 ≥ 0.9", "held-out AUROC ≥ 0.95", "r ≥ 0.9", "kept ≤ 1.2 × true",
                             "all four"]  # fmt: skip
@@ -63,6 +75,13 @@ def test_quick_rows_hold_every_objective_and_the_truth(quick):
     digits = [r for r in fits if r.family == "digits-merged"]
     assert {r.loss for r in digits} == set(OBJECTIVES) and all(r.f1 is None for r in digits)
     assert not quick.rows.skipped
+    methods = [r for r in fits if r.family == "default pairs" and r.grid == "method"]
+    assert sorted(r.method for r in methods) == 2 * ["ablation"] + 2 * ["attribution"]
+    for r in methods + planted:
+        assert r.roc_auc is not None and 0 <= r.roc_auc <= 1 and r.roc_tpr is not None
+        assert len(r.roc_tpr) == 21 and r.roc_tpr[-1] == 1.0 and r.seconds > 0
+    ident = quick.rows.identifiability
+    assert len(ident) == 2 and all(0 <= r.free <= r.weak <= r.kernels for r in ident)
 
 
 def test_report_renders_again_from_the_json(quick, tmp_path):

@@ -7,8 +7,8 @@ Every verdict and table is computed from these rows alone. ``--json`` writes
 against the planted truth (``PLANTED_ONLY``) are left out where there is no truth, as in the
 dict rows of earlier versions, so old JSON files stay comparable and load with
 :meth:`Results.from_dict`. Fields added later (``loss``, ``rel_err_held``, ``act_kept_held``,
-``true_kept``) have defaults: rows of earlier JSON load with ``loss="separate"`` (all
-their CS fits used the paper's objective) and None for the rest.
+``true_kept``, ``roc_auc``, ``roc_tpr``, ``seconds``) have defaults: rows of earlier JSON load
+with ``loss="separate"`` (all their CS fits used the paper's objective) and None for the rest.
 """
 
 from __future__ import annotations
@@ -87,6 +87,8 @@ class FitRow(Fitted):
         "f1",
         "eff_f1",
         "true_kept",
+        "roc_auc",
+        "roc_tpr",
     )
 
     cluster: int
@@ -109,6 +111,10 @@ class FitRow(Fitted):
     rel_err_held: float | None = None  # ‖a_sub − a‖ / ‖a‖
     act_kept_held: float | None = None  # mean(a_sub) / mean(a)
     true_kept: float | None = None  # kept fraction of the true circuit (planted only)
+    # threshold-free kernel recovery from the method's continuous scores (planted only)
+    roc_auc: float | None = None
+    roc_tpr: tuple[float, ...] | None = None  # true-positive rate at FPR 0, 0.05, ..., 1
+    seconds: float | None = None  # wall time of the fit
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,13 @@ from typing import Any
 import polyprune as pp
 
 from ..config import (
+    OBJECTIVES,
     Config,
     Objective,
     as_tuples,
 )
 from ..rows import FitRow
+from .methods import IdentRow
 
 #: How the benchmark is run (the command recorded in the report's header).
 COMMAND = ("python", "-m", "benchmarks.claims.faithful")
@@ -32,8 +34,9 @@ class Setting:
     cross: float = 1.0
 
 
-#: The untuned settings of issue 15.
+#: The untuned settings of issue 15, and issue 23's ``cross=0`` (no cross-block kernels).
 SETTINGS: tuple[Setting, ...] = (
+    Setting("cross=0", SEEDS, cross=0.0),
     Setting("default pairs", SEEDS),
     Setting("rings/checker", SEEDS, ("rings", "checker")),
     Setting("blobs/dstripes", SEEDS, ("blobs", "dstripes")),
@@ -60,6 +63,8 @@ class FaithfulConfig:
     planted_images: int = 1500
     planted_k: int = 300
     trained_k: int = 100
+    objectives: tuple[Objective, ...] = OBJECTIVES
+    methods: tuple[str, ...] = ("ablation", "attribution")
 
     def claims_config(self) -> Config:
         """The claims benchmark's configuration that builds and runs these cases."""
@@ -105,6 +110,7 @@ class Rows:
     config: FaithfulConfig
     fits: list[FitRow] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    identifiability: list[IdentRow] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (what ``--json`` writes, with the wall time and arguments)."""
@@ -112,6 +118,7 @@ class Rows:
             "config": self.config.to_dict(),
             "fits": [r.to_dict() for r in self.fits],
             "skipped": self.skipped,
+            "identifiability": [r.to_dict() for r in self.identifiability],
         }
 
     @classmethod
@@ -121,4 +128,5 @@ class Rows:
             FaithfulConfig.from_dict(data["config"]),
             [FitRow.from_dict(r) for r in data["fits"]],
             dict(data["skipped"]),
+            [IdentRow.from_dict(r) for r in data.get("identifiability", [])],
         )

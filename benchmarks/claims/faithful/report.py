@@ -6,6 +6,7 @@ import math
 import shlex
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ from ..rows import FitRow
 from ..stats import fmt, fmt_stats, select, stats
 from ..tables import goal_cells, goal_header, kept_ratio, objective_name, table
 from .config import COMMAND, FaithfulConfig, Rows
+from .recovery import goal_lines, identifiability_table, roc_figure, roc_table
 
 
 def _objective(loss: str) -> Callable[[Sequence[FitRow]], list[FitRow]]:
@@ -29,12 +31,22 @@ def _objective(loss: str) -> Callable[[Sequence[FitRow]], list[FitRow]]:
 
 
 #: The arms of a table: name and the rows' selection (the true circuit, then the paper's).
+def _method(name: str) -> Callable[[Sequence[FitRow]], list[FitRow]]:
+    return lambda rows: select(rows, grid="method", method=name)
+
+
+#: Issue 23's methods beside CS (``FaithfulConfig.methods``).
+METHODS = ("ablation", "attribution")
 ARMS: tuple[tuple[str, Callable[[Sequence[FitRow]], list[FitRow]]], ...] = (
     ("truth", lambda rows: select(rows, grid="truth")),
     *((objective_name(loss), _objective(loss)) for loss in OBJECTIVES),
+    *((name, _method(name)) for name in METHODS),
 )
+#: The default method the goals refer to.
+DEFAULT = objective_name("both")
 #: The planted table's columns: name and value of a subnetwork.
 PLANTED_COLUMNS: tuple[tuple[str, Callable[[FitRow], float | None]], ...] = (
+    ("ROC AUC", lambda r: r.roc_auc),
     ("F1", lambda r: r.f1),
     ("eff. F1", lambda r: r.eff_f1),
     ("P", lambda r: r.precision),
@@ -177,6 +189,16 @@ def findings(fits: Sequence[FitRow], settings: Sequence[str], models: Sequence[s
     return [f"- {line}." for line in lines]
 
 
+def _describe(method: str) -> str:
+    if method == "ablation":
+        return ("`ablation` (ACDC: kernels visited from the unit back, removed when the `both` "
+                "objective moves by at most τ, its default; zero ablation)")  # fmt: skip
+    if method == "attribution":
+        return ("`attribution` (EAP: |first-order effect of removing each kernel| on the "
+                "cluster's crops; cut at the kept fraction of CS with `both`)")  # fmt: skip
+    return f"`{method}`"
+
+
 def header(cfg: FaithfulConfig, argv: Sequence[str], seconds: float) -> list[str]:
     """Title, how the file was generated, and the protocol."""
     command = shlex.join([*COMMAND, *argv])
@@ -225,6 +247,8 @@ def header(cfg: FaithfulConfig, argv: Sequence[str], seconds: float) -> list[str
         f"{', '.join(map(str, cfg.model_seeds))} (the held-out split and the CS batch order); "
         f"images `zoo.demo_data` (as `polyprune demo`), top-{cfg.trained_k}; the unit is the "
         "model card's.",
+        "- **Methods beside CS** (issue 23): " + ", ".join(_describe(m) for m in cfg.methods)
+        + ". Every method's masks are effective (kernels on a kept input→unit path).",
         "- **Pipeline**: as the claims benchmark's (`pp.study(..., methods=())`: HDBSCAN "
         "clusters, 20 % of each cluster held out; one subnetwork per cluster, members: the "
         "cluster, non-members: the other clusters' crops, noise excluded).",
@@ -239,14 +263,42 @@ def header(cfg: FaithfulConfig, argv: Sequence[str], seconds: float) -> list[str
     ]
 
 
-def render(rows: Rows, argv: Sequence[str], seconds: float) -> str:
-    """The Markdown report of ``rows``."""
+def recovery_section(rows: Rows, settings: Sequence[str], figure: Path | None) -> list[str]:
+    """Issue 23: goals, threshold-free recovery (table and figure), identifiability."""
+    planted = [r for r in rows.fits if r.family in settings]
+    lines = ["## Circuit recovery: goals (issue 23)", ""]
+    lines += [*goal_lines(planted, rows.identifiability, ARMS[1:], DEFAULT), ""]
+    lines += ["## Threshold-free recovery (kernel ROC AUC)", "",
+              "ROC AUC over each method's own threshold: CS's final mask logits, ablation's "
+              "effect sizes (the objective change when a kernel was visited), a scorer's scores. "
+              "F1, P, R at the default operating point (CS: its hard masks; ablation: its "
+              "default τ; attribution: cut at the kept fraction of CS with `both`). rel. error − "
+              "truth's: the method's held-out relative error minus the true circuit's; time: the "
+              "mean fit time over CS with `both`'s, the same cases.", "",
+              *roc_table(planted, settings, ARMS[1:]), ""]  # fmt: skip
+    if figure is not None and roc_figure(planted, settings, ARMS[1:], figure):
+        lines += [f"![kernel-recovery ROC curves per setting](img/{figure.name})", ""]
+    if rows.identifiability:
+        lines += ["## Identifiability of the planted circuits", "",
+                  "Per cluster with a planted circuit, on its fitting crops: the `both` objective "
+                  "(lower is better) of the true circuit, and the lowest any fitted subnetwork "
+                  "reached; the effect of removing each circuit kernel alone. A *free* kernel's "
+                  "removal does not worsen the objective: no method that optimizes it can be "
+                  "asked to keep it, so it bounds the recall any method can reach.", "",
+                  *identifiability_table(rows.identifiability, settings), ""]  # fmt: skip
+    return lines
+
+
+def render(rows: Rows, argv: Sequence[str], seconds: float, figure: Path | None = None) -> str:
+    """The Markdown report of ``rows`` (the ROC figure written to ``figure`` if given)."""
     cfg = rows.config
     settings = [s.name for s in cfg.settings if select(rows.fits, family=s.name)]
     models = [m for m in cfg.models if select(rows.fits, family=m)]
     planted = [r for r in rows.fits if r.family in settings]
     lines = header(cfg, argv, seconds)
     lines += ["## Findings", "", *findings(rows.fits, settings, models), ""]
+    if settings:
+        lines += recovery_section(rows, settings, figure)
     if settings:
         lines += ["## Planted networks, per setting", "", *planted_table(rows.fits, settings), ""]
         lines += ["## Pooled over the settings", "", *pooled_table(planted), ""]

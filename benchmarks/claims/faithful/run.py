@@ -15,23 +15,37 @@ from pathlib import Path
 
 import torch
 
+from polyprune.results import Subnetwork
+
 from ..cases import Case, demo_case, planted_case
-from ..config import (
-    DOCS,
-    OBJECTIVES,
-)
+from ..config import DOCS
 from ..run import CaseResult, Runner, prepare
 from .config import BY_NAME, MODELS, QUICK, FaithfulConfig, Rows
+from .methods import IdentRow, complete, fit_timed, identifiability, kept_of
 from .report import render
 
 
-def _objectives(run: Runner, out: CaseResult, cfg: FaithfulConfig) -> None:
-    """The true circuits (planted) and CS with each objective, one subnetwork per cluster."""
+def _arms(run: Runner, out: CaseResult, cfg: FaithfulConfig) -> list[IdentRow]:
+    """The true circuits (planted), CS with each objective and every other method, one
+    subnetwork per cluster, with ROC AUC and fit time; the identifiability rows."""
     run.record_truth(out)
-    for loss in OBJECTIVES:
+    fitted: dict[str, dict[int, Subnetwork]] = {}
+    for loss in cfg.objectives:
         config = cfg.cs_config(loss)
-        subs = run.fit("CS", None, config=config)
+        subs, seconds = fit_timed(run, "cs", config=config)
+        start = len(out.fits)
         run.record(out, "CS", "objective", config.penalty_weight, subs, loss)
+        complete(run, out, start, subs, seconds)
+        fitted[f"CS {loss}"] = subs
+    for name in cfg.methods:  # scorers at the kept fraction of CS with the default objective
+        reference = fitted.get("CS both")
+        keeps = None if name == "ablation" else kept_of(reference) if reference else None
+        subs, seconds = fit_timed(run, name, keeps)
+        start = len(out.fits)
+        run.record(out, name, "method", 0.0, subs, "both")
+        complete(run, out, start, subs, seconds)
+        fitted[name] = subs
+    return identifiability(run, fitted) if run.case.truth is not None else []
 
 
 def run(cfg: FaithfulConfig, log: Callable[[str], None]) -> Rows:
@@ -58,7 +72,7 @@ def run(cfg: FaithfulConfig, log: Callable[[str], None]) -> Rows:
             if runner is None:
                 rows.skipped[case.name] = "not polysemantic (fewer than 2 clusters)"
                 continue
-            _objectives(runner, out, cfg)
+            rows.identifiability += _arms(runner, out, cfg)
             rows.fits += out.fits
             log(f"{case.name}: {time.perf_counter() - t:.0f} s")
     return rows
@@ -94,6 +108,7 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, FaithfulConfi
     )
     parser.add_argument("--models", nargs="*", choices=MODELS, help="zoo models (none: none)")
     parser.add_argument("--epochs", type=int, help="CS epochs (default: each objective's)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="planted seeds of every setting")
     args = parser.parse_args(argv)
     cfg = QUICK if args.quick else FaithfulConfig()
     if args.settings is not None:
@@ -102,6 +117,9 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, FaithfulConfi
         cfg = replace(cfg, models=tuple(args.models))
     if args.epochs is not None:
         cfg = replace(cfg, epochs=args.epochs)
+    if args.seeds is not None:
+        seeds = tuple(args.seeds)
+        cfg = replace(cfg, settings=tuple(replace(s, seeds=seeds) for s in cfg.settings))
     return args, cfg
 
 
@@ -128,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> Outcome:
         if rows.config == FaithfulConfig()
         else Path(tempfile.mkdtemp(prefix="faithful-")) / "faithfulness.md"
     )
-    text = render(rows, argv, seconds)
+    text = render(rows, argv, seconds, out.parent / "img" / "faithfulness_roc.png")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     if args.json:

@@ -1,0 +1,152 @@
+"""Issue 23's arms: every method's subnetworks with their continuous scores (kernel-recovery ROC
+AUC and curve), their fit time, and the identifiability of each planted circuit."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_curve
+from torch import Tensor
+
+import polyprune as pp
+from polyprune._ablation import removal_effects, subnetwork_objective
+from polyprune.results import Subnetwork
+
+from ..rows import _JSONRow
+from ..run import CaseResult, Runner
+
+#: The FPR grid of the stored ROC curves.
+FPR = np.linspace(0.0, 1.0, 21)
+#: A circuit kernel whose removal alone raises the objective by less than this is *weak*.
+WEAK = 1e-3
+
+
+@dataclass(frozen=True)
+class IdentRow(_JSONRow):
+    """Is the planted circuit of one cluster's concept identifiable from the objective?
+
+    ``truth_objective``: the ``both`` objective of the true circuit on the fitting crops;
+    ``best_objective`` / ``best_method``: the lowest any fitted subnetwork reached (lower is
+    better); ``kernels``: the circuit's kernels; ``free``: those whose removal alone does not
+    raise the objective (``≤ 0``: no objective can ask for them); ``weak``: those whose removal
+    raises it by less than :data:`WEAK`; ``min_effect``: the smallest effect.
+    """
+
+    case: str
+    family: str
+    seed: int
+    cluster: int
+    concept: str
+    truth_objective: float
+    best_objective: float
+    best_method: str
+    kernels: int
+    free: int
+    weak: int
+    min_effect: float
+
+
+def roc_tpr(scores: Mapping[str, Tensor], truth: pp.Masks) -> tuple[float, ...]:
+    """The kernel-recovery ROC curve of ``scores``: TPR at each FPR of :data:`FPR`."""
+    pos, neg = [], []
+    for name, want in truth.items():
+        s = scores[name].detach().float()
+        s = s.reshape(s.shape[0], s.shape[1], -1).amax(2) if s.dim() > 2 else s
+        inside = truth.regions[name]
+        pos.append(s[want & inside])
+        neg.append(s[~want & inside])
+    a, b = torch.cat(pos).numpy(), torch.cat(neg).numpy()
+    y = np.r_[np.ones(a.size), np.zeros(b.size)]
+    fpr, tpr, _ = roc_curve(y, np.r_[a, b])
+    return tuple(float(v) for v in np.interp(FPR, fpr, tpr))
+
+
+def scores_of(run: Runner, sub: Subnetwork, label: int) -> Mapping[str, Tensor] | None:
+    """The continuous scores behind a subnetwork: CS's final logits, ablation's effect sizes,
+    a scorer's scores (recomputed on the cluster's crops)."""
+    if sub.method == "cs":
+        return None if sub.state is None else sub.state["logits"]
+    if sub.method == "ablation":
+        return None if sub.state is None else sub.state["effects"]
+    x, y = run.fit_x[run.clean], run.fit_y[run.clean]
+    scorer = pp.scoring.create(sub.method, progress=False)
+    return scorer.score(run.case.model, x[y == label], run.unit)
+
+
+def fit_timed(
+    run: Runner,
+    how: str,
+    keeps: Mapping[int, float] | None = None,
+    config: pp.CSConfig | None = None,
+) -> tuple[dict[int, Subnetwork], dict[int, float]]:
+    """One subnetwork per cluster (as :meth:`Runner.fit`), and the seconds each fit took."""
+    x, y = run.fit_x[run.clean], run.fit_y[run.clean]
+    subs, seconds = {}, {}
+    for c in range(run.result.clustering.n_clusters):
+        t = time.perf_counter()
+        subs[c] = pp.fit_subnetwork(
+            run.case.model, run.unit, x, y == c, how, keep=None if keeps is None else keeps[c],
+            config=config, seed=run.case.seed, progress=False,
+        )  # fmt: skip
+        seconds[c] = time.perf_counter() - t
+    return subs, seconds
+
+
+def complete(
+    run: Runner,
+    out: CaseResult,
+    start: int,
+    subs: Mapping[int, Subnetwork],
+    seconds: Mapping[int, float],
+) -> None:
+    """Add ROC AUC, ROC curve and fit time to the rows ``out.fits[start:]`` just recorded."""
+    for i in range(start, len(out.fits)):
+        row = out.fits[i]
+        sub = subs[row.cluster]
+        truth = run.case.true_circuit(row.concept)
+        extra: dict[str, object] = {"seconds": seconds[row.cluster]}
+        scores = scores_of(run, sub, row.cluster) if truth is not None else None
+        if truth is not None and scores is not None:
+            extra["roc_auc"] = pp.evaluation.circuit_scores(sub.masks, truth, scores).roc_auc
+            extra["roc_tpr"] = roc_tpr(scores, truth)
+        out.fits[i] = replace(row, **extra)  # type: ignore[arg-type]
+
+
+def identifiability(run: Runner, fitted: Mapping[str, Mapping[int, Subnetwork]]) -> list[IdentRow]:
+    """Per cluster with a planted circuit: the truth's objective against the best fitted one,
+    and the effect of removing each of the truth's kernels alone."""
+    x, y = run.fit_x[run.clean], run.fit_y[run.clean]
+    model, case = run.case.model, run.case
+    rows = []
+    for c, concept in run.majority.items():
+        truth = case.true_circuit(concept)
+        if truth is None:
+            continue
+        members = y == c
+        kernels = {n: truth[n] for n in truth}
+        base, effects = removal_effects(model, run.unit, x, members, kernels)
+        found = [
+            (subnetwork_objective(model, run.unit, x, members,
+                                  {n: subs[c].masks[n] for n in subs[c].masks}), arm)
+            for arm, subs in fitted.items() if c in subs
+        ]  # fmt: skip
+        best, arm = min(found) if found else (math.nan, "–")
+        inside = [effects[n][truth[n] & truth.regions[n]] for n in truth]
+        e = torch.cat(inside)
+        row = IdentRow(
+            case.name, case.family, case.seed, c, concept, base, best, arm,
+            kernels=int(e.numel()), free=int((e <= 0).sum()), weak=int((e < WEAK).sum()),
+            min_effect=float(e.min()) if e.numel() else math.nan,
+        )  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+def kept_of(subs: Mapping[int, Subnetwork]) -> dict[int, float]:
+    """Each cluster's kept fraction (at least the smallest keep a cut allows)."""
+    return {c: max(s.kept_fraction, 1e-4) for c, s in subs.items()}
