@@ -143,3 +143,45 @@ def test_mean_ablation_runs_and_bad_options_are_refused() -> None:
         ablate(model, unit, x, y, tau=0.02, ablation="resample")
     with pytest.raises(ValueError, match="tau must be"):
         ablate(model, unit, x, y, tau=-1.0)
+
+
+@pytest.mark.parametrize("layer", ["c0", "c1", "c2"])  # c1: a skip goes around it
+def test_mean_ablation_replaces_a_kernel_by_its_mean_contribution(layer: str) -> None:
+    from polyprune._ablation import _Ablator
+
+    model = Skip().eval()
+    x, y = data()
+    unit = placed(model, pp.Unit("c2", 1), x)
+    run = _Ablator(model, unit, x, y, both, True, 4, 64)
+    module = model.get_submodule(layer)
+    rows, cols = torch.tensor([0, 1]), torch.tensor([1, 0])
+    run._expand = layer != "c1"
+    with run.masked():
+        got = run.try_removals(f"{layer}.weight", rows, cols)
+    for k in range(2):
+        o, i = int(rows[k]), int(cols[k])
+        with torch.no_grad():  # the kernel's contribution map on every image, by hand
+            single = torch.zeros_like(module.weight)
+            single[o, i] = module.weight[o, i]
+            inputs: list[Tensor] = []
+            handle = module.register_forward_hook(
+                lambda m, a, out, inputs=inputs: inputs.append(a[0])
+            )
+            model(x)
+            handle.remove()
+            mean = F.conv2d(inputs[0], single, None, module.stride, module.padding)[:, o].mean(0)
+        kept = {n: torch.ones(r.shape, dtype=torch.bool) for n, r in run.regions.items()}
+        kept[f"{layer}.weight"][o, i] = False
+
+        def add_mean(m, a, out, o=o, mean=mean):
+            out = out.clone()
+            out[:, o] += mean
+            return out
+
+        handle = module.register_forward_hook(add_mean)
+        try:
+            a = unit_activations(model, unit, x, pp.Masks(kept, "kernel"))
+        finally:
+            handle.remove()
+        want = float(both(a, run.dense, run.y, torch.zeros(()), run.ctx))
+        assert float(got[k]) == pytest.approx(want, rel=1e-4, abs=1e-6)

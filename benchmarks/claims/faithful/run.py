@@ -18,7 +18,7 @@ import torch
 from polyprune.results import Subnetwork
 
 from ..cases import Case, demo_case, planted_case
-from ..config import DOCS
+from ..config import DOCS, OBJECTIVES
 from ..run import CaseResult, Runner, prepare
 from .config import BY_NAME, MODELS, QUICK, FaithfulConfig, Rows
 from .methods import IdentRow, complete, fit_timed, identifiability, kept_of
@@ -109,6 +109,7 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, FaithfulConfi
     parser.add_argument("--models", nargs="*", choices=MODELS, help="zoo models (none: none)")
     parser.add_argument("--epochs", type=int, help="CS epochs (default: each objective's)")
     parser.add_argument("--seeds", type=int, nargs="+", help="planted seeds of every setting")
+    parser.add_argument("--objectives", nargs="+", choices=OBJECTIVES, help="CS objectives")
     args = parser.parse_args(argv)
     cfg = QUICK if args.quick else FaithfulConfig()
     if args.settings is not None:
@@ -117,6 +118,8 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, FaithfulConfi
         cfg = replace(cfg, models=tuple(args.models))
     if args.epochs is not None:
         cfg = replace(cfg, epochs=args.epochs)
+    if args.objectives is not None:
+        cfg = replace(cfg, objectives=tuple(args.objectives))
     if args.seeds is not None:
         seeds = tuple(args.seeds)
         cfg = replace(cfg, settings=tuple(replace(s, seeds=seeds) for s in cfg.settings))
