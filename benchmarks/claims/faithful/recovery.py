@@ -143,24 +143,24 @@ def goal_lines(
     aucs = [(a, n) for a, n in aucs if not math.isnan(a)]
     if aucs:
         best, name = max(aucs)
-        lines.append(f"best method's kernel ROC AUC ≥ {GOAL_ROC_AUC:g}: {name} {best:.2f} "
+        lines.append(f"best method's kernel ROC AUC ≥ {GOAL_ROC_AUC:g}: {name} {best:.3f} "
                      f"(pooled) — {verdict(best >= GOAL_ROC_AUC)}")  # fmt: skip
     chosen = dict(arms).get(default)
     if chosen is not None:
         for setting, goal in (("cross=0", GOAL_F1_IDENTIFIABLE), ("default pairs", GOAL_F1_CROSS1)):
             f1 = _mean(chosen(select(fits, family=setting)), lambda r: r.f1)
             if not math.isnan(f1):
-                lines.append(f"default method ({default}) F1 ≥ {goal:g} on {setting}: {f1:.2f} "
+                lines.append(f"default method ({default}) F1 ≥ {goal:g} on {setting}: {f1:.3f} "
                              f"— {verdict(f1 >= goal)}")  # fmt: skip
         rows = chosen(fits)
         held = _mean(rows, lambda r: r.auroc_held)
         margin = _mean(rows, lambda r: r.rel_err_held) - _mean(
             select(fits, grid="truth"), lambda r: r.rel_err_held
         )
-        lines.append(f"default method held-out AUROC ≥ {GOAL_HELD_AUROC:g}: {held:.2f} — "
+        lines.append(f"default method held-out AUROC ≥ {GOAL_HELD_AUROC:g}: {held:.3f} — "
                      f"{verdict(held >= GOAL_HELD_AUROC)}")  # fmt: skip
         lines.append(f"default method rel. error ≤ the true circuit's + {GOAL_REL_ERR_MARGIN:g}: "
-                     f"{margin:+.2f} — {verdict(margin <= GOAL_REL_ERR_MARGIN)}")  # fmt: skip
+                     f"{margin:+.3f} — {verdict(margin <= GOAL_REL_ERR_MARGIN)}")  # fmt: skip
     ablation = select(fits, method="ablation")
     if ablation:
         ratio = time_ratio(ablation, select(fits, grid="objective", loss="both"))
