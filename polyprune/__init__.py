@@ -28,6 +28,8 @@ from . import methods as methods
 from . import plot as plot
 from . import results as results
 from . import scoring as scoring
+
+from . import ablation as ablation  # isort: skip  (registered after the scorers)
 from . import zoo
 from .clustering import cluster
 from .evaluation import evaluate

@@ -87,8 +87,6 @@ class FitRow(Fitted):
         "f1",
         "eff_f1",
         "true_kept",
-        "roc_auc",
-        "roc_tpr",
     )
 
     cluster: int

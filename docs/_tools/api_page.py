@@ -29,6 +29,7 @@ MODULES = (
     "polyprune.methods",
     "polyprune.scoring",
     "polyprune.sparsify",
+    "polyprune.ablation",
     "polyprune.subnetwork",
     "polyprune.evaluation",
     "polyprune.visualization",

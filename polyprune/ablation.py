@@ -1,0 +1,103 @@
+"""Iterative ablation (ACDC, Conmy et al. 2023) as a subnetwork method: ``"ablation"``.
+
+Kernels are visited from the unit back to the input; each is removed when removing it changes the
+objective by at most ``tau``. The objective is one of Continuous Sparsification's
+(``CSConfig(loss=...)``; default ``"both"``: the unit's activation on the cluster and its silence
+on the others), evaluated with hard masks. One layer's candidate removals are evaluated together
+in one batched forward pass; see :mod:`polyprune._ablation` for how.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from ._ablation import ablate
+from ._cs.loss import loss_class
+from .methods import FitJob, Method, Subnetwork
+
+__all__ = ["DEFAULT_TAU", "Ablation"]
+
+#: The default threshold, chosen on planted seeds 0–4 (``docs/faithfulness.md``).
+DEFAULT_TAU = 1e-3
+
+
+class Ablation(Method, name="ablation"):
+    """ACDC on kernels: remove a kernel when the objective moves by at most ``tau``.
+
+    Visits the kernels that can reach the unit layer by layer from the unit back to the input;
+    in each layer only the kernels still on a path to the unit are tried (the others can change
+    nothing and are dropped). A kernel is removed when ``L(without it) − L(now) ≤ tau``, so a
+    removal that helps the objective is always taken. ``L`` is a Continuous Sparsification
+    objective (``loss``; errors are relative to the members' RMS activation, so ``tau`` does not
+    depend on the unit's scale). Finds its own kept fraction (``keep`` is not used).
+
+    The subnetwork's ``state["effects"]`` holds, per weight, each kernel's effect ``L(without) −
+    L(now)`` when it was visited (0 for kernels on no path): continuous scores for a
+    threshold-free comparison (:func:`polyprune.evaluation.circuit_scores`). ``history`` has one
+    entry per layer visited (unit first): ``objective`` after it, ``kept`` kernels,
+    cumulative candidate ``evaluations`` and ``seconds``.
+
+    Parameters
+    ----------
+    tau : float
+        The threshold, ≥ 0 (default :data:`DEFAULT_TAU`).
+    loss : str
+        The objective, a registered CS loss (``"both"``, ``"preserve"``, ``"separate"``, ...).
+    ablation : {"zero", "mean"}
+        A removed kernel contributes 0, or its mean contribution over the images (per position).
+    max_batch : int
+        At most this many images (candidates × images) per forward pass: memory only.
+    progress : bool
+        Show progress bars.
+
+    Examples
+    --------
+    The hand-built network's unit depends on 15 known kernels; ablation keeps exactly those:
+
+    >>> import torch, polyprune as pp
+    >>> net = pp.zoo.handbuilt()
+    >>> sub = pp.fit_subnetwork(net.model, net.unit, net.images, torch.arange(6) < 3,
+    ...                         pp.ablation.Ablation(tau=1e-3, loss="preserve"))
+    >>> found = pp.evaluation.circuit_scores(sub.masks, net.truth, sub.state["effects"])
+    >>> found.precision, found.recall, found.roc_auc
+    (1.0, 1.0, 1.0)
+    """
+
+    def __init__(
+        self,
+        *,
+        tau: float = DEFAULT_TAU,
+        loss: str = "both",
+        ablation: Literal["zero", "mean"] = "zero",
+        max_batch: int = 2048,
+        progress: bool = True,
+    ) -> None:
+        if isinstance(tau, bool) or not isinstance(tau, int | float) or not tau >= 0:
+            raise ValueError(f"tau must be a number ≥ 0, got {tau!r}")
+        if ablation not in ("zero", "mean"):
+            raise ValueError(f"ablation must be 'zero' or 'mean', got {ablation!r}")
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise ValueError(f"max_batch must be an int ≥ 1, got {max_batch!r}")
+        loss_class(loss)  # an unknown objective is a ValueError naming the registered ones
+        super().__init__(progress=progress)
+        self.tau, self.loss, self.ablation, self.max_batch = float(tau), loss, ablation, max_batch
+
+    def fit(self, job: FitJob) -> Subnetwork:
+        """Ablate the kernels of one job (kernel granularity only)."""
+        if job.granularity != "kernel":
+            raise ValueError(
+                f"ablation removes kernels: granularity must be 'kernel', got {job.granularity!r}"
+            )
+        found = ablate(
+            job.model, job.unit, job.images, job.members, tau=self.tau,
+            objective=loss_class(self.loss)(), ablation=self.ablation,
+            batch_size=job.batch_size, max_batch=self.max_batch,
+            progress=job.progress and self.progress,
+        )  # fmt: skip
+        return Subnetwork(
+            job.masks({n: found.kernels[n] for n in job.shapes}), job.unit, self.name,
+            found.history, state={"effects": found.effects, "tau": self.tau},
+        )  # fmt: skip
+
+    def __repr__(self) -> str:
+        return f"Ablation(tau={self.tau:g}, loss={self.loss!r}, ablation={self.ablation!r})"
