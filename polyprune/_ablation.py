@@ -43,7 +43,7 @@ from ._progress import staged
 from ._unit_io import unit_activation, unit_activations
 from .targets import Unit
 
-__all__ = ["AblationResult", "ablate", "removal_effects", "subnetwork_objective"]
+__all__ = ["AblationResult", "ablate", "removal_effects"]
 
 #: ``(a, d, y, shift, ctx) -> loss``, as the CS objectives.
 ObjectiveFn = Callable[..., Tensor]
@@ -332,22 +332,6 @@ def _visit(run: _Ablator, name: str, rows: Tensor, cols: Tensor, now: float, tau
         else:
             run.restore(name, int(rows[k]), int(cols[k]), mean_of(k))
     return now
-
-
-def subnetwork_objective(
-    model: nn.Module,
-    unit: Unit,
-    images: Tensor,
-    members: Tensor,
-    kernels: dict[str, Tensor],
-    *,
-    objective: ObjectiveFn = both,
-    batch_size: int = 256,
-) -> float:
-    """The objective of the subnetwork ``kernels`` (kept ``(out, in)`` per weight; missing: all
-    kept) with hard masks; the model is left as found."""
-    return removal_effects(model, unit, images, members, kernels, objective=objective,
-                           batch_size=batch_size, effects=False)[0]  # fmt: skip
 
 
 def removal_effects(

@@ -49,3 +49,11 @@ def test_only_kernel_granularity() -> None:
     with pytest.raises(ValueError, match="granularity must be 'kernel'"):
         pp.fit_subnetwork(net.model, net.unit, net.images, torch.arange(6) < 3, "ablation",
                           granularity="weight")  # fmt: skip
+
+
+def test_removal_effects_needs_kernel_masks() -> None:
+    net = zoo.handbuilt()
+    weight = pp.Masks({n: torch.ones(s, dtype=torch.bool) for n, s in
+                       net.truth.weight_shapes.items()}, "weight")  # fmt: skip
+    with pytest.raises(ValueError, match="kernel granularity"):
+        pp.ablation.removal_effects(net.model, net.unit, net.images, torch.arange(6) < 3, weight)

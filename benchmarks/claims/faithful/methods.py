@@ -14,7 +14,6 @@ from sklearn.metrics import roc_curve
 from torch import Tensor
 
 import polyprune as pp
-from polyprune._ablation import removal_effects, subnetwork_objective
 from polyprune.results import Subnetwork
 
 from ..rows import _JSONRow
@@ -128,11 +127,10 @@ def identifiability(run: Runner, fitted: Mapping[str, Mapping[int, Subnetwork]])
         if truth is None:
             continue
         members = y == c
-        kernels = {n: truth[n] for n in truth}
-        base, effects = removal_effects(model, run.unit, x, members, kernels)
+        base, effects = pp.ablation.removal_effects(model, run.unit, x, members, truth)
         found = [
-            (subnetwork_objective(model, run.unit, x, members,
-                                  {n: subs[c].masks[n] for n in subs[c].masks}), arm)
+            (pp.ablation.removal_effects(model, run.unit, x, members, subs[c].masks,
+                                         effects=False)[0], arm)
             for arm, subs in fitted.items() if c in subs
         ]  # fmt: skip
         best, arm = min(found) if found else (math.nan, "–")
