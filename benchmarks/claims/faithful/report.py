@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import polyprune as pp
+
 from ..config import (
     GOAL_AUROC,
     GOAL_F1,
@@ -192,7 +194,8 @@ def findings(fits: Sequence[FitRow], settings: Sequence[str], models: Sequence[s
 def _describe(method: str) -> str:
     if method == "ablation":
         return ("`ablation` (ACDC: kernels visited from the unit back, removed when the `both` "
-                "objective moves by at most τ, its default; zero ablation)")  # fmt: skip
+                f"objective moves by at most τ = {pp.ablation.DEFAULT_TAU:g}, its default, chosen "
+                "on planted seeds 0–4; zero ablation)")  # fmt: skip
     if method == "attribution":
         return ("`attribution` (EAP: |first-order effect of removing each kernel| on the "
                 "cluster's crops; cut at the kept fraction of CS with `both`)")  # fmt: skip
@@ -205,7 +208,7 @@ def header(cfg: FaithfulConfig, argv: Sequence[str], seconds: float) -> list[str
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     defaults = "; ".join(
         f"`{loss}`: λ = {c.penalty_weight:g}, lr {c.learning_rate:g}, {c.epochs} epochs"
-        for loss in OBJECTIVES
+        for loss in cfg.objectives
         for c in [cfg.cs_config(loss)]
     )
     settings = "; ".join(
