@@ -12,7 +12,8 @@ and indices plus one payload row per distinct kept item (at most ``min(N, T·k)`
 Items must arrive in increasing global index order within this process (as a data pass
 yields them). Once ``k`` items are kept, a channel's ``k``-th value is a threshold: a later
 item enters only if it is *strictly* higher (on a tie the kept item has the lower index), so
-most items are dropped without sorting. Candidates are buffered and merged ``k`` at a time.
+most items are dropped without sorting. Candidates are buffered and merged ``k`` (without
+inputs: at least 256) at a time.
 :meth:`TopK.gather` merges every rank's top-k into the global one under ``torch.distributed``.
 """
 
@@ -78,7 +79,8 @@ class TopK:
             values = values[:, wanted].masked_fill(~passing[:, wanted], float("-inf"))
         self._pending.append((values.contiguous(), index, rows))
         self._pending_rows += int(index.numel())
-        if self._pending_rows >= max(self.k, 256):
+        # inputs are large: then hold no more than k of them (the memory of the kept top-k)
+        if self._pending_rows >= (self.k if inputs is not None else max(self.k, 256)):
             self._flush()
 
     def _flush(self) -> None:

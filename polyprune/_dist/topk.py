@@ -107,8 +107,9 @@ def merge_topk(
     since each rank's shard holds the global top-k's items that fall in it, and a local top-k
     keeps them all (same tie rule), merging the local top-k's gives exactly the global top-k.
 
-    Order: value descending, ties by the lower global index (as ``_TopK`` in
-    ``polyprune.recording``). NaN values are rejected; ``±inf`` sort as usual.
+    Order: value descending, ties by the lower global index: polyprune's one tie rule, which
+    the running top-k (``polyprune._topk.TopK``) merges with. NaN values are rejected; ``±inf``
+    sort as usual.
 
     Parameters
     ----------
