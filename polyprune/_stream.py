@@ -100,6 +100,7 @@ def stream(
                 sums[name] = column if name not in sums else sums[name] + column
             seen = offset + int(batch.shape[0])
             bar.update(batch.shape[0])
+            del runs, x, out, codes  # not alive during the next batch's forward
     tops = {name: states[name].gather() for name in names}
     if is_distributed():
         # rank 0 always reads data (it owns the first block or batch): its plans are everyone's

@@ -12,8 +12,11 @@ and indices plus one payload row per distinct kept item (at most ``min(N, T·k)`
 Items must arrive in increasing global index order within this process (as a data pass
 yields them). Once ``k`` items are kept, a channel's ``k``-th value is a threshold: a later
 item enters only if it is *strictly* higher (on a tie the kept item has the lower index), so
-most items are dropped without sorting. Candidates are buffered and merged ``k`` (without
-inputs: at least 256) at a time.
+most items are dropped without sorting. Over every channel, candidates are buffered and
+merged ``max(k, 256)`` at a time (sorting ``C`` rows is the cost); over a subset, or with
+inputs (large, and O(k) memory is the promise), every batch is merged at once: small tensors
+held across batches between the large transient ones fragment the heap, and the peak memory
+of a pass grew with its length.
 :meth:`TopK.gather` merges every rank's top-k into the global one under ``torch.distributed``.
 """
 
@@ -57,11 +60,12 @@ class TopK:
         self._threshold: Tensor | None = None  # (T,): each channel's k-th value once full
         self._pending: list[tuple[Tensor, Tensor, dict[str, Tensor]]] = []  # values (T, b), ...
         self._pending_rows = 0
+        self._buffer = max(k, 256) if channels is None else 0  # see the module docstring
 
     def push(self, codes: Tensor, offset: int, inputs: Tensor | None = None) -> None:
         """Add a batch: ``codes`` ``(B, C)`` of items ``offset .. offset + B - 1`` (and their
         ``inputs``, ``(B, ...)``, to keep with them)."""
-        codes = codes.detach().float().cpu()
+        codes = codes.detach().float().cpu().clone()  # a view would hold the whole output
         values = codes.T if self.channels is None else codes[:, self.channels].T
         if not bool(torch.isfinite(values).all()):
             raise ValueError("the model produced NaN or infinite activations")
@@ -79,8 +83,7 @@ class TopK:
             values = values[:, wanted].masked_fill(~passing[:, wanted], float("-inf"))
         self._pending.append((values.contiguous(), index, rows))
         self._pending_rows += int(index.numel())
-        # inputs are large: then hold no more than k of them (the memory of the kept top-k)
-        if self._pending_rows >= (self.k if inputs is not None else max(self.k, 256)):
+        if self._pending_rows >= self._buffer or inputs is not None:
             self._flush()
 
     def _flush(self) -> None:

@@ -49,7 +49,7 @@ def test_topk_is_the_one_process_tie_rule(n: int, c: int, k: int, batch: int, se
     state = TopK(k, channels)
     for start in range(0, n, batch):
         state.push(codes[start : start + batch], offset=start, inputs=inputs[start : start + batch])
-        assert state._pending_rows < k  # inputs are held k at most: memory O(k + batch)
+        assert state._pending_rows == 0  # inputs are merged at once: memory O(k + batch)
     top = state.result()
     assert top is not None
     for row, ch in enumerate(channels or range(c)):
