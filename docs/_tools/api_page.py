@@ -9,6 +9,7 @@ tests/test_docs.py checks that docs/api.md is what this prints, so the page cann
 
 from __future__ import annotations
 
+import html
 import importlib
 import inspect
 import pkgutil
@@ -83,7 +84,20 @@ def _markdown(text: str) -> str:
 def _summary(obj: object) -> str:
     doc = inspect.getdoc(obj) or ""
     first = doc.strip().split("\n\n")[0].replace("\n", " ")
-    return _markdown(first).replace("|", "\\|")
+    return _cell(_markdown(first))
+
+
+def _cell(text: str) -> str:
+    """``text`` safe in a table cell on GitHub and in mkdocs alike: a code span holding ``|``
+    (``|w|``) becomes ``<code>`` with ``&#124;`` (an escaped pipe inside backticks shows its
+    backslash in mkdocs), any other ``|`` is escaped."""
+    parts = re.split(r"(`[^`]*`)", text)
+    return "".join(
+        f"<code>{html.escape(p[1:-1]).replace('|', '&#124;')}</code>"
+        if p.startswith("`") and "|" in p
+        else p.replace("|", "\\|")
+        for p in parts
+    )
 
 
 def _kind(obj: object) -> str:
