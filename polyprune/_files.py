@@ -17,6 +17,8 @@ from typing import Any, BinaryIO
 
 import torch
 
+from . import _validate
+
 __all__ = [
     "MANIFEST",
     "TargetExists",
@@ -125,6 +127,7 @@ def check_result_directory(
     as ``("--data", folder)``). ``what`` names the path in messages (``"--out X"``); ``force``
     is how to ask for a replacement (``"overwrite=True"``, ``"--force"``).
     """
+    overwrite = _validate.flag("overwrite", overwrite)
     if os.fspath(path) == "":
         raise ValueError(f"{what} is empty: give the name of a new directory")
     out = Path(path)
@@ -310,6 +313,7 @@ def check_file_target(
     before any work: its directory exists, and nothing is there or, with ``overwrite``, a file
     ``same_kind`` recognises as an earlier ``what``. Else a one-line ``ValueError``
     (:class:`TargetExists` for something already there) saying what is there and what to do."""
+    overwrite = _validate.flag("overwrite", overwrite)
     where = os.fspath(path)
     if where == "":
         raise ValueError(f"the path of the {what} is empty: give a file name")

@@ -205,3 +205,26 @@ def rank_stderr_tails(logs: Path, size: int = 1500) -> str:
             f"characters ---\n{text[-size:] if text else '(empty)'}"
         )
     return "".join(parts) or "\n--- no rank stderr kept (torchrun did not start the ranks) ---"
+
+
+# ---------------------------------------------------------------------- the command line's tests
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small image folder (7 concept classes of 10 images, 32×32) for the command line."""
+    from polyprune import zoo
+
+    return zoo.write_image_folder(tmp_path_factory.mktemp("images") / "data", 10, size=32, seed=3)
+
+
+@pytest.fixture
+def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if a command loads a model or runs the demo."""
+    from polyprune.cli import _commands
+
+    def loaded(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded before the error")
+
+    monkeypatch.setattr(_commands, "load_model", loaded)
+    monkeypatch.setattr("polyprune._demo.run_demo", loaded)

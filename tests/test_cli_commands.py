@@ -17,18 +17,13 @@ import torch
 import torchvision
 
 import polyprune.cli
-from polyprune import CSConfig, Unit, zoo
+from polyprune import CSConfig, Unit
 from polyprune._provenance import model_description
 from polyprune.cli import main
 from polyprune.cli._commands import cs_config
 from polyprune.cli._parser import build_parser
 
 PLANTED = ["--model", "zoo:planted", "--layer", "features.6", "-qq"]
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return zoo.write_image_folder(tmp_path_factory.mktemp("images") / "data", 10, size=32, seed=3)
 
 
 class _Stop(Exception):

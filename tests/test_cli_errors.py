@@ -17,7 +17,6 @@ import torch
 import torchvision
 from torchvision.datasets import ImageFolder
 
-from polyprune import zoo
 from polyprune.cli import _commands, _launch, main
 from polyprune.cli._errors import CLIError
 from polyprune.cli._inputs import ImageFiles, image_transform, open_images
@@ -28,22 +27,6 @@ WEIGHT_CASES = ("garbage", "empty", "truncated", "object", "tensor", "list", "ne
                 "non-tensor", "empty-dict")  # fmt: skip
 STUDY = ["study", "--model", "zoo:concepts-merged", "--layer", "features.9", "--unit", "3",
          "--k", "20", "--methods", "snip", "-qq"]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return zoo.write_image_folder(tmp_path_factory.mktemp("images") / "data", 10, size=32, seed=3)
-
-
-@pytest.fixture
-def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fail the test if a command loads a model or runs the demo."""
-
-    def loaded(*args: object, **kwargs: object) -> None:
-        raise AssertionError("the model was loaded before the error")
-
-    monkeypatch.setattr(_commands, "load_model", loaded)
-    monkeypatch.setattr("polyprune._demo.run_demo", loaded)
 
 
 def one_line_error(capsys: pytest.CaptureFixture[str], *parts: str) -> str:

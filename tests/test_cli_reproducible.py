@@ -6,24 +6,16 @@ from the torch hub cache and never downloads them."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import pytest
 import torch
 import torchvision
 
-from polyprune import zoo
 from polyprune.cli import _weights, main
 from polyprune.cli._inputs import load_model
 
 SQUEEZE = ["--model", "torchvision:squeezenet1_1", "--layer", "features.3", "--image-size", "64",
            "--k", "20", "--quiet"]  # fmt: skip
 WARNING = "polyprune: warning: torchvision:squeezenet1_1 has random weights (drawn from --seed "
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return zoo.write_image_folder(tmp_path_factory.mktemp("images") / "data", 10, size=32, seed=3)
 
 
 def _warnings(err: str) -> list[str]:

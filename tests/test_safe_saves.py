@@ -22,7 +22,7 @@ import torch
 import polyprune as pp
 from polyprune import zoo
 from polyprune._files import MANIFEST, check_result_directory
-from polyprune.cli import _commands, main
+from polyprune.cli import main
 from polyprune.results import StudyResult
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,6 +123,8 @@ def test_masks_replace_only_an_earlier_masks_file_when_asked(tmp_path):
             masks.save(file, overwrite=True)
         assert file.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "model.pt", "notes.txt"]
+    with pytest.raises(TypeError, match="overwrite must be True or False, got 'yes'"):
+        masks.save(path, overwrite="yes")
 
 
 # --------------------------------------------------------------------------- killed mid-save
@@ -189,20 +191,6 @@ def test_a_directory_save_killed_between_its_renames_is_undone_by_the_next(resul
 
 
 # ------------------------------------------------------------------------- the command line
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return zoo.write_image_folder(tmp_path_factory.mktemp("images") / "data", 10, size=32, seed=3)
-
-
-@pytest.fixture
-def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
-    def loaded(*args: object, **kwargs: object) -> None:
-        raise AssertionError("the model was loaded before the error")
-
-    monkeypatch.setattr(_commands, "load_model", loaded)
-    monkeypatch.setattr("polyprune._demo.run_demo", loaded)
 
 
 def _one_line(capsys: pytest.CaptureFixture[str], *parts: str) -> None:
