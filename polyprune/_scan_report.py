@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import html
 import json
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +18,7 @@ from ._files import load_saved
 from ._plan import Plan
 from ._report import clean, figures_html, html_page
 from ._scan_result import SCAN_COLUMNS
-from .clustering import Clustering
+from .clustering import ALPHA, Clustering, _nan
 from .receptive_field import ReceptiveField
 from .targets import Unit
 
@@ -50,7 +49,13 @@ def write_scan(scan: Scan, out: Path, data: Any, crops: int) -> Path:
         "positions": {layer: p.at for layer, p in scan._plans.items()},
         "seen_at": scan._seen_at,
         "clusterings": {
-            f"{layer}/{c}": {"min_cluster_size": cl.min_cluster_size, "params": cl.params}
+            f"{layer}/{c}": {
+                "min_cluster_size": cl.min_cluster_size,
+                "params": cl.params,
+                "statistic": cl.statistic,
+                "p_value": cl.p_value,
+                "alpha": cl.alpha,
+            }
             for (layer, c), cl in scan._clusterings.items()
         },
         "table": table,
@@ -106,7 +111,10 @@ def _answer(scan: Scan, shown: int = 20) -> list[str]:
     """The verdict and the table of the ``shown`` first channels, each with the command that
     studies it (``MODEL``: the scanned model, as given to ``--model``)."""
     poly = sum(r["polysemantic"] for r in scan.table())
-    verdict = f"{poly} of {len(scan)} channels polysemantic (top-{scan.k} of {scan.n_items} items)"
+    verdict = (
+        f"{poly} of {len(scan)} channels polysemantic (2+ clusters and Benjamini–Hochberg "
+        f"q < {scan.alpha:g}; top-{scan.k} of {scan.n_items} items)"
+    )
     root = scan.provenance.get("data", {}).get("root") if scan.provenance else None
     data = root or "FOLDER"
     rows = [
@@ -177,6 +185,9 @@ def read_scan(directory: Path) -> Scan:
             state["probabilities"][key].numpy(),
             int(info["min_cluster_size"]),
             info["params"],
+            _nan(info.get("statistic")),
+            _nan(info.get("p_value")),
+            float(info.get("alpha", ALPHA)),
         )
     plans = {}
     for layer in meta["layers"]:
@@ -186,8 +197,9 @@ def read_scan(directory: Path) -> Scan:
     rows = []
     for row in meta["table"]:
         row = {k: v for k, v in row.items() if k not in ("rank", "position")}
-        for key in ("separation", "balance"):
-            row[key] = math.nan if row[key] is None else row[key]
+        for key in ("separation", "balance", "statistic", "p_value", "q_value"):
+            if key in row:  # the test's columns are absent from scans saved before 0.3
+                row[key] = _nan(row[key])
         rows.append(row)
     seen_at = {layer: _pos(at) for layer, at in meta["seen_at"].items()}
     return Scan(

@@ -18,8 +18,9 @@ from ._dist import MergedTopK, is_main
 from ._files import atomic_directory
 from ._plan import Plan
 from ._provenance import file_paths
+from ._sigclust import q_values
 from ._stats import degenerate
-from .clustering import Clustering
+from .clustering import ALPHA, Clustering
 from .recording import TopActivations
 from .targets import Unit
 
@@ -44,7 +45,7 @@ def channel_row(clustering: Clustering, codes: Tensor, values: Tensor) -> dict[s
             separation = 0.0
         largest = max(clustering.sizes) / int(clustered.sum())
         balance = min(1.0, 2.0 * (1.0 - largest))
-    polysemantic = clustering.n_clusters >= 2 and not flags
+    polysemantic = clustering.n_clusters >= 2 and not flags  # a candidate: q decides (Scan)
     score = max(separation, 0.0) * balance * (1.0 - clustering.noise_fraction)
     return {
         "clusters": clustering.n_clusters,
@@ -55,6 +56,8 @@ def channel_row(clustering: Clustering, codes: Tensor, values: Tensor) -> dict[s
         "score": float(score) if polysemantic else 0.0,
         "max": float(values[0]),
         "flags": flags,
+        "statistic": clustering.statistic if polysemantic else math.nan,
+        "p_value": clustering.p_value if polysemantic else math.nan,
         "polysemantic": polysemantic,
     }
 
@@ -64,15 +67,35 @@ SCAN_COLUMNS: list[_glance.Column] = [
     ("noise", "noise", lambda v: _glance.fmt(v, ".0%")),
     ("separation", "separation", lambda v: _glance.fmt(v, ".3f")),
     ("balance", "balance", _glance.fmt), ("score", "score", lambda v: _glance.fmt(v, ".3f")),
+    ("p_value", "p", lambda v: _glance.fmt(v, ".2g")),
+    ("q_value", "q", lambda v: _glance.fmt(v, ".2g")),
     ("flags", "flags", lambda v: ", ".join(v)),
 ]  # fmt: skip
 """The columns of a scan's table in notebooks and reports."""
 
 
+def verdicts(rows: Sequence[dict[str, Any]], alpha: float) -> None:
+    """Benjamini–Hochberg over all the rows (untested ones count, as p = 1): each row gets its
+    ``q_value`` (NaN when not tested) and ``polysemantic = candidate and q < alpha``. Rows
+    without ``p_value`` (a scan saved before 0.3) keep their verdict, with ``q_value`` NaN."""
+    if not rows or any("p_value" not in r for r in rows):
+        for r in rows:
+            r.setdefault("q_value", math.nan)
+        return
+    q = q_values(np.array([r["p_value"] for r in rows], dtype=np.float64))
+    for r, value in zip(rows, q, strict=True):
+        r["q_value"] = math.nan if math.isnan(value) else float(value)
+        r["polysemantic"] = bool(r["clusters"] >= 2 and not r["flags"] and value < alpha)
+        if not r["polysemantic"]:
+            r["score"] = 0.0
+
+
 def _rank_key(row: Mapping[str, Any], layers: Sequence[str]) -> tuple[Any, ...]:
+    p = row.get("p_value", math.nan)
     return (
         bool(row["flags"]),
         not row["polysemantic"],
+        math.inf if math.isnan(p) else p,
         -row["score"],
         layers.index(row["layer"]),
         row["channel"],
@@ -93,14 +116,24 @@ class Scan:
     - ``balance``: ``min(1, 2·(1 − p))`` with ``p`` the largest cluster's share of the
       clustered codes: 1 when no cluster holds more than half of them, falling to 0 as one
       cluster takes everything (a second meaning seen on a handful of items counts less);
-    - ``score = max(separation, 0) · balance · (1 − noise)`` for a *polysemantic* channel (two
-      or more clusters, not flagged), 0 otherwise.
+    - ``score = max(separation, 0) · balance · (1 − noise)`` for a *polysemantic* channel, 0
+      otherwise;
+    - ``statistic``, ``p_value``: the significance test of the strongest half of the channel's
+      top-k codes (:func:`~polyprune.clustering.significance`), for channels with two or more
+      clusters that are not flagged (NaN for the others: not tested);
+    - ``q_value``: the Benjamini–Hochberg q-value over all scanned channels (untested ones
+      count as p = 1): calling every channel with ``q < alpha`` polysemantic keeps the expected
+      share of false calls among the calls at most ``alpha``.
+
+    **Polysemantic**: two or more clusters, not flagged, and ``q_value < alpha``
+    (``config["alpha"]``, default 0.05). A channel's :meth:`clustering` has its own p-value
+    verdict (``p < alpha``), without the correction for the scan's many channels.
 
     ``flags``: ``"dead"`` (its maximum over the data is ≤ 0: dead after a ReLU) and
-    ``"constant"`` (one value on all its top-k: the top-k are arbitrary). **Rank**:
-    polysemantic channels by decreasing score, then the other channels, then flagged ones
-    (ties: layer order, then channel). ``mean`` is the channel's mean center activation over
-    all items, ``max`` its largest.
+    ``"constant"`` (one value on all its top-k: the top-k are arbitrary). **Rank**, by the
+    evidence: polysemantic channels by increasing p-value (then decreasing score), then the
+    other channels the same way, then flagged ones (ties: layer order, then channel).
+    ``mean`` is the channel's mean center activation over all items, ``max`` its largest.
 
     Examples
     --------
@@ -138,7 +171,9 @@ class Scan:
         self._clusterings = dict(clusterings)
         self._plans = dict(plans)
         self._seen_at = dict(seen_at)
-        ordered = sorted((dict(r) for r in rows), key=lambda r: _rank_key(r, self.layers))
+        copies = [dict(r) for r in rows]
+        verdicts(copies, float(self.config.get("alpha", ALPHA)))
+        ordered = sorted(copies, key=lambda r: _rank_key(r, self.layers))
         for rank, row in enumerate(ordered, 1):
             row["rank"] = rank
             row["position"] = self._plans[row["layer"]].at
@@ -157,16 +192,24 @@ class Scan:
     def __len__(self) -> int:
         return len(self._rows)
 
+    @property
+    def alpha(self) -> float:
+        """The significance level of the verdict (q < alpha)."""
+        return float(self.config.get("alpha", ALPHA))
+
     def __repr__(self) -> str:
         poly = sum(r["polysemantic"] for r in self._rows)
         return (
-            f"Scan({', '.join(self.layers)}: {len(self)} channels, {poly} polysemantic, "
-            f"top-{self.k} of {self.n_items} items)"
+            f"Scan({', '.join(self.layers)}: {len(self)} channels, {poly} polysemantic "
+            f"(BH q < {self.alpha:g}), top-{self.k} of {self.n_items} items)"
         )
 
     def _repr_html_(self) -> str:
         poly = sum(r["polysemantic"] for r in self._rows)
-        verdict = f"{poly} of {len(self)} channels polysemantic (top-{self.k} of {self.n_items})"
+        verdict = (
+            f"{poly} of {len(self)} channels polysemantic (BH q < {self.alpha:g}; top-{self.k} "
+            f"of {self.n_items})"
+        )
         rows = [{**r, "unit": f"{r['layer']}[{r['channel']}]"} for r in self._rows[:10]]
         table = _glance.html_table(rows, SCAN_COLUMNS, marked=lambda r: bool(r["polysemantic"]))
         more = f"<p><small>{len(self) - 10} more: .table()</small></p>" if len(self) > 10 else ""
@@ -187,7 +230,8 @@ class Scan:
 
     def table(self) -> list[dict[str, Any]]:
         """One row per channel, in rank order: ``rank, layer, channel, position, clusters,
-        sizes, noise, separation, balance, score, mean, max, flags, polysemantic``."""
+        sizes, noise, separation, balance, score, mean, max, flags, statistic, p_value, q_value,
+        polysemantic``."""
         keys = (
             "rank",
             "layer",
@@ -202,25 +246,29 @@ class Scan:
             "mean",
             "max",
             "flags",
+            "statistic",
+            "p_value",
+            "q_value",
             "polysemantic",
         )
-        return [{key: row[key] for key in keys} for row in self._rows]
+        return [{key: row.get(key, math.nan) for key in keys} for row in self._rows]
 
     def summary(self, n: int = 10) -> str:
         """A plain-text table of the ``n`` first channels."""
         lines = [
             repr(self),
             f"{'rank':>4} {'unit':<22}{'clusters':>9}{'noise':>7}"
-            f"{'separation':>11}{'balance':>8}{'score':>7}{'max':>9}  flags",
+            f"{'separation':>11}{'balance':>8}{'score':>7}{'p':>9}{'q':>9}{'max':>9}  verdict",
         ]
         for r in self._rows[:n]:
             sep = "-" if math.isnan(r["separation"]) else f"{r['separation']:.3f}"
             bal = "-" if math.isnan(r["balance"]) else f"{r['balance']:.2f}"
             unit = f"{r['layer']}[{r['channel']}]"
+            verdict = ", ".join(r["flags"]) or ("polysemantic" if r["polysemantic"] else "")
             lines.append(
                 f"{r['rank']:>4} {unit:<22}{r['clusters']:>9}{r['noise']:>7.0%}"
-                f"{sep:>11}{bal:>8}{r['score']:>7.3f}{r['max']:>9.3g}  "
-                f"{', '.join(r['flags'])}"
+                f"{sep:>11}{bal:>8}{r['score']:>7.3f}{_glance.fmt(r.get('p_value'), '.2g'):>9}"
+                f"{_glance.fmt(r.get('q_value'), '.2g'):>9}{r['max']:>9.3g}  {verdict}"
             )
         return "\n".join(lines)
 

@@ -126,6 +126,7 @@ class StudyResult:
         c = self.clustering
         inputs = "top crops" if self.top.field is not None else "top images"
         verdict = "polysemantic" if self.is_polysemantic else "not polysemantic"
+        verdict += f" ({c._evidence()})"
         if self.flags:
             verdict += (
                 f" (the unit is {' and '.join(self.flags)}, max {float(self.top.values.max()):.4g}"
@@ -173,6 +174,7 @@ class StudyResult:
             "clustering": {"n_clusters": c.n_clusters, "sizes": c.sizes,
                            "noise_fraction": c.noise_fraction,
                            "is_polysemantic": c.is_polysemantic,
+                           "statistic": c.statistic, "p_value": c.p_value, "alpha": c.alpha,
                            "min_cluster_size": c.min_cluster_size,
                            "labels": c.labels.tolist()},
             "rows": self.rows(),

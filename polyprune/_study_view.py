@@ -83,7 +83,7 @@ def verdict(result: StudyResult) -> str:
     sizes = ", ".join(str(n) for n in c.sizes)
     return (
         f"{what}: {c.n_clusters} cluster{'s' if c.n_clusters != 1 else ''} ({sizes}) of "
-        f"{len(result.top)} {inputs}, noise {c.noise_fraction:.0%}"
+        f"{len(result.top)} {inputs}, noise {c.noise_fraction:.0%}, {c._evidence()}"
     )
 
 

@@ -24,7 +24,7 @@ from ._progress import stage
 from ._provenance import data_description, environment, file_paths, model_description, now
 from ._scan_result import Scan, channel_row
 from ._stream import stream
-from .clustering import MIN_CODES, Clustering, _check_options, cluster
+from .clustering import ALPHA, MIN_CODES, Clustering, _check_options, cluster
 from .targets import Unit
 
 __all__ = ["Scan", "scan"]
@@ -61,6 +61,8 @@ def scan(
     workers: int = 0,
     min_cluster_size: int | None = None,
     cluster_options: Mapping[str, Any] | None = None,
+    alpha: float = ALPHA,
+    seed: int = 0,
     progress: bool = True,
 ) -> Scan:
     """Find the polysemantic channels of whole layers in one pass over ``data``.
@@ -77,10 +79,13 @@ def scan(
     2. **Clusters.** Each channel's top-``k`` codes are clustered with
        :func:`~polyprune.cluster` (``min_cluster_size`` and ``cluster_options`` as in
        :func:`~polyprune.study`), so channel ``c`` gets exactly what
-       ``cluster(top_activating(model, Unit(layer, c), data, k).codes)`` gives.
-    3. **Ranking.** See :class:`Scan` for the score: channels with two or more clusters
-       first, by separation × balance × (1 − noise); then the others; dead or constant
-       channels last.
+       ``cluster(top.codes, values=top.values)`` gives for
+       ``top = top_activating(model, Unit(layer, c), data, k)``, with its significance test
+       (:func:`~polyprune.clustering.significance`, seeded by ``seed`` and the channel).
+    3. **Verdict and ranking.** Benjamini–Hochberg over the scanned channels: a channel is
+       polysemantic when it has two or more clusters and its q-value is below ``alpha``
+       (default 0.05). See :class:`Scan` for the table: polysemantic channels first, by
+       p-value; then the others; dead or constant channels last.
 
     ``data`` is anything :mod:`polyprune` accepts as images. The model runs in eval mode
     without gradients and is left as found. Under ``torch.distributed`` (``torchrun``) every
@@ -103,10 +108,12 @@ def scan(
     """
     same_everywhere(
         "scan", layers=layers, k=k, crop=crop, batch_size=batch_size,
-        min_cluster_size=min_cluster_size,
+        min_cluster_size=min_cluster_size, alpha=alpha, seed=seed,
         cluster_options=sorted((cluster_options or {}).items()), data=data_size(data),
     )  # fmt: skip
     names = _check_args(model, layers, k, min_cluster_size, cluster_options)
+    alpha = valid.number("alpha", alpha, low=0.0, high=1.0, low_open=True, high_open=True)
+    seed = valid.seed("seed", seed)
     options = dict(cluster_options or {})
     images = Images(data, batch_size=batch_size, workers=workers, shard=True)
     provenance = {"started": now(), "model": model_description(model),
@@ -126,8 +133,16 @@ def scan(
         def one(job: tuple[str, int]) -> tuple[Clustering, dict[str, Any]]:
             name, channel = job
             codes = merged[name].payload("codes")[channel]
-            clustering = cluster(codes, min_cluster_size, **options)
-            return clustering, channel_row(clustering, codes, merged[name].values[channel])
+            values = merged[name].values[channel]
+            clustering = cluster(
+                codes,
+                min_cluster_size,
+                values=values,
+                alpha=alpha,
+                seed=(seed + channel) % (valid.SEED_MAX + 1),
+                **options,
+            )
+            return clustering, channel_row(clustering, codes, values)
 
         done = run_jobs(
             jobs, one, what="scan clustering", progress=lambda _done, mine: bar.update(total=mine)
@@ -145,6 +160,8 @@ def scan(
         "batch_size": batch_size,
         "min_cluster_size": min_cluster_size,
         "cluster_options": options,
+        "alpha": alpha,
+        "seed": seed,
         "items": seen,
         "input_shape": list(found.shape),
     }

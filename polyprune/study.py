@@ -23,7 +23,7 @@ from ._provenance import data_description, environment, model_description, now
 from ._stats import DEGENERATE, degenerate
 from ._study_result import StudyResult
 from ._unit_io import unit_activations
-from .clustering import MIN_CODES, _check_options, cluster
+from .clustering import ALPHA, MIN_CODES, _check_options, cluster
 from .evaluation import _evaluate, held_out_split
 from .methods import DEFAULT_KEEP, Method
 from .recording import TopActivations, top_activating
@@ -54,6 +54,7 @@ def study(
     workers: int = 0,
     min_cluster_size: int | None = None,
     cluster_options: Mapping[str, Any] | None = None,
+    alpha: float = ALPHA,
     config: CSConfig | None = None,
     visualize: bool = False,
     visualize_options: Mapping[str, Any] | None = None,
@@ -65,10 +66,13 @@ def study(
     """Run the paper's pipeline on one unit.
 
     1. :func:`top_activating` streams ``data`` once and keeps the ``k`` best receptive-field
-       crops with their layer codes; 2. :func:`cluster` groups the codes; 3. if the unit is
-       polysemantic, each cluster's crops are split (``held_out`` fraction kept aside) and every
-       method fits one :class:`Subnetwork` per cluster (members: the cluster, non-members: the
-       other clusters, noise excluded); scorers keep ``keep``, CS finds its own kept fraction;
+       crops with their layer codes; 2. :func:`cluster` groups the codes and tests the
+       structure (:func:`~polyprune.clustering.significance` on the strongest half, seeded by
+       ``seed``); 3. if the unit is polysemantic (two or more clusters, ``p < alpha``, default
+       0.05, and not dead or constant: the rule of :func:`~polyprune.scan`), each cluster's
+       crops are split (``held_out`` fraction kept aside) and every method fits one
+       :class:`Subnetwork` per cluster (members: the cluster, non-members: the other
+       clusters, noise excluded); scorers keep ``keep``, CS finds its own kept fraction;
        4. :func:`evaluate` measures separation on fitted and held-out crops and overlaps;
        5. optionally :func:`visualize` the unit before and under each CS subnetwork.
 
@@ -96,12 +100,14 @@ def study(
     same_everywhere(
         "study", unit=unit, k=k, methods=methods, keep=keep, granularity=granularity,
         held_out=held_out, crop=crop, batch_size=batch_size, min_cluster_size=min_cluster_size,
-        cluster_options=sorted((cluster_options or {}).items()), config=config, cs=cs,
+        cluster_options=sorted((cluster_options or {}).items()), alpha=alpha, config=config,
+        cs=cs,
         visualize=visualize,
         visualize_options=sorted((visualize_options or {}).items()), seed=seed,
         top=_top_key(top), data=data_size(data),
     )  # fmt: skip
     valid.fraction("held_out", held_out, one=False)
+    valid.number("alpha", alpha, low=0.0, high=1.0, low_open=True, high_open=True)
     valid.seed("seed", seed)
     if isinstance(methods, str):
         raise TypeError(
@@ -132,8 +138,10 @@ def study(
         k = len(top)
         say(f"1/4 top-{k} crops of {unit} given", progress)
     t = time.perf_counter()
-    say("2/4 clustering the layer codes (HDBSCAN)", progress)
-    clustering = cluster(top.codes, min_cluster_size, **options)
+    say("2/4 clustering the layer codes (HDBSCAN) and testing the structure", progress)
+    clustering = cluster(
+        top.codes, min_cluster_size, values=top.values, alpha=alpha, seed=seed, **options
+    )
     timings["clustering"] = time.perf_counter() - t
     noise = int((clustering.labels < 0).sum())
     say(f"clustering: {clustering.n_clusters} cluster(s), {noise} noise of {len(top)} images, "
@@ -144,7 +152,7 @@ def study(
         unit=top.unit, top=top, clustering=clustering, fit_index=fit_index,
         held_index=held_index, timings=timings,
         config={"k": k, "keep": DEFAULT_KEEP if keep is None else keep,
-                "granularity": granularity, "held_out": held_out,
+                "granularity": granularity, "held_out": held_out, "alpha": alpha,
                 "methods": [n for n, _ in named], "seed": seed, "crop": top.field is not None,
                 "cs": _cs_settings([m for _, m in named], config).to_dict()},
         flags=flags,
@@ -162,7 +170,11 @@ def study(
         )
         return _finished(result)
     if not clustering.is_polysemantic:
-        say(f"{clustering.n_clusters} cluster(s): not polysemantic, nothing to split", progress)
+        say(
+            f"{clustering.n_clusters} cluster(s), p = {clustering.p_value:.3g}: not "
+            "polysemantic, nothing to split",
+            progress,
+        )
         return _finished(result)
     assert top.inputs is not None and top.input_unit is not None
     crops, seen_as = top.inputs, top.input_unit

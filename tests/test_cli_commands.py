@@ -200,7 +200,8 @@ def test_help_lists_the_commands_and_shows_defaults(capsys):
     study = " ".join(capsys.readouterr().out.split())  # unwrapped
     assert "top activating images (cropped to the unit's receptive field unless --no-crop) " \
            "(default: 1000)" in study  # fmt: skip
-    for shown in ("images per forward pass (default: 64)", "(default: 0.05)", "(default: eom)",
+    for shown in ("images per forward pass (default: 64)", "scorers (default: 0.05)",
+                  "(scan) (default: 0.05)", "(default: eom)",
                   "(default: polyprune-study)", "(default: auto)", "(default: True)"):  # fmt: skip
         assert study.count(shown) == 1, shown
     assert "(default: None)" not in study and "(default: False)" not in study

@@ -133,8 +133,8 @@ def cmd_study(args: argparse.Namespace) -> int:
             model, unit, images, k=args.k, methods=args.methods, keep=args.keep,
             held_out=args.held_out, crop=args.crop, batch_size=args.batch_size,
             workers=args.workers, min_cluster_size=args.min_cluster_size,
-            cluster_options=_clustering(args), config=cs, visualize=args.visualize, seed=args.seed,
-            progress=args.quiet < 2,
+            cluster_options=_clustering(args), alpha=args.alpha, config=cs,
+            visualize=args.visualize, seed=args.seed, progress=args.quiet < 2,
         )  # fmt: skip
     except (ValueError, DistributedError) as exc:
         raise CLIError(_first(exc)) from exc
@@ -157,7 +157,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
         result = scan(
             model, args.layer, images, k=args.k, crop=args.crop, batch_size=args.batch_size,
             workers=args.workers, min_cluster_size=args.min_cluster_size,
-            cluster_options=_clustering(args), progress=args.quiet < 2,
+            cluster_options=_clustering(args), alpha=args.alpha, seed=args.seed,
+            progress=args.quiet < 2,
         )  # fmt: skip
     except (ValueError, TypeError, DistributedError) as exc:
         raise CLIError(_first(exc)) from exc

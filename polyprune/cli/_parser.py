@@ -142,6 +142,11 @@ def _cluster_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--standardize", action="store_true", help="z-score each channel of the codes first"
     )
+    g.add_argument(
+        "--alpha", type=_fraction(one=False), default=0.05, metavar="LEVEL",
+        help="significance level of the verdict: polysemantic when 2+ clusters and p < LEVEL "
+        "(study) or Benjamini-Hochberg q < LEVEL (scan)",
+    )  # fmt: skip
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:
