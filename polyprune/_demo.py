@@ -70,6 +70,19 @@ def run_demo(out: Path, *, progress: bool = True, overwrite: bool = False) -> Pa
     return out / "report.html"
 
 
+def _with_truth(report: Path, table: str) -> None:
+    """The case's known concepts (and planted circuits) on its own page, under the verdict."""
+    page = report.read_text()
+    section = (
+        '<section class="truth"><h2>Ground truth</h2><p>What each cluster is (the majority '
+        "concept of its images) and, for the planted network, how well each subnetwork recovers "
+        f"its concept's circuit (precision/recall of kernels).</p><pre>{html.escape(table)}</pre>"
+        "</section>"
+    )
+    at = page.index("</section>") + len("</section>")  # after the verdict
+    report.write_text(page[:at] + section + page[at:])
+
+
 def _run(out: Path, progress: bool) -> Path:
     start = time.perf_counter()
     tables, sections = [], []
@@ -84,6 +97,7 @@ def _run(out: Path, progress: bool) -> Path:
         report = result.save(out / case.name)
         table = _table(case, result)
         table.append(f"   ({time.perf_counter() - t:.1f} s)")
+        _with_truth(report, "\n".join(table[1:-1]))
         tables.append("\n".join(table))
         sections.append((case.name, report.relative_to(out), "\n".join(table)))
     text = "\n\n".join(tables)

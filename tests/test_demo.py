@@ -23,6 +23,12 @@ def test_demo_writes_reports_and_prints_the_table(tmp_path, capsys):
         for figure in ("crops.png", "histograms.png", "kept.png", "report.html", "results.json"):
             assert (out / case / figure).stat().st_size > 0, (case, figure)
     assert "circuit P/R" in printed and "→ polysemantic" in printed
+    planted = (out / "planted" / "report.html").read_text()  # the ground truth on its own page
+    assert (
+        planted.index('class="verdict"')
+        < planted.index("Ground truth")
+        < planted.index("circuit P/R")
+    )
     index = (out / "report.html").read_text()
     assert all(f'href="{case}/report.html"' in index for case in ("planted", "digits-merged"))
 
