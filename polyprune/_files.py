@@ -165,18 +165,22 @@ def check_result_directory(
 
 def _check_replaceable(out: Path, kind: str, overwrite: bool, what: str, force: str) -> None:
     """Refuse the existing directory ``out`` unless it is empty or (with ``overwrite``) holds
-    only an earlier ``kind`` result."""
+    only an earlier ``kind`` result. Only a result's own (small) tree is walked: a large folder
+    of the user's is refused by its first level."""
     try:
-        files = _listing(out)
+        manifest = read_manifest(out)
+        if manifest is None:
+            entries = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())
+        else:
+            files = _listing(out)
     except OSError as exc:
         raise ValueError(f"{what} {out} cannot be read ({exc.strerror or exc})") from exc
-    if not files:
-        return
-    manifest = read_manifest(out)
     if manifest is None:
+        if not entries:
+            return
         raise TargetExists(
-            f"{what} {out} already holds {len(files)} files ({_shown(files)}) and is no polyprune "
-            f"{kind}: give a new or empty directory"
+            f"{what} {out} already holds {_shown(entries)} and is no polyprune {kind}: give a "
+            "new or empty directory"
         )
     if manifest["polyprune"] != kind:
         raise TargetExists(

@@ -69,7 +69,8 @@ def test_a_save_into_the_current_directory_is_refused(result, project, monkeypat
 
 def test_a_folder_with_other_files_is_refused_before_writing(result, project):
     before = _files(project)
-    with pytest.raises(FileExistsError, match=r"already holds 2 files .*notes\.txt.* no polyprune"):
+    refused = r"already holds images/, notes\.txt and is no polyprune study"
+    with pytest.raises(FileExistsError, match=refused):
         result.save(project, overwrite=True)
     assert _files(project) == before
     assert sorted(p.name for p in project.parent.iterdir()) == ["project"]  # no temp folder
