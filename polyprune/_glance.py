@@ -91,6 +91,11 @@ GLOSSARY = {
     "balance": "min(1, 2·(1 − p)), p the largest cluster's share: 1 when no cluster holds more "
     "than half the images",
     "score": "max(separation, 0) · balance · (1 − noise) for a polysemantic channel, else 0",
+    "p": "the significance test's p-value: how likely codes without clusters would split into "
+    "groups at least this clear (clustering.significance, on the strongest half of the top-k); "
+    "a study calls the unit polysemantic when p < alpha (0.05 by default)",
+    "q": "p corrected for testing every channel of the scan (Benjamini–Hochberg): calling the "
+    "channels with q < alpha polysemantic keeps the expected share of false calls at most alpha",
 }
 """Every column the tables and reports show, and what it means."""
 

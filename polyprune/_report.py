@@ -129,7 +129,7 @@ def answer_html(result: StudyResult) -> list[str]:
     return parts
 
 
-_SCAN_TERMS = ("separation", "balance", "score")
+_SCAN_TERMS = ("separation", "balance", "score", "q")
 
 
 def figures_html(figures: list[tuple[str, str]]) -> list[str]:

@@ -99,7 +99,7 @@ def write_scan(scan: Scan, out: Path, data: Any, crops: int) -> Path:
     body += figures_html(figures)
     terms = "".join(
         f"<dt>{html.escape(k)}</dt><dd>{html.escape(g.GLOSSARY[k])}</dd>"
-        for k in ("clusters", "noise", "separation", "balance", "score")
+        for k in ("clusters", "noise", "separation", "balance", "score", "p", "q")
     )
     body += ['<section class="glossary"><h2>Glossary</h2>', f"<dl>{terms}</dl></section>"]
     path = out / "report.html"
