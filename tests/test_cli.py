@@ -36,7 +36,7 @@ def test_study_on_an_image_folder(folder, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--model", "keras:vgg"], "--model must be torchvision:NAME or zoo:NAME"),
+        (["--model", "keras:vgg"], "--model must be torchvision:NAME, timm:NAME or zoo:NAME"),
         (["--model", "torchvision:alexnett"], "unknown torchvision model 'alexnett'"),
         (["--model", "zoo:digits"], "unknown zoo model 'digits'"),
         (["--layer", "features.90"], "unknown layer 'features.90'"),

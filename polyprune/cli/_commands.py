@@ -76,7 +76,7 @@ def _record_weights(args: argparse.Namespace, provenance: dict[str, Any]) -> Non
         provenance["weights"] = weights_provenance(found.file, found.name)
     elif found is not None:
         provenance["weights"] = weights_provenance(found)
-    elif args.model.startswith("torchvision:"):
+    elif args.model.startswith(("torchvision:", "timm:")):
         provenance["weights"] = {"random": True, "seed": args.seed}
 
 

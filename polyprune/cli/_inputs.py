@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 
 from .._files import check_result_directory
 from ._errors import BadImage, CLIError, describe, first_line
+from ._timm import build_timm, check_timm, timm_input_size
 from ._weights import Pretrained, build_torchvision, check_weights_file, load_weights, pretrained
 
 __all__ = [
@@ -42,12 +43,16 @@ def _extensions() -> tuple[str, ...]:
 
 
 def check_model(spec: str, weights: str | None) -> tuple[str, str, Path | Pretrained | None]:
-    """``(source, name, weights)`` of ``--model`` (``torchvision:NAME`` or ``zoo:NAME``, the
-    name known) and ``--weights``, only with a torchvision model: a file, or torchvision's
-    pretrained weights found in the torch hub cache (:func:`pretrained`); nothing is built."""
+    """``(source, name, weights)`` of ``--model`` (``torchvision:NAME``, ``timm:NAME`` or
+    ``zoo:NAME``, the name known) and ``--weights``, only with a torchvision or timm model: a
+    file, or (torchvision) its pretrained weights found in the torch hub cache
+    (:func:`pretrained`); nothing is built."""
     source, _, name = spec.partition(":")
-    if source not in ("torchvision", "zoo") or not name:
-        raise CLIError(f"--model must be torchvision:NAME or zoo:NAME, got {spec!r}")
+    if source not in ("torchvision", "timm", "zoo") or not name:
+        raise CLIError(f"--model must be torchvision:NAME, timm:NAME or zoo:NAME, got {spec!r}")
+    if source == "timm":
+        check_timm(name)
+        return source, name, None if weights is None else check_weights_file(weights)
     if source == "torchvision":
         import torchvision
 
@@ -74,11 +79,16 @@ def check_model(spec: str, weights: str | None) -> tuple[str, str, Path | Pretra
 
 
 def load_model(spec: str, weights: str | None, seed: int = 0) -> tuple[nn.Module, int, bool]:
-    """``(model, input size, imagenet normalization)`` for ``torchvision:NAME`` or ``zoo:NAME``;
-    ``weights``: for a torchvision model a state_dict file or the name of torchvision's
-    pretrained weights (see :mod:`._weights`); without, its random weights are drawn from
-    ``seed`` (one warning line)."""
+    """``(model, input size, imagenet normalization)`` for ``torchvision:NAME``, ``timm:NAME``
+    or ``zoo:NAME``; ``weights``: a state_dict file, or for a torchvision model the name of
+    torchvision's pretrained weights (see :mod:`._weights`); without, its random weights are
+    drawn from ``seed`` (one warning line)."""
     source, name, found = check_model(spec, weights)
+    if source == "timm":
+        model = build_timm(name, seed, warn=found is None)
+        if isinstance(found, Path):
+            load_weights(model, found, spec)
+        return model.eval(), timm_input_size(model), True
     if source == "torchvision":
         given = found if isinstance(found, Pretrained) else None
         model = build_torchvision(name, given, seed, warn=found is None)

@@ -82,14 +82,19 @@ def _fraction(*, one: bool) -> Callable[[str], float]:
 
 def _model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--model", required=True, help="torchvision:NAME or zoo:NAME")
+    g.add_argument(
+        "--model", required=True,
+        help="torchvision:NAME, timm:NAME (needs pip install 'polyprune[timm]'; built with "
+        "pretrained=False) or zoo:NAME",
+    )  # fmt: skip
     g.add_argument(
         "--weights", metavar="FILE|NAME",
         help="a torchvision model's weights: DEFAULT or a torchvision weights name such as "
         "IMAGENET1K_V1 (torchvision's pretrained weights, read from the local torch hub cache, "
         "never downloaded), or a state_dict file (read with weights_only=True; a checkpoint's "
         "'state_dict' or 'model' entry and DataParallel's 'module.' prefix are accepted); "
-        "recorded with its SHA-256 in the provenance. Without: random weights from --seed",
+        "recorded with its SHA-256 in the provenance; for a timm model only a file. Without: "
+        "random weights from --seed",
     )  # fmt: skip
     g.add_argument(
         "--import", dest="imports", action="append", default=[], metavar="MODULE",

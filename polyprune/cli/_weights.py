@@ -10,7 +10,7 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +26,7 @@ from ._errors import CLIError, first_line
 
 __all__ = [
     "Pretrained",
+    "build_random",
     "build_torchvision",
     "check_weights_file",
     "load_weights",
@@ -248,14 +249,29 @@ def build_torchvision(
                     f"--weights: {found.file} does not fit {name}: {first_line(exc)}"
                 ) from exc
         return model
+    return build_random(
+        lambda: torchvision.models.get_model(name, weights=None),
+        f"torchvision:{name}",
+        seed,
+        "--weights DEFAULT for torchvision's pretrained weights (from the torch hub cache) or "
+        "--weights FILE",
+        warn=warn,
+    )
+
+
+def build_random(
+    build: Callable[[], nn.Module], spec: str, seed: int, real: str, *, warn: bool = True
+) -> nn.Module:
+    """``build()`` with its random weights drawn from ``seed`` — the same seed, the same
+    weights — without changing the caller's random state; with ``warn``, one warning line on
+    stderr (rank 0 only) says the weights of ``spec`` are random and how to give ``real`` ones."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = torchvision.models.get_model(name, weights=None)
+        model = build()
     if warn and os.environ.get("RANK", "0") == "0":
         print(
-            f"polyprune: warning: torchvision:{name} has random weights (drawn from --seed "
-            f"{seed}): give --weights DEFAULT for torchvision's pretrained weights (from the torch "
-            "hub cache) or --weights FILE",
+            f"polyprune: warning: {spec} has random weights (drawn from --seed {seed}): give "
+            f"{real}",
             file=sys.stderr,
             flush=True,
         )
