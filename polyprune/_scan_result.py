@@ -359,6 +359,7 @@ class Scan:
         failure leaves an earlier report there whole. Distributed, only rank 0 writes
         (the others return the same path), so every rank may call it.
         """
+        valid.path("directory", directory)
         from ._scan_report import write_scan
 
         valid.integer("crops", crops, low=0)
@@ -373,6 +374,7 @@ class Scan:
     def load(cls, directory: str | Path) -> Scan:
         """Read a scan written by :meth:`save` (everything but the crops: pass ``data`` to
         :meth:`top` again)."""
+        valid.path("directory", directory)
         from ._scan_report import read_scan
 
         return read_scan(Path(directory))

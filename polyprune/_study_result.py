@@ -218,6 +218,7 @@ class StudyResult:
         >>> again.summary() == result.summary()
         True
         """
+        valid.path("directory", directory)
         valid.integer("crops_per_cluster", crops_per_cluster, low=0)
         if not is_main():
             return Path(directory) / "report.html"
@@ -229,6 +230,7 @@ class StudyResult:
     def load(cls, directory: str | Path) -> StudyResult:
         """The study :meth:`save` wrote to ``directory`` (``weights_only`` safe); its report can
         be written again with :meth:`save` (or ``polyprune report DIR``)."""
+        valid.path("directory", directory)
         return read_study(directory)
 
 

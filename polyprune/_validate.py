@@ -15,9 +15,12 @@ of these, and ``except ValueError`` keeps working); a value out of range raises 
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Collection
-from typing import TypeVar
+import os
+from collections.abc import Callable, Collection, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -27,6 +30,7 @@ __all__ = [
     "SEED_MAX",
     "ArgumentTypeError",
     "choice",
+    "decoder",
     "device",
     "flag",
     "floating_model",
@@ -35,8 +39,10 @@ __all__ = [
     "integer",
     "model",
     "number",
+    "path",
     "seed",
     "size",
+    "tensor_dict",
 ]
 
 #: The largest seed: torch's generators take up to 2**64 - 1, numpy's any int ≥ 0; 2**63 - 1
@@ -44,6 +50,7 @@ __all__ = [
 SEED_MAX = 2**63 - 1
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class ArgumentTypeError(TypeError, ValueError):
@@ -194,3 +201,60 @@ def _tensors(module: nn.Module) -> list[tuple[str, Tensor]]:
         (f"parameter {n!r}", p) for n, p in module.named_parameters()
     ]
     return found + [(f"buffer {n!r}", b) for n, b in module.named_buffers()]
+
+
+def path(name: str, value: object) -> Path:
+    """A file or directory path: a non-empty ``str`` or ``os.PathLike``."""
+    if not isinstance(value, str | os.PathLike) or str(value) == "":
+        raise ArgumentTypeError(
+            f"{name} must be a path (a non-empty str or Path), got {_got(value)}"
+        )
+    return Path(value)
+
+
+def decoder(
+    from_dict: Callable[[type[T], Mapping[str, Any]], R],
+) -> Callable[[type[T], Mapping[str, Any]], R]:
+    """Decorate a ``from_dict(cls, data)`` (under ``@classmethod``): ``data`` must be a dict, and a
+    missing or malformed field raises one ``ValueError`` naming the class and the field."""
+
+    @functools.wraps(from_dict)
+    def decode(cls: type[T], data: Mapping[str, Any]) -> R:
+        where = f"{cls.__name__}.from_dict"
+        if not isinstance(data, Mapping):
+            raise ArgumentTypeError(
+                f"{where}: data must be a dict (as {cls.__name__}.to_dict returns), "
+                f"got {_got(data)}"
+            )
+        try:
+            return from_dict(cls, data)
+        except KeyError as exc:
+            raise ValueError(
+                f"{where}: data lacks the field {exc.args[0]!r} (or a field inside it) that "
+                f"{cls.__name__}.to_dict writes"
+            ) from exc
+        except (TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
+            raise ValueError(
+                f"{where}: data is not what {cls.__name__}.to_dict writes: {exc}"
+            ) from exc
+
+    return decode
+
+
+def tensor_dict(name: str, value: object, *, finite: bool = True) -> Mapping[str, torch.Tensor]:
+    """A non-empty mapping of weight names (str) to non-empty tensors (finite ones)."""
+    valid = "a non-empty dict of weight names (str) to tensors, as model.named_parameters()"
+    if not isinstance(value, Mapping):
+        raise ArgumentTypeError(f"{name} must be {valid}, got {_got(value)}")
+    if not value:
+        raise ValueError(f"{name} must be {valid}, got an empty {type(value).__name__}")
+    for key, t in value.items():
+        if not isinstance(key, str):
+            raise ArgumentTypeError(f"{name} must be {valid}; its key {key!r} is not a str")
+        if not isinstance(t, torch.Tensor):
+            raise ArgumentTypeError(f"{name}[{key!r}] must be a tensor, got {_got(t)}")
+        if t.numel() == 0:
+            raise ValueError(f"{name}[{key!r}] is empty (shape {tuple(t.shape)})")
+        if finite and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name}[{key!r}] contains NaN or infinite values")
+    return value

@@ -116,6 +116,7 @@ class Clustering:
         }  # fmt: skip
 
     @classmethod
+    @valid.decoder
     def from_dict(cls, data: Mapping[str, Any]) -> Clustering:
         """The clustering of :meth:`to_dict` (one saved before 0.3, without a test, has
         ``p_value`` NaN)."""

@@ -113,6 +113,8 @@ class Overlap:
 
 def overlap(a: Masks, b: Masks) -> Overlap:
     """Compare two subnetworks of one unit (same weights and granularity)."""
+    valid.instance("a", a, Masks, "a polyprune.Masks")
+    valid.instance("b", b, Masks, "a polyprune.Masks")
     iou = a.iou(b)  # also validates that the masks are comparable
     exp_inter_w = exp_union_w = 0.0
     layers = []
@@ -260,6 +262,7 @@ class Evaluation:
         }  # fmt: skip
 
     @classmethod
+    @valid.decoder
     def from_dict(cls, data: Mapping[str, Any]) -> Evaluation:
         """The evaluation of :meth:`to_dict` (JSON's ``null`` for NaN reads back as NaN)."""
 
@@ -344,9 +347,18 @@ def evaluate(
         ``"clusters"`` (default, the paper's setting): a cluster is compared with the other
         clusters' images, noise excluded; ``"all"``: with every other image, noise included.
     """
+    valid.model("model", model)
+    valid.instance("unit", unit, Unit, "a polyprune.Unit")
+    valid.integer("batch_size", batch_size, low=1)
     if negatives not in ("clusters", "all"):
         raise ValueError(f"negatives must be 'clusters' or 'all', got {negatives!r}")
-    masks = {int(k): getattr(v, "masks", v) for k, v in subnetworks.items()}
+    valid.instance("subnetworks", subnetworks, Mapping, "a dict of cluster label → Masks")
+    if held_out is not None and (not isinstance(held_out, tuple | list) or len(held_out) != 2):
+        raise valid.ArgumentTypeError(f"held_out must be a pair (images, labels), got {held_out!r}")
+    masks = {
+        valid.integer("subnetworks label", k): getattr(v, "masks", v)
+        for k, v in subnetworks.items()
+    }
     if not masks or not all(isinstance(m, Masks) for m in masks.values()):
         raise ValueError("subnetworks must map cluster labels to Masks (or Subnetworks)")
     for label, value in subnetworks.items():

@@ -25,6 +25,7 @@ from torch.nn.utils import prune
 
 from . import _glance
 from . import _masking as mk
+from . import _validate as valid
 from ._files import load_saved, save_torch
 from ._graph import paths as _paths
 from .targets import Unit
@@ -58,7 +59,7 @@ class Scores(dict[str, Tensor]):
         regions: Mapping[str, Tensor] | None = None,
         unit: Unit | None = None,
     ) -> None:
-        super().__init__(scores)
+        super().__init__(valid.tensor_dict("scores", scores))
         self.granularity: mk.Granularity = mk.check_granularity(granularity)
         self.weight_shapes = {k: tuple(v) for k, v in (weight_shapes or {}).items()}
         self.regions = dict(regions or {})
@@ -102,8 +103,7 @@ class Masks(Mapping[str, Tensor]):
         unit: Unit | None = None,
     ) -> None:
         self.granularity: mk.Granularity = mk.check_granularity(granularity)
-        if not masks:
-            raise ValueError("masks is empty: a subnetwork needs at least one masked weight")
+        valid.tensor_dict("masks", masks)
         self._masks = {name: mk.as_bool(m, name) for name, m in masks.items()}
         self.weight_shapes = {k: tuple(int(s) for s in v) for k, v in (weight_shapes or {}).items()}
         self.regions = {k: mk.as_bool(v, k) for k, v in (regions or {}).items()}
@@ -184,11 +184,10 @@ class Masks(Mapping[str, Tensor]):
         ``scores`` is ideally a :class:`Scores` (from a scorer), which carries the granularity,
         weight shapes and regions; a plain dict needs ``granularity`` and counts mask elements.
         """
+        valid.tensor_dict("scores", scores)
         gran = mk.check_granularity(granularity or getattr(scores, "granularity", None) or "kernel")
         mk.check_keep(keep)
         mk.check_cut_options(scope, normalize)
-        if not scores:
-            raise ValueError("scores is empty")
         shapes: dict[str, tuple[int, ...]] = dict(getattr(scores, "weight_shapes", {}))
         regions: dict[str, Tensor] = dict(getattr(scores, "regions", {}))
         masks = mk.cut_scores(scores, keep, scope, normalize, gran, shapes, regions)
@@ -253,11 +252,13 @@ class Masks(Mapping[str, Tensor]):
         Restored means: the same ``Parameter`` objects, the same ``state_dict`` keys (in the
         same order) and values, no parametrizations or hooks left, also when the body raises.
         """
+        valid.model("model", model)
         expanded = self._check_fits(model)
         return mk.Applied(model, {name: mk.WeightMask(m) for name, m in expanded.items()})
 
     def apply(self, model: nn.Module) -> nn.Module:
         """Apply the masks until :meth:`remove` (prefer :meth:`applied`, which cannot leak)."""
+        valid.model("model", model)
         if id(model) in self._active:
             raise ValueError("these masks are already applied to this model")
         ctx = self.applied(model)
@@ -271,6 +272,7 @@ class Masks(Mapping[str, Tensor]):
         If the removal is interrupted (an error or Ctrl-C inside torch's
         ``remove_parametrizations``), the masks stay applied and ``remove`` can be called again.
         """
+        valid.model("model", model)
         ctx = self._active.get(id(model))
         if ctx is None:
             raise ValueError("these masks are not applied to this model (see Masks.apply)")
@@ -294,6 +296,7 @@ class Masks(Mapping[str, Tensor]):
         >>> torch.nn.utils.prune.is_pruned(model), bool((model[0].weight[1] == 0).all())
         (True, True)
         """
+        valid.model("model", model)
         expanded = self._check_fits(model)  # also refuses weights already masked or pruned
         owners = {name: mk.owner(model, name) for name in expanded}
         for name, (module, attr) in owners.items():
@@ -323,6 +326,9 @@ class Masks(Mapping[str, Tensor]):
         >>> eff["0.weight"].tolist(), eff["2.weight"].tolist()
         ([[False], [False]], [[False, False]])
         """
+        valid.model("model", model)
+        if unit is not None:
+            valid.instance("unit", unit, Unit, "a polyprune.Unit or None")
         unit = unit if unit is not None else self.unit
         if unit is None:
             raise ValueError("effective() needs the unit: these masks carry none, pass unit=")
@@ -348,6 +354,7 @@ class Masks(Mapping[str, Tensor]):
 
         NaN when neither mask keeps anything there (the ratio is undefined, not perfect).
         """
+        valid.instance("other", other, Masks, "a polyprune.Masks")
         if other.granularity != self.granularity or set(other) != set(self):
             raise ValueError(
                 "iou needs masks over the same weights at the same granularity; got "
@@ -368,6 +375,7 @@ class Masks(Mapping[str, Tensor]):
         ``overwrite=True`` and only when it is a polyprune masks file; anything else there is a
         ``ValueError`` (a ``FileExistsError`` too) before anything is written.
         """
+        valid.path("path", path)
         save_torch(self.to_dict(), path, "masks file", _FORMAT, overwrite=overwrite)
 
     def to_dict(self) -> dict[str, Any]:
@@ -386,6 +394,7 @@ class Masks(Mapping[str, Tensor]):
         }
 
     @classmethod
+    @valid.decoder
     def from_dict(cls, data: Mapping[str, Any]) -> Masks:
         """The masks of :meth:`to_dict`."""
         unit = None
@@ -404,6 +413,9 @@ class Masks(Mapping[str, Tensor]):
         Raises ``ValueError`` naming the file for anything that is not a whole polyprune masks
         file (empty, truncated, another format), ``FileNotFoundError`` for a missing one.
         """
+        valid.path("path", path)
+        if model is not None:
+            valid.model("model", model)
         where = os.fspath(path)
         if not os.path.isfile(where):
             raise FileNotFoundError(f"no masks file at {where!r}")

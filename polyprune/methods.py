@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from . import _glance
 from . import _masking as mk
+from . import _validate as valid
 from ._data import as_images
 from ._files import load_saved, save_torch
 from ._graph.regions import unit_regions
@@ -196,6 +197,8 @@ class Method:
 
         Methods with randomness override this to draw independently per cluster.
         """
+        valid.seed("seed", seed)
+        valid.integer("label", label, low=0)
         return self
 
     def __repr__(self) -> str:
@@ -306,6 +309,8 @@ class Subnetwork:
     @torch.no_grad()
     def activations(self, model: nn.Module, images: Tensor, batch_size: int = 256) -> Tensor:
         """The unit's activation on ``images`` with the hard masks applied (model restored)."""
+        valid.model("model", model)
+        valid.integer("batch_size", batch_size, low=1)
         return unit_activations(model, self.unit, as_images(images), self.masks, batch_size)
 
     def to_dict(self) -> dict[str, Any]:
@@ -320,6 +325,7 @@ class Subnetwork:
         }  # fmt: skip
 
     @classmethod
+    @valid.decoder
     def from_dict(cls, data: Mapping[str, Any]) -> Subnetwork:
         """The subnetwork of :meth:`to_dict`."""
         if data.get("format") != _FORMAT:
@@ -351,11 +357,13 @@ class Subnetwork:
         >>> pp.results.Subnetwork.load(path).masks.iou(sub.masks)
         1.0
         """
+        valid.path("path", path)
         save_torch(self.to_dict(), path, "subnetwork", _FORMAT, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Subnetwork:
         """Read a subnetwork written by :meth:`save`; a bad file is a ``ValueError`` naming it."""
+        valid.path("path", path)
         data = load_saved(path, "subnetwork")
         try:
             return cls.from_dict(data)

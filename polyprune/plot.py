@@ -15,6 +15,8 @@ import numpy as np
 from numpy.typing import NDArray
 from torch import Tensor
 
+from . import _validate as valid
+from ._data import as_images
 from ._files import atomic_write
 from .masks import Masks
 
@@ -63,6 +65,9 @@ def crops(
     ``images`` hold only the crops to show of larger clusters), else the count of ``label`` in
     ``labels``.
     """
+    valid.path("path", path)
+    as_images(images, "images")
+    valid.integer("per_cluster", per_cluster, low=1)
     y = np.asarray(labels)
     rows = sorted({int(v) for v in y}, key=lambda v: (v < 0, v))
     fig = _figure((1.3 * per_cluster, 1.4 * len(rows) + 0.4))
@@ -102,6 +107,9 @@ def histograms(
     """
     from matplotlib.ticker import MaxNLocator
 
+    valid.path("path", path)
+    valid.integer("bins", bins, low=1)
+    valid.instance("panels", panels, Mapping, "a dict of panel title → activations")
     y = np.asarray(labels)
     clusters = sorted(int(v) for v in set(y.tolist()) if v >= 0)
     values = {name: v.detach().float().cpu().numpy() for name, v in panels.items()}
@@ -139,6 +147,8 @@ def kept_per_layer(
     masks: Mapping[str, Masks], path: str | os.PathLike[str], *, title: str | None = None
 ) -> Path:
     """Grouped bars: the kept fraction of every layer, one bar per subnetwork."""
+    valid.path("path", path)
+    valid.instance("masks", masks, Mapping, "a dict of title → Masks")
     layers = list(dict.fromkeys(name for m in masks.values() for name in m))
     fig = _figure((max(5.0, 0.9 * len(layers) + 2) + 2.0, 3.2))
     ax = fig.subplots()
@@ -167,6 +177,8 @@ def images(
     images: Mapping[str, Tensor], path: str | os.PathLike[str], *, title: str | None = None
 ) -> Path:
     """Images side by side with their names (e.g. visualizations before and after pruning)."""
+    valid.path("path", path)
+    valid.instance("images", images, Mapping, "a dict of title → images")
     fig = _figure((2.2 * len(images), 2.5))
     axes = fig.subplots(1, len(images), squeeze=False)[0]
     for ax, (name, image) in zip(axes, images.items(), strict=True):

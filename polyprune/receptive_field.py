@@ -100,6 +100,7 @@ class ReceptiveField:
         ReceptiveFieldError
             The model cannot be traced, or an operation makes the field undefined or non-uniform.
         """
+        valid.model("model", model)
         check_layer(model, layer)
         size_hw = valid.size("input_size", input_size)
         channels = in_channels if in_channels is not None else first_in_channels(model)
@@ -137,6 +138,7 @@ class ReceptiveField:
         }  # fmt: skip
 
     @classmethod
+    @valid.decoder
     def from_dict(cls, data: Mapping[str, Any]) -> ReceptiveField:
         """The field of :meth:`to_dict`.
 
@@ -313,6 +315,9 @@ class ReceptiveField:
         >>> rf.size, rf.stride, rf.measured, rf.size == pp.ReceptiveField.of(net, "2", 24).size
         ((8, 8), (2, 2), True, True)
         """
+        valid.floating_model("model", model)
+        valid.integer("trials", trials, low=1)
+        valid.seed("seed", seed)
         check_layer(model, layer)
         valid.model("model", model)
         size_hw = valid.size("input_size", input_size)
@@ -354,6 +359,9 @@ class ReceptiveField:
             If the unit does not respond to any pixel (e.g. a dead unit): nothing to measure;
             if the model is on the meta device (no values to run).
         """
+        valid.floating_model("model", model)
+        valid.integer("trials", trials, low=1)
+        valid.seed("seed", seed)
         check_layer(model, layer)
         valid.model("model", model)
         h, w = valid.size("input_size", input_size)

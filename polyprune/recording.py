@@ -226,6 +226,7 @@ class TopActivations:
         }  # fmt: skip
 
     @classmethod
+    @valid.decoder
     def from_dict(cls, data: Mapping[str, Any]) -> TopActivations:
         """The top activations of :meth:`to_dict`."""
         field, seen = data.get("field"), data.get("input_unit")

@@ -81,6 +81,7 @@ class Unit:
         return {"layer": self.layer, "channel": self.channel, "position": position}
 
     @classmethod
+    @valid.decoder
     def from_dict(cls, data: Mapping[str, Any]) -> Unit:
         """The unit of :meth:`to_dict`.
 
@@ -156,6 +157,12 @@ class Unit:
         >>> pp.Unit("0", 1).activations(model, torch.rand(5, 1, 7, 7)).shape
         torch.Size([5])
         """
+        valid.model("model", model)
+        valid.integer("batch_size", batch_size, low=1)
+        if masks is not None:
+            from .masks import Masks
+
+            valid.instance("masks", masks, Masks, "a polyprune.Masks or None")
         return unit_activations(model, self, as_images(images), masks, batch_size)
 
 
@@ -237,6 +244,8 @@ class Objective:
 
     def value(self, model: nn.Module, inputs: Tensor) -> Tensor:
         """The objective on ``model(inputs)`` (no gradient; the forward stops at the layer)."""
+        valid.model("model", model)
+        as_images(inputs, "inputs")
         with eval_mode(model), torch.no_grad():
             return self(forward_until(model, inputs, [self.unit.layer])[self.unit.layer])
 

@@ -146,7 +146,7 @@ def test_bad_keep(keep: object, match: str) -> None:
 def test_bad_scores_and_masks() -> None:
     with pytest.raises(ValueError, match="NaN"):
         Masks.from_scores(Scores({"a.weight": torch.tensor([1.0, float("nan")])}, "filter"), 0.5)
-    with pytest.raises(ValueError, match="scores is empty"):
+    with pytest.raises(ValueError, match="scores must be a non-empty dict"):
         Masks.from_scores({}, 0.5, granularity="kernel")
     with pytest.raises(ValueError, match="scope"):
         Masks.from_scores(scores_for(net()), 0.5, scope="model")  # type: ignore[arg-type]

@@ -193,6 +193,7 @@ class CSConfig:
         return out
 
     @classmethod
+    @valid.decoder
     def from_dict(cls, data: Mapping[str, Any]) -> CSConfig:
         """The config written by :meth:`to_dict`."""
         values = dict(data)

@@ -329,6 +329,7 @@ class ExponentialTemperature:
 
     def value_at(self, step: int) -> float:
         """The temperature after ``step`` steps."""
+        valid.integer("step", step, low=0)
         if step >= self.steps - 1:
             return self.end
         return float(self.start * (self.end / self.start) ** (step / (self.steps - 1)))

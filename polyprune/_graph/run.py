@@ -170,7 +170,14 @@ def read_unit(output: Tensor, channel: int | None, position: Sequence[int] | Non
 def layer_output_shape(model: nn.Module, layer: str, sample: Tensor) -> tuple[int, ...]:
     """Shape of ``layer``'s output for the one-image batch ``sample`` (model left unchanged)."""
     with eval_mode(model), torch.no_grad():
-        return tuple(forward_until(model, sample, [layer])[layer].shape)
+        try:
+            return tuple(forward_until(model, sample, [layer])[layer].shape)
+        except RuntimeError as exc:  # the images do not fit the network
+            raise ValueError(
+                f"images of shape {tuple(sample.shape)[1:]} (C, H, W) cannot run through the "
+                f"model up to {layer!r}: {str(exc).splitlines()[0]}; pass images with the "
+                "channels and at least the size the network needs"
+            ) from exc
 
 
 def check_unit_layout(model: nn.Module, layer: str, shape: tuple[int, ...]) -> None:

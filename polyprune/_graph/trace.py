@@ -14,6 +14,7 @@ from typing import Any
 import torch.fx as fx
 from torch import nn
 
+from .. import _validate as valid
 from .._masking import check_plain_weight, is_maskable
 
 __all__ = [
@@ -31,8 +32,11 @@ class GraphError(ValueError):
 
 def check_layer(model: nn.Module, layer: str) -> nn.Module:
     """Return the submodule called ``layer``, or raise a ``ValueError`` naming close valid names."""
+    valid.model("model", model)
     if not isinstance(layer, str):
-        raise TypeError(f"layer must be a module name (str), got {type(layer).__name__}")
+        raise valid.ArgumentTypeError(
+            f"layer must be a module name (str), got {type(layer).__name__}"
+        )
     modules: dict[str, nn.Module] = dict(model.named_modules())
     modules.pop("", None)
     if layer in modules:

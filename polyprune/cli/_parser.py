@@ -10,6 +10,7 @@ import textwrap
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from .._validate import SEED_MAX
 from ..clustering import MIN_CODES
 from ..methods import DEFAULT_KEEP
 from ._launch import rank_note
@@ -46,8 +47,8 @@ class _Parser(argparse.ArgumentParser):
 # ------------------------------------------------------------------------- value checks (types)
 
 
-def _int(low: int, why: str = "") -> Callable[[str], int]:
-    """An int ≥ ``low`` (``why``: the reason for the bound, shown in the error)."""
+def _int(low: int, why: str = "", high: int | None = None) -> Callable[[str], int]:
+    """An int in ``[low, high]`` (``why``: the reason for the bound, shown in the error)."""
 
     def parse(text: str) -> int:
         try:
@@ -56,6 +57,8 @@ def _int(low: int, why: str = "") -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"must be ≥ {low}{why}, got {value}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be ≤ {high}{why}, got {value}")
         return value
 
     return parse
@@ -166,7 +169,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
 
 
 def _seed(g: Any, what: str) -> None:
-    g.add_argument("--seed", type=int, default=0, metavar="N", help=what)
+    g.add_argument("--seed", type=_int(0, high=SEED_MAX), default=0, metavar="N", help=what)
 
 
 def _force(g: Any, kind: str) -> None:

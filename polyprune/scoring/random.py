@@ -60,6 +60,8 @@ class Random(BaseScorer, name="random"):
 
         One shared seed would give every cluster the same mask and a meaningless overlap.
         """
+        valid.seed("seed", seed)
+        valid.integer("label", label, low=0)
         return Random(
             self.seed + 1000 * seed + label, keep=self.keep, scope=self.scope,
             normalize=self.normalize, progress=self.progress,

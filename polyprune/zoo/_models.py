@@ -31,6 +31,10 @@ class ZooCNN(nn.Module):
     """
 
     def __init__(self, in_channels: int, n_classes: int, widths: tuple[int, int, int]) -> None:
+        valid.integer("in_channels", in_channels, low=1)
+        valid.integer("n_classes", n_classes, low=1)
+        for i, w in enumerate(widths):
+            valid.integer(f"widths[{i}]", w, low=1)
         super().__init__()
         w0, w1, w2 = widths
         self.features = nn.Sequential(
@@ -197,7 +201,7 @@ def available() -> tuple[str, ...]:
 def _check_name(name: str) -> ModelCard:
     card = _CARDS.get(name) if isinstance(name, str) else None
     if card is None:
-        raise ValueError(f"unknown zoo model {name!r}; available: {available()}")
+        raise ValueError(f"unknown zoo model {name!r}: name must be one of {available()}")
     return card
 
 

@@ -75,6 +75,10 @@ class PlantedNetwork(nn.Module):
     """
 
     def __init__(self, n_blocks: int, n_out: int, widths: tuple[int, int] = WIDTHS) -> None:
+        valid.integer("n_blocks", n_blocks, low=1)
+        valid.integer("n_out", n_out, low=1)
+        valid.integer("widths[0]", widths[0], low=1)
+        valid.integer("widths[1]", widths[1], low=1)
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(3, n_blocks * widths[0], 3, padding=1),

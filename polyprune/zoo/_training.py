@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import _validate as valid
 from ._concepts import concept_images
 from ._digits import digits
 from ._models import architecture, eval_data, model_card
@@ -95,6 +96,8 @@ def prune_dead(det: nn.Sequential, tol: float = 0.01) -> nn.Sequential:
 
 def train_planted(steps: int = 1000, seed: int = 0, log: Log = print) -> dict[str, Tensor]:
     """Train every concept's detector; return the state dict shipped as ``weights/planted.pt``."""
+    valid.integer("steps", steps, low=1)
+    valid.seed("seed", seed)
     state: dict[str, Tensor] = {}
     for concept in CONCEPTS:
         start = time.perf_counter()
@@ -170,6 +173,7 @@ def train_digits_merged(steps: int = 800, seed: int = 0) -> nn.Module:
 
 def accuracy(model: nn.Module, name: str) -> float:
     """Top-1 accuracy of ``model`` on ``eval_data(name)`` against the card's classes."""
+    valid.model("model", model)
     images, labels = eval_data(name)
     with torch.no_grad():
         pred = model(images).argmax(dim=1)
@@ -202,6 +206,7 @@ def recommend_unit(model: nn.Module, name: str) -> tuple[str, int, float, float]
     least 80 % of the merged class (if none, all units), pick the one maximising the smaller of the
     two concept fractions. Returns ``(layer, channel, frac_a, frac_b)``.
     """
+    valid.model("model", model)
     best: tuple[float, str, int, float, float] | None = None
     for layer in (6, 9):
         fa, fb = unit_split(model, name, layer)
@@ -220,6 +225,8 @@ def train(name: str, *, steps: int = 800, seed: int = 0) -> nn.Module:
     Deterministic on one thread (``examples/train_zoo.py`` reproduces the shipped weights with
     it); the planted network's detectors are :func:`train_planted`.
     """
+    valid.integer("steps", steps, low=1)
+    valid.seed("seed", seed)
     trainers = {"concepts-merged": train_concepts_merged, "digits-merged": train_digits_merged}
     if name not in trainers:
         raise ValueError(f"no trainer for {name!r}; trainable: {sorted(trainers)}")
