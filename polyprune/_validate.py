@@ -39,6 +39,7 @@ __all__ = [
     "integer",
     "model",
     "number",
+    "options",
     "path",
     "seed",
     "size",
@@ -151,6 +152,15 @@ def instance(name: str, value: object, kind: type[T] | tuple[type, ...], what: s
     if not isinstance(value, kind):
         raise ArgumentTypeError(f"{name} must be {what}, got {_got(value)}")
     return value  # type: ignore[return-value]
+
+
+def options(name: str, value: object) -> Mapping[str, Any]:
+    """A dict of keyword options, or ``None`` for none (``{}``)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ArgumentTypeError(f"{name} must be a dict of options or None, got {_got(value)}")
+    return value
 
 
 def device(name: str, value: object) -> torch.device:

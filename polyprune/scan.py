@@ -106,6 +106,7 @@ def scan(
     >>> len(top), tuple(top.codes.shape)
     (120, (120, 5))
     """
+    valid.options("cluster_options", cluster_options)
     same_everywhere(
         "scan", layers=layers, k=k, crop=crop, batch_size=batch_size,
         min_cluster_size=min_cluster_size, alpha=alpha, seed=seed,

@@ -97,6 +97,8 @@ def study(
     rank returns the same result (masks identical to one process's). Every rank must call it;
     a failure on one rank raises on all; progress and :meth:`StudyResult.save` on rank 0 only.
     """
+    valid.options("cluster_options", cluster_options)
+    valid.options("visualize_options", visualize_options)
     same_everywhere(
         "study", unit=unit, k=k, methods=methods, keep=keep, granularity=granularity,
         held_out=held_out, crop=crop, batch_size=batch_size, min_cluster_size=min_cluster_size,
