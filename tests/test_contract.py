@@ -220,7 +220,7 @@ def _scorer_rows() -> dict[str, Row]:
             extra = {"chunk_bytes": POSITIVE}
         rows[name] = Row(call(cls), {**SCORER_ARGS, **extra})
     for name, cls in (
-        ("polyprune.scoring.BaseScorer", scoring.Magnitude),
+        ("polyprune.Scorer", scoring.SNIP),
         ("polyprune.FORCE", scoring.FORCE),
     ):
         rows[f"{name}.score"] = Row(
@@ -244,7 +244,7 @@ def _scorer_rows() -> dict[str, Row]:
 
 ROWS: dict[str, Row] = {
     **_scorer_rows(),
-    "polyprune.scoring.BaseScorer.for_cluster": Row(
+    "polyprune.Method.for_cluster": Row(
         method(lambda: scoring.Magnitude(keep=0.5), "for_cluster", seed=0, label=1),
         {"seed": SEED, "label": NON_NEGATIVE},
     ),
@@ -255,11 +255,34 @@ ROWS: dict[str, Row] = {
     "polyprune.FORCE.schedule": Row(
         method(lambda: scoring.FORCE(keep=0.5), "schedule"), {"keep": FRACTION}
     ),
-    "polyprune.scoring.BaseScorer": Row(call(scoring.Magnitude), SCORER_ARGS),
-    "polyprune.scoring.BaseScorer.cut": Row(
+    "polyprune.Scorer": Row(call(scoring.Magnitude), SCORER_ARGS),
+    "polyprune.Scorer.cut": Row(
         method(lambda: scoring.Magnitude(keep=0.5), "cut", scores={"0.weight": torch.rand(4, 3)}),
         {"scores": bad("wrong type", "x", [1.0]) + bad("empty", {}), "keep": FRACTION},
     ),
+    "polyprune.Method": Row(call(pp.Method), {}),
+    "polyprune.ContinuousSparsification": Row(
+        call(pp.ContinuousSparsification), {"config": bad("wrong type", "x", 3)}
+    ),
+    "polyprune.ContinuousSparsification.with_config": Row(
+        method(pp.ContinuousSparsification, "with_config", config=None),
+        {"config": bad("wrong type", "x", 3)},
+    ),
+    "polyprune.methods.create": Row(
+        call(pp.methods.create, name="snip"),
+        {"name": bad("out-of-range value", "nope", 3)},
+        names={"name": "method"},
+    ),
+    "polyprune.methods.method_class": Row(
+        call(pp.methods.method_class, name="snip"),
+        {"name": bad("out-of-range value", "nope", 3)},
+        names={"name": "method"},
+    ),
+    "polyprune.methods.resolve_keep": Row(
+        call(pp.methods.resolve_keep, keep=0.5, method=Fresh(scoring.SNIP)),
+        {"keep": FRACTION, "method": bad("wrong type", "snip", 3)},
+    ),
+    "polyprune.sparsify.CSLoss": Row(call(pp.sparsify.CSLoss), {}),
     "polyprune.ActivationRecorder": Row(
         call(pp.ActivationRecorder, model=M, layers="2"),
         {
@@ -778,13 +801,15 @@ ROWS: dict[str, Row] = {
 
 #: Public callables whose arguments are not the user's to get wrong, with the reason.
 EXEMPT = {
-    "polyprune.Scorer": "a typing Protocol, never called (its methods too)",
+    "polyprune.methods.FitJob": "built by polyprune for Method.fit (its methods too)",
+    "polyprune.sparsify.LossContext": "built by polyprune for a CSLoss",
     "polyprune.scoring.ScoringJob": "built by polyprune for BaseScorer.compute (its methods too)",
     "polyprune.scoring.mask_gradients": "called from a scorer's compute with its ScoringJob",
 }
 #: Methods exempt by name, with the reason.
 EXEMPT_METHODS = {
     "compute": "a scorer's extension point, called by polyprune with a ScoringJob",
+    "fit": "a method's extension point, called by polyprune with a FitJob",
     "forward": "an nn.Module's forward: torch's own input errors, as for any module",
 }
 #: Result types: built by polyprune (their from_dict / load are fuzzed in test_load_fuzz.py).
