@@ -215,10 +215,10 @@ def _tensors(module: nn.Module) -> list[tuple[str, Tensor]]:
 
 def path(name: str, value: object) -> Path:
     """A file or directory path: a non-empty ``str`` or ``os.PathLike``."""
-    if not isinstance(value, str | os.PathLike) or str(value) == "":
-        raise ArgumentTypeError(
-            f"{name} must be a path (a non-empty str or Path), got {_got(value)}"
-        )
+    if not isinstance(value, str | os.PathLike):
+        raise ArgumentTypeError(f"{name} must be a path (a str or Path), got {_got(value)}")
+    if os.fspath(value) == "":
+        raise ValueError(f"{name} is empty: name a file or folder ('.' is the current directory)")
     return Path(value)
 
 
