@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _ablation
+from . import _validate as valid
 from ._cs.loss import loss_class
 from ._data import as_images, check_members
 from ._model import eval_mode
@@ -142,6 +143,9 @@ def removal_effects(
     ...           for n, e in effects.items())
     (0.0, True)
     """
+    valid.model("model", model)
+    valid.instance("unit", unit, Unit, "a polyprune.Unit")
+    valid.integer("batch_size", batch_size, low=1)
     if not isinstance(masks, Masks) or masks.granularity != "kernel":
         raise ValueError("masks must be polyprune.Masks at kernel granularity")
     images = as_images(images)

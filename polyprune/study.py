@@ -108,6 +108,7 @@ def study(
         visualize_options=sorted((visualize_options or {}).items()), seed=seed,
         top=_top_key(top), data=data_size(data),
     )  # fmt: skip
+    valid.floating_model("model", model)  # the subnetworks are fitted with gradients
     valid.fraction("held_out", held_out, one=False)
     valid.number("alpha", alpha, low=0.0, high=1.0, low_open=True, high_open=True)
     valid.seed("seed", seed)

@@ -24,7 +24,7 @@ from conftest import load_script
 from torch import nn
 
 import polyprune as pp
-from polyprune import cli, evaluation, plot, scoring, zoo
+from polyprune import ablation, cli, evaluation, plot, scoring, zoo
 from polyprune.masks import Scores
 
 NAN = float("nan")
@@ -283,6 +283,36 @@ ROWS: dict[str, Row] = {
         {"keep": FRACTION, "method": bad("wrong type", "snip", 3)},
     ),
     "polyprune.sparsify.CSLoss": Row(call(pp.sparsify.CSLoss), {}),
+    "polyprune.ablation.Ablation": Row(
+        call(ablation.Ablation),
+        {
+            "tau": NUMBER[:2],
+            "loss": bad("out-of-range value", "x"),
+            "ablation": bad("out-of-range value", "x"),
+            "max_batch": POSITIVE,
+        },
+    ),
+    "polyprune.ablation.removal_effects": Row(
+        call(
+            ablation.removal_effects,
+            model=M,
+            unit=UNIT,
+            images=images(),
+            members=labels() == 0,
+            masks=Fresh(masks),
+        ),
+        {
+            "model": MODEL,
+            "unit": UNIT_ARG,
+            "images": IMAGES,
+            "masks": MASKS,
+            "batch_size": POSITIVE,
+        },
+    ),
+    "polyprune.clustering.significance": Row(
+        call(pp.clustering.significance, codes=np.random.default_rng(0).normal(size=(30, 3))),
+        {"codes": CODES, "seed": SEED, "max_draws": POSITIVE},
+    ),
     "polyprune.ActivationRecorder": Row(
         call(pp.ActivationRecorder, model=M, layers="2"),
         {
