@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from types import ModuleType
 
@@ -18,6 +19,8 @@ import torch
 import torchvision
 from hypothesis import settings
 from torch import Tensor, nn
+
+import polyprune as pp
 
 settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True)
 settings.register_profile("dev", max_examples=25, deadline=None)
@@ -205,6 +208,31 @@ def rank_stderr_tails(logs: Path, size: int = 1500) -> str:
             f"characters ---\n{text[-size:] if text else '(empty)'}"
         )
     return "".join(parts) or "\n--- no rank stderr kept (torchrun did not start the ranks) ---"
+
+
+def check_crops(model: nn.Module, layer: str, x: Tensor) -> str:
+    """top_activating with crops equals the unit on whole images; returns how it was cropped,
+    or "refused" for a layer that is not a channels-first map (refused with a clear error)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            top = pp.top_activating(model, pp.Unit(layer, 0), x, k=2, keep_inputs=True,
+                                    progress=False)  # fmt: skip
+        except ValueError as exc:
+            assert "channels-last maps" in str(exc) or "sequence of tokens" in str(exc), exc
+            return "refused"
+    fallbacks = [w for w in caught if "whole images are used" in str(w.message)]
+    assert top.unit.position is not None
+    i, j = top.unit.position
+    reference = layer_output(model, layer, x)[:, 0, i, j]
+    assert_same_top(top.indices, top.values, reference, rtol=1e-4, atol=1e-5)
+    if top.field is not None:
+        assert top.inputs is not None and top.input_unit is not None
+        a, b = top.input_unit.position  # type: ignore[misc]
+        on_crops = layer_output(model, layer, top.inputs)[:, 0, a, b]
+        torch.testing.assert_close(on_crops, reference[top.indices], rtol=1e-4, atol=1e-5)
+        return "whole image" if top.field.whole_image else "crop"
+    return "fallback" if fallbacks else "whole image"
 
 
 # ---------------------------------------------------------------------- the command line's tests

@@ -11,7 +11,7 @@ import warnings
 import pytest
 import torch
 import torchvision
-from conftest import assert_same_top, layer_output
+from conftest import assert_same_top, check_crops, layer_output
 from torch import nn
 
 import polyprune as pp
@@ -68,36 +68,11 @@ def _map_layers(model: nn.Module, size: int, count: int) -> list[str]:
     return maps[step // 2 :: step][:count]
 
 
-def _check_layer(model: nn.Module, layer: str, x: torch.Tensor) -> str:
-    """top_activating with crops equals the unit on whole images; returns how it was cropped,
-    or "refused" for a layer that is not a channels-first map (refused with a clear error)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            top = pp.top_activating(model, pp.Unit(layer, 0), x, k=2, keep_inputs=True,
-                                    progress=False)  # fmt: skip
-        except ValueError as exc:
-            assert "channels-last maps" in str(exc) or "sequence of tokens" in str(exc), exc
-            return "refused"
-    fallbacks = [w for w in caught if "whole images are used" in str(w.message)]
-    assert top.unit.position is not None
-    i, j = top.unit.position
-    reference = layer_output(model, layer, x)[:, 0, i, j]
-    assert_same_top(top.indices, top.values, reference, rtol=1e-4, atol=1e-5)
-    if top.field is not None:
-        assert top.inputs is not None and top.input_unit is not None
-        a, b = top.input_unit.position  # type: ignore[misc]
-        on_crops = layer_output(model, layer, top.inputs)[:, 0, a, b]
-        torch.testing.assert_close(on_crops, reference[top.indices], rtol=1e-4, atol=1e-5)
-        return "whole image" if top.field.whole_image else "crop"
-    return "fallback" if fallbacks else "whole image"
-
-
 @pytest.mark.parametrize("name", REPRESENTATIVE)
 def test_representative_models_crop_exactly(name):
     model, size = _model(name), _size(name)
     x = torch.rand(3, 3, size, size, generator=torch.Generator().manual_seed(1))
-    how = {layer: _check_layer(model, layer, x) for layer in _map_layers(model, size, 3)}
+    how = {layer: check_crops(model, layer, x) for layer in _map_layers(model, size, 3)}
     assert len(how) == 3
     assert "fallback" not in how.values(), how  # every one of these has an exact field now
 
@@ -179,5 +154,5 @@ def test_an_untraceable_model_crops_with_a_measured_field():
 def test_every_torchvision_classification_model(name):
     model, size = _model(name), _size(name)
     x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(1))
-    outcomes = [_check_layer(model, layer, x) for layer in _map_layers(model, size, 3)]
+    outcomes = [check_crops(model, layer, x) for layer in _map_layers(model, size, 3)]
     assert outcomes and set(outcomes) <= {"crop", "whole image", "fallback", "refused"}

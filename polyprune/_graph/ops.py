@@ -36,7 +36,7 @@ from torch import nn
 from . import rules
 from .field import Call, Field
 
-__all__ = ["Channels", "Op", "Rule", "lookup", "lookup_module"]
+__all__ = ["Channels", "Op", "Rule", "lookup", "lookup_module", "lookup_named"]
 
 #: A receptive-field rule: the field of an operation's output from its :class:`~.field.Call`.
 Rule = Callable[[Call], Field]
@@ -108,7 +108,18 @@ NAMED: dict[str, Op] = {
     # per-sample dropout of a residual branch: identity in eval mode
     "torchvision.ops.stochastic_depth.StochasticDepth": _KEEP,
     "torchvision.ops.stochastic_depth.stochastic_depth": _KEEP,
-}
+    # timm's convolutions and pools with run-time "SAME" padding or weight standardization
+    **dict.fromkeys(
+        (f"timm.layers.{name}" for name in (
+            "conv2d_same.Conv2dSame", "std_conv.StdConv2d", "std_conv.StdConv2dSame",
+            "std_conv.ScaledStdConv2d", "std_conv.ScaledStdConv2dSame")),
+        Op(rules.conv_same, "mask"),
+    ),
+    **dict.fromkeys(
+        ("timm.layers.pool2d_same.MaxPool2dSame", "timm.layers.pool2d_same.AvgPool2dSame"),
+        Op(rules.module_pool_same, "keep"),
+    ),
+}  # fmt: skip
 
 #: Function object -> entry.
 FUNCTIONS: dict[Any, Op] = {
@@ -170,6 +181,16 @@ METHODS: dict[str, Op] = {
 
 def _named(obj: Any) -> Op | None:
     return NAMED.get(f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}")
+
+
+def lookup_named(module: nn.Module) -> Op | None:
+    """The entry of ``module``'s type among other libraries' modules (:data:`NAMED`), through
+    its MRO: such a module is one node of the graph (its forward is not traced through)."""
+    for cls in type(module).__mro__:
+        op = _named(cls)
+        if op is not None:
+            return op
+    return None
 
 
 def lookup_module(module: nn.Module) -> Op | None:

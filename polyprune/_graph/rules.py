@@ -18,12 +18,14 @@ __all__ = [
     "adaptive_pool",
     "cat",
     "conv",
+    "conv_same",
     "functional_pool",
     "getitem",
     "global_norm",
     "layer_norm",
     "linear",
     "module_pool",
+    "module_pool_same",
     "permute",
     "pointwise",
     "reshape",
@@ -66,7 +68,36 @@ def _window(c: Call, kernel: Any, stride: Any, padding: Any, dilation: Any) -> F
     return f.window(kernel, stride, _tuple(padding, n), _tuple(dilation, n), c.output.shape[-n:])
 
 
-def conv(c: Call) -> Field:
+def _static_padding(m: nn.Module, kernel: tuple[int, ...], dilation: tuple[int, ...]) -> Any:
+    if isinstance(m.padding, str):  # "valid" or "same" (stride 1): PyTorch pads total//2 first
+        return tuple(
+            0 if m.padding == "valid" else (d * (k - 1)) // 2
+            for k, d in zip(kernel, dilation, strict=True)
+        )
+    return m.padding
+
+
+def _same_padding(c: Call, kernel: Any, stride: Any, dilation: Any) -> tuple[int, ...]:
+    """TensorFlow's "SAME" padding, computed from the input size at run time (timm's
+    ``pad_same``): ``total // 2`` before (the field's offset), the rest after. Exact for crops
+    only with stride 1 (the total is then ``dilation * (kernel - 1)`` at every size)."""
+    sizes = c.only().spatial_shape(c.inputs[0])
+    n = len(sizes)
+    k, s, d = _tuple(kernel, n), _tuple(stride, n), _tuple(dilation, n)
+    if any(si > 1 for si in s):
+        raise ReceptiveFieldError(
+            f"{c.where}: 'SAME' padding computed at run time with stride {s} pads a map by an "
+            "amount that depends on its size, so a crop is padded differently than the whole "
+            "image; there is no exact crop"
+        )
+    total = [
+        max((-(-i // si) - 1) * si + (ki - 1) * di + 1 - i, 0)
+        for i, ki, si, di in zip(sizes, k, s, d, strict=True)
+    ]
+    return tuple(t // 2 for t in total)
+
+
+def _conv(c: Call, same: bool) -> Field:
     m = c.target
     assert isinstance(m, nn.modules.conv._ConvNd)
     if m.padding_mode != "zeros":
@@ -76,19 +107,38 @@ def conv(c: Call) -> Field:
         )
     n = len(m.kernel_size)
     kernel, dilation = _tuple(m.kernel_size, n), _tuple(m.dilation, n)
-    if isinstance(m.padding, str):  # "valid" or "same" (stride 1): PyTorch pads total//2 first
-        padding: tuple[int, ...] = tuple(
-            0 if m.padding == "valid" else (d * (k - 1)) // 2
-            for k, d in zip(kernel, dilation, strict=True)
-        )
-    else:
-        padding = _tuple(m.padding, n)
+    padding = _tuple(_static_padding(m, kernel, dilation), n)
+    if same:  # the static padding is 0 then
+        extra = _same_padding(c, kernel, m.stride, dilation)
+        padding = tuple(p + e for p, e in zip(padding, extra, strict=True))
     return _window(c, kernel, m.stride, padding, dilation)
+
+
+def conv(c: Call) -> Field:
+    return _conv(c, same=False)
+
+
+def conv_same(c: Call) -> Field:
+    """timm's convolutions with dynamic "SAME" padding (``Conv2dSame``, ``StdConv2dSame`` when
+    its ``same_pad`` is set); also its weight-standardized ones, whose weights are normalized
+    inside their forward (a per-output-channel rescaling: the same field)."""
+    return _conv(
+        c, same=bool(getattr(c.target, "same_pad", type(c.target).__name__ == "Conv2dSame"))
+    )
 
 
 def module_pool(c: Call) -> Field:
     m = c.target
     return _window(c, m.kernel_size, m.stride, m.padding, getattr(m, "dilation", 1))
+
+
+def module_pool_same(c: Call) -> Field:
+    """timm's ``MaxPool2dSame`` / ``AvgPool2dSame``: "SAME" padding computed at run time."""
+    m = c.target
+    dilation = getattr(m, "dilation", 1)
+    return _window(
+        c, m.kernel_size, m.stride, _same_padding(c, m.kernel_size, m.stride, dilation), dilation
+    )
 
 
 def functional_pool(c: Call) -> Field:
@@ -282,19 +332,23 @@ def split(c: Call) -> Field:
 
 
 def reduce(c: Call) -> Field:
-    """mean / sum / amax / amin over some axes: channels only keeps the map; the map itself
-    leaves no spatial axis (every unit after it sees the whole input)."""
+    """mean / sum / amax / amin over some axes: channels only keeps the map; all of the map with
+    ``keepdim=True`` is a global pool to 1×1 (a squeeze-excitation gate: broadcast back, every
+    unit sees the whole input); the map without ``keepdim`` leaves no spatial axis."""
     f = c.only()
     rank = c.inputs[0].dim()
     dim = c.arg(1, "dim")
     if dim is None:
         raise ReceptiveFieldError(f"{c.where}: reduces the whole tensor")
     dims = {int(d) % rank for d in (dim if isinstance(dim, Sequence) else (dim,))}
+    keepdim = bool(c.arg(2, "keepdim", False))
+    if keepdim and dims == set(f.dims):  # x.mean((2, 3), keepdim=True): a pooled gate (timm's SE)
+        t = c.inputs[0]
+        kernel = f.spatial_shape(t)
+        return f.window(kernel, kernel, (0,) * len(kernel), (1,) * len(kernel), (1,) * len(kernel))
     if dims & set(f.dims):
         raise ReceptiveFieldError(
             f"{c.where}: reduces the spatial axes: every unit after it sees the whole input; "
             "choose an earlier layer"
         )
-    if c.arg(2, "keepdim", False):
-        return f
-    return _without(f, dims)
+    return f if keepdim else _without(f, dims)

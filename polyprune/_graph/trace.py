@@ -60,9 +60,14 @@ class _Marking(fx.Tracer):
     def __init__(self, layer: str, leaf: bool) -> None:
         super().__init__()
         self._layer, self._leaf = layer, leaf
+        self._opaque: set[str] = set()
         self.outputs: list[Any] = []
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        from .ops import lookup_named  # the op table's rules import this module
+
+        if module_qualified_name in self._opaque or lookup_named(m) is not None:
+            return True  # untraceable, or another library's module with its own op entry
         if self._leaf and module_qualified_name == self._layer:
             return True
         return super().is_leaf_module(m, module_qualified_name)
@@ -71,7 +76,21 @@ class _Marking(fx.Tracer):
         self, m: nn.Module, forward: Callable[..., Any], args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:  # fmt: skip
-        out = super().call_module(m, forward, args, kwargs)
+        path = self.path_of_module(m)
+        stack, calls, marked = dict(self.module_stack), dict(self.num_calls), len(self.outputs)
+        try:
+            out = super().call_module(m, forward, args, kwargs)
+        except Exception:
+            # a submodule fx cannot trace through (control flow on a shape, as timm's VGG
+            # head) becomes one opaque node: fine downstream of the layer, and upstream an op
+            # with no entry is refused like any other; the layer itself must stay traceable
+            if not path or path == self._layer or self._layer.startswith(path + "."):
+                raise
+            self.module_stack.clear()
+            self.module_stack.update(stack)
+            self.num_calls, self.outputs[marked:] = calls, []
+            self._opaque.add(path)
+            out = super().call_module(m, forward, args, kwargs)
         if self.path_of_module(m) == self._layer:
             self.outputs.append(out)
         return out

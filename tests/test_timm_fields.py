@@ -1,0 +1,74 @@
+"""Receptive fields through timm's CNN building blocks (issue 24 §4): its squeeze-excitation
+gates (``x.mean((2, 3), keepdim=True)``), heads fx cannot trace (control flow on a shape),
+"SAME" padding computed at run time and weight-standardized convolutions. Every crop is checked
+against the unit on whole images (:func:`conftest.check_crops`)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import check_crops
+from torch import nn
+
+import polyprune as pp
+
+timm = pytest.importorskip("timm")
+
+
+def _x(n: int = 2, size: int = 64) -> torch.Tensor:
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(1))
+
+
+def _timm(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    return timm.create_model(name, pretrained=False).eval()
+
+
+def test_a_mean_pooled_gate_makes_units_see_the_whole_image():
+    model = _timm("test_efficientnet")  # SqueezeExcite: x * sigmoid(conv(x.mean((2, 3), True)))
+    assert check_crops(model, "blocks.2.0.conv_pwl", _x()) == "crop"  # before the first gate
+    assert check_crops(model, "blocks.4.0.conv_pwl", _x()) == "whole image"
+    rf = pp.ReceptiveField.of(model, "blocks.3.0.conv_pwl", 64)
+    assert rf.whole_image and rf.box() == (0, 0, 64, 64)
+
+
+def test_weight_standardized_convolutions_crop_exactly():
+    model = _timm("test_nfnet")  # ScaledStdConv2d: weights normalized inside forward
+    assert check_crops(model, "stages.0.0.conv1", _x()) == "crop"
+
+
+class _Head(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Conv2d(4, 2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] < 3:  # control flow on a shape, as timm's VGG head: fx cannot trace it
+            x = nn.functional.adaptive_avg_pool2d(x, 3)
+        return self.fc(x)
+
+
+def test_an_untraceable_module_after_the_layer_does_not_stop_the_crop():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2), _Head())
+    assert check_crops(model.eval(), "2", _x(3, 24)) == "crop"
+    rf = pp.ReceptiveField.of(model, "2", 24)
+    assert rf.size == (5, 5) and rf.stride == (2, 2)
+    with pytest.raises(ValueError, match="cannot trace Sequential"):  # the layer inside it
+        pp.ReceptiveField.of(model, "3.fc", 24)
+
+
+def test_same_padding_at_run_time_crops_exactly_with_stride_one_only():
+    from timm.layers import Conv2dSame
+    from timm.layers.pool2d_same import MaxPool2dSame
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        Conv2dSame(3, 4, 4), nn.ReLU(), MaxPool2dSame(3, 1), Conv2dSame(4, 4, 3), nn.ReLU(),
+        Conv2dSame(4, 4, 3, stride=2),
+    ).eval()  # fmt: skip
+    rf = pp.ReceptiveField.of(model, "3", 20)
+    assert rf.size == (8, 8) and rf.output_size == (20, 20)  # 4 + 2 + 2, "SAME": no shrinking
+    assert check_crops(model, "3", _x(3, 20)) == "crop"
+    assert check_crops(model, "5", _x(3, 20)) == "fallback"  # stride 2: the padding depends on
+    with pytest.raises(ValueError, match="depends on its size"):  # the size, crops would differ
+        pp.ReceptiveField.of(model, "5", 20)
