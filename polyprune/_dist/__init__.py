@@ -1,4 +1,5 @@
-"""Private (kernel): data-parallel building blocks over ``torch.distributed`` (gloo or nccl).
+"""Private (foundation): data-parallel building blocks over ``torch.distributed`` (gloo or nccl;
+which backend serves which device is :mod:`.backends`).
 
 Everything here degrades to plain single-process behaviour when ``torch.distributed`` is
 unavailable or not initialized: :func:`world` is ``(0, 1)``, :func:`shard` is the whole range,
@@ -82,6 +83,7 @@ failure. Failures that no Python code can report are handled by the layers below
   watchdog, which aborts the process after its timeout (``TORCH_NCCL_ASYNC_ERROR_HANDLING``).
 """
 
+from .backends import Backend, backend_for, register_backend, select_local_device
 from .comm import (
     DistributedError,
     Section,
@@ -100,12 +102,14 @@ from .world import TIMEOUT_ENV, is_distributed, is_main, owns_batch, shard, worl
 
 __all__ = [
     "TIMEOUT_ENV",
+    "Backend",
     "DistributedError",
     "MergedTopK",
     "Section",
     "agree",
     "all_gather",
     "assign_jobs",
+    "backend_for",
     "barrier",
     "broadcast_object",
     "collective_errors",
@@ -114,8 +118,10 @@ __all__ = [
     "is_main",
     "merge_topk",
     "owns_batch",
+    "register_backend",
     "run_jobs",
     "same_everywhere",
+    "select_local_device",
     "shard",
     "shutdown",
     "timeout",

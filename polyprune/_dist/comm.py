@@ -1,4 +1,4 @@
-"""Private (kernel): polyprune's collectives, and errors that end every rank instead of hanging."""
+"""Private (foundation): polyprune's collectives, and errors that end every rank, not hang."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 
 from .._files import describe
+from .backends import side_backend
 from .world import DEFAULT_TIMEOUT, TIMEOUT_ENV, is_distributed, world
 
 T = TypeVar("T")
@@ -83,13 +84,14 @@ _GROUP: tuple[Any, Any, timedelta] | None = None
 
 
 def _group() -> Any:
-    """polyprune's gloo group over all ranks, created on first use (collectively: the first
+    """polyprune's side group over all ranks (gloo: :func:`~.backends.side_backend`), created
+    on first use (collectively: the first
     collective of this module is one on every rank)."""
     global _GROUP
     default = dist.group.WORLD
     if _GROUP is None or _GROUP[0] is not default:
         limit = timeout()
-        _GROUP = (default, dist.new_group(backend="gloo", timeout=limit), limit)
+        _GROUP = (default, dist.new_group(backend=side_backend(), timeout=limit), limit)
     return _GROUP[1]
 
 

@@ -38,21 +38,21 @@ def resolve_device(device: str) -> str:
 
 @contextmanager
 def process_group(device: str) -> Iterator[None]:
-    """Initialize ``torch.distributed`` when launched by torchrun and not yet initialized:
-    ``gloo`` on the CPU, ``nccl`` on CUDA (rank on GPU ``LOCAL_RANK``), for ``device``
-    ``"cpu"``, ``"cuda"`` or ``"auto"`` (see :func:`resolve_device`); destroyed on exit.
-    Otherwise nothing."""
+    """Initialize ``torch.distributed`` when launched by torchrun and not yet initialized, with
+    the backend registered for ``device``'s type (``_dist.backends``: ``gloo`` on the CPU,
+    ``nccl`` on CUDA with each rank on GPU ``LOCAL_RANK``), for ``device`` ``"cpu"``,
+    ``"cuda"`` or ``"auto"`` (see :func:`resolve_device`); destroyed on exit. Otherwise
+    nothing."""
     import torch.distributed as dist
 
-    from .._dist import shutdown, timeout
+    from .._dist import backend_for, select_local_device, shutdown, timeout
 
     if not launched() or not dist.is_available() or dist.is_initialized():
         yield
         return
     device = resolve_device(device)
-    if device == "cuda":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group("nccl" if device == "cuda" else "gloo", timeout=timeout())
+    select_local_device(device)
+    dist.init_process_group(backend_for(device).process_group, timeout=timeout())
     try:
         yield
     finally:
