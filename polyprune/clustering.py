@@ -22,59 +22,13 @@ from torch import Tensor
 
 from . import _glance
 from . import _validate as valid
+from ._cluster_options import MIN_CODES, check_hdbscan
 from ._sigclust import MAX_DRAWS, checked, sigclust, strongest
 
 __all__ = ["Clustering", "cluster", "significance"]
 
 #: The default significance level of the verdict.
 ALPHA = 0.05
-
-#: Fewer codes than this cannot be clustered meaningfully.
-MIN_CODES = 10
-#: The options of :func:`cluster` that ``study`` and ``scan`` take as ``cluster_options``.
-_OPTIONS = ("standardize", "min_samples", "cluster_selection_method", "n_components")
-
-
-def _check_options(
-    min_cluster_size: int | None, k: int, cluster_options: Mapping[str, Any] | None
-) -> dict[str, Any]:
-    """``study``'s and ``scan``'s clustering arguments for ``k`` codes, checked before any
-    work; returns the options as a dict."""
-    if min_cluster_size is not None:
-        valid.integer("min_cluster_size", min_cluster_size, low=2, high=k, why=f" (k={k})")
-    if cluster_options is not None and not isinstance(cluster_options, Mapping):
-        raise valid.ArgumentTypeError(
-            f"cluster_options must be a dict with keys from {list(_OPTIONS)}, "
-            f"got {type(cluster_options).__name__}"
-        )
-    options = dict(cluster_options or {})
-    unknown = sorted(set(options) - set(_OPTIONS), key=repr)
-    if unknown:
-        raise ValueError(f"unknown cluster_options {unknown}; valid: {list(_OPTIONS)}")
-    _check_hdbscan(k, prefix="cluster_options", **options)
-    return options
-
-
-def _check_hdbscan(
-    n: int,
-    prefix: str = "",
-    standardize: object = False,
-    min_samples: object = None,
-    cluster_selection_method: object = "eom",
-    n_components: object = None,
-) -> None:
-    """The options :func:`cluster` passes to HDBSCAN and PCA, for ``n`` codes (``prefix``:
-    the dict they came in, for the message)."""
-
-    def name(option: str) -> str:
-        return f"{prefix}[{option!r}]" if prefix else option
-
-    valid.flag(name("standardize"), standardize)
-    if min_samples is not None:
-        valid.integer(name("min_samples"), min_samples, low=1, high=n, why=f" (k={n})")
-    valid.choice(name("cluster_selection_method"), cluster_selection_method, ("eom", "leaf"))
-    if n_components is not None:
-        valid.integer(name("n_components"), n_components, low=1)
 
 
 @dataclass(frozen=True)
@@ -282,7 +236,7 @@ def cluster(
     n = x.shape[0]
     size = default_min_cluster_size(n) if min_cluster_size is None else min_cluster_size
     size = valid.integer("min_cluster_size", size, low=2, high=n, why=" (the number of codes)")
-    _check_hdbscan(n, "", standardize, min_samples, cluster_selection_method, n_components)
+    check_hdbscan(n, "", standardize, min_samples, cluster_selection_method, n_components)
     if standardize:
         std = x.std(axis=0)
         x = (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)

@@ -45,6 +45,7 @@ __all__ = [
     "Separation",
     "circuit_scores",
     "evaluate",
+    "evaluate_activations",
     "faithfulness",
     "held_out_split",
     "overlap",
@@ -380,7 +381,7 @@ def evaluate(
         label: [unit_activations(model, unit, x, m, batch_size) for x, _ in sets]
         for label, m in masks.items()
     }
-    return _evaluate(unit, masks, [y for _, y in sets], original, subnets, negatives)
+    return evaluate_activations(unit, masks, [y for _, y in sets], original, subnets, negatives)
 
 
 def _check_fitted_for(model: nn.Module, unit: Unit, label: int, value: Any) -> None:
@@ -409,18 +410,33 @@ def _check_fitted_for(model: nn.Module, unit: Unit, label: int, value: Any) -> N
         )
 
 
-def _evaluate(
+def evaluate_activations(
     unit: Unit,
     masks: Mapping[int, Masks],
     labels: Sequence[Tensor],
     original: Sequence[Tensor],
     subnets: Mapping[int, Sequence[Tensor]],
-    negatives: str,
+    negatives: str = "clusters",
 ) -> Evaluation:
-    """:func:`evaluate` from activations already computed, one tensor per image set.
+    """:func:`evaluate` from the unit's activations already computed, one tensor per image set
+    (what :func:`polyprune.study` does: it reads every activation once).
 
-    ``labels[s]``, ``original[s]`` and ``subnets[label][s]`` belong to image set ``s``: the
-    fitted images first, then (optionally) the held-out ones.
+    ``labels[s]``, ``original[s]`` (the dense model's activations) and ``subnets[label][s]``
+    (with cluster ``label``'s masks applied) belong to image set ``s``: the fitted images
+    first, then (optionally) the held-out ones. ``masks`` (cluster label → :class:`Masks`) give
+    the kept fractions and the overlaps; ``negatives`` as for :func:`evaluate`.
+
+    Examples
+    --------
+    >>> import torch, polyprune as pp
+    >>> from polyprune.evaluation import evaluate_activations
+    >>> masks = {c: pp.Masks({"0.weight": torch.tensor([[c == 0], [c == 1]])}, "kernel")
+    ...          for c in (0, 1)}
+    >>> labels, original = [torch.tensor([0, 0, 1, 1])], [torch.tensor([3.0, 2.0, 0.0, 1.0])]
+    >>> after = {0: [torch.tensor([3.0, 2.0, 0.0, 0.0])], 1: [torch.tensor([0.0, 0.0, 1.0, 1.0])]}
+    >>> ev = evaluate_activations(pp.Unit("0", 0), masks, labels, original, after)
+    >>> ev.clusters[0].after.auroc, ev.clusters[1].kept_fraction
+    (1.0, 0.5)
     """
     results: dict[int, ClusterEvaluation] = {}
     for label, m in masks.items():

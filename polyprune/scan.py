@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from . import _validate as valid
+from ._cluster_options import MIN_CODES, check_options
 from ._data import Images, data_size
 from ._dist import is_distributed, is_main, run_jobs, same_everywhere
 from ._graph.trace import check_layer
@@ -24,7 +25,7 @@ from ._progress import stage
 from ._provenance import data_description, environment, file_paths, model_description, now
 from ._scan_result import Scan, channel_row
 from ._stream import stream
-from .clustering import ALPHA, MIN_CODES, Clustering, _check_options, cluster
+from .clustering import ALPHA, Clustering, cluster
 from .targets import Unit
 
 __all__ = ["Scan", "scan"]
@@ -46,7 +47,7 @@ def _check_args(
     for name in names:
         check_layer(model, name)
     valid.integer("k", k, low=MIN_CODES, why=" (the codes are clustered)")
-    _check_options(min_cluster_size, k, cluster_options)
+    check_options(min_cluster_size, k, cluster_options)
     return names
 
 

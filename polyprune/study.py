@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from . import _validate as valid
+from ._cluster_options import MIN_CODES, check_options
 from ._cs.config import CSConfig
 from ._data import data_size
 from ._dist import is_distributed, is_main, run_jobs, same_everywhere
@@ -23,8 +24,8 @@ from ._provenance import data_description, environment, model_description, now
 from ._stats import DEGENERATE, degenerate
 from ._study_result import StudyResult
 from ._unit_io import unit_activations
-from .clustering import ALPHA, MIN_CODES, _check_options, cluster
-from .evaluation import _evaluate, held_out_split
+from .clustering import ALPHA, cluster
+from .evaluation import evaluate_activations, held_out_split
 from .methods import DEFAULT_KEEP, Method
 from .recording import TopActivations, top_activating
 from .sparsify import ContinuousSparsification
@@ -126,7 +127,7 @@ def study(
     unit.validate(model)
     _check_top(top, unit)
     _check_top_is_this_models(model, top)
-    options = _check_options(min_cluster_size, k if top is None else len(top), cluster_options)
+    options = check_options(min_cluster_size, k if top is None else len(top), cluster_options)
     started = now()
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -221,7 +222,7 @@ def study(
                 model, seen_as, crops, sub.masks, 256
             )
             after[label] = [acts[i] for i in sets]
-        result.evaluations[name] = _evaluate(
+        result.evaluations[name] = evaluate_activations(
             seen_as, {label: sub.masks for label, sub in subs.items()},
             [labels[i] for i in sets], [original[i] for i in sets], after, "clusters",
         )  # fmt: skip

@@ -10,8 +10,8 @@ import textwrap
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from .._cluster_options import MIN_CODES
 from .._validate import SEED_MAX
-from ..clustering import MIN_CODES
 from ..methods import DEFAULT_KEEP
 from ._launch import rank_note
 
