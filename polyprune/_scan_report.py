@@ -1,5 +1,6 @@
 """Private: write a :class:`~polyprune.scan.Scan` to a directory (CSV, JSON, tensors, figures,
-HTML) and read it back."""
+HTML) and read its parts back. It only reads a ``Scan`` (type-checking import): ``_scan_result``
+imports this module, never the other way round."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from ._dist import MergedTopK
 from ._files import load_saved
 from ._plan import Plan
 from ._report import clean, figures_html, html_page
-from ._scan_result import SCAN_COLUMNS
 from .clustering import ALPHA, Clustering, _nan
 from .receptive_field import ReceptiveField
 from .targets import Unit
@@ -25,7 +25,19 @@ from .targets import Unit
 if TYPE_CHECKING:
     from ._scan_result import Scan
 
-__all__ = ["read_scan", "write_scan"]
+__all__ = ["SCAN_COLUMNS", "read_scan", "write_scan"]
+
+SCAN_COLUMNS: list[g.Column] = [
+    ("rank", "rank", str), ("unit", "unit", str), ("clusters", "clusters", str),
+    ("noise", "noise", lambda v: g.fmt(v, ".0%")),
+    ("separation", "separation", lambda v: g.fmt(v, ".3f")),
+    ("balance", "balance", g.fmt), ("score", "score", lambda v: g.fmt(v, ".3f")),
+    ("p_value", "p", lambda v: g.fmt(v, ".2g")),
+    ("q_value", "q", lambda v: g.fmt(v, ".2g")),
+    ("flags", "flags", lambda v: ", ".join(v)),
+]  # fmt: skip
+"""The columns of a scan's table in notebooks and reports."""
+
 
 FORMAT = 1
 
@@ -159,9 +171,9 @@ def _score_figure(scan: Scan, path: Path) -> str:
     return path.name
 
 
-def read_scan(directory: Path) -> Scan:
-    from ._scan_result import Scan
-
+def read_scan(directory: Path) -> dict[str, Any]:
+    """The arguments of :class:`~polyprune.scan.Scan` saved in ``directory`` by
+    :func:`write_scan` (``Scan.load`` builds the scan: this module does not import it)."""
     paths = [directory / name for name in ("scan.json", "scan.pt")]
     missing = [p.name for p in paths if not p.is_file()]
     if missing:
@@ -202,8 +214,9 @@ def read_scan(directory: Path) -> Scan:
                 row[key] = _nan(row[key])
         rows.append(row)
     seen_at = {layer: _pos(at) for layer, at in meta["seen_at"].items()}
-    return Scan(
-        meta["layers"], tops, clusterings, rows, plans, seen_at, meta["config"],
-        meta.get("timings"), meta.get("provenance"),
-        {layer: t.get("paths") for layer, t in state["tops"].items()},
-    )  # fmt: skip
+    return {
+        "layers": meta["layers"], "tops": tops, "clusterings": clusterings, "rows": rows,
+        "plans": plans, "seen_at": seen_at, "config": meta["config"],
+        "timings": meta.get("timings"), "provenance": meta.get("provenance"),
+        "paths": {layer: t.get("paths") for layer, t in state["tops"].items()},
+    }  # fmt: skip

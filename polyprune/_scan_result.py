@@ -18,6 +18,7 @@ from ._dist import MergedTopK, is_main
 from ._files import atomic_directory
 from ._plan import Plan
 from ._provenance import file_paths
+from ._scan_report import SCAN_COLUMNS, read_scan, write_scan
 from ._sigclust import q_values
 from ._stats import degenerate
 from .clustering import ALPHA, Clustering
@@ -60,18 +61,6 @@ def channel_row(clustering: Clustering, codes: Tensor, values: Tensor) -> dict[s
         "p_value": clustering.p_value if polysemantic else math.nan,
         "polysemantic": polysemantic,
     }
-
-
-SCAN_COLUMNS: list[_glance.Column] = [
-    ("rank", "rank", str), ("unit", "unit", str), ("clusters", "clusters", str),
-    ("noise", "noise", lambda v: _glance.fmt(v, ".0%")),
-    ("separation", "separation", lambda v: _glance.fmt(v, ".3f")),
-    ("balance", "balance", _glance.fmt), ("score", "score", lambda v: _glance.fmt(v, ".3f")),
-    ("p_value", "p", lambda v: _glance.fmt(v, ".2g")),
-    ("q_value", "q", lambda v: _glance.fmt(v, ".2g")),
-    ("flags", "flags", lambda v: ", ".join(v)),
-]  # fmt: skip
-"""The columns of a scan's table in notebooks and reports."""
 
 
 def verdicts(rows: Sequence[dict[str, Any]], alpha: float) -> None:
@@ -360,8 +349,6 @@ class Scan:
         (the others return the same path), so every rank may call it.
         """
         valid.path("directory", directory)
-        from ._scan_report import write_scan
-
         valid.integer("crops", crops, low=0)
         out = Path(directory)
         if not is_main():
@@ -375,9 +362,7 @@ class Scan:
         """Read a scan written by :meth:`save` (everything but the crops: pass ``data`` to
         :meth:`top` again)."""
         valid.path("directory", directory)
-        from ._scan_report import read_scan
-
-        return read_scan(Path(directory))
+        return cls(**read_scan(Path(directory)))
 
     def _state(self) -> dict[str, Any]:
         """Tensors for ``scan.pt`` (see ``_scan_report``)."""
