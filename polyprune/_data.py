@@ -1,4 +1,4 @@
-"""Private (kernel): the one adapter between a user's images and polyprune.
+"""Private (foundation): the one adapter between a user's images and polyprune.
 
 Every public function that takes images accepts the same things, checked the same way:
 

@@ -1,4 +1,4 @@
-"""Private (kernel): writing files and result directories safely (a save replaces only an
+"""Private (foundation): writing files and result directories safely (a save replaces only an
 earlier polyprune result of its kind, when asked, and all at once), reading saved files back,
 fingerprints of files, and exceptions in one line."""
 

@@ -1,4 +1,5 @@
-"""Private (kernel): granularity arithmetic, and weight masking that restores the model exactly."""
+"""Private (foundation): granularity arithmetic, and weight masking that restores the model
+exactly."""
 
 from __future__ import annotations
 

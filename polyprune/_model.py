@@ -1,4 +1,4 @@
-"""Private (kernel): the model's mode, dtype and device, and the images that go into it.
+"""Private (foundation): the model's mode, dtype and device, and the images that go into it.
 
 polyprune reads a model; it never trains it. Every forward pass runs in eval mode (BatchNorm uses
 its running statistics and never updates them, dropout is off), and each module's own

@@ -1,4 +1,4 @@
-"""Private (kernel): the one progress facility — stage lines, bars and heartbeats on stderr.
+"""Private (foundation): the one progress facility — stage lines, bars and heartbeats on stderr.
 
 On a terminal (or in a notebook) a stage is a tqdm bar; anywhere else (a log file, a pipe, CI) it
 is one plain line when the stage ends, ``[polyprune] label: done/total unit, 1.2 s``, with no

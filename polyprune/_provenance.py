@@ -1,4 +1,4 @@
-"""Private (kernel): what produced a result — software, machine, model and data — as JSON."""
+"""Private (foundation): what produced a result — software, machine, model and data — as JSON."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Private (kernel): Ctrl-C while the command line starts — while ``import polyprune`` loads torch,
-before :func:`polyprune.cli.main` can catch it — ends the command with one line, not a traceback.
+"""Private (foundation): Ctrl-C while the command line starts — while ``import polyprune``
+loads torch, before :func:`polyprune.cli.main` can catch it — ends the command with one line,
+not a traceback.
 
 Importing it guards (:func:`guard`). Only the ``polyprune`` command (the console script,
 ``python -m polyprune`` or ``python -m polyprune.cli``, also as torchrun's workers) is

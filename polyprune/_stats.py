@@ -1,4 +1,4 @@
-"""Private (kernel): the statistics behind evaluation (NumPy/SciPy, no polyprune types) and the
+"""Private (foundation): the statistics behind evaluation (NumPy/SciPy, no polyprune types) and the
 one rule for dead and constant units."""
 
 from __future__ import annotations

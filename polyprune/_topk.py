@@ -1,4 +1,4 @@
-"""Private (kernel): the one running top-k of polyprune, over a subset of a layer's channels.
+"""Private (foundation): the one running top-k of polyprune, over a subset of a layer's channels.
 
 :class:`TopK` keeps, for each tracked channel (every channel of the layer, or a subset: one
 unit is a subset of one), the ``k`` items on which that channel is highest, together with each

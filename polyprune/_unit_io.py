@@ -1,4 +1,4 @@
-"""Private (kernel): place a unit on the images at hand, and read it on many images.
+"""Private (engine): place a unit on the images at hand, and read it on many images.
 
 The one way to read a unit: :func:`placed` resolves its position for images of a given size (the
 map's center unless the unit has one), then :func:`unit_activation` runs the model up to the

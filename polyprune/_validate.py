@@ -1,4 +1,4 @@
-"""Private (kernel): argument checks, written once.
+"""Private (foundation): argument checks, written once.
 
 Every public function checks its arguments here before any work. Each check returns the value
 in its canonical form (``int``, ``float``, ``torch.device`` ...) or raises with a message that

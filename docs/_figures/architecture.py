@@ -18,17 +18,22 @@ ROOT = Path(__file__).resolve().parents[2]
 NAMES = (
     "app: command line",
     "app: demo",
+    "pipeline: results",
+    "pipelines",
     "pipeline: result types",
-    "pipeline: study, scan",
-    "pipeline: results, reports",
-    "methods (composite)",
+    "pipeline: scan report",
+    "pipeline: study report",
+    "subnetwork, ground truth",
     "methods",
-    "method: receptive fields",
-    "method contract",
-    "engine",
+    "method parts",
+    "method parts (lower)",
+    "method contract, fields",
     "core types",
-    "kernel: graph, units",
-    "kernel: model, data, ranks",
+    "engine",
+    "foundation",
+    "foundation: ranks",
+    "foundation",
+    "foundation: argument checks",
 )
 
 
@@ -42,10 +47,17 @@ def layers() -> list[list[str]]:
     ]
 
 
+def _shown(layer: str) -> str:
+    """A contract line as the figure shows it: ``|`` between independent siblings, ``:``
+    between modules that may import each other."""
+    return " ".join(layer.replace("polyprune.", "").split())
+
+
 def draw(out: Path) -> Path:
     from matplotlib.figure import Figure
 
-    rows = layers()
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    rows = [_shown(layer) for layer in config["tool"]["importlinter"]["contracts"][0]["layers"]]
     if len(rows) != len(NAMES):
         raise SystemExit(f"the contract has {len(rows)} layers, NAMES {len(NAMES)}: update NAMES")
     fig = Figure(figsize=(10.5, 0.5 * len(rows) + 0.6))
@@ -55,15 +67,19 @@ def draw(out: Path) -> Path:
     ax.set_ylim(-0.5, len(rows))
     for r, (name, modules) in enumerate(zip(NAMES, rows, strict=True)):
         y = len(rows) - 1 - r
-        colour = "#dbe9f6" if name.startswith("kernel") else "#fde8c8"
+        colour = "#dbe9f6" if name.startswith(("engine", "foundation")) else "#fde8c8"
         if name.startswith(("pipeline", "app")):
             colour = "#d9f2d9"
         elif name.startswith("core"):
             colour = "#f6d5e5"
         ax.add_patch(_box(fig, 0.1, y - 0.4, 9.8, 0.8, colour))
         ax.text(0.25, y, name, va="center", fontsize=9, weight="bold")
-        ax.text(2.7, y, "  ".join(modules), va="center", fontsize=8, family="monospace")
-    ax.set_title("polyprune's layers: each imports only from the layers below it", fontsize=10)
+        ax.text(2.7, y, modules, va="center", fontsize=7, family="monospace")
+    ax.set_title(
+        "polyprune's layers: each imports only from the layers below it "
+        "(| independent siblings, : may import each other)",
+        fontsize=10,
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100, bbox_inches="tight")
     return out

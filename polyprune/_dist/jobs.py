@@ -1,4 +1,4 @@
-"""Private (kernel): independent jobs spread over the ranks, results gathered to every rank."""
+"""Private (foundation): independent jobs spread over the ranks, results gathered to every rank."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Private (kernel): merging per-rank top-k's with one process's tie rule (value, then index)."""
+"""Private (foundation): merging per-rank top-k's with one process's tie rule (value, index)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Private (kernel): who this process is in a torch.distributed job, and its share of the data."""
+"""Private (foundation): who this process is in a torch.distributed job, and its data share."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Private (kernel): what a model computes, read from its traced :mod:`torch.fx` graph.
+"""Private (engine): what a model computes, read from its traced :mod:`torch.fx` graph.
 
 - :mod:`.trace`: tracing up to a named layer, what is upstream of it, which weights can reach it;
 - :mod:`.ops`: THE op table, one entry per operation (its receptive-field rule and its channel

@@ -1,4 +1,4 @@
-"""Private (kernel): a receptive field, as three integers per spatial dimension plus exact spans.
+"""Private (engine): a receptive field, as three integers per spatial dimension plus exact spans.
 
 A receptive field of a feature map is kept per spatial dimension as three integers in input
 pixels: ``size`` (bounding box of the pixels one map position can see), ``stride`` (distance in

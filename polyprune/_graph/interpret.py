@@ -1,4 +1,4 @@
-"""Private (kernel): propagate receptive fields over the traced graph, op by op (:mod:`.ops`).
+"""Private (engine): propagate receptive fields over the traced graph, op by op (:mod:`.ops`).
 
 Values that are tuples or lists of maps (``x.chunk(2, 1)``, a list of features passed to a
 DenseNet layer) carry a tuple of fields, one per element, so no field is ever dropped on the way:

@@ -1,4 +1,4 @@
-"""Private (kernel): THE op table — one entry per operation, read by every graph analysis.
+"""Private (engine): THE op table — one entry per operation, read by every graph analysis.
 
 Each operation a model's traced graph may contain has one :class:`Op` entry with
 

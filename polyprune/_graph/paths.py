@@ -1,4 +1,4 @@
-"""Private (kernel): which kernels lie on a path from the input to a unit, over the traced graph.
+"""Private (engine): which kernels lie on a path from the input to a unit, over the traced graph.
 
 Hamblin et al.'s *effective* mask drops every kept kernel that has no path from the input to
 the target through kept kernels. Paths are followed per channel: a channel is *live* when some

@@ -1,4 +1,4 @@
-"""Private (kernel): measure a unit's receptive field empirically (see ``ReceptiveField.probe``)."""
+"""Private (engine): measure a unit's receptive field empirically (see ``ReceptiveField.probe``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Private (kernel): which mask elements can reach a unit (the region of its subnetwork)."""
+"""Private (engine): which mask elements can reach a unit (the region of its subnetwork)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Private (kernel): the receptive-field rules the op table (:mod:`.ops`) points to.
+"""Private (engine): the receptive-field rules the op table (:mod:`.ops`) points to.
 
 Each rule maps one :class:`~.field.Call` (an operation with its inputs' fields) to the field of
 its output. Rules never guess: an argument they cannot follow raises

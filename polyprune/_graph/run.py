@@ -1,4 +1,4 @@
-"""Private (kernel): run a forward pass only as far as some named modules, and read a unit.
+"""Private (engine): run a forward pass only as far as some named modules, and read a unit.
 
 Everything that reads a layer goes through :func:`forward_until` (hooks that never leak, the
 forward stopped right after the last layer needed), and everything that reads *one unit* of a map

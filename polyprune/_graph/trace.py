@@ -1,4 +1,4 @@
-"""Private (kernel): the model's graph, traced with :mod:`torch.fx`, up to one named module.
+"""Private (engine): the model's graph, traced with :mod:`torch.fx`, up to one named module.
 
 Everything that needs to know *which computations feed a layer* (receptive fields, which
 parameters can reach a unit) goes through :func:`trace_to`, so the question "what is upstream"

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._cs.config import CSConfig
 from .._files import MANIFEST, read_manifest
+from ..sparsify import CSConfig
 from ._errors import CLIError, first_line
 from ._inputs import (
     check_model,
