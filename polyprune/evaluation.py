@@ -45,7 +45,6 @@ __all__ = [
     "Separation",
     "circuit_scores",
     "evaluate",
-    "evaluate_activations",
     "faithfulness",
     "held_out_split",
     "overlap",
@@ -419,7 +418,8 @@ def evaluate_activations(
     negatives: str = "clusters",
 ) -> Evaluation:
     """:func:`evaluate` from the unit's activations already computed, one tensor per image set
-    (what :func:`polyprune.study` does: it reads every activation once).
+    (what :func:`polyprune.study` does: it reads every activation once). Internal API, not in
+    ``__all__``: its arguments are not validated, :func:`evaluate` is the checked entry.
 
     ``labels[s]``, ``original[s]`` (the dense model's activations) and ``subnets[label][s]``
     (with cluster ``label``'s masks applied) belong to image set ``s``: the fitted images
