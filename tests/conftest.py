@@ -9,8 +9,11 @@ import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
@@ -256,3 +259,31 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(_commands, "load_model", loaded)
     monkeypatch.setattr("polyprune._demo.run_demo", loaded)
+
+
+@contextmanager
+def installed_plugin(root: Path, name: str, source: str) -> Iterator[str]:
+    """A user's plugin module ``name`` (``source``) written under ``root`` and imported, as
+    ``--import name`` would; ``root`` leaves ``sys.path`` afterwards."""
+    (root / f"{name}.py").write_text(textwrap.dedent(source))
+    sys.path.insert(0, str(root))
+    try:
+        __import__(name)
+        yield name
+    finally:
+        sys.path.remove(str(root))
+
+
+def study_by_plugin(tmp_path: Path, method: str, plugin: str) -> tuple[int, Path]:
+    """``polyprune study --methods METHOD --import PLUGIN`` on a small zoo model and image
+    folder: the exit code and the output directory."""
+    from polyprune.cli import main
+
+    folder = pp.zoo.write_image_folder(tmp_path / "images", 10, size=32, seed=3)
+    out = tmp_path / "study"
+    code = main([
+        "study", "--model", "zoo:concepts-merged", "--layer", "features.9", "--unit", "3",
+        "--data", str(folder), "--out", str(out), "--k", "40", "--methods", method,
+        "--import", plugin, "--quiet",
+    ])  # fmt: skip
+    return code, out

@@ -5,17 +5,16 @@ for the CS settings; CS objectives registered the same way."""
 from __future__ import annotations
 
 import json
-import sys
-import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import installed_plugin, study_by_plugin
 from test_sparsify import assert_restored, snapshot
 
 import polyprune as pp
 from polyprune import zoo
-from polyprune.cli import main
 
 # What a user writes (under 25 lines): sigmoid masks trained by Adam to keep the unit firing on
 # the members and silent on the rest, with the public ContinuousSparsifier as the mask holder.
@@ -49,13 +48,9 @@ class Contrast(Method, name="contrast"):
 
 
 @pytest.fixture(scope="module")
-def plugin(tmp_path_factory: pytest.TempPathFactory) -> str:
-    root = tmp_path_factory.mktemp("plugin")
-    (root / "my_methods.py").write_text(textwrap.dedent(USER_METHOD))
-    sys.path.insert(0, str(root))
-    __import__("my_methods")
-    yield "my_methods"
-    sys.path.remove(str(root))
+def plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with installed_plugin(tmp_path_factory.mktemp("plugin"), "my_methods", USER_METHOD) as name:
+        yield name
 
 
 def test_the_user_method_is_short_registered_and_not_a_scorer(plugin: str) -> None:
@@ -96,13 +91,7 @@ def test_study_by_name(plugin: str) -> None:
 
 
 def test_cli_by_name_with_import(plugin: str, tmp_path: Path, capsys) -> None:
-    folder = zoo.write_image_folder(tmp_path / "images", 10, size=32, seed=3)
-    out = tmp_path / "study"
-    code = main([
-        "study", "--model", "zoo:concepts-merged", "--layer", "features.9", "--unit", "3",
-        "--data", str(folder), "--out", str(out), "--k", "40", "--methods", "contrast",
-        "--import", plugin, "--quiet",
-    ])  # fmt: skip
+    code, out = study_by_plugin(tmp_path, "contrast", plugin)
     assert code == 0, capsys.readouterr().err
     data = json.loads((out / "results.json").read_text())
     assert data["config"]["methods"] == ["contrast"]

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
-import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import installed_plugin, study_by_plugin
 
 import polyprune as pp
 from polyprune import zoo
@@ -31,13 +31,9 @@ class SquaredSNIP(BaseScorer, name="snipsq"):
 
 
 @pytest.fixture(scope="module")
-def plugin(tmp_path_factory: pytest.TempPathFactory) -> str:
-    root = tmp_path_factory.mktemp("plugin")
-    (root / "my_scorers.py").write_text(textwrap.dedent(USER_SCORER))
-    sys.path.insert(0, str(root))
-    __import__("my_scorers")
-    yield "my_scorers"
-    sys.path.remove(str(root))
+def plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with installed_plugin(tmp_path_factory.mktemp("plugin"), "my_scorers", USER_SCORER) as name:
+        yield name
 
 
 def test_the_user_scorer_is_short_and_registered(plugin: str) -> None:
@@ -76,14 +72,9 @@ def test_study_by_name(plugin: str) -> None:
 
 
 def test_cli_by_name_with_import(plugin: str, tmp_path: Path, capsys) -> None:
-    folder = zoo.write_image_folder(tmp_path / "images", 10, size=32, seed=3)
-    out = tmp_path / "study"
-    code = main([
-        "study", "--model", "zoo:concepts-merged", "--layer", "features.9", "--unit", "3",
-        "--data", str(folder), "--out", str(out), "--k", "40", "--methods", "snipsq",
-        "--import", plugin, "--quiet",
-    ])  # fmt: skip
+    code, out = study_by_plugin(tmp_path, "snipsq", plugin)
     assert code == 0, capsys.readouterr().err
+    folder = tmp_path / "images"
     data = json.loads((out / "results.json").read_text())
     assert data["config"]["methods"] == ["snipsq"]
     assert main(["study", "--import", "no_such_module_here", "--model", "zoo:concepts-merged",
