@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import html
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -181,9 +182,23 @@ def read_scan(directory: Path) -> dict[str, Any]:
             f"{directory} holds no saved scan (missing {missing}); write "
             "one with Scan.save(directory)"
         )
+    try:
+        return _read_scan(paths)
+    except (KeyError, TypeError, AttributeError, IndexError, RuntimeError, ValueError,
+            OverflowError) as exc:  # fmt: skip
+        if isinstance(exc, ValueError) and os.fspath(directory) in str(exc):
+            raise
+        raise ValueError(
+            f"{os.fspath(directory)!r} holds a damaged polyprune scan (scan.json / scan.pt): "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _read_scan(paths: list[Path]) -> dict[str, Any]:
     meta = json.loads(paths[0].read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{paths[0]} has format {meta.get('format')!r}; expected {FORMAT}")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ValueError(f"{paths[0]} has format {got!r}; expected {FORMAT}")
     state = load_saved(paths[1], "scan")
     tops = {
         layer: MergedTopK(t["values"], t["indices"], t["items"], t["rows"], {"codes": t["codes"]})
@@ -213,6 +228,11 @@ def read_scan(directory: Path) -> dict[str, Any]:
             if key in row:  # the test's columns are absent from scans saved before 0.3
                 row[key] = _nan(row[key])
         rows.append(row)
+    if sorted(tops) != sorted(meta["layers"]):
+        raise ValueError(
+            f"{os.fspath(paths[1])!r} holds the top-k of layers {sorted(tops)}, "
+            f"scan.json lists {meta['layers']}"
+        )
     seen_at = {layer: _pos(at) for layer, at in meta["seen_at"].items()}
     return {
         "layers": meta["layers"], "tops": tops, "clusterings": clusterings, "rows": rows,

@@ -243,7 +243,14 @@ def decoder(
                 f"{where}: data lacks the field {exc.args[0]!r} (or a field inside it) that "
                 f"{cls.__name__}.to_dict writes"
             ) from exc
-        except (TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
+        except (
+            TypeError,
+            ValueError,
+            AttributeError,
+            IndexError,
+            RuntimeError,
+            OverflowError,
+        ) as exc:
             raise ValueError(
                 f"{where}: data is not what {cls.__name__}.to_dict writes: {exc}"
             ) from exc
