@@ -72,3 +72,23 @@ def test_same_padding_at_run_time_crops_exactly_with_stride_one_only():
     assert check_crops(model, "5", _x(3, 20)) == "fallback"  # stride 2: the padding depends on
     with pytest.raises(ValueError, match="depends on its size"):  # the size, crops would differ
         pp.ReceptiveField.of(model, "5", 20)
+
+
+class _Paths(nn.Module):
+    """Selective-kernel style: two kernel paths stacked on a new axis, then summed over it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 5, padding=2)
+        self.out = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.stack([self.a(x), self.b(x)], dim=1).sum(1))
+
+
+def test_stacked_paths_have_the_union_of_their_fields():
+    torch.manual_seed(0)
+    model = _Paths().eval()
+    rf = pp.ReceptiveField.of(model, "out", 20)
+    assert rf.size == (5, 5) and rf.stride == (1, 1)
+    assert check_crops(model, "out", _x(3, 20)) == "crop"

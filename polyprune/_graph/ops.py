@@ -148,6 +148,7 @@ FUNCTIONS: dict[Any, Op] = {
     F.softmax: Op(rules.softmax, "mix"),
     torch.softmax: Op(rules.softmax, "mix"),
     torch.cat: _CAT,
+    torch.stack: Op(rules.stack, "mix"),
     torch.concat: _CAT,
     torch.permute: _LAYOUT["permute"],
     torch.transpose: _LAYOUT["transpose"],

@@ -8,6 +8,7 @@ its output. Rules never guess: an argument they cannot follow raises
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from torch import Tensor, nn
@@ -32,6 +33,7 @@ __all__ = [
     "softmax",
     "split",
     "squeeze",
+    "stack",
     "transpose",
     "unsqueeze",
 ]
@@ -226,6 +228,14 @@ def cat(c: Call) -> Field:
     if dim in first.dims:
         raise ReceptiveFieldError(f"{c.where}: concatenation along a spatial dimension")
     return pointwise(c)  # constants concatenated with maps contribute no pixels
+
+
+def stack(c: Call) -> Field:
+    """``torch.stack`` along a new axis (timm's selective-kernel paths): the axes after it
+    move up by one; the inputs' fields meet as in an element-wise operation."""
+    d = int(c.arg(1, "dim", 0)) % c.output.dim()
+    fields = [f.moved(tuple(x + 1 if x >= d else x for x in f.dims)) for f in c.fields]
+    return pointwise(replace(c, fields=fields, inputs=[t.unsqueeze(d) for t in c.inputs]))
 
 
 def permute(c: Call) -> Field:
