@@ -116,6 +116,10 @@ def field() -> pp.ReceptiveField:
     return pp.ReceptiveField.of(net(), "2", 10)
 
 
+def zoo_net() -> nn.Module:
+    return zoo.load("concepts-merged")
+
+
 def sparsifier() -> pp.ContinuousSparsifier:
     return pp.ContinuousSparsifier(net(), UNIT)
 
@@ -162,6 +166,8 @@ LABELS += bad("wrong rank", torch.zeros(24, 2, dtype=torch.long))
 ACTIVATIONS = (
     bad("wrong type", "x") + bad("empty", torch.zeros(0)) + bad("NaN", torch.full((4,), NAN))
 )
+UNKNOWN_NAME = bad("out-of-range value", "nope", 3)
+ZOO_MODEL_ARGS = {"model": MODEL, "name": UNKNOWN_NAME}
 DICT = bad("wrong type", "x", 3, None) + bad("empty", {})
 
 
@@ -270,12 +276,12 @@ ROWS: dict[str, Row] = {
     ),
     "polyprune.methods.create": Row(
         call(pp.methods.create, name="snip"),
-        {"name": bad("out-of-range value", "nope", 3)},
+        {"name": UNKNOWN_NAME},
         names={"name": "method"},
     ),
     "polyprune.methods.method_class": Row(
         call(pp.methods.method_class, name="snip"),
-        {"name": bad("out-of-range value", "nope", 3)},
+        {"name": UNKNOWN_NAME},
         names={"name": "method"},
     ),
     "polyprune.methods.resolve_keep": Row(
@@ -356,7 +362,7 @@ ROWS: dict[str, Row] = {
         },
     ),
     "polyprune.ContinuousSparsifier.num_elements": Row(
-        method(sparsifier, "num_elements"), {"name": bad("out-of-range value", "nope", 3)}
+        method(sparsifier, "num_elements"), {"name": UNKNOWN_NAME}
     ),
     "polyprune.ContinuousSparsifier.penalty": Row(
         method(sparsifier, "penalty"), {"normalized": bad("wrong type", "yes")}
@@ -547,7 +553,7 @@ ROWS: dict[str, Row] = {
             "unit": UNIT_ARG,
             "images": IMAGES,
             "members": bad("wrong type", "x") + bad("empty", torch.zeros(0, dtype=torch.bool)),
-            "method": bad("out-of-range value", "nope", 3),
+            "method": UNKNOWN_NAME,
             "keep": FRACTION,
             "granularity": bad("out-of-range value", "x"),
             "config": bad("wrong type", "x"),
@@ -649,9 +655,7 @@ ROWS: dict[str, Row] = {
             "granularity": bad("out-of-range value", "x"),
         },
     ),
-    "polyprune.scoring.create": Row(
-        call(scoring.create, name="snip"), {"name": bad("out-of-range value", "nope", 3)}
-    ),
+    "polyprune.scoring.create": Row(call(scoring.create, name="snip"), {"name": UNKNOWN_NAME}),
     "polyprune.scoring.reduce_to": Row(
         call(scoring.reduce_to, per_weight=torch.rand(4, 3, 3, 3), granularity="kernel"),
         {
@@ -670,7 +674,7 @@ ROWS: dict[str, Row] = {
     "polyprune.subnetwork.Subnetwork.load": Row(call(pp.results.Subnetwork.load), {"path": PATH}),
     "polyprune.subnetwork.resolve_method": Row(
         call(pp.subnetwork.resolve_method, spec="snip"),
-        {"spec": bad("out-of-range value", "nope", 3), "keep": FRACTION},
+        {"spec": UNKNOWN_NAME, "keep": FRACTION},
     ),
     "polyprune.evaluation.Evaluation.from_dict": Row(
         call(pp.results.Evaluation.from_dict), {"data": DICT}
@@ -759,16 +763,9 @@ ROWS: dict[str, Row] = {
         },
     ),
     "polyprune.zoo.accuracy": Row(
-        call(
-            zoo.accuracy,
-            model=Fresh(lambda: zoo.architecture("concepts-merged")),
-            name="concepts-merged",
-        ),
-        {"model": MODEL, "name": bad("out-of-range value", "nope", 3)},
+        call(zoo.accuracy, model=Fresh(zoo_net), name="concepts-merged"), ZOO_MODEL_ARGS
     ),
-    "polyprune.zoo.architecture": Row(
-        call(zoo.architecture), {"name": bad("out-of-range value", "nope", 3)}
-    ),
+    "polyprune.zoo.architecture": Row(call(zoo.architecture), {"name": UNKNOWN_NAME}),
     "polyprune.zoo.concept_images": Row(
         call(zoo.concept_images, n=4, size=16),
         {
@@ -778,20 +775,14 @@ ROWS: dict[str, Row] = {
             "concepts": bad("out-of-range value", "nope", []),
         },
     ),
-    "polyprune.zoo.demo_data": Row(
-        call(zoo.demo_data), {"name": bad("out-of-range value", "nope", 3)}
-    ),
-    "polyprune.zoo.digits": Row(
-        call(zoo.digits), {"split": bad("out-of-range value", "nope", 3), "size": POSITIVE}
-    ),
+    "polyprune.zoo.demo_data": Row(call(zoo.demo_data), {"name": UNKNOWN_NAME}),
+    "polyprune.zoo.digits": Row(call(zoo.digits), {"split": UNKNOWN_NAME, "size": POSITIVE}),
     "polyprune.zoo.eval_data": Row(
         call(zoo.eval_data, name="concepts-merged"),
-        {"name": bad("out-of-range value", "nope", 3), "seed": SEED},
+        {"name": UNKNOWN_NAME, "seed": SEED},
     ),
-    "polyprune.zoo.load": Row(call(zoo.load), {"name": bad("out-of-range value", "nope", 3)}),
-    "polyprune.zoo.model_card": Row(
-        call(zoo.model_card), {"name": bad("out-of-range value", "nope", 3)}
-    ),
+    "polyprune.zoo.load": Row(call(zoo.load), {"name": UNKNOWN_NAME}),
+    "polyprune.zoo.model_card": Row(call(zoo.model_card), {"name": UNKNOWN_NAME}),
     "polyprune.zoo.planted_network": Row(
         call(zoo.planted_network),
         {
@@ -802,16 +793,11 @@ ROWS: dict[str, Row] = {
         },
     ),
     "polyprune.zoo.recommend_unit": Row(
-        call(
-            zoo.recommend_unit,
-            model=Fresh(lambda: zoo.load("concepts-merged")),
-            name="concepts-merged",
-        ),
-        {"model": MODEL, "name": bad("out-of-range value", "nope", 3)},
+        call(zoo.recommend_unit, model=Fresh(zoo_net), name="concepts-merged"), ZOO_MODEL_ARGS
     ),
     "polyprune.zoo.train": Row(
         call(zoo.train, name="concepts-merged", steps=1),
-        {"name": bad("out-of-range value", "nope", 3), "steps": POSITIVE, "seed": SEED},
+        {"name": UNKNOWN_NAME, "steps": POSITIVE, "seed": SEED},
     ),
     "polyprune.zoo.train_planted": Row(
         call(zoo.train_planted, steps=1), {"steps": POSITIVE, "seed": SEED}
