@@ -308,8 +308,8 @@ def significance(
       a polysemantic unit reach its strongest activations.
 
     When not to trust it: few rows (little power); codes far from Gaussian though of one piece
-    — skewed clouds and heavy tails, where a few outlying codes make a small index and a
-    p-value too small (measured in ``docs/verdicts.md``); several clusters
+    (the null is one Gaussian: a skewed or lumpy single cloud can be called; on heavy-tailed
+    clouds the test was conservative, see ``docs/verdicts.md``); several clusters
     cannot be told from two (the test is of "one Gaussian", not of "how many"); and a tiny
     p-value says the structure is real, not that it is a second meaning: read the crops.
     Deterministic given ``seed`` on one machine.
