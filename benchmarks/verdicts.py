@@ -318,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    seeds = TUNING_SEEDS if args.tuning else REPORT_SEEDS
+    seeds: tuple[int, ...] = TUNING_SEEDS if args.tuning else REPORT_SEEDS
+    seeds = seeds[:1] if args.quick else seeds
     results: dict[str, Any] = {}
     for path in args.load:  # synthetic results of several runs are merged
         for part, found in json.loads(path.read_text()).items():

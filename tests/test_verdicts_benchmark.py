@@ -65,5 +65,6 @@ def test_the_docs_page_was_written_by_the_benchmark() -> None:
 def test_quick_run(capsys: pytest.CaptureFixture[str]) -> None:
     assert verdicts.main(["--quick"]) == 0
     out = capsys.readouterr().out
-    assert "| planted unit called (scan, q < 0.05) ≥ 95 % | 6/6 (100.0%) | yes |" in out
+    n = len(verdicts.SETTINGS)  # one network per setting
+    assert f"| planted unit called (scan, q < 0.05) ≥ 95 % | {n}/{n} (100.0%) | yes |" in out
     assert "ratio with / without the test" in out
