@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> dict[str, pp.results.StudyResult]:
         result = pp.study(
             model, unit, data, k=args.k, methods=args.methods, keep=args.keep,
             config=cs, batch_size=args.batch_size, progress=not args.quiet,
-            min_cluster_size=args.min_cluster_size,
+            min_cluster_size=args.min_cluster_size, alpha=args.alpha,
         )  # fmt: skip
         report = result.save(args.out / f"{unit.layer}_{unit.channel}")
         print(result.summary(), f"\nreport: {report}\n", flush=True)
@@ -82,6 +82,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="Continuous Sparsification epochs")
     p.add_argument("--paper-settings", action="store_true", help="the paper's CS schedule")
     p.add_argument("--min-cluster-size", type=int, help="HDBSCAN (default: 5 %% of k)")
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=pp.clustering.ALPHA,
+        help="significance level of the polysemanticity test",
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--out", type=Path, default=Path("alexnet-study"))
     p.add_argument("--quiet", action="store_true")

@@ -13,13 +13,19 @@ from typing import Any
 
 from . import _validate as valid
 
-__all__ = ["MIN_CODES", "OPTIONS", "check_hdbscan", "check_options"]
+__all__ = ["MIN_CODES", "OPTIONS", "channel_seed", "check_hdbscan", "check_options"]
 
 #: Fewer codes than this cannot be clustered meaningfully.
 MIN_CODES = 10
 #: The options of :func:`~polyprune.cluster` that ``study`` and ``scan`` take as
 #: ``cluster_options``.
 OPTIONS = ("standardize", "min_samples", "cluster_selection_method", "n_components")
+
+
+def channel_seed(seed: int, channel: int) -> int:
+    """The seed of a channel's significance test: ``scan`` and ``study`` both use it, so a study
+    of the channel a scan ranked gives the scan's p-value (same codes, same null draws)."""
+    return (seed + channel) % (valid.SEED_MAX + 1)
 
 
 def check_options(

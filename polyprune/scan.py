@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from . import _validate as valid
-from ._cluster_options import MIN_CODES, check_options
+from ._cluster_options import MIN_CODES, channel_seed, check_options
 from ._data import Images, data_size
 from ._dist import is_distributed, is_main, run_jobs, same_everywhere
 from ._graph.trace import check_layer
@@ -141,7 +141,7 @@ def scan(
                 min_cluster_size,
                 values=values,
                 alpha=alpha,
-                seed=(seed + channel) % (valid.SEED_MAX + 1),
+                seed=channel_seed(seed, channel),
                 **options,
             )
             return clustering, channel_row(clustering, codes, values)

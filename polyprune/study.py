@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from . import _validate as valid
-from ._cluster_options import MIN_CODES, check_options
+from ._cluster_options import MIN_CODES, channel_seed, check_options
 from ._cs.config import CSConfig
 from ._data import data_size
 from ._dist import is_distributed, is_main, run_jobs, same_everywhere
@@ -69,7 +69,8 @@ def study(
     1. :func:`top_activating` streams ``data`` once and keeps the ``k`` best receptive-field
        crops with their layer codes; 2. :func:`cluster` groups the codes and tests the
        structure (:func:`~polyprune.clustering.significance` on the strongest half, seeded by
-       ``seed``); 3. if the unit is polysemantic (two or more clusters, ``p < alpha``, default
+       ``seed`` and the channel as in :func:`~polyprune.scan`, so both give one p-value); 3. if
+       the unit is polysemantic (two or more clusters, ``p < alpha``, default
        0.05, and not dead or constant: the rule of :func:`~polyprune.scan`), each cluster's
        crops are split (``held_out`` fraction kept aside) and every method fits one
        :class:`Subnetwork` per cluster (members: the cluster, non-members: the other
@@ -144,7 +145,12 @@ def study(
     t = time.perf_counter()
     say("2/4 clustering the layer codes (HDBSCAN) and testing the structure", progress)
     clustering = cluster(
-        top.codes, min_cluster_size, values=top.values, alpha=alpha, seed=seed, **options
+        top.codes,
+        min_cluster_size,
+        values=top.values,
+        alpha=alpha,
+        seed=channel_seed(seed, unit.channel),
+        **options,
     )
     timings["clustering"] = time.perf_counter() - t
     noise = int((clustering.labels < 0).sum())
