@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,16 +67,13 @@ def circuit_scores(
             f"masks has no mask for {sorted(set(truth) - set(masks))}, which the truth covers"
         )
     tp = fp = fn = 0
-    for name, want_mask in truth.items():
-        want = _kernels(truth, name, want_mask)
+    for name, want, inside in _truth_kernels(truth):
         got = _kernels(masks, name, masks[name])
         if got.shape != want.shape:
             raise ValueError(
                 f"{name!r}: the masks have {tuple(got.shape)} kernels, the truth "
                 f"{tuple(want.shape)}"
             )
-        region = truth.regions.get(name)
-        inside = _kernels(truth, name, region) if region is not None else torch.ones_like(want)
         got, want = got & inside, want & inside
         tp += int((got & want).sum())
         fp += int((got & ~want).sum())
@@ -96,8 +93,7 @@ def roc_auc(scores: Mapping[str, Tensor], truth: Masks) -> float:
         raise ValueError(f"scores has no scores for {missing}, which the truth covers")
     pos: list[Tensor] = []
     neg: list[Tensor] = []
-    for name, want_mask in truth.items():
-        want = _kernels(truth, name, want_mask)
+    for name, want, inside in _truth_kernels(truth):
         s = scores[name].detach().float().cpu()
         if s.dim() > 2:
             s = s.reshape(s.shape[0], s.shape[1], -1).amax(2)
@@ -106,8 +102,6 @@ def roc_auc(scores: Mapping[str, Tensor], truth: Masks) -> float:
                 f"scores for {name!r} have shape {tuple(s.shape)}; expected kernel scores "
                 f"{tuple(want.shape)} (or per weight)"
             )
-        region = truth.regions.get(name)
-        inside = _kernels(truth, name, region) if region is not None else torch.ones_like(want)
         pos.append(s[want & inside])
         neg.append(s[~want & inside])
     a, b = torch.cat(pos).double().numpy(), torch.cat(neg).double().numpy()
@@ -116,6 +110,16 @@ def roc_auc(scores: Mapping[str, Tensor], truth: Masks) -> float:
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise ValueError("scores are NaN or infinite")
     return _stats.auroc_dprime(a, b)[0]
+
+
+def _truth_kernels(truth: Masks) -> Iterator[tuple[str, Tensor, Tensor]]:
+    """``(name, circuit kernels, region kernels)`` for each layer ``truth`` covers; a layer
+    without a region counts every kernel as inside."""
+    for name, want_mask in truth.items():
+        want = _kernels(truth, name, want_mask)
+        region = truth.regions.get(name)
+        inside = _kernels(truth, name, region) if region is not None else torch.ones_like(want)
+        yield name, want, inside
 
 
 def _kernels(masks: Masks, name: str, mask: Tensor) -> Tensor:
