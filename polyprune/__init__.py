@@ -50,7 +50,7 @@ from .subnetwork import fit_subnetwork
 from .targets import Objective, Unit
 from .visualization import visualize
 
-__version__ = "0.2.0.dev0"
+__version__ = "0.3.0.dev0"
 
 __all__ = [
     "FORCE",
