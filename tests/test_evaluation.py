@@ -141,7 +141,7 @@ def test_faithfulness_measures():
 
 
 def test_pearson_matches_numpy_and_is_nan_for_constants():
-    from polyprune.evaluation import _pearson
+    from polyprune._measures import _pearson
 
     rng = np.random.default_rng(2)
     a, b = torch.from_numpy(rng.normal(size=40)), torch.from_numpy(rng.normal(size=40))
