@@ -50,10 +50,8 @@ def separation(members: Tensor | NDArray[Any], others: Tensor | NDArray[Any]) ->
     >>> round(s.auroc, 4), round(s.dprime, 4)
     (0.9444, 2.0)
     """
-    a = np.asarray(members.detach().cpu() if isinstance(members, Tensor) else members, float)
-    b = np.asarray(others.detach().cpu() if isinstance(others, Tensor) else others, float)
-    if a.ndim != 1 or b.ndim != 1 or a.size == 0 or b.size == 0:
-        raise ValueError(f"need two non-empty 1-D samples, got shapes {a.shape} and {b.shape}")
+    a = valid.vector("members", members, finite=False, what="activations").double().numpy()
+    b = valid.vector("others", others, finite=False, what="activations").double().numpy()
     for name, x in (("members", a), ("others", b)):
         if not np.isfinite(x).all():
             raise ValueError(
@@ -119,7 +117,13 @@ def faithfulness(subnetwork: Tensor, original: Tensor) -> tuple[float, float, fl
     >>> round(r, 3), round(err, 3), round(kept, 3)
     (1.0, 0.5, 0.5)
     """
-    a, d = subnetwork.double().reshape(-1), original.double().reshape(-1)
+    a = valid.vector("subnetwork", subnetwork, what="activations").double()
+    d = valid.vector("original", original, what="activations").double()
+    if a.shape != d.shape:
+        raise ValueError(
+            f"original must hold one activation per image of subnetwork ({a.numel()}), "
+            f"got {d.numel()}"
+        )
     norm, mean = float(d.norm()), float(d.mean())
     error = float((a - d).norm()) / norm if norm > 0 else math.nan
     kept = float(a.mean()) / mean if mean != 0 else math.nan

@@ -211,10 +211,11 @@ class Scan:
     def ranked(self, *, polysemantic: bool = False) -> list[Unit]:
         """The channels as :class:`~polyprune.Unit` s (map center position), most polysemantic
         first; only the polysemantic ones with ``polysemantic=True``."""
+        only = valid.flag("polysemantic", polysemantic)
         return [
             Unit(r["layer"], r["channel"], r["position"])
             for r in self._rows
-            if r["polysemantic"] or not polysemantic
+            if r["polysemantic"] or not only
         ]
 
     def table(self) -> list[dict[str, Any]]:
@@ -244,6 +245,7 @@ class Scan:
 
     def summary(self, n: int = 10) -> str:
         """A plain-text table of the ``n`` first channels."""
+        n = valid.integer("n", n, low=0)
         lines = [
             repr(self),
             f"{'rank':>4} {'unit':<22}{'clusters':>9}{'noise':>7}"
@@ -269,7 +271,7 @@ class Scan:
         elif isinstance(unit, int | np.integer) and not isinstance(unit, bool):
             if len(self.layers) > 1:
                 raise ValueError(
-                    f"this scan covers {list(self.layers)}: name the channel as a "
+                    f"unit: this scan covers {list(self.layers)}: name the channel as a "
                     "Unit or a (layer, channel) pair"
                 )
             layer, channel = self.layers[0], int(unit)
@@ -278,13 +280,12 @@ class Scan:
                 f"unit must be a channel (int), a Unit or a (layer, channel) pair, got {unit!r}"
             )
         if layer not in self._tops:
-            raise ValueError(f"layer {layer!r} was not scanned; scanned: {list(self.layers)}")
+            raise ValueError(f"unit: layer {layer!r} was not scanned; scanned: {list(self.layers)}")
         channels = int(self._tops[layer].values.shape[0])
-        if not 0 <= channel < channels:
-            raise ValueError(
-                f"channel {channel} is out of range for {layer!r} (valid: 0..{channels - 1})"
-            )
-        return layer, int(channel)
+        channel = valid.integer(
+            "unit's channel", channel, low=0, high=channels - 1, why=f" (layer {layer!r})"
+        )
+        return layer, channel
 
     def clustering(self, unit: int | Unit | tuple[str, int]) -> Clustering:
         """The clustering of a channel's top-k codes (as :func:`~polyprune.cluster` gives)."""

@@ -41,9 +41,11 @@ __all__ = [
     "number",
     "options",
     "path",
+    "position",
     "seed",
     "size",
     "tensor_dict",
+    "vector",
 ]
 
 #: The largest seed: torch's generators take up to 2**64 - 1, numpy's any int ≥ 0; 2**63 - 1
@@ -275,3 +277,38 @@ def tensor_dict(name: str, value: object, *, finite: bool = True) -> Mapping[str
         if finite and t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise ValueError(f"{name}[{key!r}] contains NaN or infinite values")
     return value
+
+
+def vector(name: str, value: object, *, finite: bool = True, what: str = "values") -> Tensor:
+    """A non-empty 1-D tensor (CPU, detached) from a tensor, numpy array or list of numbers;
+    ``finite``: no NaN or infinite value. ``what``: how the message names one entry."""
+    valid = f"a non-empty 1-D tensor, array or list of {what}"
+    if isinstance(value, Tensor):
+        t = value.detach().cpu()
+    elif isinstance(value, np.ndarray | list | tuple):
+        try:
+            t = torch.as_tensor(np.asarray(value))
+        except (TypeError, ValueError, RuntimeError):
+            raise ArgumentTypeError(f"{name} must be {valid}, got {_got(value)}") from None
+    else:
+        raise ArgumentTypeError(f"{name} must be {valid}, got {_got(value)}")
+    if t.ndim != 1:
+        raise ValueError(f"{name} must be {valid}, got shape {tuple(t.shape)}")
+    if t.numel() == 0:
+        raise ValueError(f"{name} must be {valid}, got an empty one")
+    if finite and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        bad = int((~torch.isfinite(t)).sum())
+        raise ValueError(f"{name} holds {bad} NaN or infinite value(s) of {t.numel()}")
+    return t
+
+
+def position(name: str, value: object, shape: tuple[int, int]) -> tuple[int, int]:
+    """A map position ``(i, j)``: a pair of ints with ``0 ≤ i < shape[0]``, ``0 ≤ j < shape[1]``."""
+    h, w = shape
+    valid = f"a pair (i, j) of ints with 0 ≤ i < {h}, 0 ≤ j < {w}"
+    if not isinstance(value, tuple | list) or len(value) != 2:
+        raise ArgumentTypeError(f"{name} must be {valid}, got {_got(value)}")
+    return (
+        integer(f"{name}[0]", value[0], low=0, high=h - 1),
+        integer(f"{name}[1]", value[1], low=0, high=w - 1),
+    )

@@ -59,9 +59,9 @@ def held_out_split(
 
     Every label keeps at least one item on each side when it has two or more.
     """
+    y = valid.vector("labels", labels, what="labels")
     valid.fraction("fraction", fraction, one=False)
     valid.seed("seed", seed)
-    y = torch.as_tensor(np.asarray(labels)).reshape(-1)
     gen = torch.Generator().manual_seed(seed)
     fit, held = [], []
     for label in torch.unique(y).tolist():

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import _validate as valid
+from ._data import as_images
 from ._graph.field import ReceptiveFieldError
 from ._graph.interpret import propagate
 from ._graph.probe import Probe as _Probe
@@ -103,7 +104,11 @@ class ReceptiveField:
         valid.model("model", model)
         check_layer(model, layer)
         size_hw = valid.size("input_size", input_size)
-        channels = in_channels if in_channels is not None else first_in_channels(model)
+        channels = (
+            first_in_channels(model)
+            if in_channels is None
+            else valid.integer("in_channels", in_channels, low=1)
+        )
         field, out_shape = propagate(model, layer, size_hw, channels)
         if len(out_shape) != 4 or len(field.dims) != 2:
             raise ReceptiveFieldError(f"layer {layer!r} does not produce a 2-D map (N, C, H, W)")
@@ -169,14 +174,7 @@ class ReceptiveField:
     def _unit(self, unit: tuple[int, int] | None) -> tuple[int, int]:
         if unit is None:
             return self.center
-        i, j = unit
-        h, w = self.output_size
-        if not (0 <= i < h and 0 <= j < w):
-            raise ValueError(
-                f"unit {tuple(unit)} is outside the {h}×{w} map of {self.layer!r} "
-                f"(valid: 0 ≤ i < {h}, 0 ≤ j < {w})"
-            )
-        return int(i), int(j)
+        return valid.position("unit", unit, self.output_size)
 
     def box(self, unit: tuple[int, int] | None = None) -> tuple[int, int, int, int]:
         """``(top, left, bottom, right)`` of the image pixels the unit depends on.
@@ -253,9 +251,7 @@ class ReceptiveField:
         >>> tuple(crop.images.shape), crop.unit
         ((2, 3, 177, 177), (5, 5))
         """
-        if not isinstance(images, Tensor) or images.dim() != 4:
-            shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-            raise ValueError(f"images must be a 4-D tensor (N, C, H, W), got {shape}")
+        as_images(images)
         if tuple(images.shape[2:]) != self.input_size:
             raise ValueError(
                 f"images are {tuple(images.shape[2:])} but this ReceptiveField was computed for "
@@ -321,7 +317,11 @@ class ReceptiveField:
         check_layer(model, layer)
         valid.model("model", model)
         size_hw = valid.size("input_size", input_size)
-        channels = in_channels if in_channels is not None else first_in_channels(model)
+        channels = (
+            first_in_channels(model)
+            if in_channels is None
+            else valid.integer("in_channels", in_channels, low=1)
+        )
         size, stride, start, out = _measure(model, layer, size_hw, channels, trials, seed)
         return cls(layer, size_hw, size, stride, start, out, measured=True)
 
@@ -365,7 +365,11 @@ class ReceptiveField:
         check_layer(model, layer)
         valid.model("model", model)
         h, w = valid.size("input_size", input_size)
-        channels = in_channels if in_channels is not None else first_in_channels(model)
+        channels = (
+            first_in_channels(model)
+            if in_channels is None
+            else valid.integer("in_channels", in_channels, low=1)
+        )
         probe = _Probe(model, layer, unit, seed)
         base = probe.images(trials, channels, h, w)
         if not probe.changes(base, slice(None), slice(None)):

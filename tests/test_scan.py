@@ -249,7 +249,9 @@ def test_bad_channels_and_data_for_top(planted):
     result = pp.scan(model, ["features.3", "features.6"], images[:60], k=20, progress=False)
     with pytest.raises(ValueError, match="name the channel as a Unit"):
         result.top(0)
-    with pytest.raises(ValueError, match=r"channel 5 is out of range for 'features.6'"):
+    with pytest.raises(
+        ValueError, match=r"unit's channel must be an int in \[0, 4\] \(layer 'features.6'\), got 5"
+    ):
         result.top(("features.6", 5))
     with pytest.raises(ValueError, match=r"'features\.0' was not scanned"):
         result.top(pp.Unit("features.0", 0))
