@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ._graph.field import ReceptiveFieldError
-from ._graph.run import check_unit_layout, forward_until, read_unit, resolve_position
+from ._graph.run import check_unit_layout, forward_until, read_unit, resolve_position, run_images
 from ._model import to_model
 from ._unit_io import place, where
 from .receptive_field import ReceptiveField
@@ -80,24 +80,26 @@ def first_batch(
     A crop the model does not run on, or a measured field whose crop changes the activation,
     falls back to whole images with a warning, as does a layer with a map but no derivable
     field; the activations are exact either way, the crop only saves work.
+    A model that does not run on the whole images themselves is refused here with one
+    ``ValueError`` (:func:`run_images`), before any other batch is read.
     """
     drafts = {unit.layer: _draft(model, unit, batch, crop) for unit in units}
     runs: Runs = {}
     for names in share_crops({name: plan for name, (plan, _) in drafts.items()}):
         field = drafts[names[0]][0].field
         if field is None:
-            runs.update(_run(model, batch, names))
+            runs.update(_run(model, batch, names, whole=True))
             continue
         x, _ = drafts[names[0]][0].cut(batch)
         try:
             runs.update(_run(model, x, names))
         except Exception as exc:  # the crop is the cause if the whole images run (below)
-            whole, fallen = _run(model, batch, names), names
+            whole, fallen = _run(model, batch, names, whole=True), names
             why = f"the model does not run on crops ({type(exc).__name__}: {exc})"
         else:
             if not field.measured:
                 continue  # a derived field is exact by construction: the run was the check
-            whole = _run(model, batch, names)  # a measured one is checked on this batch
+            whole = _run(model, batch, names, whole=True)  # a measured one is checked on this batch
             fallen = [name for name in names if not _same(drafts[name][0], runs, whole)]
             why = "the measured field's crop changes the unit's activation"
         for name in fallen:
@@ -136,8 +138,10 @@ def share_crops(plans: Mapping[str, Plan]) -> list[list[str]]:
     return list(groups.values())
 
 
-def _run(model: nn.Module, x: Tensor, names: list[str]) -> Runs:
-    outs = forward_until(model, to_model(x, model), names)
+def _run(model: nn.Module, x: Tensor, names: list[str], whole: bool = False) -> Runs:
+    """Each layer's run on ``x``; on ``whole`` images (the caller's own), a model that does not
+    run on them is refused with one clear error (:func:`run_images`), on crops it raises as is."""
+    outs = (run_images if whole else forward_until)(model, to_model(x, model), names)
     return {name: (x, outs[name]) for name in names}
 
 

@@ -92,3 +92,14 @@ def test_stacked_paths_have_the_union_of_their_fields():
     rf = pp.ReceptiveField.of(model, "out", 20)
     assert rf.size == (5, 5) and rf.stride == (1, 1)
     assert check_crops(model, "out", _x(3, 20)) == "crop"
+
+
+def test_a_hybrid_conv_attention_model_below_its_size_is_refused_in_one_line():
+    model = _timm("coatnet_0_rw_224")  # relative-position tables built for 224 px
+    for crop in (True, False):
+        with pytest.raises(ValueError, match="the model was built for") as info:
+            unit = pp.Unit("stages.2.blocks.0.mlp.fc2", 0)
+            pp.top_activating(model, unit, _x(2, 96), k=2, crop=crop, progress=False)
+        assert "MaxxVit does not run on images of shape (3, 96, 96)" in str(info.value)
+        assert "RuntimeError: The size of tensor a (36) must match" in str(info.value)
+        assert "\n" not in str(info.value)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_same_top, integer_valued, layer_output
+from conftest import assert_same_top, integer_valued, layer_output, no_hooks_anywhere
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
@@ -203,3 +203,51 @@ def test_the_model_runs_once_per_batch():
         assert len(runs) == 2  # one batch, two crops (one per layer)
     finally:
         handle.remove()
+
+
+class _FixedSize(nn.Module):
+    """A convolution, then a table of a fixed 16×16 size (as a hybrid conv-attention model's
+    relative-position table): the model runs only on 16×16 images."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.table = nn.Parameter(torch.zeros(1, 4, 16, 16))
+        self.head = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv(x) + self.table)
+
+
+@pytest.mark.parametrize("crop", [True, False])
+@pytest.mark.parametrize("call", ["top_activating", "study"])
+def test_a_model_that_does_not_run_on_the_images_is_refused_at_the_first_forward(call, crop):
+    torch.manual_seed(0)
+    model = _FixedSize().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    batches = [torch.rand(2, 3, 12, 12) for _ in range(3)]
+    read = []
+
+    def data():
+        for batch in batches:
+            read.append(batch)
+            yield batch
+
+    run = {
+        "top_activating": lambda: pp.top_activating(
+            model, pp.Unit("head", 0), data(), k=2, crop=crop, progress=False
+        ),
+        "study": lambda: pp.study(model, pp.Unit("head", 0), data(), k=2, progress=False),
+    }
+    with pytest.raises(ValueError) as info:
+        run[call]()
+    message = str(info.value)
+    assert "_FixedSize does not run on images of shape (3, 12, 12)" in message
+    assert "RuntimeError: The size of tensor a (12) must match" in message
+    assert "the model was built for" in message and "\n" not in message
+    assert len(read) == 1  # refused on the first batch, before any other work
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert no_hooks_anywhere(model)
+    # the layer before the table runs at this size: its units are read as usual
+    top = pp.top_activating(model, pp.Unit("conv", 0), batches[0], k=2, progress=False)
+    assert top.values.shape == (2,)

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from .._model import eval_mode, model_dtype_device
 from .field import Call, Field, ReceptiveFieldError
 from .ops import describe, lookup
+from .run import does_not_run
 from .trace import GraphError, trace_to
 
 __all__ = ["propagate"]
@@ -138,10 +139,8 @@ def propagate(
             message = str(exc.args[0]).split("\n\nWhile executing")[0]
             raise ReceptiveFieldError(message) from None
         except RuntimeError as exc:
-            raise ValueError(
-                f"{type(model).__name__} fails on a {channels}×{size[0]}×{size[1]} input before "
-                f"reaching {layer!r} (input too small, or wrong in_channels?): {exc}"
-            ) from exc
+            what = "the input_size and in_channels of the images"
+            raise does_not_run(model, (channels, *size), [layer], exc, what) from exc
     field = interp.fields.get(node)
     if not isinstance(field, Field) or not isinstance(out, Tensor):
         raise ReceptiveFieldError(f"layer {layer!r} does not produce a 2-D map (N, C, H, W)")

@@ -23,10 +23,12 @@ __all__ = [
     "LayerHooks",
     "center",
     "check_unit_layout",
+    "does_not_run",
     "forward_until",
     "layer_output_shape",
     "read_unit",
     "resolve_position",
+    "run_images",
 ]
 
 Capture = Callable[[str, Tensor], Tensor]
@@ -34,6 +36,11 @@ Capture = Callable[[str, Tensor], Tensor]
 
 class _Stop(Exception):
     """Raised from a hook once every requested layer has produced its output."""
+
+
+class _LayerError(ValueError):
+    """A layer polyprune reads misbehaves (runs twice, never runs, returns no tensor): raised
+    by polyprune itself, never by the model, so :func:`run_images` passes it on unchanged."""
 
 
 class LayerHooks:
@@ -70,14 +77,14 @@ class LayerHooks:
     def _hook(self, name: str) -> Callable[[nn.Module, Any, Any], None]:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
             if not isinstance(output, Tensor):
-                raise ValueError(
+                raise _LayerError(
                     f"layer {name!r} returns {type(output).__name__}, not a tensor; record a "
                     "submodule that returns a feature map"
                 )
             seen = self._seen
             if seen is not None:
                 if name in seen:
-                    raise ValueError(
+                    raise _LayerError(
                         f"layer {name!r} runs more than once in one forward pass; record a "
                         "module that is called once"
                     )
@@ -99,7 +106,7 @@ class LayerHooks:
         finally:
             self._seen = None
         if missing:
-            raise ValueError(f"layers {missing} never ran in {type(self.model).__name__}.forward")
+            raise _LayerError(f"layers {missing} never ran in {type(self.model).__name__}.forward")
 
 
 def forward_until(
@@ -170,14 +177,42 @@ def read_unit(output: Tensor, channel: int | None, position: Sequence[int] | Non
 def layer_output_shape(model: nn.Module, layer: str, sample: Tensor) -> tuple[int, ...]:
     """Shape of ``layer``'s output for the one-image batch ``sample`` (model left unchanged)."""
     with eval_mode(model), torch.no_grad():
-        try:
-            return tuple(forward_until(model, sample, [layer])[layer].shape)
-        except RuntimeError as exc:  # the images do not fit the network
-            raise ValueError(
-                f"images of shape {tuple(sample.shape)[1:]} (C, H, W) cannot run through the "
-                f"model up to {layer!r}: {str(exc).splitlines()[0]}; pass images with the "
-                "channels and at least the size the network needs"
-            ) from exc
+        return tuple(run_images(model, sample, [layer])[layer].shape)
+
+
+def run_images(model: nn.Module, images: Tensor, layers: Sequence[str]) -> dict[str, Tensor]:
+    """:func:`forward_until` on the caller's own images: an error the model itself raises
+    (images of a size or channel count it cannot run on, e.g. a hybrid conv-attention model
+    below the size its attention was built for) becomes one ``ValueError`` that names it and
+    says what to pass instead. Unknown or misbehaving layers raise as in :func:`forward_until`.
+    """
+    for layer in layers:
+        check_layer(model, layer)
+    try:
+        return forward_until(model, images, layers)
+    except _LayerError:
+        raise
+    except Exception as exc:  # the model's own error: it does not run on these images
+        raise does_not_run(model, tuple(images.shape)[1:], layers, exc) from exc
+
+
+def does_not_run(
+    model: nn.Module,
+    shape: Sequence[int],
+    layers: Sequence[str],
+    exc: Exception,
+    what: str = "images with the channels and the size",
+) -> ValueError:
+    """The one-line error for a model that raised ``exc`` on images of ``shape`` (C, H, W);
+    ``what`` says what to pass instead (arguments named as the caller takes them)."""
+    lines = str(exc).strip().splitlines() or [""]
+    return ValueError(
+        f"{type(model).__name__} does not run on images of shape {tuple(shape)} (C, H, W) up to "
+        f"{', '.join(map(repr, layers))} ({type(exc).__name__}: {lines[0]}); pass {what} "
+        "the model was built for (a model with attention or "
+        "position tables of a fixed size, such as a hybrid conv-attention model, runs only at "
+        "that size)"
+    )
 
 
 def check_unit_layout(model: nn.Module, layer: str, shape: tuple[int, ...]) -> None:
