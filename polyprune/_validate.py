@@ -37,6 +37,7 @@ __all__ = [
     "fraction",
     "instance",
     "integer",
+    "mapping",
     "model",
     "number",
     "options",
@@ -312,3 +313,23 @@ def position(name: str, value: object, shape: tuple[int, int]) -> tuple[int, int
         integer(f"{name}[0]", value[0], low=0, high=h - 1),
         integer(f"{name}[1]", value[1], low=0, high=w - 1),
     )
+
+
+def mapping(
+    name: str,
+    value: object,
+    what: str,
+    *,
+    of: type | tuple[type, ...] | None = None,
+    each: str = "",
+) -> Mapping[Any, Any]:
+    """A non-empty mapping (``what``: how the message names it); with ``of``, every value is an
+    ``of`` (``each``: how the message names one value)."""
+    if not isinstance(value, Mapping):
+        raise ArgumentTypeError(f"{name} must be {what}, got {_got(value)}")
+    if not value:
+        raise ValueError(f"{name} must be {what} with at least one entry, got an empty one")
+    if of is not None:
+        for key, item in value.items():
+            instance(f"{name}[{key!r}]", item, of, each)
+    return value

@@ -68,7 +68,7 @@ def crops(
     valid.path("path", path)
     as_images(images, "images")
     valid.integer("per_cluster", per_cluster, low=1)
-    y = np.asarray(labels)
+    y = valid.vector("labels", labels, what="cluster labels").numpy()
     rows = sorted({int(v) for v in y}, key=lambda v: (v < 0, v))
     fig = _figure((1.3 * per_cluster, 1.4 * len(rows) + 0.4))
     axes = fig.subplots(len(rows), per_cluster, squeeze=False)
@@ -109,8 +109,10 @@ def histograms(
 
     valid.path("path", path)
     valid.integer("bins", bins, low=1)
-    valid.instance("panels", panels, Mapping, "a dict of panel title → activations")
-    y = np.asarray(labels)
+    valid.mapping(
+        "panels", panels, "a dict of panel title → activations", of=Tensor, each="a tensor"
+    )
+    y = valid.vector("labels", labels, what="cluster labels").numpy()
     clusters = sorted(int(v) for v in set(y.tolist()) if v >= 0)
     values = {name: v.detach().float().cpu().numpy() for name, v in panels.items()}
     drawn = [v[y >= 0] if (y >= 0).any() else v for v in values.values()]
@@ -148,7 +150,7 @@ def kept_per_layer(
 ) -> Path:
     """Grouped bars: the kept fraction of every layer, one bar per subnetwork."""
     valid.path("path", path)
-    valid.instance("masks", masks, Mapping, "a dict of title → Masks")
+    valid.mapping("masks", masks, "a dict of title → Masks", of=Masks, each="a polyprune.Masks")
     layers = list(dict.fromkeys(name for m in masks.values() for name in m))
     fig = _figure((max(5.0, 0.9 * len(layers) + 2) + 2.0, 3.2))
     ax = fig.subplots()
@@ -178,7 +180,7 @@ def images(
 ) -> Path:
     """Images side by side with their names (e.g. visualizations before and after pruning)."""
     valid.path("path", path)
-    valid.instance("images", images, Mapping, "a dict of title → images")
+    valid.mapping("images", images, "a dict of title → images", of=Tensor, each="a tensor")
     fig = _figure((2.2 * len(images), 2.5))
     axes = fig.subplots(1, len(images), squeeze=False)[0]
     for ax, (name, image) in zip(axes, images.items(), strict=True):

@@ -18,7 +18,7 @@ import math
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -189,8 +189,7 @@ class ContinuousSparsifier:
         """Number of learned mask elements (in the region), of one masked weight or of all."""
         if name is None:
             return sum(self._counts.values())
-        if name not in self._counts:
-            raise ValueError(f"{name!r} is not masked here; masked weights: {list(self._counts)}")
+        valid.choice("name", name, list(self._counts))
         return self._counts[name]
 
     def penalty(self, normalized: bool = False) -> Tensor:
@@ -199,13 +198,14 @@ class ContinuousSparsifier:
         With ``normalized=True`` it is divided by :meth:`num_elements` (the mean mask value, in
         [0, 1]), so a penalty weight means the same thing for any network size.
         """
+        mean = valid.flag("normalized", normalized)
         t = self._temp.value
         total = torch.zeros((), device=self._logits_list[0].device)
         for name, logits in self._logits.items():
             s = torch.sigmoid(logits * t)
             region = self._parametrizations[name].region
             total = total + (s[region].sum() if region is not None else s.sum())
-        return total / self.num_elements() if normalized else total
+        return total / self.num_elements() if mean else total
 
     # -- reading the masks -------------------------------------------------------------------
     @torch.no_grad()
@@ -256,6 +256,7 @@ class ContinuousSparsifier:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Load logits and temperature saved by :meth:`state_dict` (shapes must match)."""
+        valid.instance("state", state, Mapping, "a dict, as state_dict() returns")
         logits = state["logits"]
         if set(logits) != set(self._logits):
             raise ValueError(
@@ -271,6 +272,11 @@ class ContinuousSparsifier:
                     )
                 p.copy_(logits[name])
         self.temperature = float(state["temperature"])
+
+
+@runtime_checkable
+class _HasTemperature(Protocol):
+    temperature: float
 
 
 class ExponentialTemperature:
@@ -307,6 +313,12 @@ class ExponentialTemperature:
     def __init__(
         self, sparsifier: Any, start: float = 1.0, end: float = 200.0, steps: int = 160
     ) -> None:
+        valid.instance(
+            "sparsifier",
+            sparsifier,
+            (_HasTemperature,),
+            "a ContinuousSparsifier (or anything with a settable temperature attribute)",
+        )
         valid.number("start", start, low=0, low_open=True)
         valid.number("end", end, low=0, low_open=True)
         valid.integer("steps", steps, low=2, why=" (the number of temperatures, e.g. epochs)")
@@ -354,6 +366,7 @@ class ExponentialTemperature:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a schedule saved by :meth:`state_dict` and set the sparsifier's temperature."""
+        valid.instance("state", state, Mapping, "a dict, as state_dict() returns")
         self.start, self.end = float(state["start"]), float(state["end"])
         self.steps, self.last_step = int(state["steps"]), int(state["last_step"])
         self._apply()

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from .. import _masking as mk
+from .. import _validate as valid
 from .._data import Images, as_images
 from .._graph.regions import unit_regions
 from .._graph.run import forward_until
@@ -337,8 +338,7 @@ def available() -> tuple[str, ...]:
 
 def create(name: str, **options: Any) -> BaseScorer:
     """A new scorer of the class registered as ``name``, constructed with ``options``."""
-    if name not in available():
-        raise ValueError(f"unknown scorer {name!r}; registered: {list(available())}")
+    valid.choice("name", name, available())
     scorer = method_class(name)(**options)
     assert isinstance(scorer, BaseScorer)
     return scorer

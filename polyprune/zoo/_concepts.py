@@ -31,7 +31,9 @@ def _validate_concepts(concepts: Sequence[str] | str) -> tuple[str, ...]:
         raise ValueError(f"concepts must name at least one concept; valid names: {CONCEPTS}")
     unknown = [c for c in names if c not in CONCEPTS]
     if unknown:
-        raise ValueError(f"unknown concept name(s) {unknown}; valid names: {CONCEPTS}")
+        raise ValueError(
+            f"concepts holds unknown concept name(s) {unknown}; valid names: {CONCEPTS}"
+        )
     if len(set(names)) != len(names):
         raise ValueError(f"concepts must not repeat a name, got {names}")
     return names
@@ -255,9 +257,9 @@ def write_image_folder(
     valid.seed("seed", seed)
     if image_format not in ("png", "jpeg"):
         raise ValueError(f"image_format must be 'png' or 'jpeg', got {image_format!r}")
+    path = valid.path("root", root)
     suffix = ".png" if image_format == "png" else ".jpg"
     options: dict[str, Any] = {"quality": 90} if image_format == "jpeg" else {}  # PIL's save
-    path = Path(root)
     if path.exists() and not path.is_dir():
         raise ValueError(f"root must be a directory, got the file {path}")
     if path.is_dir() and any(path.iterdir()) and not overwrite:

@@ -228,6 +228,5 @@ def train(name: str, *, steps: int = 800, seed: int = 0) -> nn.Module:
     valid.integer("steps", steps, low=1)
     valid.seed("seed", seed)
     trainers = {"concepts-merged": train_concepts_merged, "digits-merged": train_digits_merged}
-    if name not in trainers:
-        raise ValueError(f"no trainer for {name!r}; trainable: {sorted(trainers)}")
+    valid.choice("name", name, sorted(trainers))
     return trainers[name](steps=steps, seed=seed)
