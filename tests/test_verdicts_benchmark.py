@@ -54,7 +54,7 @@ def test_the_met_column_follows_the_numbers() -> None:
 
 def test_the_docs_page_was_written_by_the_benchmark() -> None:
     page = (ROOT / "docs" / "verdicts.md").read_text()
-    assert "<!-- written by benchmarks/verdicts.py" in page
+    assert "<!-- written by python -m benchmarks.verdicts" in page
     assert (
         "Command: `python -m benchmarks.verdicts --write`. Planted seeds: 10, 11, 12, 13, 14"
         in page

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -44,11 +43,11 @@ import polyprune as pp
 from polyprune import zoo
 from polyprune.clustering import significance
 
-from .claims.config import PLANTED_PAIRS
-from .claims.faithful.config import SETTINGS, Setting
+from ..claims.config import PLANTED_PAIRS
+from ..claims.faithful.config import SETTINGS, Setting
 
 ALPHA = 0.05
-DOC = Path(__file__).resolve().parents[1] / "docs" / "verdicts.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "verdicts.md"
 REPORT_SEEDS = (10, 11, 12, 13, 14)
 TUNING_SEEDS = (0, 1, 2, 3, 4)
 
@@ -177,7 +176,7 @@ def markdown(
     lines = [
         "# A calibrated verdict: is this unit polysemantic?",
         "",
-        "<!-- written by benchmarks/verdicts.py; do not edit by hand -->",
+        "<!-- written by python -m benchmarks.verdicts; do not edit by hand -->",
         "",
         "A unit is **polysemantic** when HDBSCAN finds two or more clusters in its top-k codes "
         "**and** `pp.clustering.significance` rejects one Gaussian for the codes of its "
@@ -294,7 +293,9 @@ def _run(part: str, quick: bool, seeds: tuple[int, ...], kinds: list[str]) -> An
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.verdicts", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds")
     parser.add_argument("--tuning", action="store_true", help="planted seeds 0–4 instead")
     parser.add_argument("--write", action="store_true", help=f"write the table to {DOC}")
@@ -347,7 +348,3 @@ def _main(args: argparse.Namespace) -> int:
     else:
         print(text)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
