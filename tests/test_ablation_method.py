@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_sparsify import assert_restored, snapshot
+from helpers import assert_restored, snapshot
 
 import polyprune as pp
 from polyprune import zoo

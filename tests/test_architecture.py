@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import tomllib
-from conftest import ROOT, load_script
+from helpers import ROOT, load_script
 
 import polyprune
 

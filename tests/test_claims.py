@@ -12,7 +12,7 @@ from dataclasses import fields, replace
 from typing import Any
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 import benchmarks.claims as claims
 from benchmarks.claims import verdicts as v

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 from _contract_known import KNOWN_RAW
-from conftest import load_script
+from helpers import load_script
 from torch import nn
 
 import polyprune as pp

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import load_script
+from helpers import load_script
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import Tensor

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import BACKENDS, load_script, torchrun
+from helpers import BACKENDS, load_script, torchrun
 
 import polyprune as pp
 from polyprune import zoo
@@ -76,7 +76,7 @@ def test_two_processes_equal_one(backend: str, tmp_path: Path) -> None:
     written = pp.results.Scan.load(out / "cli")
     data = image_data(str(folder), 32, False, 3)
     alone = pp.scan(zoo.planted_network()[0], "features.6", data, k=30, progress=False)
-    for unit in alone.ranked():  # float model: equal up to rounding (conftest.assert_same_top)
+    for unit in alone.ranked():  # float model: equal up to rounding (helpers.assert_same_top)
         got, want = written.top(unit), alone.top(unit)
         torch.testing.assert_close(got.values, want.values, rtol=1e-5, atol=1e-6)
     assert (out / "cli" / "report.html").exists() and (out / "cli" / "crops_features.6_0.png")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import BACKENDS, load_script, torchrun
+from helpers import BACKENDS, load_script, torchrun
 
 from polyprune import _dist
 

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, load_script
+from helpers import ROOT, load_script
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 _PRINT = re.compile(r"^(\s*)print\((.*)\)\s*#\s*(.+?)\s*$")

@@ -7,7 +7,7 @@ from types import ModuleType
 
 import pytest
 import torch
-from conftest import load_script
+from helpers import load_script
 
 import polyprune as pp
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 from benchmarks.claims import faithful
 from benchmarks.claims.config import OBJECTIVES

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from test_sparsify import assert_restored, snapshot
+from helpers import assert_restored, snapshot
 from torch import Tensor, nn
 
 import polyprune as pp

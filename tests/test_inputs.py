@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_same_top, layer_output
+from helpers import assert_same_top, layer_output
 from torch import nn
 from torch.utils.data import (
     BatchSampler,

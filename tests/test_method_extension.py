@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import installed_plugin, study_by_plugin
-from test_sparsify import assert_restored, snapshot
+from helpers import assert_restored, installed_plugin, snapshot, study_by_plugin
 
 import polyprune as pp
 from polyprune import zoo

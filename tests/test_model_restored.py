@@ -7,7 +7,7 @@ import gc
 
 import pytest
 import torch
-from test_sparsify import assert_restored, snapshot
+from helpers import assert_restored, snapshot
 from torch import nn
 from torch.nn.utils import parametrize
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import layer_output
+from helpers import layer_output
 from torch import nn
 
 import polyprune as pp

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import layer_output
+from helpers import layer_output
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from torch import nn

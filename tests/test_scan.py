@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import load_script, no_hooks_anywhere
+from helpers import load_script, no_hooks_anywhere
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import load_script
+from helpers import load_script
 
 
 def test_benchmark_quick(capsys):

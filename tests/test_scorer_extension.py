@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import installed_plugin, study_by_plugin
+from helpers import installed_plugin, study_by_plugin
 
 import polyprune as pp
 from polyprune import zoo

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from helpers import assert_restored, snapshot
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -218,31 +219,6 @@ def test_state_dict_round_trip():
 
 
 # -- restoring ----------------------------------------------------------------------------------
-
-
-def snapshot(model: nn.Module) -> dict[str, object]:
-    return {
-        "params": [(n, p) for n, p in model.named_parameters()],
-        "flags": [p.requires_grad for p in model.parameters()],
-        "state": [(k, v.clone()) for k, v in model.state_dict().items()],
-        "classes": [type(m) for m in model.modules()],
-        "buffers": [n for n, _ in model.named_buffers()],
-    }
-
-
-def assert_restored(model: nn.Module, before: dict[str, object]) -> None:
-    after = snapshot(model)
-    assert [n for n, _ in after["params"]] == [n for n, _ in before["params"]]
-    assert all(a is b for (_, a), (_, b) in zip(after["params"], before["params"], strict=True))
-    assert after["flags"] == before["flags"]
-    assert after["classes"] == before["classes"]
-    assert after["buffers"] == before["buffers"]
-    assert [k for k, _ in after["state"]] == [k for k, _ in before["state"]]
-    for (_, a), (_, b) in zip(after["state"], before["state"], strict=True):
-        assert torch.equal(a, b)
-    for m in model.modules():
-        assert not parametrize.is_parametrized(m)
-        assert not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
 
 
 def test_remove_and_context_manager_restore_exactly():

@@ -1,13 +1,13 @@
 """Receptive fields through timm's CNN building blocks (issue 24 §4): its squeeze-excitation
 gates (``x.mean((2, 3), keepdim=True)``), heads fx cannot trace (control flow on a shape),
 "SAME" padding computed at run time and weight-standardized convolutions. Every crop is checked
-against the unit on whole images (:func:`conftest.check_crops`)."""
+against the unit on whole images (:func:`helpers.check_crops`)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from conftest import check_crops
+from helpers import check_crops
 from torch import nn
 
 import polyprune as pp

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import check_crops
+from helpers import check_crops
 from torch import nn
 
 PAGE = Path(__file__).parents[1] / "docs" / "timm.md"

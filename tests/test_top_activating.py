@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_same_top, integer_valued, layer_output, no_hooks_anywhere
+from helpers import assert_same_top, integer_valued, layer_output, no_hooks_anywhere
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 

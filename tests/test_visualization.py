@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from conftest import no_hooks_anywhere
+from helpers import no_hooks_anywhere
 from matplotlib.image import imread
 from torch import nn
 

@@ -11,7 +11,7 @@ import warnings
 import pytest
 import torch
 import torchvision
-from conftest import assert_same_top, check_crops, layer_output
+from helpers import assert_same_top, check_crops, layer_output
 from torch import nn
 
 import polyprune as pp
