@@ -138,6 +138,9 @@ class Clustering:
         >>> c.majority(["dog", "dog", "stripe", "stripe", "dog", "dog"])
         {0: ('dog', 1.0), 1: ('stripe', 0.6666666666666666)}
         """
+        valid.instance(
+            "truth", truth, (Sequence, np.ndarray, Tensor), "a sequence of labels, one per item"
+        )
         if len(truth) != self.labels.size:
             raise ValueError(
                 f"truth has {len(truth)} labels for {self.labels.size} clustered items"
@@ -151,8 +154,7 @@ class Clustering:
 
     def members(self, label: int) -> Tensor:
         """Boolean tensor: which codes belong to cluster ``label``."""
-        if not 0 <= label < self.n_clusters:
-            raise ValueError(f"label must be in 0..{self.n_clusters - 1}, got {label}")
+        label = valid.integer("label", label, low=0, high=self.n_clusters - 1)
         return torch.from_numpy(self.labels == label)
 
 

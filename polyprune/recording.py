@@ -217,6 +217,7 @@ class TopActivations:
     def to_dict(self, *, inputs: bool = True) -> dict[str, Any]:
         """Plain containers of tensors, strings and numbers (``torch.load(weights_only=True)``
         reads them back; :meth:`from_dict`); ``inputs=False`` leaves the crops out."""
+        inputs = valid.flag("inputs", inputs)
         return {
             "unit": self.unit.to_dict(), "indices": self.indices, "values": self.values,
             "codes": self.codes, "field": None if self.field is None else self.field.to_dict(),
@@ -288,6 +289,7 @@ def top_activating(
         keep_inputs=keep_inputs, data=data_size(data),
     )  # fmt: skip
     valid.integer("k", k, low=1)
+    valid.instance("crop", crop, (bool, ReceptiveField), "True, False or a ReceptiveField")
     if not isinstance(unit, Unit):
         raise TypeError(f"unit must be a polyprune.Unit, got {type(unit).__name__}")
     unit.validate(model)

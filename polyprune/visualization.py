@@ -63,6 +63,8 @@ def visualize(
     valid.number("lr", lr, low=0, low_open=True)
     valid.integer("batch", batch, low=1)
     valid.seed("seed", seed)
+    kinds = (Callable, type(None))  # abc.Callable is a runtime type (mypy sees a special form)
+    valid.instance("normalize", normalize, kinds, "a callable or None")  # type: ignore[arg-type]
     unit.validate(model)
     channels = first_in_channels(model)
     dtype, device = model_dtype_device(model)

@@ -46,10 +46,7 @@ KNOWN_RAW = frozenset(
         "wrong type:polyprune.ActivationRecorder:layers:0",
         "wrong type:polyprune.ActivationRecorder:layers:1",
         "wrong type:polyprune.cli.main:argv:1",
-        "wrong type:polyprune.clustering.Clustering.majority:truth:0",
-        "wrong type:polyprune.clustering.Clustering.members:label:2",
         "wrong type:polyprune.evaluate:labels:0",
-        "wrong type:polyprune.recording.TopActivations.to_dict:inputs:0",
         "wrong type:polyprune.scan:layers:0",
         "wrong type:polyprune.scan:layers:1",
         "wrong type:polyprune.scoring.reduce_to:per_weight:0",
@@ -58,10 +55,6 @@ KNOWN_RAW = frozenset(
         "wrong type:polyprune.study:unit:0",
         "wrong type:polyprune.study:unit:1",
         "wrong type:polyprune.study:unit:2",
-        "wrong type:polyprune.top_activating:crop:0",
-        "wrong type:polyprune.top_activating:crop:1",
-        "wrong type:polyprune.visualize:normalize:0",
-        "wrong type:polyprune.visualize:normalize:1",
         "wrong type:polyprune.zoo.ModelCard.to_class:labels:0",
     }
 )
