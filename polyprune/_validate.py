@@ -39,6 +39,7 @@ __all__ = [
     "integer",
     "mapping",
     "model",
+    "names",
     "number",
     "options",
     "path",
@@ -333,3 +334,23 @@ def mapping(
         for key, item in value.items():
             instance(f"{name}[{key!r}]", item, of, each)
     return value
+
+
+def names(name: str, value: object) -> tuple[str, ...]:
+    """Module names: one ``str`` or a non-empty list/tuple of distinct ``str``."""
+    valid = "a module name (str) or a non-empty list of them, e.g. 'features.10'"
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, list | tuple):
+        raise ArgumentTypeError(f"{name} must be {valid}, got {_got(value)}")
+    if not value:
+        raise ValueError(
+            f"{name} must name at least one module (e.g. 'features.10'), got an empty "
+            f"{type(value).__name__}"
+        )
+    for item in value:
+        if not isinstance(item, str):
+            raise ArgumentTypeError(f"{name} must be {valid}; it holds {_got(item)}")
+    if len(set(value)) != len(value):
+        raise ValueError(f"{name} contains duplicates: {list(value)}")
+    return tuple(value)

@@ -16,6 +16,7 @@ from . import _validate as valid
 from ._data import Images, as_images, data_size
 from ._dist import same_everywhere
 from ._graph.run import LayerHooks, read_unit, resolve_position
+from ._graph.trace import check_layer
 from ._model import eval_mode, to_model
 from ._provenance import file_paths
 from ._stream import stream
@@ -91,9 +92,9 @@ class ActivationRecorder:
         position: tuple[int, int] | None = None,
         accumulate: bool = True,
     ) -> None:
-        names = [layers] if isinstance(layers, str) else list(layers)
-        if len(set(names)) != len(names):
-            raise ValueError(f"layers contains duplicates: {names}")
+        names = list(valid.names("layers", layers))
+        for name in names:
+            check_layer(model, name, "layers")
         self.model = model
         self.layers = names
         self._reduce = _reducer(reduce, position)

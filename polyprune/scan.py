@@ -39,13 +39,9 @@ def _check_args(
     cluster_options: Mapping[str, Any] | None,
 ) -> tuple[str, ...]:
     valid.model("model", model)
-    names = (layers,) if isinstance(layers, str) else tuple(layers)
-    if not names:
-        raise ValueError("layers must name at least one module (e.g. 'features.10')")
-    if len(set(names)) != len(names):
-        raise ValueError(f"layers contains duplicates: {list(names)}")
+    names = valid.names("layers", layers)
     for name in names:
-        check_layer(model, name)
+        check_layer(model, name, "layers")
     valid.integer("k", k, low=MIN_CODES, why=" (the codes are clustered)")
     check_options(min_cluster_size, k, cluster_options)
     return names

@@ -30,12 +30,13 @@ class GraphError(ValueError):
     """The model's graph cannot answer the question asked (untraceable, or unsupported op)."""
 
 
-def check_layer(model: nn.Module, layer: str) -> nn.Module:
-    """Return the submodule called ``layer``, or raise a ``ValueError`` naming close valid names."""
+def check_layer(model: nn.Module, layer: str, name: str = "layer") -> nn.Module:
+    """Return the submodule called ``layer``, or raise a ``ValueError`` naming close valid names
+    (``name``: the argument that named it)."""
     valid.model("model", model)
     if not isinstance(layer, str):
         raise valid.ArgumentTypeError(
-            f"layer must be a module name (str), got {type(layer).__name__}"
+            f"{name} must be a module name (str), got {type(layer).__name__}"
         )
     modules: dict[str, nn.Module] = dict(model.named_modules())
     modules.pop("", None)
@@ -43,8 +44,9 @@ def check_layer(model: nn.Module, layer: str) -> nn.Module:
         return modules[layer]
     close = difflib.get_close_matches(layer, list(modules), n=5, cutoff=0.5)
     hint = f"closest: {close}" if close else f"valid names include: {list(modules)[:12]}"
+    where = "" if name == "layer" else f" (in {name})"
     raise ValueError(
-        f"unknown layer {layer!r} in {type(model).__name__}; use a name from "
+        f"unknown layer {layer!r}{where} in {type(model).__name__}; use a name from "
         f"model.named_modules(), {hint}"
     )
 
