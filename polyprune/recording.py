@@ -15,7 +15,7 @@ from . import _glance
 from . import _validate as valid
 from ._data import Images, as_images, data_size
 from ._dist import same_everywhere
-from ._graph.run import LayerHooks, read_unit, resolve_position
+from ._graph.run import LayerHooks, does_not_run, read_unit, resolve_position
 from ._graph.trace import check_layer
 from ._model import eval_mode, to_model
 from ._provenance import file_paths
@@ -138,6 +138,10 @@ class ActivationRecorder:
             self._hooks.attach()
             with eval_mode(self.model), torch.no_grad():
                 self._hooks.run(batch)
+        except RuntimeError as exc:  # torch's error on images it cannot run: one ValueError
+            if not isinstance(batch, Tensor):
+                raise
+            raise does_not_run(self.model, tuple(batch.shape)[1:], self.layers, exc) from exc
         finally:
             if not self._inside:
                 self._hooks.detach()
