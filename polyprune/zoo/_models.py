@@ -123,6 +123,7 @@ class ModelCard:
 
     def to_class(self, labels: Tensor) -> Tensor:
         """Map concept labels (int64) to the model's class indices."""
+        valid.instance("labels", labels, Tensor, "a tensor of concept labels (int64)")
         return torch.tensor(self.label_map, dtype=torch.int64)[labels]
 
 
