@@ -94,7 +94,9 @@ def cs_config(args: argparse.Namespace) -> CSConfig:
     ``--epochs N`` the paper's learning-rate drops (epochs 130 and 150 of 160) move to the
     same fractions of ``N``."""
     if not args.paper:
-        changes: dict[str, Any] = {"loss": args.loss or "both"}
+        changes: dict[str, Any] = {}  # CSConfig's defaults for what was not given
+        if args.loss is not None:
+            changes["loss"] = args.loss
         if args.epochs is not None:
             changes["epochs"] = args.epochs
         return CSConfig(**changes)
@@ -181,6 +183,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _given(**options: Any) -> dict[str, Any]:
+    """The options given on the command line (not None): the others keep the library's
+    defaults, which the command line does not repeat."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
 def _saved_kind(directory: Path) -> str:
     """``"study"`` or ``"scan"``: what :meth:`StudyResult.save` or :meth:`Scan.save` left in
     ``directory``."""
@@ -211,8 +219,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise CLIError(_first(exc)) from exc
         out, force = _report_directory(args, source, kind)
-        per_cluster = 16 if args.crops_per_cluster is None else args.crops_per_cluster
-        report = result.save(out, crops_per_cluster=per_cluster, overwrite=force)
+        per_cluster = _given(crops_per_cluster=args.crops_per_cluster)
+        report = result.save(out, overwrite=force, **per_cluster)
         print(result.summary())
     else:
         if args.crops_per_cluster is not None:
@@ -225,9 +233,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         if args.crops and data is None:
             raise CLIError("--crops: the crop grids need the scanned images, give --data FOLDER")
         out, force = _report_directory(args, source, kind)
-        report = saved.save(
-            out, data, crops=4 if args.crops is None else args.crops, overwrite=force
-        )
+        report = saved.save(out, data, overwrite=force, **_given(crops=args.crops))
         print(saved.summary(args.show))
         if data is None:
             print("(no crop grids: give --data FOLDER, the images the scan read, to draw them)")

@@ -4,6 +4,7 @@ parsing, so a bad value fails before a model is loaded or an image read."""
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 import sys
 import textwrap
@@ -12,7 +13,12 @@ from typing import Any, NoReturn
 
 from .._cluster_options import MIN_CODES
 from .._validate import SEED_MAX
+from ..clustering import cluster
 from ..methods import DEFAULT_KEEP
+from ..results import Scan, StudyResult
+from ..scan import scan
+from ..sparsify import CSConfig
+from ..study import study
 from ._launch import rank_note
 
 __all__ = ["build_parser", "exit_code"]
@@ -42,6 +48,15 @@ class _Parser(argparse.ArgumentParser):
         if message.startswith("argument "):  # "argument --k: must be ≥ 1" → "--k: must be ≥ 1"
             message = message[len("argument ") :]
         self.exit(2, f"polyprune: error{rank_note()}: {message} (see {self.prog} --help)\n")
+
+
+def _default(fn: Callable[..., Any], name: str) -> Any:
+    """The default of ``fn``'s parameter ``name``. The command line repeats none of the
+    library's defaults, it reads them here: each default lives in one place, its signature."""
+    default = inspect.signature(fn).parameters[name].default
+    if default is inspect.Parameter.empty:
+        raise TypeError(f"{fn.__qualname__}({name}) has no default")  # a parser bug
+    return list(default) if isinstance(default, tuple) else default
 
 
 # ------------------------------------------------------------------------- value checks (types)
@@ -105,19 +120,21 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def _data_options(p: argparse.ArgumentParser, what: str) -> None:
+def _data_options(p: argparse.ArgumentParser, what: str, fn: Callable[..., Any]) -> None:
+    """``--data`` and the options of reading it, their defaults ``fn``'s (study or scan)."""
     g = p.add_argument_group("data")
     g.add_argument(
         "--data", required=True, metavar="FOLDER",
         help="a folder of class folders of images (torchvision's ImageFolder) or of image files",
     )  # fmt: skip
     g.add_argument(
-        "--k", type=_int(MIN_CODES, " (their codes are clustered)"), default=1000, metavar="N",
+        "--k", type=_int(MIN_CODES, " (their codes are clustered)"), default=_default(fn, "k"),
+        metavar="N",
         help=f"top activating images{what} (cropped to the unit's receptive field unless "
         "--no-crop)",
     )  # fmt: skip
     g.add_argument(
-        "--crop", action=argparse.BooleanOptionalAction, default=True,
+        "--crop", action=argparse.BooleanOptionalAction, default=_default(fn, "crop"),
         help="cut images to the unit's receptive field (whole images where none can be derived)",
     )  # fmt: skip
     g.add_argument(
@@ -125,15 +142,20 @@ def _data_options(p: argparse.ArgumentParser, what: str) -> None:
         help="resize and center-crop images to N×N (default: the model's: 224 for torchvision)",
     )  # fmt: skip
     g.add_argument(
-        "--batch-size", type=_int(1), default=64, metavar="N", help="images per forward pass"
-    )
-    g.add_argument("--workers", type=_int(0), default=0, metavar="N", help="image loader processes")
+        "--batch-size", type=_int(1), default=_default(fn, "batch_size"), metavar="N",
+        help="images per forward pass",
+    )  # fmt: skip
+    g.add_argument(
+        "--workers", type=_int(0), default=_default(fn, "workers"), metavar="N",
+        help="image loader processes",
+    )  # fmt: skip
 
 
 _QUIET = "-q: one line per stage, no progress bars; -qq: no progress output at all"
 
 
-def _cluster_options(p: argparse.ArgumentParser) -> None:
+def _cluster_options(p: argparse.ArgumentParser, fn: Callable[..., Any]) -> None:
+    """The clustering options, their defaults :func:`cluster`'s and ``fn``'s (study or scan)."""
     g = p.add_argument_group("clustering (HDBSCAN on the layer's codes of the top images)")
     g.add_argument(
         "--min-cluster-size", type=_int(2), metavar="N",
@@ -144,14 +166,15 @@ def _cluster_options(p: argparse.ArgumentParser) -> None:
         help="density smoothing (default: the min cluster size)",
     )  # fmt: skip
     g.add_argument(
-        "--cluster-selection-method", choices=("eom", "leaf"), default="eom",
+        "--cluster-selection-method", choices=("eom", "leaf"),
+        default=_default(cluster, "cluster_selection_method"),
         help="eom favours fewer, larger clusters",
     )  # fmt: skip
     g.add_argument(
         "--standardize", action="store_true", help="z-score each channel of the codes first"
     )
     g.add_argument(
-        "--alpha", type=_fraction(one=False), default=0.05, metavar="LEVEL",
+        "--alpha", type=_fraction(one=False), default=_default(fn, "alpha"), metavar="LEVEL",
         help="significance level of the verdict: polysemantic when 2+ clusters and p < LEVEL "
         "(study) or Benjamini-Hochberg q < LEVEL (scan)",
     )  # fmt: skip
@@ -168,8 +191,10 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("-q", "--quiet", action="count", default=0, help=_QUIET)
 
 
-def _seed(g: Any, what: str) -> None:
-    g.add_argument("--seed", type=_int(0, high=SEED_MAX), default=0, metavar="N", help=what)
+def _seed(g: Any, what: str, fn: Callable[..., Any]) -> None:
+    g.add_argument(
+        "--seed", type=_int(0, high=SEED_MAX), default=_default(fn, "seed"), metavar="N", help=what
+    )
 
 
 def _force(g: Any, kind: str) -> None:
@@ -199,51 +224,58 @@ def _study(sub: Any) -> argparse.ArgumentParser:
         "--position", nargs=2, type=_int(0), metavar=("I", "J"),
         help="the unit's place in the layer's map (default: the map's center)",
     )  # fmt: skip
-    _data_options(st, "")
-    _cluster_options(st)
+    _data_options(st, "", study)
+    _cluster_options(st, study)
     g = st.add_argument_group("subnetworks")
     g.add_argument(
-        "--methods", nargs="+", default=["cs", "actgrad", "snip", "force"], metavar="METHOD",
+        "--methods", nargs="+", default=_default(study, "methods"), metavar="METHOD",
         help="registered method names: 'cs' (Continuous Sparsification), the scorers, and "
         "any registered by --import",
     )  # fmt: skip
     g.add_argument(
         "--keep",
         type=_fraction(one=True),
-        default=DEFAULT_KEEP,
+        default=DEFAULT_KEEP,  # study's keep=None: each method's own, DEFAULT_KEEP for scorers
         metavar="FRACTION",
         help="kept fraction for scorers",
     )
     paper = g.add_mutually_exclusive_group()
+    cs, cs_paper = CSConfig(), CSConfig.paper()
     paper.add_argument(
         "--loss", metavar="NAME",
-        help="what a CS subnetwork must do besides being sparse: both (the default) = keep "
-        "the unit's activation on its cluster and silence it on the others; preserve = the "
-        "first alone; separate = the paper's BCE; or a CS loss registered by --import",
+        help="what a CS subnetwork must do besides being sparse: both = keep the unit's "
+        "activation on its cluster and silence it on the others; preserve = the first alone; "
+        f"separate = the paper's BCE; or a CS loss registered by --import (default: {cs.loss})",
     )  # fmt: skip
+    drops = " and ".join(str(m) for m in cs_paper.milestones)
     paper.add_argument(
         "--paper", action="store_true",
-        help="the paper's CS settings (CSConfig.paper(): BCE loss, 160 epochs, lr 0.1 with "
-        "drops at epochs 130 and 150, ...); --epochs still applies, the drops scaled to it",
+        help=f"the paper's CS settings (CSConfig.paper(): loss {cs_paper.loss}, "
+        f"{cs_paper.epochs} epochs, lr {cs_paper.lr} with drops at epochs {drops}, ...); "
+        "--epochs still applies, the drops scaled to it",
     )  # fmt: skip
     g.add_argument(
         "--epochs", type=_int(2), metavar="N",
-        help="Continuous Sparsification epochs (default: 50, or 160 with --paper)",
+        help=f"Continuous Sparsification epochs (default: {cs.epochs}, or {cs_paper.epochs} "
+        "with --paper)",
     )  # fmt: skip
     g.add_argument(
-        "--held-out", type=_fraction(one=False), default=0.2, metavar="FRACTION",
+        "--held-out", type=_fraction(one=False), default=_default(study, "held_out"),
+        metavar="FRACTION",
         help="fraction of each cluster's images kept aside to evaluate the subnetworks",
     )  # fmt: skip
     _seed(
         g,
         "held-out split, CS batches, Random; and the random weights of a torchvision model "
         "without --weights",
+        study,
     )
     g = st.add_argument_group("report")
     g.add_argument("--out", default="polyprune-study", metavar="DIR", help="report directory")
     _force(g, "study")
     g.add_argument(
-        "--crops-per-cluster", type=_int(0), default=16, metavar="N",
+        "--crops-per-cluster", type=_int(0), metavar="N",
+        default=_default(StudyResult.save, "crops_per_cluster"),
         help="top images shown for each cluster",
     )  # fmt: skip
     g.add_argument(
@@ -265,21 +297,24 @@ def _scan(sub: Any) -> argparse.ArgumentParser:
         formatter_class=_Help,
     )  # fmt: skip
     _model_options(sc)
-    _seed(sc, "the random weights of a torchvision model without --weights")
+    _seed(sc, "the random weights of a torchvision model without --weights", scan)
     sc.add_argument(
         "--layer", required=True, nargs="+", metavar="LAYER",
         help="module name(s), e.g. features.10",
     )  # fmt: skip
-    _data_options(sc, " per channel")
-    _cluster_options(sc)
+    _data_options(sc, " per channel", scan)
+    _cluster_options(sc, scan)
     g = sc.add_argument_group("report")
     g.add_argument("--out", default="polyprune-scan", metavar="DIR", help="report directory")
     _force(g, "scan")
     g.add_argument(
-        "--crops", type=_int(0), default=4, metavar="N",
+        "--crops", type=_int(0), default=_default(Scan.save, "crops"), metavar="N",
         help="crop grids of the N most polysemantic channels",
     )  # fmt: skip
-    g.add_argument("--show", type=_int(0), default=10, metavar="N", help="channels printed")
+    g.add_argument(
+        "--show", type=_int(0), default=_default(Scan.summary, "n"), metavar="N",
+        help="channels printed",
+    )  # fmt: skip
     _run_options(sc)
     return sc
 
@@ -316,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--crops-per-cluster", type=_int(0), metavar="N",
         help="studies: top images shown for each cluster (at most those the study kept; "
-        "default 16)",
+        f"default {_default(StudyResult.save, 'crops_per_cluster')})",
     )  # fmt: skip
     report.add_argument(
         "--data", metavar="FOLDER",
@@ -324,9 +359,13 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     report.add_argument(
         "--crops", type=_int(0), metavar="N",
-        help="scans: crop grids of the N most polysemantic channels (default 4; needs --data)",
+        help="scans: crop grids of the N most polysemantic channels (default "
+        f"{_default(Scan.save, 'crops')}; needs --data)",
     )  # fmt: skip
-    report.add_argument("--show", type=_int(0), default=10, metavar="N", help="scans: rows printed")
+    report.add_argument(
+        "--show", type=_int(0), default=_default(Scan.summary, "n"), metavar="N",
+        help="scans: rows printed",
+    )  # fmt: skip
     return parser
 
 
