@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from . import _stats
+from . import _validate as valid
 from ._graph.paths import kernel_view
 from .masks import Masks
 
@@ -62,6 +63,8 @@ def circuit_scores(
     >>> pp.evaluation.circuit_scores(found, truth, scores).roc_auc
     0.75
     """
+    valid.instance("masks", masks, Masks, "a polyprune.Masks (a Subnetwork's .masks)")
+    valid.instance("truth", truth, Masks, "a polyprune.Masks (a Subnetwork's .masks)")
     if set(truth) - set(masks):
         raise ValueError(
             f"masks has no mask for {sorted(set(truth) - set(masks))}, which the truth covers"

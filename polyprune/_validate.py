@@ -63,7 +63,7 @@ class ArgumentTypeError(TypeError, ValueError):
 
 
 def _got(value: object) -> str:
-    text = repr(value)
+    text = " ".join(repr(value).split())  # one line, also for a tensor's repr
     text = text if len(text) <= 60 else text[:57] + "..."
     return f"{text} ({type(value).__name__})"
 

@@ -149,9 +149,9 @@ def removal_effects(
     if not isinstance(masks, Masks) or masks.granularity != "kernel":
         raise ValueError("masks must be polyprune.Masks at kernel granularity")
     images = as_images(images)
-    members = check_members(members, images.shape[0])
     objective = loss_class(loss)()
-    at = placed(model, unit, images)
+    at = placed(model, unit, images)  # images the model cannot run on: one error naming them
+    members = check_members(members, images.shape[0])
     kernels = {n: masks[n] for n in masks}
     with eval_mode(model), torch.no_grad():
         return _ablation.removal_effects(

@@ -22,7 +22,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from numpy.typing import NDArray
 from torch import Tensor, nn
@@ -250,12 +249,13 @@ def evaluate(
     }
     if not masks or not all(isinstance(m, Masks) for m in masks.values()):
         raise ValueError("subnetworks must map cluster labels to Masks (or Subnetworks)")
-    for label, value in subnetworks.items():
-        _check_fitted_for(model, unit, int(label), value)
-    sets = [(as_images(images), torch.as_tensor(np.asarray(labels)))]
+    what = "cluster labels (-1: noise)"
+    sets = [(as_images(images), valid.vector("labels", labels, what=what))]
     if held_out is not None:
         held_images = as_images(held_out[0], "held_out images")
-        sets.append((held_images, torch.as_tensor(np.asarray(held_out[1]))))
+        sets.append((held_images, valid.vector("held_out labels", held_out[1], what=what)))
+    for label, value in subnetworks.items():
+        _check_fitted_for(model, unit, int(label), value)
     for x, y in sets:
         if x.dim() != 4 or y.shape != (x.shape[0],):
             raise ValueError(f"images {tuple(x.shape)} and labels {tuple(y.shape)} do not align")

@@ -111,6 +111,9 @@ def study(
         top=_top_key(top), data=data_size(data),
     )  # fmt: skip
     valid.floating_model("model", model)  # the subnetworks are fitted with gradients
+    valid.instance("unit", unit, Unit, "a polyprune.Unit, e.g. Unit('features.10', 3)")
+    if top is None:
+        valid.integer("k", k, low=1)
     valid.fraction("held_out", held_out, one=False)
     valid.number("alpha", alpha, low=0.0, high=1.0, low_open=True, high_open=True)
     valid.seed("seed", seed)
@@ -119,6 +122,8 @@ def study(
             f"methods must be a list of method names or scorers, got the string {methods!r}; "
             f"write methods=[{methods!r}]"
         )
+    what = "a list of method names or scorers"
+    valid.instance("methods", methods, (Iterable,), what)
     config = _renamed_config(config, cs)
     if keep is not None:
         check_keep(keep)
@@ -260,9 +265,10 @@ def _renamed_config(config: CSConfig | None, cs: CSConfig | None) -> CSConfig | 
         if config is not None:
             raise TypeError("give the CS settings once: config= (cs= is its deprecated name)")
         config = cs
-    if config is not None and not isinstance(config, CSConfig):
-        raise TypeError(f"config must be a polyprune.CSConfig, got {type(config).__name__}")
-    return config
+    name = "config" if cs is None else "cs"
+    return (
+        None if config is None else valid.instance(name, config, CSConfig, "a polyprune.CSConfig")
+    )
 
 
 def _cs_settings(methods: Sequence[Method], config: CSConfig | None) -> CSConfig:

@@ -58,6 +58,9 @@ def visualize(
     """
     valid.floating_model("model", model)
     valid.instance("unit", unit, Unit, "a polyprune.Unit")
+    valid.instance(
+        "masks", masks, (Masks, type(None)), "a polyprune.Masks (a Subnetwork's .masks) or None"
+    )
     hw = valid.size("size", size)
     valid.integer("steps", steps, low=1)
     valid.number("lr", lr, low=0, low_open=True)

@@ -96,8 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     0: done; 1: an unexpected error (one line; ``POLYPRUNE_DEBUG=1`` re-raises it); 2: a user
     error, one line ``polyprune: error: ...``; 130: interrupted (Ctrl-C).
     """
-    if argv is not None and (isinstance(argv, str) or not all(isinstance(a, str) for a in argv)):
-        raise TypeError(f"argv must be a list of str (as sys.argv[1:]), got {argv!r}")
+    if argv is not None and (
+        not isinstance(argv, list | tuple) or not all(isinstance(a, str) for a in argv)
+    ):
+        raise TypeError(f"argv must be a list of str (as sys.argv[1:]) or None, got {argv!r}")
     note = rank_note()
     try:
         release()  # the start-up guard's work is done: Ctrl-C is KeyboardInterrupt again
