@@ -165,6 +165,7 @@ class Images:
         self._grouped = False  # items are single images, to be grouped into batches
         self._batch_size = batch_size or 64
         self.length: int | None = None
+        self._first: Tensor | None = None  # the first item, when read already (first_image)
         self._start = 0  # global index of the first item this rank reads (sized shards)
         self._round_robin = False  # distributed and not sized: skip other ranks' batches
         distributed = shard and world()[1] > 1
@@ -172,6 +173,7 @@ class Images:
         if isinstance(data, Tensor):
             as_images(data, name, ndim=ndim)
             self.length = int(data.shape[0])
+            self._first = data[:1]
             if distributed:
                 block = shard_of(self.length)
                 data = data[block.start : block.stop]
@@ -235,6 +237,7 @@ class Images:
                 f"{type(image).__name__}"
             )
         self._grouped = self.ndim is not None and image.dim() == self.ndim - 1
+        self._first = image
         if one_shot:
             self._once = itertools.chain([first], iterator)
             return
@@ -243,6 +246,15 @@ class Images:
             items = list(data)  # in memory already: count images, not list entries
             sizes = [1 if self._grouped else int(_tensor_of(b).shape[0]) for b in items]
             self.length = sum(sizes)
+
+    def first_image(self) -> Tensor | None:
+        """The first image ``(1, C, H, W)``, checked as batches are, when it is known without
+        reading the source (a tensor, or an iterable whose first item was read); else None."""
+        if self._first is None:
+            return None
+        first = self._first
+        first = first[None] if self._grouped else first[:1] if first.dim() else first
+        return self._checked(first, 0, self._start)
 
     def __iter__(self) -> Iterator[tuple[int, Tensor]]:
         if self._source is not None:

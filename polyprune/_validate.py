@@ -197,15 +197,25 @@ def model(name: str, value: object) -> nn.Module:
     return value
 
 
-def floating_model(name: str, value: object) -> nn.Module:
+def floating_model(name: str, value: object, *, finite: bool = False) -> nn.Module:
     """:func:`model` whose floating parameters are all float32 or float64 (the gradients and
-    masks polyprune computes are not reliable in half precision)."""
+    masks polyprune computes are not reliable in half precision); ``finite``: and hold no NaN
+    or infinite value (scores and fits of such a model are NaN). Buffers are not read for
+    ``finite``: some models keep ``-inf`` attention masks there."""
     checked = model(name, value)
     for what, t in _tensors(checked):
         if t.is_floating_point() and t.dtype not in (torch.float32, torch.float64):
             raise ValueError(
                 f"{name} has {what} in {t.dtype}; polyprune needs float32 or float64 weights: "
                 "convert a copy with model.float()"
+            )
+    for n, p in checked.named_parameters() if finite else ():
+        bad = int((~torch.isfinite(p.detach())).sum()) if p.is_floating_point() else 0
+        if bad:
+            raise ValueError(
+                f"{name} has parameter {n!r} with {bad} NaN or infinite value(s) of "
+                f"{p.numel()}: its scores and subnetworks would be NaN; load finite weights "
+                "(a diverged training run?)"
             )
     return checked
 

@@ -110,7 +110,7 @@ def study(
         visualize_options=sorted((visualize_options or {}).items()), seed=seed,
         top=_top_key(top), data=data_size(data),
     )  # fmt: skip
-    valid.floating_model("model", model)  # the subnetworks are fitted with gradients
+    valid.floating_model("model", model, finite=True)  # the subnetworks are fitted with gradients
     valid.instance("unit", unit, Unit, "a polyprune.Unit, e.g. Unit('features.10', 3)")
     if top is None:
         valid.integer("k", k, low=1)

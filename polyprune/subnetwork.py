@@ -155,7 +155,7 @@ def fit_subnetwork(
     >>> snip.method, round(snip.raw_masks.kept_fraction(), 2), round(snip.kept_fraction, 2)
     ('snip', 0.5, 0.31)
     """
-    valid.floating_model("model", model)
+    valid.floating_model("model", model, finite=True)
     if not isinstance(unit, Unit):
         raise TypeError(f"unit must be a polyprune.Unit, got {type(unit).__name__}")
     images = as_images(images)

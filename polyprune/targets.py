@@ -14,10 +14,10 @@ from ._data import as_images
 from ._graph.regions import layer_channels
 from ._graph.run import (
     check_unit_layout,
-    forward_until,
     layer_output_shape,
     read_unit,
     resolve_position,
+    run_images,
 )
 from ._graph.trace import check_layer
 from ._model import eval_mode, first_in_channels, model_dtype_device, to_model
@@ -247,7 +247,7 @@ class Objective:
         valid.model("model", model)
         as_images(inputs, "inputs")
         with eval_mode(model), torch.no_grad():
-            return self(forward_until(model, inputs, [self.unit.layer])[self.unit.layer])
+            return self(run_images(model, inputs, [self.unit.layer])[self.unit.layer])
 
 
 def as_objective(objective: Objective | Unit) -> Objective:

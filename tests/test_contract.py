@@ -145,8 +145,10 @@ IMAGES = [
     ("empty", torch.empty(0, 3, 10, 10)),
     ("NaN", torch.full((4, 3, 10, 10), NAN)),
     ("wrong rank", torch.rand(3, 10, 10)),
-    ("too small", torch.rand(4, 3, 2, 2)),
-    ("wrong channels", torch.rand(4, 1, 10, 10)),
+    # 24 images, as images(): only their size or channels is wrong (with 4, a call that also
+    # takes members/labels/k refused those instead, and the case tested nothing)
+    ("too small", torch.rand(24, 3, 2, 2)),
+    ("wrong channels", torch.rand(24, 1, 10, 10)),
 ]
 POSITIVE = bad("out-of-range int", 0, -1) + bad("wrong type", 1.5, "2", True)
 NON_NEGATIVE = bad("out-of-range int", -1) + bad("wrong type", 1.5, "2", True)

@@ -348,3 +348,14 @@ def test_cs_config_round_trips_and_names_unknown_fields():
     assert config.lam == 1e-6 and config.penalty == "sum" and not config.calibrate
     with pytest.raises(ValueError, match=r"unknown CSConfig field\(s\) \['epoch'\]"):
         CSConfig().replace(epoch=3)
+
+
+@pytest.mark.parametrize("method", ["cs", "snip", "magnitude"])
+def test_a_model_with_nan_weights_is_refused_before_any_work(method: str) -> None:
+    model = Counting()
+    with torch.no_grad():
+        model.net[2].bias[3] = float("nan")
+    x, members = data()
+    with pytest.raises(ValueError, match=r"parameter 'net.2.bias' with 1 NaN or infinite"):
+        fit_subnetwork(model, UNIT, x, members, method, keep=0.5, progress=False)
+    assert model.calls == 0

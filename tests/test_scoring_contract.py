@@ -293,3 +293,54 @@ def test_scorers_work_inside_no_grad_and_inference_mode(scorer: Scorer, context)
     assert any(bool(s.any()) for s in scores.values())
     for name in expected:
         torch.testing.assert_close(scores[name], expected[name])
+
+
+FORMS = {"tensor": lambda x: x, "list": lambda x: [x[:1], x[1:]], "iterator": lambda x: iter([x])}
+
+
+@pytest.mark.parametrize(
+    ("scorer", "form"),
+    [
+        pytest.param(scorer, form, id=f"{scorer!r}-{form}")
+        for scorer in ALL_SCORERS
+        for form in FORMS
+        if scorer.uses_inputs or form == "tensor"  # Magnitude, Random read no images
+    ],
+)
+@pytest.mark.parametrize(
+    "images",
+    [torch.rand(2, 3, 2, 2), torch.rand(2, 1, 9, 9)],
+    ids=["too small", "wrong channels"],
+)
+def test_images_the_model_cannot_run_are_refused_before_any_work(
+    scorer: Scorer, form: str, images: Tensor
+) -> None:
+    net = bn_net()
+    before = snapshot(net)
+    with pytest.raises(ValueError, match=r"does not run on images of shape") as info:
+        scorer.score(net, FORMS[form](images), Unit("3", 1))
+    assert "RuntimeError" in str(info.value)  # torch's own reason, in one line
+    assert_same(net, before)
+
+
+@pytest.mark.parametrize("scorer", ALL_SCORERS, ids=repr)
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_model_with_nan_weights_is_refused_naming_the_parameter(
+    scorer: Scorer, value: float
+) -> None:
+    model = Counting()
+    with torch.no_grad():
+        model.body[2].weight[1, 0, 0, 0] = value
+    with pytest.raises(ValueError, match=r"parameter 'body.2.weight' with 1 NaN or infinite"):
+        scorer.score(model, X, Unit("body.2", 0))
+    assert model.calls == 0  # refused before any forward: nothing to restore
+    assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("scorer", ALL_SCORERS, ids=repr)
+@pytest.mark.parametrize("dtype", [torch.half, torch.bfloat16])
+def test_a_half_precision_model_is_refused(scorer: Scorer, dtype: torch.dtype) -> None:
+    model = Counting().to(dtype)
+    with pytest.raises(ValueError, match=r"model has parameter .* convert a copy"):
+        scorer.score(model, X, Unit("body.2", 0))
+    assert model.calls == 0

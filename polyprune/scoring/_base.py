@@ -31,7 +31,7 @@ from .. import _masking as mk
 from .. import _validate as valid
 from .._data import Images, as_images
 from .._graph.regions import unit_regions
-from .._graph.run import forward_until
+from .._graph.run import forward_until, layer_output_shape
 from .._model import eval_mode, gradients_on, to_model
 from .._progress import stage
 from ..masks import Masks, Scores
@@ -286,8 +286,7 @@ class BaseScorer(Method):
         keep: float | None,
     ) -> ScoringJob:
         """Validate a scoring request before any work (the model is not touched)."""
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        valid.floating_model("model", model, finite=True)
         goal = as_objective(objective)
         gran = mk.check_granularity(granularity)
         goal.unit.validate(model)
@@ -302,7 +301,7 @@ class BaseScorer(Method):
                 f"no maskable (Conv/Linear) weight can reach {goal.unit}: nothing to score"
             )
         ndim = _input_ndim(model, shapes)
-        batches = None
+        batches, sample = None, None
         if self.uses_inputs:
             if inputs is None:
                 raise ValueError("inputs is None: this scorer needs images (a tensor or batches)")
@@ -310,9 +309,17 @@ class BaseScorer(Method):
                 inputs, batch_size=None, name="inputs", ndim=ndim, passes=self.passes(),
                 indexed=False,
             )  # fmt: skip
+            sample = batches.first_image()
         elif isinstance(inputs, Tensor):
-            as_images(inputs, "inputs", ndim=ndim)
-        return ScoringJob(model, goal, gran, shapes, regions, batches, self.progress, keep)
+            sample = as_images(inputs, "inputs", ndim=ndim)[:1]
+        job = ScoringJob(model, goal, gran, shapes, regions, batches, self.progress, keep)
+        self._check(job)
+        if sample is not None:  # images the model cannot run: one ValueError before any work
+            layer_output_shape(model, goal.unit.layer, to_model(sample, model))
+        return job
+
+    def _check(self, job: ScoringJob) -> None:
+        """Refuse a job this scorer cannot do, before any forward pass (default: none)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(keep={self.keep}, scope={self.scope!r})"

@@ -104,10 +104,15 @@ class FORCE(BaseScorer, name="force"):
         self._target(keep)  # fails before any work without a kept fraction
         return super().score(model, inputs, objective, granularity=granularity, keep=keep)
 
+    def _check(self, job: ScoringJob) -> None:
+        self._select(job, self._zeros(job), self._target(job.keep))  # raises if keep leaves 0
+
+    def _zeros(self, job: ScoringJob) -> dict[str, Tensor]:
+        return {n: torch.zeros(mk.mask_shape(s, job.granularity)) for n, s in job.shapes.items()}
+
     def compute(self, job: ScoringJob) -> Mapping[str, Tensor]:
         keep = self._target(job.keep)
-        zeros = {n: torch.zeros(mk.mask_shape(s, job.granularity)) for n, s in job.shapes.items()}
-        self._select(job, zeros, keep)  # raises now if keep leaves nothing
+        zeros = self._zeros(job)
         masks: Mapping[str, Tensor] = {n: torch.ones_like(z) for n, z in zeros.items()}
         scores: Mapping[str, Tensor] = zeros
         fractions = self.schedule(keep)
