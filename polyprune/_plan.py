@@ -61,7 +61,8 @@ def _draft(
             )
     else:
         try:
-            field = ReceptiveField.of(model, unit.layer, size, in_channels=int(batch.shape[1]))
+            # the layer was checked by the public call: no second check per unit and batch
+            field = ReceptiveField._derive(model, unit.layer, size, int(batch.shape[1]))
         except ReceptiveFieldError as exc:
             return whole, str(exc)
     position = resolve_position(unit.position, field.output_size, where(unit, size))

@@ -109,6 +109,14 @@ class ReceptiveField:
             if in_channels is None
             else valid.integer("in_channels", in_channels, low=1)
         )
+        return cls._derive(model, layer, size_hw, channels)
+
+    @classmethod
+    def _derive(
+        cls, model: nn.Module, layer: str, size_hw: tuple[int, int], channels: int
+    ) -> ReceptiveField:
+        """:meth:`of` without its argument checks, for callers that made them (the layer
+        checked once by the public call that plans a crop, the size and channels a batch's)."""
         field, out_shape = propagate(model, layer, size_hw, channels)
         if len(out_shape) != 4 or len(field.dims) != 2:
             raise ReceptiveFieldError(f"layer {layer!r} does not produce a 2-D map (N, C, H, W)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from helpers import assert_same_top, integer_valued, layer_output, no_hooks_anywhere
@@ -203,6 +205,35 @@ def test_the_model_runs_once_per_batch():
         assert len(runs) == 2  # one batch, two crops (one per layer)
     finally:
         handle.remove()
+
+
+def test_the_unit_is_checked_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # issue 21 §2: the public call checks the layer name once and the helpers below it trust
+    # it (before: five check_layer calls for a single-batch call, one per helper on the way)
+    from polyprune._graph import trace
+
+    original, checks = trace.check_layer, []
+
+    def counting(model: nn.Module, layer: str, name: str = "layer") -> nn.Module:
+        checks.append(layer)
+        return original(model, layer, name)
+
+    users = [
+        module
+        for name, module in list(sys.modules.items())
+        if name.startswith("polyprune") and getattr(module, "check_layer", None) is original
+    ]
+    assert len(users) >= 3  # trace itself, targets, receptive_field, recording, scan
+    for module in users:
+        monkeypatch.setattr(module, "check_layer", counting)
+    model, x = _small(), torch.randn(9, 3, 40, 40)
+    for crop in (True, False):
+        checks.clear()
+        pp.top_activating(model, pp.Unit("5", 1), x, k=2, crop=crop, progress=False)
+        assert checks == ["5"], crop
+    with pytest.raises(ValueError, match=r"unknown layer '55'.*closest: \['5'\]"):
+        pp.top_activating(model, pp.Unit("55", 1), x, k=2, progress=False)
+    assert checks[-1] == "55"
 
 
 class _FixedSize(nn.Module):

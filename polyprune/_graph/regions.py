@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from .._masking import check_granularity, check_untied, is_maskable, mask_shape
 from .ops import lookup
-from .trace import GraphError, check_layer, reachable_from, trace_to
+from .trace import GraphError, reachable_from, trace_to
 
 __all__ = [
     "channel_producer",
@@ -84,8 +84,9 @@ def _declared(module: nn.Module) -> int | None:
 
 
 def layer_channels(model: nn.Module, layer: str) -> int | None:
-    """The layer's channel count from its module, or the Conv/Linear behind it (None: unknown)."""
-    declared = _declared(check_layer(model, layer))
+    """The layer's channel count from its module, or the Conv/Linear behind it (None: unknown).
+    ``layer`` is a checked name (``trace.check_layer``)."""
+    declared = _declared(model.get_submodule(layer))
     if declared is not None:
         return declared
     try:

@@ -17,7 +17,6 @@ from torch import Tensor, nn
 
 from .._model import eval_mode
 from .regions import last_declared_channels
-from .trace import check_layer
 
 __all__ = [
     "LayerHooks",
@@ -43,6 +42,16 @@ class _LayerError(ValueError):
     by polyprune itself, never by the model, so :func:`run_images` passes it on unchanged."""
 
 
+def _submodule(model: nn.Module, layer: str) -> nn.Module:
+    """The module ``layer`` of ``model``. Names are checked once, by the public call that takes
+    them (``trace.check_layer``, with the closest names); one that slipped through is a
+    polyprune bug, still a ``ValueError``."""
+    try:
+        return model.get_submodule(layer)
+    except AttributeError:
+        raise _LayerError(f"unknown layer {layer!r} in {type(model).__name__}") from None
+
+
 class LayerHooks:
     """Forward hooks on named modules that hand each output to ``on_output(name, output)``.
 
@@ -57,7 +66,7 @@ class LayerHooks:
         if isinstance(layers, str) or not layers:
             raise ValueError(f"layers must be a non-empty list of module names, got {layers!r}")
         self.model = model
-        self.modules = {name: check_layer(model, name) for name in layers}
+        self.modules = {name: _submodule(model, name) for name in layers}
         self._on_output = on_output
         self._handles: list[Any] = []
         self._seen: set[str] | None = None  # layers seen in the current run(), if any
@@ -186,8 +195,6 @@ def run_images(model: nn.Module, images: Tensor, layers: Sequence[str]) -> dict[
     below the size its attention was built for) becomes one ``ValueError`` that names it and
     says what to pass instead. Unknown or misbehaving layers raise as in :func:`forward_until`.
     """
-    for layer in layers:
-        check_layer(model, layer)
     try:
         return forward_until(model, images, layers)
     except _LayerError:

@@ -104,14 +104,16 @@ def trace_to(model: nn.Module, layer: str) -> tuple[fx.GraphModule, fx.Node]:
     The layer is traced through when its code allows (a container's output is the node its
     forward returns), else kept as one leaf node.
 
+    ``layer`` is checked by the public call that asks (``check_layer``, once), not here.
+
     Raises
     ------
     GraphError
         If the model cannot be traced symbolically (data-dependent control flow, ...), or
         ``layer`` is called more than once (a shared module has no single position in the
-        graph), never, or returns something other than one tensor.
+        graph), never (also: no module of that name), or returns something other than one
+        tensor.
     """
-    check_layer(model, layer)
     last: Exception | None = None
     for leaf in (False, True):
         tracer = _Marking(layer, leaf)
