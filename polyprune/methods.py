@@ -234,6 +234,25 @@ def method_class(name: str) -> type[Method]:
     return _METHODS.get(name)
 
 
+def check_method(argument: str, value: object, *, names: bool = True) -> Method:
+    """``value`` if it is a :class:`Method` instance; else one error naming ``argument`` that
+    lists the registered names (``names``: the caller also takes a name)."""
+    registered = list(available())
+    if isinstance(value, type):
+        raise valid.ArgumentTypeError(
+            f"{argument} is the class {value.__name__}; pass an instance ({value.__name__}())"
+            + (f" or a name from {registered}" if names else "")
+        )
+    what = (
+        f"a method name from {registered} or an instance of a polyprune.Method subclass (a "
+        "scorer, ContinuousSparsification, ...)"
+        if names
+        else "an instance of a polyprune.Method subclass (pp.methods.create(name) builds one "
+        f"from a registered name: {registered})"
+    )
+    return valid.instance(argument, value, Method, what)
+
+
 def resolve_keep(keep: float | None, method: Method) -> float:
     """The kept fraction of a fit: ``keep`` if given, else ``method.keep``, else
     :data:`DEFAULT_KEEP` (checked to be in (0, 1]).
@@ -247,6 +266,7 @@ def resolve_keep(keep: float | None, method: Method) -> float:
     >>> resolve_keep(None, pp.SNIP())
     0.05
     """
+    check_method("method", method, names=False)
     if keep is not None:
         return mk.check_keep(keep)
     if method.keep is not None:

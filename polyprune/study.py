@@ -29,7 +29,7 @@ from .evaluation import evaluate_activations, held_out_split
 from .methods import DEFAULT_KEEP, Method
 from .recording import TopActivations, top_activating
 from .sparsify import ContinuousSparsification
-from .subnetwork import Subnetwork, fit_subnetwork, resolve_method, with_config
+from .subnetwork import Subnetwork, fit_subnetwork, named_method, with_config
 from .targets import Unit
 
 __all__ = ["StudyResult", "study"]
@@ -128,7 +128,7 @@ def study(
     if keep is not None:
         check_keep(keep)
     progress = progress and is_main()
-    named = [resolve_method(m, progress=progress) for m in methods]
+    named = [named_method(f"methods[{i}]", m, progress) for i, m in enumerate(methods)]
     named = [(name, with_config(method, config)) for name, method in named]
     unit.validate(model)
     _check_top(top, unit)

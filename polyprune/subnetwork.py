@@ -17,7 +17,7 @@ from ._data import as_images, check_members
 from ._model import eval_mode, gradients_on
 from ._unit_io import placed
 from .masks import Masks
-from .methods import FitJob, Method, Subnetwork, available, create, resolve_keep
+from .methods import FitJob, Method, Subnetwork, available, check_method, create, resolve_keep
 from .sparsify import ContinuousSparsification
 from .targets import Unit
 
@@ -43,25 +43,28 @@ def resolve_method(spec: str | Method, *, progress: bool = True) -> tuple[str, M
 
     A name builds a new method of the registered class (with ``progress``); an instance is
     returned as it is, named by its registry name.
+
+    Examples
+    --------
+    >>> import polyprune as pp
+    >>> pp.subnetwork.resolve_method("SNIP")
+    ('snip', SNIP(keep=None, scope='global'))
     """
+    return named_method("spec", spec, progress)
+
+
+def named_method(argument: str, spec: object, progress: bool = True) -> tuple[str, Method]:
+    """:func:`resolve_method`, its errors naming the caller's ``argument``."""
     if isinstance(spec, str):
         name = spec.lower()
         if name not in available():
             raise ValueError(
-                f"unknown method {spec!r}; valid: {list(methods())} or a polyprune.Method"
+                f"{argument}: unknown method {spec!r}; valid: {list(methods())} or a "
+                "polyprune.Method instance"
             )
         return name, create(name, progress=progress)
-    if isinstance(spec, type):
-        raise TypeError(
-            f"method is the class {spec.__name__}; pass an instance ({spec.__name__}()) or a "
-            f"name from {list(methods())}"
-        )
-    if not isinstance(spec, Method):
-        raise ValueError(
-            "method must be a method name or an instance of a polyprune.Method subclass "
-            f"(a scorer, ContinuousSparsification, ...), got {type(spec).__name__}"
-        )
-    return spec.name or type(spec).__name__.lower(), spec
+    how = check_method(argument, spec)
+    return how.name or type(how).__name__.lower(), how
 
 
 def with_config(method: Method, config: CSConfig | None) -> Method:
@@ -161,7 +164,7 @@ def fit_subnetwork(
     images = as_images(images)
     members = check_members(members, images.shape[0])
     gran = mk.check_granularity(granularity)
-    name, how = resolve_method(method, progress=progress)
+    name, how = named_method("method", method, progress)
     how = with_config(how, config)
     target = resolve_keep(keep, how)
     valid.integer("batch_size", batch_size, low=1)

@@ -297,7 +297,11 @@ def test_training_mode_flags_are_restored():
         ({"unit": pp.Unit("net.2", 0, (5, 0))}, ValueError, "outside the 5×5 map"),
         ({"unit": "net.2"}, TypeError, "polyprune.Unit"),
         ({"method": "forceful"}, ValueError, "unknown method 'forceful'"),
-        ({"method": object()}, ValueError, "method must be a method name or an instance"),
+        (
+            {"method": object()},
+            ValueError,
+            r"method must be a method name from \['cs', .* or an instance",
+        ),
         ({"method": SNIP}, TypeError, r"the class SNIP; pass an instance \(SNIP\(\)\)"),
         ({"method": KernelMagnitude(), "keep": 1.5}, ValueError, r"keep .* \(0, 1\]"),
         ({"granularity": "row"}, ValueError, "granularity must be one of"),

@@ -113,14 +113,14 @@ def cmd_study(args: argparse.Namespace) -> int:
     """``polyprune study``: one unit end to end, its report written to ``--out``."""
     from .._dist import DistributedError, is_main
     from ..study import study
-    from ..subnetwork import resolve_method
+    from ..subnetwork import named_method
     from ..targets import Unit
 
     out, images = _prepare(args)
     try:  # the plugins (--import) are loaded: their methods and CS losses are registered
         cs = cs_config(args)
         for method in args.methods:
-            resolve_method(method, progress=False)
+            named_method("--methods", method, progress=False)
         position = None if args.position is None else (args.position[0], args.position[1])
         unit = Unit(args.layer, args.unit, position)
     except (ValueError, TypeError) as exc:
