@@ -7,6 +7,7 @@ import ast
 import json
 import os
 import pkgutil
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import tomllib
 from helpers import ROOT, load_script
+from PIL import Image
 
 import polyprune
 
@@ -31,7 +33,19 @@ def test_the_figure_is_drawn_from_the_contract(tmp_path):
     assert len(figure.layers()) == len(figure.NAMES)
     out = figure.draw(tmp_path / "architecture.png")
     assert out.stat().st_size > 10_000
-    assert (ROOT / "docs/img/architecture.png").exists()
+    assert Image.open(out).info["Description"] == figure.description()
+    shipped = Image.open(ROOT / "docs/img/architecture.png").info.get("Description")
+    assert shipped == figure.description(), (
+        "docs/img/architecture.png is stale: run python docs/_figures/architecture.py"
+    )
+
+
+def test_the_architecture_page_lists_every_module_of_the_contract():
+    figure = load_script("docs/_figures/architecture.py")
+    page = (ROOT / "docs/architecture.md").read_text()
+    table = set(re.findall(r"[\w/]+", re.search(r"^```\n(.*?)^```", page, re.M | re.S)[1]))
+    missing = [m for layer in figure.layers() for m in layer if not {m, f"{m}/"} & table]
+    assert not missing, f"add to the table of docs/architecture.md: {missing}"
 
 
 def _private_names_imported(path: Path, package: Path) -> list[str]:

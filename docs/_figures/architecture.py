@@ -53,6 +53,14 @@ def _shown(layer: str) -> str:
     return " ".join(layer.replace("polyprune.", "").split())
 
 
+def description() -> str:
+    """What the figure shows, one ``name: modules`` line per row; stored in the PNG's
+    ``Description`` so a test can tell that docs/img/architecture.png is current."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    rows = [_shown(layer) for layer in config["tool"]["importlinter"]["contracts"][0]["layers"]]
+    return "\n".join(f"{name}: {modules}" for name, modules in zip(NAMES, rows, strict=False))
+
+
 def draw(out: Path) -> Path:
     from matplotlib.figure import Figure
 
@@ -65,7 +73,8 @@ def draw(out: Path) -> Path:
     ax.set_axis_off()
     ax.set_xlim(0, 10)
     ax.set_ylim(-0.5, len(rows))
-    for r, (name, modules) in enumerate(zip(NAMES, rows, strict=True)):
+    labels = []
+    for r, name in enumerate(NAMES):
         y = len(rows) - 1 - r
         colour = "#dbe9f6" if name.startswith(("engine", "foundation")) else "#fde8c8"
         if name.startswith(("pipeline", "app")):
@@ -73,15 +82,27 @@ def draw(out: Path) -> Path:
         elif name.startswith("core"):
             colour = "#f6d5e5"
         ax.add_patch(_box(fig, 0.1, y - 0.4, 9.8, 0.8, colour))
-        ax.text(0.25, y, name, va="center", fontsize=9, weight="bold")
-        ax.text(2.7, y, modules, va="center", fontsize=7, family="monospace")
+        labels.append(ax.text(0.25, y, name, va="center", fontsize=9, weight="bold"))
+    # the modules start right of the widest label (a long label overlapped them)
+    fig.draw_without_rendering()
+    right = max(label.get_window_extent().x1 for label in labels)
+    x = ax.transData.inverted().transform((right, 0))[0] + 0.15
+    texts = [
+        ax.text(x, len(rows) - 1 - r, modules, va="center", fontsize=7, family="monospace")
+        for r, modules in enumerate(rows)
+    ]
+    fig.draw_without_rendering()
+    box_right = ax.transData.transform((9.9, 0))[0]
+    spilled = [t.get_text() for t in texts if t.get_window_extent().x1 > box_right]
+    if spilled:
+        raise SystemExit(f"these rows spill out of their boxes: {spilled}")
     ax.set_title(
         "polyprune's layers: each imports only from the layers below it "
         "(| independent siblings, : may import each other)",
         fontsize=10,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100, bbox_inches="tight")
+    fig.savefig(out, dpi=100, bbox_inches="tight", metadata={"Description": description()})
     return out
 
 
