@@ -1,7 +1,12 @@
 """Figures of a study, drawn with matplotlib's object API (no pyplot state, any backend).
 
 Each function saves one figure to ``path`` (PNG, or any format matplotlib knows from the suffix)
-and returns the path.
+and returns the path. A save never changes a file polyprune did not write: an existing file at
+``path`` is replaced only with ``overwrite=True`` and only when it is a figure of these functions
+(PNG, PDF, SVG, PS and EPS figures say so in their metadata; a file of another format is never
+replaced), checked before anything is drawn; the write is atomic (a temporary file renamed over
+``path``), so a save that fails or is killed leaves an earlier figure whole. Missing parent
+folders are created.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from torch import Tensor
 
 from . import _validate as valid
 from ._data import as_images
-from ._files import atomic_write
+from ._files import atomic_write, check_file_target
 from .masks import Masks
 
 if TYPE_CHECKING:
@@ -41,13 +46,64 @@ def _figure(figsize: tuple[float, float], layout: Literal["constrained"] | None 
     return Figure(figsize=figsize, layout=layout)
 
 
-def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
-    """Save ``fig`` to ``path`` atomically (a killed save leaves an earlier figure whole)."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    kind = out.suffix[1:].lower() or None  # as matplotlib infers it from a file name
-    atomic_write(out, lambda f: fig.savefig(f, format=kind, dpi=110, bbox_inches="tight"))
+#: What a figure's metadata say made it (its "Creator"): how a later save knows its own.
+_CREATOR = "polyprune.plot"
+#: The formats whose metadata can say so (matplotlib takes none for the others).
+_MARKED = frozenset({"png", "pdf", "svg", "ps", "eps"})
+#: Larger files are not figures of these functions (none is read whole to find out).
+_LARGEST = 256 << 20
+
+
+def _kind(out: Path) -> str:
+    """The figure format of ``out``, as matplotlib infers it from the suffix."""
+    import matplotlib
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    kind = out.suffix[1:].lower() or str(matplotlib.rcParams["savefig.format"])
+    known = FigureCanvasBase.get_supported_filetypes()
+    if kind not in known:
+        raise ValueError(
+            f"path {os.fspath(out)!r} ends in .{kind}, a format matplotlib does not write: give "
+            f"a path ending in one of {', '.join('.' + k for k in sorted(known))} (.png)"
+        )
+    return kind
+
+
+def _is_figure(path: Path) -> bool:
+    """Whether ``path`` is a figure these functions wrote (its metadata name them)."""
+    try:
+        if path.stat().st_size > _LARGEST:
+            return False
+        return _CREATOR.encode() in path.read_bytes()
+    except OSError:
+        return False
+
+
+def _target(path: str | os.PathLike[str], overwrite: bool) -> Path:
+    """``path`` checked before any drawing: a figure format, and nothing there or, with
+    ``overwrite``, a figure of these functions; missing parent folders are made at the save."""
+    out = valid.path("path", path)
+    overwrite = valid.flag("overwrite", overwrite)
+    _kind(out)
+    existing = next(p for p in (out, *out.parents) if p.exists() or p.is_symlink())
+    if existing in (out, out.parent):
+        check_file_target(out, "figure", overwrite=overwrite, same_kind=_is_figure)
+    elif not existing.is_dir():
+        raise ValueError(f"cannot save the figure to {os.fspath(out)!r}: {existing} is a file")
     return out
+
+
+def _save(fig: Figure, path: Path, overwrite: bool) -> Path:
+    """Save ``fig`` to ``path`` atomically (a killed save leaves an earlier figure whole)."""
+    _target(path, overwrite)  # again: drawing took time
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kind = _kind(path)
+    metadata = {"Creator": _CREATOR} if kind in _MARKED else None
+    atomic_write(
+        path,
+        lambda f: fig.savefig(f, format=kind, dpi=110, bbox_inches="tight", metadata=metadata),
+    )
+    return path
 
 
 def crops(
@@ -58,6 +114,7 @@ def crops(
     per_cluster: int = 8,
     sizes: Mapping[int, int] | None = None,
     title: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """A grid with one row of top-activating crops per cluster (noise, label -1, last).
 
@@ -65,7 +122,7 @@ def crops(
     ``images`` hold only the crops to show of larger clusters), else the count of ``label`` in
     ``labels``.
     """
-    valid.path("path", path)
+    out = _target(path, overwrite)
     as_images(images, "images")
     valid.integer("per_cluster", per_cluster, low=1)
     y = valid.vector("labels", labels, what="cluster labels").numpy()
@@ -84,7 +141,7 @@ def crops(
         axes[r][0].set_title(f"{name} ({size})", fontsize=12, loc="left")
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return _save(fig, out, overwrite)
 
 
 def histograms(
@@ -95,6 +152,7 @@ def histograms(
     bins: int = 30,
     title: str | None = None,
     columns: int | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """The paper's Figure 4: one panel per network, the unit's activations per cluster.
 
@@ -107,7 +165,7 @@ def histograms(
     """
     from matplotlib.ticker import MaxNLocator
 
-    valid.path("path", path)
+    out = _target(path, overwrite)
     valid.integer("bins", bins, low=1)
     valid.mapping(
         "panels", panels, "a dict of panel title → activations", of=Tensor, each="a tensor"
@@ -142,14 +200,18 @@ def histograms(
     fig.supxlabel("unit activation (one scale for every panel)", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return _save(fig, out, overwrite)
 
 
 def kept_per_layer(
-    masks: Mapping[str, Masks], path: str | os.PathLike[str], *, title: str | None = None
+    masks: Mapping[str, Masks],
+    path: str | os.PathLike[str],
+    *,
+    title: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Grouped bars: the kept fraction of every layer, one bar per subnetwork."""
-    valid.path("path", path)
+    out = _target(path, overwrite)
     valid.mapping("masks", masks, "a dict of title → Masks", of=Masks, each="a polyprune.Masks")
     layers = list(dict.fromkeys(name for m in masks.values() for name in m))
     fig = _figure((max(5.0, 0.9 * len(layers) + 2) + 2.0, 3.2))
@@ -172,14 +234,18 @@ def kept_per_layer(
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, out, overwrite)
 
 
 def images(
-    images: Mapping[str, Tensor], path: str | os.PathLike[str], *, title: str | None = None
+    images: Mapping[str, Tensor],
+    path: str | os.PathLike[str],
+    *,
+    title: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Images side by side with their names (e.g. visualizations before and after pruning)."""
-    valid.path("path", path)
+    out = _target(path, overwrite)
     valid.mapping("images", images, "a dict of title → images", of=Tensor, each="a tensor")
     fig = _figure((2.2 * len(images), 2.5))
     axes = fig.subplots(1, len(images), squeeze=False)[0]
@@ -189,4 +255,4 @@ def images(
         ax.set_axis_off()
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return _save(fig, out, overwrite)

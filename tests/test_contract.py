@@ -171,6 +171,11 @@ ACTIVATIONS = (
 UNKNOWN_NAME = bad("out-of-range value", "nope", 3)
 ZOO_MODEL_ARGS = {"model": MODEL, "name": UNKNOWN_NAME}
 DICT = bad("wrong type", "x", 3, None) + bad("empty", {})
+#: The path and overwrite flag of a figure (plot.*): a suffix matplotlib does not write too.
+FIGURE = {
+    "path": PATH + bad("out-of-range value", "figure.txt"),
+    "overwrite": bad("wrong type", "yes", 1),
+}
 
 
 #: Arguments that are images; their messages may call them "images" (e.g. "images of shape
@@ -702,19 +707,19 @@ ROWS: dict[str, Row] = {
     ),
     "polyprune.plot.crops": Row(
         call(plot.crops, images=images(), labels=labels(), path="unused.png"),
-        {"images": IMAGES[:4], "labels": LABELS, "path": PATH, "per_cluster": POSITIVE},
+        {"images": IMAGES[:4], "labels": LABELS, "per_cluster": POSITIVE, **FIGURE},
     ),
     "polyprune.plot.histograms": Row(
         call(plot.histograms, panels={"a": torch.rand(24)}, labels=labels(), path="unused.png"),
-        {"panels": MAPPING + bad("empty", {}), "labels": LABELS, "path": PATH, "bins": POSITIVE},
+        {"panels": MAPPING + bad("empty", {}), "labels": LABELS, "bins": POSITIVE, **FIGURE},
     ),
     "polyprune.plot.images": Row(
         call(plot.images, images={"a": torch.rand(1, 3, 8, 8)}, path="unused.png"),
-        {"images": MAPPING + bad("empty", {}), "path": PATH},
+        {"images": MAPPING + bad("empty", {}), **FIGURE},
     ),
     "polyprune.plot.kept_per_layer": Row(
         call(plot.kept_per_layer, masks=Fresh(lambda: {"a": masks()}), path="unused.png"),
-        {"masks": MAPPING + bad("empty", {}) + bad("wrong object type", {"a": "x"}), "path": PATH},
+        {"masks": MAPPING + bad("empty", {}) + bad("wrong object type", {"a": "x"}), **FIGURE},
     ),
     "polyprune.study.StudyResult.save": Row(
         method(study_result, "save", directory="out"),

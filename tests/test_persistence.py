@@ -225,7 +225,7 @@ def test_crop_grid_titles(tmp_path, monkeypatch):
     from polyprune import plot
 
     figures = []
-    monkeypatch.setattr(plot, "_save", lambda fig, path: figures.append(fig) or path)
+    monkeypatch.setattr(plot, "_save", lambda fig, path, *_: figures.append(fig) or path)
     labels = [0] * 3 + [1] * 2 + [-1]
     plot.crops(torch.rand(6, 3, 8, 8), labels, tmp_path / "a.png", per_cluster=2)
     plot.crops(torch.rand(6, 3, 8, 8), labels, tmp_path / "b.png", per_cluster=2,

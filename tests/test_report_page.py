@@ -106,7 +106,7 @@ def test_histograms_are_small_multiples_with_one_x_axis_and_whole_counts(tmp_pat
     from matplotlib.figure import Figure
 
     seen: list[Figure] = []
-    monkeypatch.setattr(plot, "_save", lambda fig, p: seen.append(fig) or Path(p))
+    monkeypatch.setattr(plot, "_save", lambda fig, p, *_: seen.append(fig) or Path(p))
     gen = torch.Generator().manual_seed(0)
     panels = {name: torch.randn(30, generator=gen) * (i + 1) for i, name in
               enumerate(["original", "a → 0", "a → 1", "b → 0", "b → 1"])}  # fmt: skip

@@ -128,6 +128,54 @@ def test_masks_replace_only_an_earlier_masks_file_when_asked(tmp_path):
         masks.save(path, overwrite="yes")
 
 
+@pytest.mark.parametrize("suffix", ["png", "pdf", "svg"])
+def test_figures_replace_only_an_earlier_figure_when_asked(tmp_path, suffix):
+    path = tmp_path / f"fig.{suffix}"
+    pp.plot.images({"a": torch.zeros(1, 3, 4, 4)}, path)
+    first = path.read_bytes()
+    with pytest.raises(FileExistsError, match="already exists: pass overwrite=True"):
+        pp.plot.images({"a": torch.ones(1, 3, 4, 4)}, path)
+    assert path.read_bytes() == first
+    pp.plot.images({"b": torch.ones(1, 3, 4, 4)}, path, overwrite=True)
+    assert path.read_bytes() != first
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
+
+
+def test_a_figure_never_replaces_a_file_polyprune_did_not_write(tmp_path):
+    from matplotlib.figure import Figure
+
+    theirs = tmp_path / "theirs.png"
+    Figure().savefig(theirs)  # a PNG, but not one of polyprune's figures
+    jpg = tmp_path / "mine.jpg"
+    pp.plot.images({"a": torch.zeros(1, 3, 4, 4)}, jpg)  # JPEG holds no metadata to know it by
+    for file in (theirs, tmp_path / "notes.png", jpg):
+        file.write_bytes(file.read_bytes() if file.exists() else b"my notes")
+        before = file.read_bytes()
+        with pytest.raises(ValueError, match="is not a polyprune figure"):
+            pp.plot.images({"a": torch.zeros(1, 3, 4, 4)}, file, overwrite=True)
+        assert file.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.jpg", "notes.png", "theirs.png"]
+
+
+def test_a_figure_target_is_checked_before_anything_is_drawn(tmp_path, monkeypatch):
+    (tmp_path / "taken.png").write_bytes(b"x")
+    (tmp_path / "file").write_bytes(b"x")
+    drawn = []
+    monkeypatch.setattr(pp.plot, "_figure", lambda *a, **k: drawn.append(1))
+    bad = {
+        "taken.png": (FileExistsError, "already exists"),
+        "figure.txt": (ValueError, r"ends in \.txt, a format matplotlib does not write"),
+        "file/sub/fig.png": (ValueError, "is a file"),
+    }
+    for name, (error, message) in bad.items():
+        with pytest.raises(error, match=message):
+            pp.plot.crops(torch.zeros(2, 3, 4, 4), [0, 1], tmp_path / name)
+    assert drawn == []
+    monkeypatch.undo()
+    made = pp.plot.images({"a": torch.zeros(1, 3, 4, 4)}, tmp_path / "new" / "sub" / "fig")
+    assert made.read_bytes()[:4] == b"\x89PNG"  # parents made; no suffix: PNG
+
+
 # --------------------------------------------------------------------------- killed mid-save
 
 _CHILD = textwrap.dedent(
