@@ -245,6 +245,7 @@ class Objective:
     def value(self, model: nn.Module, inputs: Tensor) -> Tensor:
         """The objective on ``model(inputs)`` (no gradient; the forward stops at the layer)."""
         valid.model("model", model)
+        check_layer(model, self.unit.layer)
         as_images(inputs, "inputs")
         with eval_mode(model), torch.no_grad():
             return self(run_images(model, inputs, [self.unit.layer])[self.unit.layer])
