@@ -19,7 +19,8 @@ from ._dist import MergedTopK
 from ._files import load_saved
 from ._plan import Plan
 from ._report import clean, figures_html, html_page
-from .clustering import ALPHA, Clustering, _nan
+from ._stats import none_to_nan
+from .clustering import ALPHA, Clustering
 from .receptive_field import ReceptiveField
 from .targets import Unit
 
@@ -212,8 +213,8 @@ def _read_scan(paths: list[Path]) -> dict[str, Any]:
             state["probabilities"][key].numpy(),
             int(info["min_cluster_size"]),
             info["params"],
-            _nan(info.get("statistic")),
-            _nan(info.get("p_value")),
+            none_to_nan(info.get("statistic")),
+            none_to_nan(info.get("p_value")),
             float(info.get("alpha", ALPHA)),
         )
     plans = {}
@@ -226,7 +227,7 @@ def _read_scan(paths: list[Path]) -> dict[str, Any]:
         row = {k: v for k, v in row.items() if k not in ("rank", "position")}
         for key in ("separation", "balance", "statistic", "p_value", "q_value"):
             if key in row:  # the test's columns are absent from scans saved before 0.3
-                row[key] = _nan(row[key])
+                row[key] = none_to_nan(row[key])
         rows.append(row)
     if sorted(tops) != sorted(meta["layers"]):
         raise ValueError(

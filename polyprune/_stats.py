@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from torch import Tensor
 
-__all__ = ["DEGENERATE", "auroc_dprime", "degenerate", "intersection_p_value"]
+__all__ = [
+    "DEGENERATE",
+    "auroc_dprime",
+    "degenerate",
+    "intersection_p_value",
+    "nan_to_none",
+    "none_to_nan",
+]
 
 #: Why a unit's top-k say nothing about what it responds to. A unit with any of these flags is
 #: never polysemantic, and nothing is fitted for it: ``scan`` and ``study`` decide it here alike.
@@ -69,3 +77,13 @@ def intersection_p_value(layers: Sequence[tuple[int, int, int, int]]) -> tuple[i
     if var <= 0:
         return observed, expected, 1.0
     return observed, expected, float(stats.norm.sf((observed - 0.5 - expected) / math.sqrt(var)))
+
+
+def nan_to_none(value: float) -> float | None:
+    """A statistic as saved (JSON has no NaN: a missing statistic is saved as None)."""
+    return None if math.isnan(value) else float(value)
+
+
+def none_to_nan(value: Any) -> float:
+    """A saved statistic read back (:func:`nan_to_none`'s None is NaN again)."""
+    return math.nan if value is None else float(value)

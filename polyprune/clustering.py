@@ -24,6 +24,7 @@ from . import _glance
 from . import _validate as valid
 from ._cluster_options import MIN_CODES, check_hdbscan
 from ._sigclust import MAX_DRAWS, checked, sigclust, strongest
+from ._stats import nan_to_none, none_to_nan
 
 __all__ = ["Clustering", "cluster", "significance"]
 
@@ -65,7 +66,7 @@ class Clustering:
         return {
             "labels": self.labels.tolist(), "probabilities": self.probabilities.tolist(),
             "min_cluster_size": self.min_cluster_size, "params": dict(self.params),
-            "statistic": _none(self.statistic), "p_value": _none(self.p_value),
+            "statistic": nan_to_none(self.statistic), "p_value": nan_to_none(self.p_value),
             "alpha": self.alpha,
         }  # fmt: skip
 
@@ -78,7 +79,7 @@ class Clustering:
             np.asarray(data["labels"], dtype=np.int64),
             np.asarray(data["probabilities"], dtype=np.float64),
             int(data["min_cluster_size"]), dict(data.get("params", {})),
-            _nan(data.get("statistic")), _nan(data.get("p_value")),
+            none_to_nan(data.get("statistic")), none_to_nan(data.get("p_value")),
             float(data.get("alpha", ALPHA)),
         )  # fmt: skip
 
@@ -156,14 +157,6 @@ class Clustering:
         """Boolean tensor: which codes belong to cluster ``label``."""
         label = valid.integer("label", label, low=0, high=self.n_clusters - 1)
         return torch.from_numpy(self.labels == label)
-
-
-def _none(value: float) -> float | None:
-    return None if math.isnan(value) else float(value)
-
-
-def _nan(value: Any) -> float:
-    return math.nan if value is None else float(value)
 
 
 def default_min_cluster_size(n: int) -> int:
