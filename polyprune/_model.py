@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-__all__ = ["eval_mode", "first_in_channels", "model_dtype_device", "to_model"]
+__all__ = ["conv_input_ndim", "eval_mode", "first_in_channels", "model_dtype_device", "to_model"]
 
 
 @contextlib.contextmanager
@@ -37,6 +37,16 @@ def first_in_channels(model: nn.Module) -> int:
         if isinstance(channels, int):
             return channels
     return 3
+
+
+def conv_input_ndim(model: nn.Module) -> int | None:
+    """The batch rank the model's convolutions take when they all have one (4 for a CNN of
+    ``Conv2d``); None when it has none or several kinds (any rank ≥ 2 is accepted then)."""
+    kernels = [
+        getattr(m, "kernel_size", None) for m in model.modules() if hasattr(m, "in_channels")
+    ]
+    ranks = {len(k) for k in kernels if isinstance(k, tuple)}
+    return ranks.pop() + 2 if len(ranks) == 1 else None
 
 
 def model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:

@@ -19,6 +19,7 @@ from ._data import as_images
 from ._graph.field import ReceptiveFieldError
 from ._graph.interpret import propagate
 from ._graph.probe import Probe as _Probe
+from ._graph.probe import map_size as _map_size
 from ._graph.probe import measure as _measure
 from ._graph.trace import check_layer
 from ._model import first_in_channels
@@ -378,6 +379,8 @@ class ReceptiveField:
             if in_channels is None
             else valid.integer("in_channels", in_channels, low=1)
         )
+        if unit is not None:
+            unit = valid.position("unit", unit, _map_size(model, layer, (h, w), channels))
         probe = _Probe(model, layer, unit, seed)
         base = probe.images(trials, channels, h, w)
         if not probe.changes(base, slice(None), slice(None)):

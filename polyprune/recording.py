@@ -17,7 +17,7 @@ from ._data import Images, as_images, data_size
 from ._dist import same_everywhere
 from ._graph.run import LayerHooks, does_not_run, read_unit, resolve_position
 from ._graph.trace import check_layer
-from ._model import eval_mode, to_model
+from ._model import conv_input_ndim, eval_mode, to_model
 from ._provenance import file_paths
 from ._stream import stream
 from .receptive_field import ReceptiveField
@@ -49,6 +49,14 @@ def _reducer(reduce: Reduction, position: tuple[int, int] | None) -> Callable[[T
         return read_unit(t, None, resolve_position(position, spatial, "the recorded layer"))
 
     return named
+
+
+def _holds_tensor(value: object) -> bool:
+    """``value`` is a tensor or a (nested) tuple, list or dict with one among its items."""
+    if isinstance(value, Tensor):
+        return True
+    items = list(value.values()) if isinstance(value, Mapping) else value
+    return isinstance(items, tuple | list) and any(_holds_tensor(item) for item in items)
 
 
 class ActivationRecorder:
@@ -102,6 +110,7 @@ class ActivationRecorder:
         self._records: dict[str, list[Tensor]] = {name: [] for name in names}
         self._hooks = LayerHooks(model, names, self._record)
         self._inside = False
+        self._ndim = conv_input_ndim(model)  # 4 for a CNN: one image (C, H, W) is refused
 
     def _record(self, name: str, output: Tensor) -> None:
         # clone: a view of the output would be overwritten by a following in-place ReLU
@@ -130,7 +139,12 @@ class ActivationRecorder:
         never runs.
         """
         if isinstance(batch, Tensor):
-            batch = to_model(as_images(batch, "batch", ndim=None), self.model)
+            batch = to_model(as_images(batch, "batch", ndim=self._ndim), self.model)
+        elif not _holds_tensor(batch):
+            raise valid.ArgumentTypeError(
+                "batch must be a tensor of images (N, C, H, W), or a tuple, list or dict holding "
+                f"the tensors the model's forward takes, got {type(batch).__name__}"
+            )
         if not self._accumulate:
             self.clear()
         counts = {name: len(r) for name, r in self._records.items()}

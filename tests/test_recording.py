@@ -152,3 +152,30 @@ def test_a_model_in_training_mode_is_read_in_eval_mode_and_left_unchanged():
     with torch.no_grad():
         expected = model.eval()(x)[:, :, 1, 1]
     torch.testing.assert_close(a, expected)
+
+
+class _Pair(nn.Module):
+    """A model whose forward takes a pair of tensors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3)
+
+    def forward(self, pair: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        out: torch.Tensor = self.conv(pair[0] + pair[1])
+        return out
+
+
+def test_run_takes_structured_inputs_and_vectors_but_refuses_one_unbatched_image() -> None:
+    x = torch.rand(2, 3, 6, 6)
+    records = pp.ActivationRecorder(_Pair(), "conv", None).run((x, x))["conv"]
+    assert records.shape == (2, 2, 4, 4)
+    mlp = nn.Sequential(nn.Linear(5, 3), nn.ReLU())
+    assert pp.ActivationRecorder(mlp, "0").run(torch.rand(4, 5))["0"].shape == (4, 3)
+    conv = nn.Sequential(nn.Conv2d(3, 2, 3))
+    with pytest.raises(
+        ValueError, match=r"batch must be 4-D \(N, C, H, W\), got shape \(3, 6, 6\)"
+    ):
+        pp.ActivationRecorder(conv, "0").run(x[0])  # torch would run it as an unbatched image
+    with pytest.raises(TypeError, match="batch must be a tensor of images"):
+        pp.ActivationRecorder(conv, "0").run([[1.0, 2.0]])

@@ -126,3 +126,14 @@ def test_digits_split_is_fixed_stratified_and_disjoint() -> None:
         zoo.digits("validation")
     with pytest.raises(ValueError, match="size must be an int ≥ 8"):
         zoo.digits("test", size=4)
+
+
+def test_to_class_refuses_labels_outside_the_concepts() -> None:
+    card = zoo.model_card("concepts-merged")
+    for bad in (-1, len(card.concepts)):  # -1 used to wrap around to the last concept's class
+        with pytest.raises(
+            ValueError, match=rf"labels must be concept labels in \[0, 6\].*got {bad}"
+        ):
+            card.to_class(torch.tensor([0, bad]))
+    with pytest.raises(TypeError, match="labels must be int concept labels"):
+        card.to_class(torch.tensor([0.0]))

@@ -116,6 +116,17 @@ class Probe:
         return top, left, bottom, right
 
 
+def map_size(model: nn.Module, layer: str, size: tuple[int, int], channels: int) -> tuple[int, int]:
+    """``(H, W)`` of ``layer``'s map for images of ``size`` (one zero image runs); a
+    ``ValueError`` for a layer without a 2-D map."""
+    dtype, device = model_dtype_device(model)
+    x = torch.zeros(1, channels, *size, dtype=dtype, device=device)
+    shape = layer_output_shape(model, layer, x)
+    if len(shape) != 4:
+        raise ValueError(f"layer {layer!r} does not produce a 2-D map (N, C, H, W): {tuple(shape)}")
+    return int(shape[2]), int(shape[3])
+
+
 def measure(
     model: nn.Module, layer: str, size: tuple[int, int], channels: int, trials: int, seed: int
 ) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int]]:
@@ -125,12 +136,7 @@ def measure(
     stride, the center's box the size. Both boxes must lie inside the image (else the measured
     field would be clamped, not uniform): a ``ValueError`` says so.
     """
-    dtype, device = model_dtype_device(model)
-    x = torch.zeros(1, channels, *size, dtype=dtype, device=device)
-    shape = layer_output_shape(model, layer, x)
-    if len(shape) != 4:
-        raise ValueError(f"layer {layer!r} does not produce a 2-D map (N, C, H, W): {tuple(shape)}")
-    out = (int(shape[2]), int(shape[3]))
+    out = map_size(model, layer, size, channels)
     if out[0] < 2 or out[1] < 2:
         raise ValueError(
             f"the map of {layer!r} is {out[0]}×{out[1]}: too small to measure a stride"

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from .. import _masking as mk
+from .. import _validate as valid
 from ..masks import Scores
 from ..targets import Unit
 
@@ -21,7 +22,15 @@ __all__ = ["mask_gradients", "reduce_to", "warn_if_all_zero"]
 
 
 def reduce_to(per_weight: Tensor, granularity: str) -> Tensor:
-    """Average weight-shaped scores over each kernel (``kernel``) or filter (``filter``)."""
+    """Average weight-shaped scores — a Linear's ``(out, in)`` or a convolution's
+    ``(out, in, *kernel)`` — over each kernel (``kernel``) or filter (``filter``)."""
+    mk.check_granularity(granularity)
+    valid.instance("per_weight", per_weight, Tensor, "a weight-shaped tensor of scores")
+    if per_weight.dim() < 2:
+        raise ValueError(
+            "per_weight must be weight-shaped, (out, in) or (out, in, *kernel), got shape "
+            f"{tuple(per_weight.shape)}"
+        )
     if granularity == "weight":
         return per_weight
     keep = 2 if granularity == "kernel" else 1

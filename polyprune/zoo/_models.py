@@ -124,7 +124,16 @@ class ModelCard:
     def to_class(self, labels: Tensor) -> Tensor:
         """Map concept labels (int64) to the model's class indices."""
         valid.instance("labels", labels, Tensor, "a tensor of concept labels (int64)")
-        return torch.tensor(self.label_map, dtype=torch.int64)[labels]
+        n = len(self.label_map)
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise valid.ArgumentTypeError(f"labels must be int concept labels, got {labels.dtype}")
+        bad = labels[(labels < 0) | (labels >= n)]
+        if bad.numel():
+            raise ValueError(
+                f"labels must be concept labels in [0, {n - 1}] (the card's {n} concepts: "
+                f"{list(self.concepts)}), got {int(bad[0])}"
+            )
+        return torch.tensor(self.label_map, dtype=torch.int64)[labels.cpu()].to(labels.device)
 
 
 def _merged_classes(
