@@ -25,7 +25,7 @@ OPTIONS = ("standardize", "min_samples", "cluster_selection_method", "n_componen
 def channel_seed(seed: int, channel: int) -> int:
     """The seed of a channel's significance test: ``scan`` and ``study`` both use it, so a study
     of the channel a scan ranked gives the scan's p-value (same codes, same null draws)."""
-    return (seed + channel) % (valid.SEED_MAX + 1)
+    return valid.wrap_seed(seed + channel)
 
 
 def check_options(

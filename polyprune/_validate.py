@@ -48,6 +48,7 @@ __all__ = [
     "size",
     "tensor_dict",
     "vector",
+    "wrap_seed",
 ]
 
 #: The largest seed: torch's generators take up to 2**64 - 1, numpy's any int ≥ 0; 2**63 - 1
@@ -135,6 +136,12 @@ def size(name: str, value: object) -> tuple[int, int]:
 def seed(name: str, value: object) -> int:
     """A seed: an int in ``[0, SEED_MAX]`` (what every torch and numpy generator accepts)."""
     return integer(name, value, low=0, high=SEED_MAX)
+
+
+def wrap_seed(value: int) -> int:
+    """A seed derived by arithmetic from checked seeds (``seed + channel``, ...) wrapped into
+    ``[0, SEED_MAX]``: deterministic, and never out of range however large the parts are."""
+    return value % (SEED_MAX + 1)
 
 
 def flag(name: str, value: object) -> bool:

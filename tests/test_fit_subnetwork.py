@@ -329,6 +329,9 @@ def test_bad_input_fails_before_any_work(change, error, match):
         ({"batch_size": 0}, "batch_size must be an int ≥ 1"),
         ({"lam": -1.0}, "lam must be"),
         ({"lr": 0.0}, "lr must be"),
+        ({"lr": 1e38}, r"lr must be a finite number in \(0, 1000000.0\]"),  # SGD overflowed
+        ({"lr": float("inf")}, "lr must be a finite number"),
+        ({"lr": float("nan")}, "lr must be a finite number"),
         ({"momentum": 1.0}, "momentum must be"),
         ({"gamma": 2.0}, "gamma must be"),
         ({"init": 1.0}, "init must be"),

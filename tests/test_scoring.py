@@ -320,3 +320,11 @@ def test_random_is_seeded_and_magnitude_is_mean_abs_weight() -> None:
     assert not torch.equal(a["0.weight"], c["0.weight"])
     mag = Magnitude().score(model, None, Unit("4", 0), granularity="filter")
     torch.testing.assert_close(mag["2.weight"], model[2].weight.detach().abs().mean((1, 2, 3)))
+
+
+def test_random_per_cluster_seeds_wrap_for_the_largest_seeds() -> None:
+    top = 2**63 - 1  # the largest seed
+    draws = [Random(seed=top).for_cluster(top, label).seed for label in (0, 1, 0)]
+    assert draws[0] == draws[2] != draws[1]  # deterministic, one per cluster
+    assert all(0 <= s <= top for s in draws)  # it raised "seed must be an int in [0, ...]"
+    assert Random(seed=3).for_cluster(2, 5).seed == 3 + 2000 + 5  # small seeds as before

@@ -12,6 +12,11 @@ from .loss import loss_class, losses
 
 __all__ = ["CSConfig"]
 
+#: The largest learning rate: the mask logits start near 0 and σ(t·m) saturates within a few
+#: units, so a larger step is no longer learning (and lr × elements overflowed float32 in SGD).
+_LR_MAX = 1e6
+_LR_WHY = " (a larger step saturates every mask at once)"
+
 
 @dataclass(frozen=True)
 class CSConfig:
@@ -50,7 +55,7 @@ class CSConfig:
         ``"mean"``: the mean mask value σ(t·m) over the learned elements, in [0, 1], so ``lam``
         means the same for any network; ``"sum"``: the paper's raw Σσ(t·m) (its λ = 1e-6).
     lr : float or None
-        SGD learning rate (> 0). ``None`` (default): the loss's own, 1e-3 for
+        SGD learning rate in (0, 1e6]. ``None`` (default): the loss's own, 1e-3 for
         ``"both"``/``"preserve"`` and 5e-3 for ``"separate"``, with ``lr_scale="elements"``
         (:attr:`learning_rate`).
     lr_scale : {"elements", "none"}
@@ -119,7 +124,7 @@ class CSConfig:
         if self.lam is not None:
             valid.number("lam", self.lam, low=0)
         if self.lr is not None:
-            valid.number("lr", self.lr, low=0, low_open=True)
+            valid.number("lr", self.lr, low=0, high=_LR_MAX, low_open=True, why=_LR_WHY)
         valid.number("momentum", self.momentum, low=0, high=1, high_open=True)
         valid.fraction("gamma", self.gamma)
         valid.fraction("init", self.init, one=False)

@@ -56,14 +56,15 @@ class Random(BaseScorer, name="random"):
         }
 
     def for_cluster(self, seed: int, label: int) -> Random:
-        """An independent draw per cluster: seed ``self.seed + 1000 · seed + label``.
+        """An independent draw per cluster: seed ``self.seed + 1000 · seed + label``, wrapped
+        into ``[0, 2**63 - 1]`` so that any valid seeds give a valid one.
 
         One shared seed would give every cluster the same mask and a meaningless overlap.
         """
         valid.seed("seed", seed)
         valid.integer("label", label, low=0)
         return Random(
-            self.seed + 1000 * seed + label, keep=self.keep, scope=self.scope,
+            valid.wrap_seed(self.seed + 1000 * seed + label), keep=self.keep, scope=self.scope,
             normalize=self.normalize, progress=self.progress,
         )  # fmt: skip
 
