@@ -46,17 +46,22 @@ def planted_case(
     pair: tuple[str, str] | None = None,
     distractors: int = 2,
     cross: float = 1.0,
+    identifiable: bool = False,
 ) -> Case:
     """Planted variant ``seed``: pair ``PLANTED_PAIRS[seed % 3]`` unless ``pair`` is given,
     hidden-channel shuffle, distractors and cross kernels drawn by seed
     (:func:`polyprune.zoo.planted_network`).
 
     Named ``planted-<seed>`` with the default pair, distractors and cross scale (the claims'
-    cases), else ``planted-<a>-<b>-d<distractors>-x<cross>-<seed>``.
+    cases), else ``planted-<a>-<b>-d<distractors>-x<cross>-<seed>`` (``-id`` before the seed:
+    the identifiable variant, ``zoo.planted_network(identifiable=True)``, whose unit is
+    ``model.target``).
     """
-    default = pair is None and distractors == 2 and cross == 1.0
+    default = pair is None and distractors == 2 and cross == 1.0 and not identifiable
     pair = PLANTED_PAIRS[seed % len(PLANTED_PAIRS)] if pair is None else pair
-    model, truth = zoo.planted_network(pair, distractors=distractors, seed=seed, cross=cross)
+    model, truth = zoo.planted_network(
+        pair, distractors=distractors, seed=seed, cross=cross, identifiable=identifiable
+    )
     images, labels = zoo.concept_images(
         cfg.planted_images, size=zoo.PLANTED_SIZE, seed=IMAGE_SEED + seed
     )
@@ -64,10 +69,10 @@ def planted_case(
     name = (
         f"planted-{seed}"
         if default
-        else f"planted-{'-'.join(pair)}-d{distractors}-x{cross:g}-{seed}"
+        else f"planted-{'-'.join(pair)}-d{distractors}-x{cross:g}{'-id' * identifiable}-{seed}"
     )
     return Case(
-        name, "planted", seed, model, pp.Unit(*zoo.PLANTED_TARGET), images, names, pair,
+        name, "planted", seed, model, pp.Unit(*model.target), images, names, pair,
         cfg.planted_k, truth,
     )  # fmt: skip
 

@@ -5,6 +5,7 @@ disjoint, known circuits (exact ground truth at kernel granularity).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -61,25 +62,44 @@ class PlantedNetwork(nn.Module):
     ``features`` is ``Conv2d, ReLU, MaxPool2d, Conv2d, ReLU, MaxPool2d, Conv2d, ReLU`` (3×3 convs,
     padding 1; receptive field of ``features.6``: 18 px, stride 4). The forward pass returns the
     map of ``features.7`` (post-ReLU), shape
-    ``(N, 1 + len(distractors) + len(concepts), H / 4, W / 4)``.
+    ``(N, 1 + len(distractors) + len(concepts), H / 4, W / 4)``. With ``gated=True`` (the
+    identifiable variant) ``features.6`` has one output per block and a bias (the gate), and
+    ``features`` goes on with ``ReLU, Conv2d (1×1, no bias), ReLU``: the unit's layer is
+    ``features.8`` (same receptive field), the forward pass returns ``features.9``.
 
     Attributes
     ----------
+    target : tuple of (str, int)
+        ``(layer, channel)`` of the planted polysemantic unit: :data:`PLANTED_TARGET`, or
+        ``("features.8", 0)`` when gated.
     concepts : tuple of str
-        Concepts that drive the target channel (:data:`PLANTED_TARGET`).
+        Concepts that drive the target channel.
     distractors : tuple of str
-        ``distractors[i]`` drives channel ``1 + i`` of ``features.6``.
+        ``distractors[i]`` drives channel ``1 + i`` of the target's layer.
     readouts : tuple of int
-        ``readouts[i]`` is the channel of ``features.6`` driven by ``concepts[i]``'s detector
-        alone: a monosemantic neighbour of the target unit in the same layer.
+        ``readouts[i]`` is the channel of the target's layer driven by ``concepts[i]``'s
+        detector alone: a monosemantic neighbour of the target unit in the same layer.
     """
 
-    def __init__(self, n_blocks: int, n_out: int, widths: tuple[int, int] = WIDTHS) -> None:
+    def __init__(
+        self, n_blocks: int, n_out: int, widths: tuple[int, int] = WIDTHS, *, gated: bool = False
+    ) -> None:
         valid.integer("n_blocks", n_blocks, low=1)
         valid.integer("n_out", n_out, low=1)
         valid.integer("widths[0]", widths[0], low=1)
         valid.integer("widths[1]", widths[1], low=1)
         super().__init__()
+        last: list[nn.Module] = [
+            nn.Conv2d(n_blocks * widths[1], n_out, 3, padding=1, bias=False),
+            nn.ReLU(),
+        ]
+        if gated:  # one gate channel per block (bias -θ), then a 1×1 conv that sums them
+            last = [
+                nn.Conv2d(n_blocks * widths[1], n_blocks, 3, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(n_blocks, n_out, 1, bias=False),
+                nn.ReLU(),
+            ]
         self.features = nn.Sequential(
             nn.Conv2d(3, n_blocks * widths[0], 3, padding=1),
             nn.ReLU(),
@@ -87,9 +107,9 @@ class PlantedNetwork(nn.Module):
             nn.Conv2d(n_blocks * widths[0], n_blocks * widths[1], 3, padding=1),
             nn.ReLU(),
             nn.MaxPool2d(2),
-            nn.Conv2d(n_blocks * widths[1], n_out, 3, padding=1, bias=False),
-            nn.ReLU(),
+            *last,
         )
+        self.target: tuple[str, int] = (f"features.{len(self.features) - 2}", 0)
         self.concepts: tuple[str, ...] = ()
         self.distractors: tuple[str, ...] = ()
         self.readouts: tuple[int, ...] = ()
@@ -134,8 +154,9 @@ def _cross(weight: Tensor, circ: Tensor, inputs: Tensor, gen: torch.Generator) -
 
 
 def _validate(
-    concepts: Sequence[str] | str, distractors: int, seed: int, cross: float
-) -> tuple[str, ...]:
+    concepts: Sequence[str] | str, distractors: int, seed: int, cross: float | None,
+    identifiable: bool,
+) -> tuple[tuple[str, ...], float]:  # fmt: skip
     names = _validate_concepts(concepts)
     if len(names) < 2:
         raise ValueError(f"a planted polysemantic unit needs at least 2 concepts, got {names}")
@@ -145,8 +166,16 @@ def _validate(
         why=f" (the number of concepts not in {names})",
     )  # fmt: skip
     valid.seed("seed", seed)
-    valid.number("cross", cross, low=0, why=" (scale of the cross-block kernels)")
-    return names
+    valid.flag("identifiable", identifiable)
+    if cross is None:
+        return names, 0.0 if identifiable else 1.0
+    scale = valid.number("cross", cross, low=0, why=" (scale of the cross-block kernels)")
+    if identifiable and scale != 0:
+        raise ValueError(
+            f"cross must be 0 or None with identifiable=True (cross-block kernels would feed one "
+            f"concept's detector into another's), got {cross!r}"
+        )
+    return names, scale
 
 
 def planted_network(
@@ -154,7 +183,8 @@ def planted_network(
     distractors: int = 2,
     seed: int = 0,
     *,
-    cross: float = 1.0,
+    cross: float | None = None,
+    identifiable: bool = False,
 ) -> tuple[PlantedNetwork, dict[str, Masks]]:
     """Build a CNN with a planted polysemantic unit and its exact circuits.
 
@@ -189,9 +219,19 @@ def planted_network(
     seed : int, default 0
         Seeds the choice of distractors, the channel shuffle and the cross kernels. The detectors
         themselves are fixed (shipped weights).
-    cross : float, default 1.0
+    cross : float or None, default None
         Scale of the cross-block kernels (the checks above hold at 1); ``0`` gives an exactly
-        block-diagonal network.
+        block-diagonal network. ``None``: 1, or 0 with ``identifiable=True`` (which needs 0).
+    identifiable : bool, default False
+        The variant whose true circuits are identifiable by construction: block-diagonal, each
+        detector pruned to the kernels whose removal alone changes its output and *gated*
+        (``features.6`` has one output per block, with bias ``−θ``, then ``ReLU``), so that it
+        is exactly 0 at the map centre on every other concept's calibration images; a 1×1
+        ``features.8`` sums the concepts' gates into the target unit ``("features.8", 0)``
+        (``model.target``; distractors and readouts as above, in ``features.8``). On one
+        concept's crops the true circuit then reproduces the unit exactly and is silent on the
+        other concept's, and removing any of its kernels changes that
+        (:mod:`polyprune.zoo._gated`; ``docs/faithfulness.md``).
 
     Returns
     -------
@@ -207,7 +247,7 @@ def planted_network(
     ------
     ValueError
         On unknown or repeated concepts, fewer than two concepts, too many distractors, a negative
-        seed or a negative ``cross``.
+        seed, a negative ``cross``, or a non-zero ``cross`` with ``identifiable=True``.
 
     Examples
     --------
@@ -219,62 +259,104 @@ def planted_network(
     >>> sorted(truth), truth["rings"].unit
     (['hstripes', 'rings'], Unit(layer='features.6', channel=0, position=None))
     """
-    names = _validate(concepts, distractors, seed, cross)
+    names, scale = _validate(concepts, distractors, seed, cross, identifiable)
     with torch.no_grad():
-        return _assemble(names, distractors, seed, float(cross))
+        if identifiable:
+            from ._gated import assemble  # the gated variant builds on this module
+
+            return assemble(names, distractors, seed)
+        return _assemble(names, distractors, seed, scale)
 
 
-def _assemble(
-    names: tuple[str, ...], distractors: int, seed: int, cross: float
-) -> tuple[PlantedNetwork, dict[str, Masks]]:
-    gen = torch.Generator().manual_seed(seed)
+@dataclass
+class _Layout:
+    """The block-diagonal skeleton shared by both variants: the blocks (concepts, then the
+    distractors), their shuffled hidden channels, the row of the target's layer each drives, and
+    each block's planted kernels in ``features.0`` and ``features.3`` (``circuits``)."""
+
+    blocks: tuple[str, ...]
+    chosen: tuple[str, ...]
+    ch0: list[Tensor]
+    ch1: list[Tensor]
+    out_row: list[int]
+    circuits: list[dict[str, Tensor]]
+
+
+def _layout(
+    names: tuple[str, ...], distractors: int, gen: torch.Generator, state: dict[str, Tensor],
+    dets: dict[str, dict[str, Tensor]],
+) -> _Layout:  # fmt: skip
+    """Draw the distractors and the channel shuffle; write every block's first two convs."""
     others = [c for c in CONCEPTS if c not in names]
     chosen = tuple(
         others[i] for i in torch.randperm(len(others), generator=gen)[:distractors].tolist()
     )
     blocks = names + chosen
-    dets = load_detectors()
     n, (w0, w1) = len(blocks), WIDTHS
     perm0 = torch.randperm(n * w0, generator=gen)
     perm1 = torch.randperm(n * w1, generator=gen)
     ch0 = [perm0[k * w0 : (k + 1) * w0] for k in range(n)]
     ch1 = [perm1[k * w1 : (k + 1) * w1] for k in range(n)]
     out_row = [0] * len(names) + list(range(1, 1 + len(chosen)))
-
-    base = 1 + len(chosen)  # target + distractors; then one readout channel per concept
-    model = PlantedNetwork(n, base + len(names))
-    state = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
     w_0, b_0 = state["features.0.weight"], state["features.0.bias"]
     w_3, b_3 = state["features.3.weight"], state["features.3.bias"]
-    w_6 = state["features.6.weight"]
-    circuits = []  # per block: the non-zero planted kernels of each conv, as (out, in) masks
+    circuits = []
     for k, name in enumerate(blocks):
         d = dets[name]
         w_0[ch0[k]], b_0[ch0[k]] = d["0.weight"], d["0.bias"]
         w_3[ch1[k][:, None], ch0[k]], b_3[ch1[k]] = d["3.weight"], d["3.bias"]
-        w_6[out_row[k], ch1[k]] = d["6.weight"][0]
-        circuit = {}
-        for key, weight in (("features.0.weight", w_0), ("features.3.weight", w_3)):
-            block = torch.zeros(weight.shape[:2], dtype=torch.bool)
-            rows = ch0[k] if key == "features.0.weight" else ch1[k][:, None]
-            block[rows, slice(None) if key == "features.0.weight" else ch0[k]] = True
-            circuit[key] = block & (weight.flatten(2).abs().sum(2) > 0)
-        block6 = torch.zeros(w_6.shape[:2], dtype=torch.bool)
-        block6[out_row[k], ch1[k]] = True
-        circuit["features.6.weight"] = block6 & (w_6.flatten(2).abs().sum(2) > 0)
-        circuits.append(circuit)
+        circuits.append({
+            "features.0.weight": _nonzero_block(w_0, ch0[k], slice(None)),
+            "features.3.weight": _nonzero_block(w_3, ch1[k][:, None], ch0[k]),
+        })  # fmt: skip
+    return _Layout(blocks, chosen, ch0, ch1, out_row, circuits)
+
+
+def _nonzero_block(weight: Tensor, rows: Tensor | int, cols: Tensor | int | slice) -> Tensor:
+    """The kernels ``(rows, cols)`` of ``weight`` that are not all zero, as an (out, in) mask."""
+    block = torch.zeros(weight.shape[:2], dtype=torch.bool)
+    block[rows, cols] = True
+    return block & (weight.flatten(2).abs().sum(2) > 0)
+
+
+def _assemble(
+    names: tuple[str, ...], distractors: int, seed: int, cross: float
+) -> tuple[PlantedNetwork, dict[str, Masks]]:
+    gen = torch.Generator().manual_seed(seed)
+    dets = load_detectors()
+    n = len(names) + distractors
+    base = 1 + distractors  # target + distractors; then one readout channel per concept
+    model = PlantedNetwork(n, base + len(names))
+    state = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
+    lay = _layout(names, distractors, gen, state, dets)
+    w_0, b_0 = state["features.0.weight"], state["features.0.bias"]
+    w_3, b_3 = state["features.3.weight"], state["features.3.bias"]
+    w_6 = state["features.6.weight"]
+    for k, name in enumerate(lay.blocks):
+        w_6[lay.out_row[k], lay.ch1[k]] = dets[name]["6.weight"][0]
+        lay.circuits[k]["features.6.weight"] = _nonzero_block(w_6, lay.out_row[k], lay.ch1[k])
     if cross > 0:
-        planted = {key: torch.stack([c[key] for c in circuits]).any(0) for key in circuits[0]}
+        planted = {
+            key: torch.stack([c[key] for c in lay.circuits]).any(0) for key in lay.circuits[0]
+        }
         h = F.max_pool2d(F.relu(F.conv2d(_calibration(), w_0, b_0, padding=1)), 2)
         w_3 += cross * _cross(w_3, planted["features.3.weight"], h, gen)
         h = F.max_pool2d(F.relu(F.conv2d(h, w_3, b_3, padding=1)), 2)
         w_6[:base] += cross * _cross(w_6[:base], planted["features.6.weight"][:base], h, gen)
     for k in range(len(names)):  # readouts: copies of each concept's last kernels, no cross
-        w_6[base + k, ch1[k]] = dets[names[k]]["6.weight"][0]
+        w_6[base + k, lay.ch1[k]] = dets[names[k]]["6.weight"][0]
+    return _finish(model, state, names, lay)
+
+
+def _finish(
+    model: PlantedNetwork, state: dict[str, Tensor], names: tuple[str, ...], lay: _Layout
+) -> tuple[PlantedNetwork, dict[str, Masks]]:
+    """Load ``state``, name the blocks, and build the truth masks of the concepts' circuits."""
     model.load_state_dict(state)
-    model.concepts, model.distractors = names, chosen
+    model.concepts, model.distractors = names, lay.chosen
+    base = 1 + len(lay.chosen)
     model.readouts = tuple(range(base, base + len(names)))
-    return model.eval(), _truth(model, names, circuits[: len(names)])
+    return model.eval(), _truth(model, names, lay.circuits[: len(names)])
 
 
 def _truth(
@@ -283,16 +365,17 @@ def _truth(
     params = dict(model.named_parameters())
     shapes = {key: tuple(params[key].shape) for key in circuits[0]}
     regions = {key: torch.ones(s[:2], dtype=torch.bool) for key, s in shapes.items()}
-    region6 = torch.zeros(shapes["features.6.weight"][:2], dtype=torch.bool)
-    region6[PLANTED_TARGET[1]] = True
-    regions["features.6.weight"] = region6
+    layer, channel = model.target
+    region = torch.zeros(shapes[f"{layer}.weight"][:2], dtype=torch.bool)
+    region[channel] = True
+    regions[f"{layer}.weight"] = region
     return {
         concept: Masks(
             {key: circuit[key] | ~regions[key] for key in circuit},
             "kernel",
             weight_shapes=shapes,
             regions=regions,
-            unit=Unit(*PLANTED_TARGET),
+            unit=Unit(*model.target),
         )
         for concept, circuit in zip(names, circuits, strict=True)
     }

@@ -24,18 +24,22 @@ SEEDS = (10, 11, 12, 13, 14)
 
 @dataclass(frozen=True)
 class Setting:
-    """Planted networks: ``zoo.planted_network(pair, distractors, seed, cross=cross)`` for each
-    seed (``pair`` None: ``PLANTED_PAIRS[seed % 3]``, as the claims benchmark)."""
+    """Planted networks: ``zoo.planted_network(pair, distractors, seed, cross=cross,
+    identifiable=identifiable)`` for each seed (``pair`` None: ``PLANTED_PAIRS[seed % 3]``, as
+    the claims benchmark)."""
 
     name: str
     seeds: tuple[int, ...]
     pair: tuple[str, str] | None = None
     distractors: int = 2
     cross: float = 1.0
+    identifiable: bool = False
 
 
-#: The untuned settings of issue 15, and issue 23's ``cross=0`` (no cross-block kernels).
+#: The untuned settings of issue 15, and issue 23's ``cross=0`` (no cross-block kernels) and
+#: ``identifiable`` (gated, pruned detectors: the true circuits are identifiable by construction).
 SETTINGS: tuple[Setting, ...] = (
+    Setting("identifiable", SEEDS, cross=0.0, identifiable=True),
     Setting("cross=0", SEEDS, cross=0.0),
     Setting("default pairs", SEEDS),
     Setting("rings/checker", SEEDS, ("rings", "checker")),

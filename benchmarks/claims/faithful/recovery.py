@@ -147,7 +147,10 @@ def goal_lines(
                      f"(pooled) — {verdict(best >= GOAL_ROC_AUC)}")  # fmt: skip
     chosen = dict(arms).get(default)
     if chosen is not None:
-        for setting, goal in (("cross=0", GOAL_F1_IDENTIFIABLE), ("default pairs", GOAL_F1_CROSS1)):
+        for setting, goal in (
+            ("identifiable", GOAL_F1_IDENTIFIABLE),
+            ("default pairs", GOAL_F1_CROSS1),
+        ):
             f1 = _mean(chosen(select(fits, family=setting)), lambda r: r.f1)
             if not math.isnan(f1):
                 lines.append(f"default method ({default}) F1 ≥ {goal:g} on {setting}: {f1:.3f} "

@@ -215,6 +215,7 @@ def header(cfg: FaithfulConfig, argv: Sequence[str], seconds: float) -> list[str
         f"**{s.name}**: seeds {', '.join(map(str, s.seeds))}, "
         f"{'/'.join(s.pair) if s.pair else 'PLANTED_PAIRS[seed % 3]'}, {s.distractors} "
         f"distractors, cross {s.cross:g}"
+        + (", `identifiable=True` (gated, pruned detectors)" if s.identifiable else "")
         for s in cfg.settings
     )
     return [

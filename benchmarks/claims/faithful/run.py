@@ -53,7 +53,10 @@ def run(cfg: FaithfulConfig, log: Callable[[str], None]) -> Rows:
     rows = Rows(cfg)
     claims = cfg.claims_config()
     cases: list[tuple[str, Callable[[], Case]]] = [
-        (s.name, partial(planted_case, seed, claims, s.pair, s.distractors, s.cross))
+        (
+            s.name,
+            partial(planted_case, seed, claims, s.pair, s.distractors, s.cross, s.identifiable),
+        )
         for s in cfg.settings
         for seed in s.seeds
     ]
