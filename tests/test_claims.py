@@ -246,3 +246,21 @@ def test_claim1_needs_both_concepts_as_cluster_majorities():
     one = replace(good, seed=1, majority=(("a", 1.0), ("a", 0.8)))
     assert v.claim1([good, one]).status == v.PARTLY
     assert v.claim1([replace(good, ari=0.3)]).status == v.NOT
+
+
+def test_jobs_run_cases_in_fresh_processes_with_the_same_rows(tiny, tmp_path):
+    """--jobs N runs each case in a spawned process: the rows are those of the tiny run in this
+    process (only the fits' wall times differ)."""
+    json_out = tmp_path / "rows.json"
+    out = claims.main([*TINY, "--jobs", "2", "--out", str(tmp_path), "--json", str(json_out)])
+
+    def rows(path: Any) -> dict[str, Any]:
+        data = json.loads(path.read_text())
+        for row in data["fits"]:
+            row["seconds"] = None
+        return data
+
+    assert rows(json_out) == rows(tiny.out / "rows.json")
+    assert [x.status for x in out.verdicts] == [x.status for x in tiny.verdicts]
+    with pytest.raises(SystemExit):
+        claims.parse(["--jobs", "0"])

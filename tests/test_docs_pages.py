@@ -92,6 +92,12 @@ def test_every_relative_link_resolves_on_github(page: Path):
     assert not broken, f"{page.relative_to(ROOT)}: " + "; ".join(broken)
 
 
+def test_every_figure_in_docs_img_is_shown_on_a_page():
+    shown = {(p.parent / t.partition("#")[0]).resolve() for p in PAGES for t in links(p)}
+    orphans = sorted(f.name for f in (ROOT / "docs" / "img").iterdir() if f.resolve() not in shown)
+    assert not orphans, f"figures no page shows (stale? remove them or show them): {orphans}"
+
+
 def _resolve(dotted: str) -> object:
     """What a ``::: dotted.path`` directive documents: a module if one has that path (as griffe
     reads it), else the attribute of its parent."""

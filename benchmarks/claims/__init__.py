@@ -19,6 +19,7 @@ Usage, from the repository root::
     python -m benchmarks.claims                  # full run (~20 min, 2 cores): docs/results.md
     python -m benchmarks.claims --quick          # one seed, fewer keeps (< 3 min): a temp dir
     python -m benchmarks.claims --quick --out DIR --json DIR/results.json
+    python -m benchmarks.claims --jobs 4         # four cases at once, one process each: same rows
 
 Only the full default configuration writes to ``docs/`` unless ``--out`` says otherwise; the
 generated ``results.md`` records the command, date, versions, seeds and wall time, and is never

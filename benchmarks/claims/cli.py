@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, cast
@@ -19,7 +21,7 @@ from .cases import cases
 from .config import DOCS, OBJECTIVES, QUICK, Config, Objective
 from .report import header, write_markdown
 from .rows import Results
-from .run import run_case
+from .run import CaseResult, run_case
 from .verdicts import Verdict, verdicts
 
 #: Config fields given as lists on the command line (tuples in :class:`Config`).
@@ -46,6 +48,13 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config]:
     parser.add_argument("--out", type=Path, help="output directory (results.md, img/)")
     parser.add_argument("--json", type=Path, help="also write every row as JSON here")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="cases run at once, one process each (default 1); the rows are the same, each "
+        "case's seeds are its own",
+    )
     parser.add_argument("--planted-seeds", type=int, nargs="*", help="planted variants")
     parser.add_argument("--trained", nargs="*", help="trained zoo models (none: no names)")
     parser.add_argument("--trained-seeds", type=int, nargs="*", help="seeds of trained cases")
@@ -80,6 +89,8 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config]:
         except ValueError as e:
             parser.error(f"--objectives: {e}")
     cfg = replace(cfg, **changes)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be a positive number of processes, got {args.jobs}")
     if cfg.cs_lam not in cfg.lams:
         parser.error(f"--cs-lam {cfg.cs_lam} must be one of --lams {cfg.lams}")
     return args, cfg
@@ -96,6 +107,35 @@ def _objective(text: str) -> tuple[Objective, tuple[float, ...]]:
     return cast(Objective, loss), values
 
 
+def _logger(start: float) -> Callable[[str], None]:
+    """Progress lines stamped with the time since ``start`` (``time.perf_counter`` is one clock
+    for every process of the machine)."""
+
+    def log(message: str) -> None:
+        elapsed = time.perf_counter() - start
+        print(f"[claims {elapsed // 60:02.0f}:{elapsed % 60:04.1f}] {message}", flush=True)
+
+    return log
+
+
+def _run_case(index: int, cfg: Config, start: float) -> CaseResult:
+    """Case ``index`` of ``cases(cfg)``, built and run here (in a worker process with --jobs)."""
+    log = _logger(start)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*kept elements have score 0.*")
+        case = cases(cfg)[index]()
+        log(f"case {index + 1}/{len(cases(cfg))}: {case.name}")
+        return run_case(case, cfg, log)
+
+
+def _collect(results: Results, done: Iterable[CaseResult]) -> None:
+    """Add every case's rows to ``results``, in the order of the cases."""
+    for res in done:
+        results.clustering.append(res.clustering)
+        results.fits += res.fits
+        results.pairs += res.pairs
+
+
 def main(argv: Sequence[str] | None = None) -> Outcome:
     """Run the benchmark: write ``results.md`` (and ``--json``) and return what was found."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -103,23 +143,18 @@ def main(argv: Sequence[str] | None = None) -> Outcome:
     torch.set_num_threads(args.threads)
     out: Path = args.out or (DOCS if cfg == Config() else Path(tempfile.mkdtemp(prefix="claims-")))
     start = time.perf_counter()
-
-    def log(message: str) -> None:
-        elapsed = time.perf_counter() - start
-        print(f"[claims {elapsed // 60:02.0f}:{elapsed % 60:04.1f}] {message}", flush=True)
-
-    makers = cases(cfg)
-    log(f"{len(makers)} cases; output: {out}")
+    log = _logger(start)
+    n = len(cases(cfg))
+    log(f"{n} cases ({args.jobs} at once); output: {out}")
     results = Results(cfg)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*kept elements have score 0.*")
-        for i, make in enumerate(makers, 1):
-            case = make()
-            log(f"case {i}/{len(makers)}: {case.name}")
-            res = run_case(case, cfg, log)
-            results.clustering.append(res.clustering)
-            results.fits += res.fits
-            results.pairs += res.pairs
+    jobs = (range(n), [cfg] * n, [start] * n)
+    if args.jobs == 1:
+        _collect(results, map(_run_case, *jobs))
+    else:  # fresh processes (spawn) inherit no state from this one: the same rows
+        context = multiprocessing.get_context("spawn")
+        init = (torch.set_num_threads, (args.threads,))
+        with ProcessPoolExecutor(args.jobs, context, *init) as pool:
+            _collect(results, pool.map(_run_case, *jobs))
     found = verdicts(results)
     seconds = time.perf_counter() - start
     path = write_markdown(results, found, out, header(cfg, argv, seconds))
