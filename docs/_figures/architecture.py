@@ -70,6 +70,7 @@ def draw(out: Path) -> Path:
         raise SystemExit(f"the contract has {len(rows)} layers, NAMES {len(NAMES)}: update NAMES")
     fig = Figure(figsize=(10.5, 0.5 * len(rows) + 0.6))
     ax = fig.subplots()
+    fig.subplots_adjust(left=0.01, right=0.99)  # the boxes span the figure: larger type
     ax.set_axis_off()
     ax.set_xlim(0, 10)
     ax.set_ylim(-0.5, len(rows))
@@ -82,13 +83,13 @@ def draw(out: Path) -> Path:
         elif name.startswith("core"):
             colour = "#f6d5e5"
         ax.add_patch(_box(fig, 0.1, y - 0.4, 9.8, 0.8, colour))
-        labels.append(ax.text(0.25, y, name, va="center", fontsize=9, weight="bold"))
+        labels.append(ax.text(0.25, y, name, va="center", fontsize=10, weight="bold"))
     # the modules start right of the widest label (a long label overlapped them)
     fig.draw_without_rendering()
     right = max(label.get_window_extent().x1 for label in labels)
     x = ax.transData.inverted().transform((right, 0))[0] + 0.15
     texts = [
-        ax.text(x, len(rows) - 1 - r, modules, va="center", fontsize=7, family="monospace")
+        ax.text(x, len(rows) - 1 - r, modules, va="center", fontsize=9, family="monospace")
         for r, modules in enumerate(rows)
     ]
     fig.draw_without_rendering()
