@@ -22,8 +22,11 @@ __all__ = ["mask_gradients", "reduce_to", "warn_if_all_zero"]
 
 
 def reduce_to(per_weight: Tensor, granularity: str) -> Tensor:
-    """Average weight-shaped scores — a Linear's ``(out, in)`` or a convolution's
-    ``(out, in, *kernel)`` — over each kernel (``kernel``) or filter (``filter``)."""
+    """Average weight-shaped scores over each kernel (``kernel``) or filter (``filter``).
+
+    ``per_weight`` has a weight's shape: a Linear's ``(out, in)`` or a convolution's
+    ``(out, in, *kernel)``.
+    """
     mk.check_granularity(granularity)
     valid.instance("per_weight", per_weight, Tensor, "a weight-shaped tensor of scores")
     if per_weight.dim() < 2:
