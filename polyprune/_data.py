@@ -36,6 +36,7 @@ from torch.utils.data import (
 from . import _validate as valid
 from ._dist import owns_batch, world
 from ._dist import shard as shard_of
+from ._model import random_state_kept
 
 __all__ = ["Images", "as_images", "check_members", "data_size", "take"]
 
@@ -263,6 +264,8 @@ class Images:
             items, self._once = self._once, None
         else:
             raise RuntimeError(f"{self.name} was a one-shot iterator and is used up")
+        if isinstance(items, DataLoader):
+            items = _started(items)
         if self._grouped:
             items = _group(items, self._batch_size)
         offset = self._start
@@ -297,6 +300,16 @@ class Images:
                 "first (e.g. torchvision.transforms.Resize + CenterCrop)"
             )
         return batch
+
+
+def _started(loader: DataLoader[Any]) -> Iterator[Any]:
+    """``loader``'s batches, started with the caller's random state kept: each pass of a
+    DataLoader draws its base seed (and a shuffling sampler its own seed) from torch's global
+    generator, at ``iter`` and at the first batch."""
+    with random_state_kept():
+        iterator = iter(loader)
+        first = next(iterator, _END)
+    return iter(()) if first is _END else itertools.chain([first], iterator)
 
 
 def _count(batch: Any) -> int:

@@ -5,17 +5,28 @@ its running statistics and never updates them, dropout is off), and each module'
 ``training`` flag comes back afterwards. Images follow the model: they are moved to its device
 and cast to its floating-point dtype batch by batch; integer images are refused, because a
 ``uint8`` image in [0, 255] fed to a model trained on [0, 1] floats gives a silently wrong answer.
+The caller's global random generators are left as found too (:func:`random_state_kept`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import random
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["conv_input_ndim", "eval_mode", "first_in_channels", "model_dtype_device", "to_model"]
+__all__ = [
+    "conv_input_ndim",
+    "eval_mode",
+    "first_in_channels",
+    "gradients_on",
+    "model_dtype_device",
+    "random_state_kept",
+    "to_model",
+]
 
 
 @contextlib.contextmanager
@@ -75,3 +86,24 @@ def gradients_on() -> Iterator[None]:
     """
     with torch.inference_mode(False), torch.enable_grad():
         yield
+
+
+@contextlib.contextmanager
+def random_state_kept() -> Iterator[None]:
+    """Leave the caller's global random generators as found (also as a decorator): torch's CPU
+    generator, numpy's global one and Python's ``random``, restored on the way out, also when
+    the body raises.
+
+    polyprune's own draws use seeded generators of their own, but what it drives draws from the
+    global ones: a ``DataLoader`` draws its base seed from torch's on every pass (also one
+    polyprune makes for a Dataset), and a first ``import hdbscan`` draws from Python's (via
+    ``rich``). Draws of the caller's own code inside the call (a Dataset's random transform)
+    are undone with them; another thread's draws during the call too.
+    """
+    states = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    try:
+        yield
+    finally:
+        torch.set_rng_state(states[0])
+        np.random.set_state(states[1])
+        random.setstate(states[2])

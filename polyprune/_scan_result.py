@@ -16,6 +16,7 @@ from . import _validate as valid
 from ._data import take
 from ._dist import MergedTopK, is_main
 from ._files import atomic_directory
+from ._model import random_state_kept
 from ._plan import Plan
 from ._provenance import file_paths
 from ._scan_report import SCAN_COLUMNS, read_scan, write_scan
@@ -38,7 +39,8 @@ def channel_row(clustering: Clustering, codes: Tensor, values: Tensor) -> dict[s
     flags = degenerate(values)
     separation = balance = math.nan
     if clustering.n_clusters >= 2:
-        from sklearn.metrics import silhouette_score
+        with random_state_kept():  # sklearn's first import draws from Python's `random`
+            from sklearn.metrics import silhouette_score
 
         x = codes.detach().cpu().double().numpy()[clustered]
         separation = float(silhouette_score(x, labels[clustered], metric="euclidean"))

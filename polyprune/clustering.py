@@ -23,6 +23,7 @@ from torch import Tensor
 from . import _glance
 from . import _validate as valid
 from ._cluster_options import MIN_CODES, check_hdbscan
+from ._model import random_state_kept
 from ._sigclust import MAX_DRAWS, checked, sigclust, strongest
 from ._stats import nan_to_none, none_to_nan
 
@@ -238,10 +239,12 @@ def cluster(
     if n_components is not None:
         if not 1 <= n_components <= min(x.shape):
             raise ValueError(f"n_components must be in [1, {min(x.shape)}], got {n_components}")
-        from sklearn.decomposition import PCA
+        with random_state_kept():  # as hdbscan's below
+            from sklearn.decomposition import PCA
 
         x = PCA(n_components=n_components, random_state=0).fit_transform(x)
-    import hdbscan
+    with random_state_kept():  # its first import draws from Python's `random` (via rich)
+        import hdbscan
 
     model = hdbscan.HDBSCAN(
         min_cluster_size=int(size),
