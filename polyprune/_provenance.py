@@ -95,7 +95,7 @@ def file_paths(data: Any, indices: list[int]) -> list[str] | None:
     source = _dataset(data)
     offsets: list[int] | None = None
     while isinstance(source, Subset):
-        offsets = [int(source.indices[i]) for i in (offsets or indices)]
+        offsets = [int(source.indices[i]) for i in (indices if offsets is None else offsets)]
         source = source.dataset
     samples = getattr(source, "samples", None) or getattr(source, "files", None)
     if not isinstance(source, Dataset) or not isinstance(samples, list | tuple):

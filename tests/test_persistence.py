@@ -234,3 +234,26 @@ def test_crop_grid_titles(tmp_path, monkeypatch):
               for f in figures]  # fmt: skip
     assert titles == [["cluster 0 (3)", "cluster 1 (2)", "noise (1)"],
                       ["cluster 0 (30)", "cluster 1 (20)", "noise (7)"]]  # fmt: skip
+
+
+def test_file_paths_follow_nested_subsets_and_an_empty_selection():
+    from torch.utils.data import Dataset, Subset
+
+    from polyprune._provenance import file_paths
+
+    class Folder(Dataset):  # what ImageFolder gives file_paths: (path, class) samples
+        def __init__(self) -> None:
+            self.samples = [(f"img{i}.png", i % 2) for i in range(10)]
+
+        def __len__(self) -> int:
+            return len(self.samples)
+
+        def __getitem__(self, i: int) -> torch.Tensor:
+            return torch.zeros(3, 4, 4)
+
+    inner = Subset(Folder(), [9, 7, 5, 3, 1])
+    outer = Subset(inner, [4, 0, 2])  # -> inner positions 4, 0, 2 -> files 1, 9, 5
+    assert file_paths(outer, [0, 1, 2]) == ["img1.png", "img9.png", "img5.png"]
+    assert file_paths(outer, [2]) == ["img5.png"]
+    assert file_paths(outer, []) == [] and file_paths(Folder(), []) == []
+    assert file_paths(torch.zeros(2, 3, 4, 4), [0]) is None
