@@ -67,16 +67,17 @@ def study(
     """Run the paper's pipeline on one unit.
 
     1. :func:`top_activating` streams ``data`` once and keeps the ``k`` best receptive-field
-       crops with their layer codes; 2. :func:`cluster` groups the codes and tests the
-       structure (:func:`~polyprune.clustering.significance` on the strongest half, seeded by
-       ``seed`` and the channel as in :func:`~polyprune.scan`, so both give one p-value); 3. if
-       the unit is polysemantic (two or more clusters, ``p < alpha``, default
-       0.05, and not dead or constant: the rule of :func:`~polyprune.scan`), each cluster's
-       crops are split (``held_out`` fraction kept aside) and every method fits one
-       :class:`Subnetwork` per cluster (members: the cluster, non-members: the other
-       clusters, noise excluded); scorers keep ``keep``, CS finds its own kept fraction;
-       4. :func:`evaluate` measures separation on fitted and held-out crops and overlaps;
-       5. optionally :func:`visualize` the unit before and under each CS subnetwork.
+       crops with their layer codes;
+    2. :func:`cluster` groups the codes and tests the structure
+       (:func:`~polyprune.clustering.significance` on the strongest half, seeded by ``seed``
+       and the channel as in :func:`~polyprune.scan`, so both give one p-value);
+    3. if the unit is polysemantic (two or more clusters, ``p < alpha``, default 0.05, and not
+       dead or constant: the rule of :func:`~polyprune.scan`), each cluster's crops are split
+       (``held_out`` fraction kept aside) and every method fits one :class:`Subnetwork` per
+       cluster (members: the cluster, non-members: the other clusters, noise excluded); scorers
+       keep ``keep``, CS finds its own kept fraction;
+    4. :func:`evaluate` measures separation on fitted and held-out crops and overlaps;
+    5. optionally :func:`visualize` the unit before and under each CS subnetwork.
 
     ``methods``: names from :func:`polyprune.subnetwork.methods` (``"cs"``, the registered
     scorers ``"actgrad"``, ``"snip"``, ``"force"``, ``"magnitude"``, ``"random"``, and any

@@ -152,7 +152,9 @@ def test_the_site_leaves_out_github_only_blocks_and_shows_roles_as_code():
     content = (
         "see :meth:<code>measure</code>, :class:<code>~polyprune.results.Scan</code>, "
         ":func:<code>the verb &lt;polyprune.study&gt;</code> and :data:<code>a.B</code>"
+        "<td><code>:data:`~a.CONCEPTS`</code></td><p>each::</p><p>a::b</p><p>(x)::</p>"
     )
     assert hooks.on_page_content(content) == (
         "see <code>measure</code>, <code>Scan</code>, <code>the verb</code> and <code>a.B</code>"
+        "<td><code>CONCEPTS</code></td><p>each:</p><p>a::b</p><p>(x):</p>"
     )
