@@ -57,12 +57,31 @@ def test_study_refuses_a_top_recorded_on_another_model():
 # -- NaN activations ---------------------------------------------------------------------------
 
 
+class _Nan(nn.Module):
+    """Finite weights, NaN activations (as from an overflow)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * float("nan")
+
+
 def test_cs_refuses_a_unit_that_is_nan_before_fitting():
     model = _net()
-    with torch.no_grad():
-        model[0].bias[0] = float("nan")  # reaches unit 3[2]: NaN on every image
+    model.insert(2, _Nan())
     before = copy.deepcopy(model.state_dict())
-    with pytest.raises(ValueError, match=r"3\[2\] is NaN or infinite on 24 of 24 images"):
+    with pytest.raises(ValueError, match=r"4\[2\] is NaN or infinite on 24 of 24 images"):
+        pp.fit_subnetwork(
+            model, pp.Unit("4", 2), X, torch.arange(24) < 12, "cs",
+            config=pp.CSConfig(epochs=2), progress=False,
+        )  # fmt: skip
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_cs_refuses_a_nan_parameter_before_any_forward():
+    model = _net()
+    with torch.no_grad():
+        model[0].bias[0] = float("nan")  # would reach unit 3[2]: NaN on every image
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ValueError, match=r"model has parameter '0.bias' with 1 NaN"):
         pp.fit_subnetwork(
             model, pp.Unit("3", 2), X, torch.arange(24) < 12, "cs",
             config=pp.CSConfig(epochs=2), progress=False,
