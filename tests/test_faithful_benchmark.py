@@ -5,14 +5,18 @@ figure, identifiability, goals), re-renders from its JSON, and runs as
 
 from __future__ import annotations
 
+import copy
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from helpers import ROOT
 
 from benchmarks.claims import faithful
 from benchmarks.claims.config import OBJECTIVES
+from benchmarks.claims.faithful.run import merge
 
 ARMS = ["truth", "separate (the paper's)", "preserve", "both", "ablation", "attribution"]
 
@@ -101,3 +105,25 @@ def test_runs_as_a_module():
         cwd=ROOT, capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert "--quick" in done.stdout and "untuned planted settings" in done.stdout
+
+
+def test_parts_of_a_run_merge_into_one_report(quick: faithful.Outcome, tmp_path: Path) -> None:
+    data = json.loads(quick.out.with_name("r.json").read_text())
+    other = copy.deepcopy(data)  # the same rows as another setting: a second part of the run
+    other["config"]["settings"] = [{**other["config"]["settings"][0], "name": "cross=0"}]
+    for row in [*other["fits"], *other["identifiability"]]:
+        row["family"] = "cross=0" if row["family"] == "default pairs" else row["family"]
+    other["config"]["models"] = []
+    rows, seconds, argv = merge([data, other])
+    assert [s.name for s in rows.config.settings] == ["cross=0", "default pairs"]  # run order
+    assert len(rows.fits) == len(data["fits"]) + len(other["fits"])
+    assert seconds == data["seconds"] + other["seconds"]
+    assert argv[:3] == ["--settings", "cross=0", "default pairs"] and "--seeds" in argv
+    (tmp_path / "a.json").write_text(json.dumps(data))
+    (tmp_path / "b.json").write_text(json.dumps(other))
+    out = faithful.main(["--report", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                         "--out", str(tmp_path / "m.md")])  # fmt: skip
+    assert "| cross=0 | both |" in out.text and "| default pairs | both |" in out.text
+    other["config"]["epochs"] = 7
+    with pytest.raises(ValueError, match="differ in more than their settings"):
+        merge([data, other])

@@ -3,6 +3,7 @@ AUC and curve), their fit time, and the identifiability of each planted circuit.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Mapping
@@ -11,7 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 from sklearn.metrics import roc_curve
-from torch import Tensor
+from torch import Tensor, nn
 
 import polyprune as pp
 from polyprune.results import Subnetwork
@@ -33,7 +34,10 @@ class IdentRow(_JSONRow):
     ``best_objective`` / ``best_method``: the lowest any fitted subnetwork reached (lower is
     better); ``kernels``: the circuit's kernels; ``free``: those whose removal alone does not
     raise the objective (``≤ 0``: no objective can ask for them); ``weak``: those whose removal
-    raises it by less than :data:`WEAK`; ``min_effect``: the smallest effect.
+    raises it by less than :data:`WEAK`; ``min_effect``: the smallest effect; ``init_silent``:
+    the fraction of the cluster's crops on which the unit is exactly 0 under CS's initial soft
+    masks (every maskable weight × ``σ(0) = CSConfig().init``), where no gradient reaches any
+    mask logit.
     """
 
     case: str
@@ -48,6 +52,7 @@ class IdentRow(_JSONRow):
     free: int
     weak: int
     min_effect: float
+    init_silent: float = math.nan
 
 
 def roc_tpr(scores: Mapping[str, Tensor], truth: pp.Masks) -> tuple[float, ...]:
@@ -122,6 +127,7 @@ def identifiability(run: Runner, fitted: Mapping[str, Mapping[int, Subnetwork]])
     x, y = run.fit_x[run.clean], run.fit_y[run.clean]
     model, case = run.case.model, run.case
     rows = []
+    at_init = _at_init(run, x)
     for c, concept in run.majority.items():
         truth = case.true_circuit(concept)
         if truth is None:
@@ -140,9 +146,21 @@ def identifiability(run: Runner, fitted: Mapping[str, Mapping[int, Subnetwork]])
             case.name, case.family, case.seed, c, concept, base, best, arm,
             kernels=int(e.numel()), free=int((e <= 0).sum()), weak=int((e < WEAK).sum()),
             min_effect=float(e.min()) if e.numel() else math.nan,
+            init_silent=float((at_init[members] == 0).float().mean()),
         )  # fmt: skip
         rows.append(row)
     return rows
+
+
+def _at_init(run: Runner, x: Tensor) -> Tensor:
+    """The unit on ``x`` with every maskable weight scaled by CS's initial mask value."""
+    init = pp.CSConfig().init
+    model = copy.deepcopy(run.case.model)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d | nn.Linear):
+                module.weight.mul_(init)
+    return run.unit.activations(model, x)
 
 
 def kept_of(subs: Mapping[int, Subnetwork]) -> dict[int, float]:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -81,6 +82,36 @@ def run(cfg: FaithfulConfig, log: Callable[[str], None]) -> Rows:
     return rows
 
 
+def merge(parts: Sequence[dict[str, Any]]) -> tuple[Rows, float, list[str]]:
+    """The rows of several ``--json`` files of one run split by setting (or model): every row,
+    the settings in :data:`SETTINGS` order, the summed wall time, and the one command that
+    gives the same rows (each case is seeded by itself, so a split run is the same run).
+
+    Raises ``ValueError`` when the parts differ in anything but their settings and models.
+    """
+    rows = [Rows.from_dict(data) for data in parts]
+    seconds = sum(float(data["seconds"]) for data in parts)
+    if len(rows) == 1:
+        return rows[0], seconds, list(parts[0]["argv"])
+    rest = {replace(r.config, settings=(), models=()) for r in rows}
+    if len(rest) > 1:
+        raise ValueError("the parts to merge differ in more than their settings and models")
+    settings = {s.name: s for r in rows for s in r.config.settings}
+    order = [n for n in BY_NAME if n in settings] + [n for n in settings if n not in BY_NAME]
+    models = tuple(dict.fromkeys(m for r in rows for m in r.config.models))
+    config = replace(rows[0].config, settings=tuple(settings[n] for n in order), models=models)
+    merged = Rows(config)
+    for r in rows:
+        merged.fits += r.fits
+        merged.skipped |= r.skipped
+        merged.identifiability += r.identifiability
+    seeds = {s.seeds for s in config.settings}
+    argv = ["--settings", *order, *(["--seeds", *map(str, *seeds)] if len(seeds) == 1 else [])]
+    argv += ["--models", *models, "--objectives", *config.objectives]
+    argv += [] if config.epochs is None else ["--epochs", str(config.epochs)]
+    return merged, seconds, argv
+
+
 # ---------------------------------------------------------------------------------------------
 # The command line
 
@@ -104,7 +135,10 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, FaithfulConfi
     parser.add_argument("--quick", action="store_true", help="one setting and seed, 3 epochs")
     parser.add_argument("--out", type=Path, help="the Markdown file to write")
     parser.add_argument("--json", type=Path, help="also write every row as JSON here")
-    parser.add_argument("--report", type=Path, help="render the rows of this JSON, run nothing")
+    parser.add_argument(
+        "--report", type=Path, nargs="+",
+        help="render the rows of this JSON (or merge several, one per part), run nothing",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument(
         "--settings", nargs="*", choices=sorted(BY_NAME), help="planted settings (none: none)"
@@ -141,8 +175,7 @@ def main(argv: Sequence[str] | None = None) -> Outcome:
         print(f"[faithful {elapsed // 60:02.0f}:{elapsed % 60:04.1f}] {message}", flush=True)
 
     if args.report is not None:
-        data = json.loads(args.report.read_text())
-        rows, seconds, argv = Rows.from_dict(data), float(data["seconds"]), data["argv"]
+        rows, seconds, argv = merge([json.loads(path.read_text()) for path in args.report])
     else:
         rows = run(cfg, log)
         seconds = time.perf_counter() - start
