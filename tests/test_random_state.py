@@ -83,3 +83,16 @@ def test_the_first_clustering_of_a_process_leaves_pythons_random_alone():
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: zoo.load("concepts-merged"),
+        lambda: zoo.planted_network(),
+        lambda: zoo.planted_network(identifiable=True),
+    ],
+    ids=["load", "planted", "planted-identifiable"],
+)
+def test_zoo_models_leave_the_global_generators_alone(build):
+    _assert_unchanged(build)  # their modules' default init drew from torch's generator

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import _validate as valid
+from .._model import random_state_kept
 from ._concepts import concept_images
 from ._digits import digits
 from ._render import CONCEPTS
@@ -261,7 +262,8 @@ def load(name: str) -> ZooCNN:
     (2, 6)
     """
     card = _check_name(name)
-    model = architecture(name)
+    with random_state_kept():  # the init the weights replace drew from torch's generator
+        model = architecture(name)
     model.load_state_dict(torch.load(card.weights_path, weights_only=True, map_location="cpu"))
     return model.eval()
 

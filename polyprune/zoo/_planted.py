@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import _validate as valid
+from .._model import random_state_kept
 from ..masks import Masks
 from ..targets import Unit
 from ._concepts import _validate_concepts, concept_images
@@ -260,7 +261,7 @@ def planted_network(
     (['hstripes', 'rings'], Unit(layer='features.6', channel=0, position=None))
     """
     names, scale = _validate(concepts, distractors, seed, cross, identifiable)
-    with torch.no_grad():
+    with torch.no_grad(), random_state_kept():  # the modules' default init draws from torch's
         if identifiable:
             from ._gated import assemble  # the gated variant builds on this module
 
