@@ -807,7 +807,8 @@ ROWS: dict[str, Row] = {
             "concepts": bad("out-of-range value", "nope", ["rings"]),
             "distractors": NON_NEGATIVE,
             "seed": SEED,
-            "cross": NUMBER + bad("out-of-range number", -1.0),
+            "cross": NUMBER[:2] + bad("out-of-range number", -1.0),  # None: the default
+            "identifiable": bad("wrong type", "yes", 1),
         },
     ),
     "polyprune.zoo.recommend_unit": Row(
