@@ -64,26 +64,12 @@ class _Nan(nn.Module):
         return x * float("nan")
 
 
-def test_cs_refuses_a_unit_that_is_nan_before_fitting():
-    model = _net()
-    model.insert(2, _Nan())
+def _refused_before_fitting(model: nn.Module, layer: str, match: str) -> None:
+    """CS on unit ``layer``[2] raises ``match``; the model's state is as it was (NaN == NaN)."""
     before = copy.deepcopy(model.state_dict())
-    with pytest.raises(ValueError, match=r"4\[2\] is NaN or infinite on 24 of 24 images"):
+    with pytest.raises(ValueError, match=match):
         pp.fit_subnetwork(
-            model, pp.Unit("4", 2), X, torch.arange(24) < 12, "cs",
-            config=pp.CSConfig(epochs=2), progress=False,
-        )  # fmt: skip
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-
-
-def test_cs_refuses_a_nan_parameter_before_any_forward():
-    model = _net()
-    with torch.no_grad():
-        model[0].bias[0] = float("nan")  # would reach unit 3[2]: NaN on every image
-    before = copy.deepcopy(model.state_dict())
-    with pytest.raises(ValueError, match=r"model has parameter '0.bias' with 1 NaN"):
-        pp.fit_subnetwork(
-            model, pp.Unit("3", 2), X, torch.arange(24) < 12, "cs",
+            model, pp.Unit(layer, 2), X, torch.arange(24) < 12, "cs",
             config=pp.CSConfig(epochs=2), progress=False,
         )  # fmt: skip
     after = model.state_dict()
@@ -91,6 +77,19 @@ def test_cs_refuses_a_nan_parameter_before_any_forward():
     assert all(
         bool(((before[k] == v) | (before[k].isnan() & v.isnan())).all()) for k, v in after.items()
     )
+
+
+def test_cs_refuses_a_unit_that_is_nan_before_fitting():
+    model = _net()
+    model.insert(2, _Nan())  # finite weights
+    _refused_before_fitting(model, "4", r"4\[2\] is NaN or infinite on 24 of 24 images")
+
+
+def test_cs_refuses_a_nan_parameter_before_any_forward():
+    model = _net()
+    with torch.no_grad():
+        model[0].bias[0] = float("nan")  # would reach unit 3[2]: NaN on every image
+    _refused_before_fitting(model, "3", r"model has parameter '0.bias' with 1 NaN")
 
 
 def test_cs_stops_with_a_clear_error_when_the_loss_turns_nan(monkeypatch):
