@@ -32,6 +32,7 @@ __all__ = [
     "is_maskable",
     "mask_shape",
     "owner",
+    "warn_zero_scores",
 ]
 
 #: Module types whose ``weight`` can be masked. Other layers pass through unmasked.
@@ -323,19 +324,25 @@ def choose_best(
             f"; the smallest usable keep is about {1 / total:.3g}"
         )
     picked = _top(scores, weights, target)
+    warn_zero_scores(scores, picked, stacklevel=5)  # the caller of Masks.from_scores
+    offset = 0
+    for i in group:
+        count = int(inside[i].sum())
+        chosen[i][inside[i].nonzero().squeeze(1)] = picked[offset : offset + count]
+        offset += count
+
+
+def warn_zero_scores(scores: Tensor, picked: Tensor, stacklevel: int) -> None:
+    """Warn when some of the ``picked`` elements score 0 and others could have been picked
+    (the choice among them is by order, not by score)."""
     zeros = int((scores[picked] == 0).sum())
     if zeros and bool((scores != 0).any()) and not bool(picked.all()):  # all kept: no choice
         warnings.warn(
             f"{zeros} kept elements have score 0 (the objective's "
             "gradient is sparse): which of those are kept is decided by order, not by score",
             UserWarning,
-            stacklevel=4,  # the caller of Masks.from_scores
+            stacklevel=stacklevel,
         )
-    offset = 0
-    for i in group:
-        count = int(inside[i].sum())
-        chosen[i][inside[i].nonzero().squeeze(1)] = picked[offset : offset + count]
-        offset += count
 
 
 def _top(scores: Tensor, weights: Tensor, target: int) -> Tensor:

@@ -19,7 +19,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, Literal
 
-import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune
 
@@ -334,15 +333,8 @@ class Masks(Mapping[str, Tensor]):
             raise ValueError("effective() needs the unit: these masks carry none, pass unit=")
         self._check_fits(model)
         shapes = {n: tuple(getattr(*mk.owner(model, n)).shape) for n in self._masks}
-        views = {
-            n: _paths.kernel_view(m, self.granularity, shapes[n]) for n, m in self._masks.items()
-        }
-        paths = _paths.effective_kernels(model, unit.layer, unit.channel, views)
-        out = {}
-        for name, mask in self._masks.items():
-            new = _paths.from_kernels(mask, paths.get(name), self.granularity)
-            region = self.regions.get(name)
-            out[name] = torch.where(region, new, mask) if region is not None else new
+        paths = _paths.KernelPaths(model, unit.layer, unit.channel)
+        out = paths.masks(self._masks, self.granularity, shapes, self.regions)
         return Masks(
             out, self.granularity, weight_shapes=self.weight_shapes or None,
             regions=self.regions or None, unit=unit,

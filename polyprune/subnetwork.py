@@ -134,8 +134,11 @@ def fit_subnetwork(
     Subnetwork
         Its ``masks`` are *effective* (DESIGN "Effective weights"): whatever the method, a kept
         kernel is reported, counted in the kept fraction and saved only if it lies on a kept
-        path from the input to the unit (:meth:`Masks.effective`); so a scorer's kept fraction
-        can be below ``keep``. The method's own masks are ``raw_masks``.
+        path from the input to the unit (:meth:`Masks.effective`). A scorer's cut is
+        path-aware: it lowers its score threshold until the effective masks keep ``keep``
+        (:mod:`polyprune.scoring`), so its kept fraction is ``keep`` or, where one more kernel
+        completes several paths at once, a little above. The method's own (thresholded) masks
+        are ``raw_masks``.
 
     Raises
     ------
@@ -156,7 +159,7 @@ def fit_subnetwork(
     ('cs', (2, 2), 200.0)
     >>> snip = pp.fit_subnetwork(model, pp.Unit("2", 1), images, members, "snip", keep=0.5)
     >>> snip.method, round(snip.raw_masks.kept_fraction(), 2), round(snip.kept_fraction, 2)
-    ('snip', 0.5, 0.31)
+    ('snip', 0.62, 0.62)
     """
     valid.floating_model("model", model, finite=True)
     if not isinstance(unit, Unit):

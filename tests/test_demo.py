@@ -23,11 +23,21 @@ def test_demo_writes_reports_and_prints_the_table(tmp_path, capsys):
         for figure in ("crops.png", "histograms.png", "kept.png", "report.html", "results.json"):
             assert (out / case / figure).stat().st_size > 0, (case, figure)
     assert "circuit P/R" in printed and "→ polysemantic" in printed
-    planted = (out / "planted" / "report.html").read_text()  # the ground truth on its own page
+    cases = {part.split(":")[0]: part for part in printed.split("== ")[1:]}
+    rows = {
+        case: [line.split() for line in part.splitlines() if line.startswith("   ")]
+        for case, part in cases.items()
+    }  # method, cluster, kept, AUROC before→after, held-out AUROC[, circuit P/R]
+    scorers = [r for part in rows.values() for r in part if r[0] in ("actgrad", "snip", "force")]
+    assert len(scorers) == 18  # 3 cases × 3 scorers × 2 clusters, each at 5 % on kept paths
+    assert all(5.0 <= float(r[2].rstrip("%")) < 10.0 for r in scorers), scorers
+    inverted = [r for r in rows["planted"] if r[:2] == ["actgrad", "1"]]  # the README caption
+    assert len(inverted) == 1 and float(inverted[0][4]) < 0.5
+    page = (out / "planted" / "report.html").read_text()  # the ground truth on its own page
     assert (
-        planted.index('class="verdict"')
-        < planted.index("Ground truth")
-        < planted.index("circuit P/R")
+        page.index('class="verdict"')
+        < page.index("Ground truth")
+        < page.index("circuit P/R")
     )
     index = (out / "report.html").read_text()
     assert all(f'href="{case}/report.html"' in index for case in ("planted", "digits-merged"))

@@ -27,7 +27,7 @@ from .._masking import is_maskable
 from .ops import describe, lookup
 from .trace import GraphError, trace_to, upstream
 
-__all__ = ["effective_kernels", "from_kernels", "kernel_view"]
+__all__ = ["KernelPaths", "effective_kernels", "from_kernels", "kernel_view"]
 
 #: A per-channel boolean vector, or True / False for "every / no channel" of unknown width.
 Channels = Tensor | bool
@@ -133,6 +133,75 @@ class _Layer:
         return m.reshape(self.groups, self.out // self.groups, self.fan_in).any(1).reshape(-1)
 
 
+class KernelPaths:
+    """The graph up to one unit, traced once, to ask for many kernel masks which kernels lie
+    on an input→unit path (:func:`effective_kernels` asks once).
+
+    Examples
+    --------
+    >>> import torch
+    >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1), torch.nn.Conv2d(2, 1, 1))
+    >>> paths = KernelPaths(model, "1", 0)
+    >>> paths({"0.weight": torch.tensor([[True], [False]])})["1.weight"].tolist()
+    [[True, False]]
+    """
+
+    def __init__(self, model: nn.Module, layer: str, channel: int) -> None:
+        self._gm, self._target = trace_to(model, layer)
+        self._channel = channel
+        self._nodes = upstream(self._target)
+        self._kinds = {node: _kind(node, model) for node in self._nodes}
+        self._modules: dict[fx.Node, tuple[str, nn.Module]] = {}
+        for node, kind in self._kinds.items():
+            if kind == "maskable":
+                name = f"{node.target}.weight"
+                if any(n == name for n, _ in self._modules.values()):
+                    raise GraphError(f"{node.target!r} is called more than once; shared layers "
+                                     "are not supported by effective masks")  # fmt: skip
+                self._modules[node] = (name, model.get_submodule(str(node.target)))
+
+    def __call__(self, kernels: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """For each maskable weight upstream of the layer: its kept kernels ``(out, in/groups)``
+        on an input→unit path (``kernels``: the kept ones by weight name; missing: all)."""
+        layers = {
+            node: (name, _Layer(module, kernels.get(name)))
+            for node, (name, module) in self._modules.items()
+        }
+        live: dict[fx.Node, Channels] = {}
+        for node in self._nodes:
+            live[node] = _live(node, self._kinds[node], live, layers)
+        target = self._target
+        useful: dict[fx.Node, Channels] = {
+            target: _target(target, live[target], self._channel, layers)
+        }
+        for node in reversed(self._nodes):
+            _spread(node, self._kinds[node], useful.get(node, False), useful, live, layers)
+        out: dict[str, Tensor] = {}
+        for node, (name, lay) in layers.items():
+            source = _tensors(node)[0]
+            wanted = _vector(useful.get(node, False), lay.out)
+            out[name] = lay.k & wanted[:, None] & lay.per_row(live[source])
+        return out
+
+    def masks(
+        self,
+        masks: Mapping[str, Tensor],
+        granularity: str,
+        shapes: Mapping[str, tuple[int, ...]],
+        regions: Mapping[str, Tensor],
+    ) -> dict[str, Tensor]:
+        """The effective part of granularity-shaped ``masks`` (weights of ``shapes``): kept
+        elements off every path are dropped, elements outside ``regions`` left as they are."""
+        views = {n: kernel_view(m, granularity, shapes[n]) for n, m in masks.items()}
+        paths = self(views)
+        out = {}
+        for name, mask in masks.items():
+            new = from_kernels(mask, paths.get(name), granularity)
+            region = regions.get(name)
+            out[name] = torch.where(region, new, mask) if region is not None else new
+        return out
+
+
 def effective_kernels(
     model: nn.Module, layer: str, channel: int, kernels: Mapping[str, Tensor]
 ) -> dict[str, Tensor]:
@@ -140,30 +209,7 @@ def effective_kernels(
 
     ``kernels`` gives the kept kernels ``(out, in/groups)`` by weight name (missing: all kept).
     """
-    gm, target = trace_to(model, layer)
-    nodes = upstream(target)
-    layers: dict[fx.Node, tuple[str, _Layer]] = {}
-    kinds = {node: _kind(node, model) for node in nodes}
-    for node, kind in kinds.items():
-        if kind == "maskable":
-            name = f"{node.target}.weight"
-            if any(n == name for n, _ in layers.values()):
-                raise GraphError(f"{node.target!r} is called more than once; shared layers are "
-                                 "not supported by effective masks")  # fmt: skip
-            layers[node] = (name, _Layer(model.get_submodule(str(node.target)), kernels.get(name)))
-    live: dict[fx.Node, Channels] = {}
-    for node in nodes:
-        live[node] = _live(node, kinds[node], live, layers)
-    useful: dict[fx.Node, Channels] = {target: _target(target, live[target], channel, layers)}
-    for node in reversed(nodes):
-        _spread(node, kinds[node], useful.get(node, False), useful, live, layers)
-    out: dict[str, Tensor] = {}
-    for node, (name, lay) in layers.items():
-        source = _tensors(node)[0]
-        wanted = _vector(useful.get(node, False), lay.out)
-        out[name] = lay.k & wanted[:, None] & lay.per_row(live[source])
-    del gm
-    return out
+    return KernelPaths(model, layer, channel)(kernels)
 
 
 def _live(

@@ -38,6 +38,7 @@ from ..masks import Masks, Scores
 from ..methods import FitJob, Method, method_class
 from ..methods import available as available_methods
 from ..targets import Objective, Unit, as_objective
+from ._cut import path_cut
 from ._tools import warn_if_all_zero
 
 __all__ = [
@@ -242,20 +243,42 @@ class BaseScorer(Method):
             raw = self.compute(job)
         return job.finish(raw)
 
-    def cut(self, scores: Mapping[str, Tensor], keep: float | None = None) -> Masks:
-        """The subnetwork of ``scores`` at ``keep`` (default: the scorer's), with its scope."""
+    def cut(
+        self, scores: Mapping[str, Tensor], keep: float | None = None, *,
+        model: nn.Module | None = None,
+    ) -> Masks:  # fmt: skip
+        """The subnetwork of ``scores`` at ``keep`` (default: the scorer's), with its scope.
+
+        Without ``model``: the top ``keep`` of the scores (:meth:`Masks.from_scores
+        <polyprune.masks.Masks.from_scores>`). With it (``scores`` from :meth:`score`), the
+        *path-aware* cut that :meth:`fit` makes: the score threshold is lowered until the
+        effective part of the mask (:meth:`Masks.effective
+        <polyprune.masks.Masks.effective>`: kernels on a kept path from the input to the unit)
+        keeps ``keep`` of the weights. The masks returned are the thresholded ones; their
+        effective part is the subnetwork. The rule in full: :mod:`polyprune.scoring`.
+        """
         target = self.keep if keep is None else keep
         if target is None:
             raise ValueError(
                 f"{type(self).__name__} needs the kept fraction: "
                 f"{type(self).__name__}(keep=0.05) or cut(scores, keep=0.05)"
             )
-        return Masks.from_scores(scores, target, self.scope, normalize=self.normalize)
+        if model is None:
+            return Masks.from_scores(scores, target, self.scope, normalize=self.normalize)
+        valid.model("model", model)
+        if not isinstance(scores, Scores):
+            raise TypeError(
+                "the path-aware cut (model=...) needs the Scores of score(), which carry the "
+                f"unit and weight shapes; got {type(scores).__name__}"
+            )
+        mk.check_keep(target)
+        return path_cut(scores, target, self.scope, self.normalize, model, stacklevel=2)
 
     def fit(self, job: FitJob) -> Masks:
         """The subnetwork of a fitting job: :meth:`score` on the members (in batches of
-        ``job.batch_size``, objective: the unit at its position), cut at ``job.keep`` with the
-        scorer's ``scope`` and ``normalize``."""
+        ``job.batch_size``, objective: the unit at its position), cut path-aware at
+        ``job.keep`` with the scorer's ``scope`` and ``normalize`` (:meth:`cut` with the
+        model): its effective part keeps ``job.keep`` of the weights."""
         batches = list(torch.split(job.images[job.members], job.batch_size))  # score moves them
         with eval_mode(job.model):
             scores = self.score(
@@ -267,7 +290,7 @@ class BaseScorer(Method):
                 "non-empty Scores (BaseScorer.score builds them: implement compute(job))"
             )
         warn_if_all_zero(scores, job.unit)
-        masks = Masks.from_scores(scores, job.keep, self.scope, normalize=self.normalize)
+        masks = path_cut(scores, job.keep, self.scope, self.normalize, job.model, stacklevel=3)
         if masks.unit is None:
             masks.unit = job.unit
         return masks
