@@ -34,11 +34,7 @@ def test_demo_writes_reports_and_prints_the_table(tmp_path, capsys):
     inverted = [r for r in rows["planted"] if r[:2] == ["actgrad", "1"]]  # the README caption
     assert len(inverted) == 1 and float(inverted[0][4]) < 0.5
     page = (out / "planted" / "report.html").read_text()  # the ground truth on its own page
-    assert (
-        page.index('class="verdict"')
-        < page.index("Ground truth")
-        < page.index("circuit P/R")
-    )
+    assert page.index('class="verdict"') < page.index("Ground truth") < page.index("circuit P/R")
     index = (out / "report.html").read_text()
     assert all(f'href="{case}/report.html"' in index for case in ("planted", "digits-merged"))
 
