@@ -79,6 +79,8 @@ class ReceptiveField:
     whole_image: bool = False
     measured: bool = False
     _spans: tuple[tuple[tuple[int, int], ...], ...] = field(default=(), repr=False, compare=False)
+    _lattice: tuple[int, ...] = field(default=(), repr=False, compare=False)
+    _anchored: bool = field(default=False, repr=False, compare=False)
 
     @classmethod
     def of(
@@ -140,6 +142,8 @@ class ReceptiveField:
                 tuple(zip(lo.tolist(), hi.tolist(), strict=True))
                 for lo, hi in zip(field.lo, field.hi, strict=True)
             ),
+            _lattice=(field.lattice[0], field.lattice[1]),
+            _anchored=field.anchored,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -149,6 +153,7 @@ class ReceptiveField:
             "stride": list(self.stride), "start": list(self.start),
             "output_size": list(self.output_size), "whole_image": self.whole_image,
             "measured": self.measured, "spans": [[list(s) for s in dim] for dim in self._spans],
+            "lattice": list(self._lattice or self.stride), "anchored": self._anchored,
         }  # fmt: skip
 
     @classmethod
@@ -173,6 +178,7 @@ class ReceptiveField:
             str(data["layer"]), pair("input_size"), pair("size"), pair("stride"), pair("start"),
             pair("output_size"), bool(data.get("whole_image", False)),
             bool(data.get("measured", False)), spans,
+            pair("lattice") if "lattice" in data else (), bool(data.get("anchored", False)),
         )  # fmt: skip
 
     @property
@@ -223,18 +229,23 @@ class ReceptiveField:
         Starting on a multiple of the stride keeps every intermediate map aligned with the full
         image's, and every window the unit depends on lies inside, so the unit's activation is
         unchanged; at the image border the crop is clamped, which keeps the same zero padding.
+        After nearest-neighbour upsampling the lattice is the coarsest stride upstream; after
+        padding computed from a map's size at run time (TensorFlow's "SAME" with a stride), the
+        bottom/right edge also moves out to a multiple of the lattice from the image's edge, so
+        every map of the crop is padded as the whole image's.
         """
         i, j = self._unit(unit)
         if self.whole_image:
             return (0, 0, *self.input_size)
-        raw_top = self.start[0] + i * self.stride[0]
-        raw_left = self.start[1] + j * self.stride[1]
-        return (
-            max(0, (raw_top // self.stride[0]) * self.stride[0]),
-            max(0, (raw_left // self.stride[1]) * self.stride[1]),
-            min(raw_top + self.size[0], self.input_size[0]),
-            min(raw_left + self.size[1], self.input_size[1]),
-        )
+        raw = (self.start[0] + i * self.stride[0], self.start[1] + j * self.stride[1])
+        lattice = self._lattice or self.stride
+        box = []
+        for a in (0, 1):
+            end, edge = min(raw[a] + self.size[a], self.input_size[a]), self.input_size[a]
+            if self._anchored:
+                end = edge - (edge - end) // lattice[a] * lattice[a]
+            box.append((max(0, raw[a] // lattice[a] * lattice[a]), end))
+        return box[0][0], box[1][0], box[0][1], box[1][1]
 
     def crop(
         self,

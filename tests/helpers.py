@@ -210,6 +210,34 @@ def check_crops(model: nn.Module, layer: str, x: Tensor) -> str:
     return "fallback" if fallbacks else "whole image"
 
 
+def crops_are_exact(model: nn.Module, layer: str, size: int, units: list[tuple[int, int]]) -> None:
+    """Each unit's crop gives its activation on the whole image (two random images),
+    starts on the field's lattice (and ends on it, from the image's edge, when anchored); the
+    first unit's box is the one the probe measures."""
+    rf = pp.ReceptiveField.of(model, layer, size)
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    full = layer_output(model, layer, x)
+    h, w = rf.output_size
+    assert tuple(full.shape[2:]) == (h, w)
+    for n, (i, j) in enumerate(units):
+        i, j = min(i, h - 1), min(j, w - 1)
+        box = rf.box((i, j))
+        if box[0] >= box[2] or box[1] >= box[3]:  # a unit that sees only padding
+            with pytest.raises(ValueError, match="only padding"):
+                rf.crop(x, (i, j))
+            continue
+        top, left, bottom, right = rf.crop_box((i, j))
+        lattice = rf._lattice or rf.stride
+        assert top % lattice[0] == 0 and left % lattice[1] == 0
+        if rf._anchored:
+            assert (size - bottom) % lattice[0] == 0 and (size - right) % lattice[1] == 0
+        crop = rf.crop(x, (i, j))
+        got = layer_output(model, layer, crop.images)[..., crop.unit[0], crop.unit[1]]
+        torch.testing.assert_close(got, full[..., i, j], rtol=1e-5, atol=1e-5)
+        if n == 0:  # exact at the border too: the probe finds the same box
+            assert pp.ReceptiveField.probe(model, layer, size, (i, j)) == box
+
+
 @contextmanager
 def installed_plugin(root: Path, name: str, source: str) -> Iterator[str]:
     """A user's plugin module ``name`` (``source``) written under ``root`` and imported, as

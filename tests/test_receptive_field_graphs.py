@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import layer_output
+from helpers import crops_are_exact, layer_output
 from torch import nn
 
 import polyprune as pp
@@ -82,9 +82,10 @@ def test_unknown_layer_lists_close_names(alexnet):
         pp.ReceptiveField.of(alexnet, "features.100", 224)
 
 
-def test_interpolation_is_refused_naming_the_node():
-    with pytest.raises(pp.receptive_field.ReceptiveFieldError, match="interpolate"):
-        pp.ReceptiveField.of(MismatchedAdd(), "out", 32)
+def test_nearest_interpolation_meets_the_finer_map_on_its_lattice():
+    rf = pp.ReceptiveField.of(MismatchedAdd(), "out", 32)  # stride-2 map upsampled by 2, + x
+    assert rf.stride == (1, 1) and rf._lattice == (2, 2) and rf.size == (4, 4)
+    crops_are_exact(MismatchedAdd().eval(), "out", 32, [(0, 0), (5, 6), (31, 31)])
 
 
 def test_flatten_then_linear_is_refused(alexnet):

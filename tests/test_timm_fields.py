@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import check_crops
+from helpers import check_crops, crops_are_exact, layer_output
+from hypothesis import assume, given
+from hypothesis import strategies as st
 from torch import nn
 
 import polyprune as pp
@@ -57,7 +59,7 @@ def test_an_untraceable_module_after_the_layer_does_not_stop_the_crop():
         pp.ReceptiveField.of(model, "3.fc", 24)
 
 
-def test_same_padding_at_run_time_crops_exactly_with_stride_one_only():
+def test_same_padding_at_run_time_crops_exactly_also_with_a_stride():
     from timm.layers import Conv2dSame
     from timm.layers.pool2d_same import MaxPool2dSame
 
@@ -69,9 +71,40 @@ def test_same_padding_at_run_time_crops_exactly_with_stride_one_only():
     rf = pp.ReceptiveField.of(model, "3", 20)
     assert rf.size == (8, 8) and rf.output_size == (20, 20)  # 4 + 2 + 2, "SAME": no shrinking
     assert check_crops(model, "3", _x(3, 20)) == "crop"
-    assert check_crops(model, "5", _x(3, 20)) == "fallback"  # stride 2: the padding depends on
-    with pytest.raises(ValueError, match="depends on its size"):  # the size, crops would differ
-        pp.ReceptiveField.of(model, "5", 20)
+    # stride 2: the padding depends on the map's size (0 before at 20 pixels, 1 at 21), so the
+    # crop ends a multiple of the stride before the image's edge and is padded alike
+    for size in (20, 21):
+        rf = pp.ReceptiveField.of(model, "5", size)
+        assert rf.size == (10, 10) and rf.start == (-3 - size % 2, -3 - size % 2)
+        assert all((size - end) % 2 == 0 for end in rf.crop_box((0, 0))[2:])
+        assert check_crops(model, "5", _x(3, size)) == "crop"
+
+
+@st.composite
+def same_stacks(draw: st.DrawFn) -> nn.Sequential:
+    from timm.layers import Conv2dSame
+    from timm.layers.pool2d_same import AvgPool2dSame, MaxPool2dSame
+
+    layers: list[nn.Module] = []
+    for _ in range(draw(st.integers(1, 4))):
+        k, s = draw(st.integers(1, 5)), draw(st.integers(1, 3))
+        kind = draw(st.sampled_from(["conv", "conv", "max", "avg"]))
+        if kind == "conv":
+            layers.append(Conv2dSame(3, 3, k, stride=s, dilation=draw(st.integers(1, 2))))
+        else:
+            layers.append((MaxPool2dSame if kind == "max" else AvgPool2dSame)(max(k, 2), s))
+    return nn.Sequential(*layers)
+
+
+@given(same_stacks(), st.integers(12, 40), st.tuples(st.integers(0, 40), st.integers(0, 40)))
+def test_same_padding_crops_exactly_on_random_stacks(model, size, unit):
+    torch.manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.uniform_(m.weight, 0.1, 1.0)
+    layer = str(len(model) - 1)
+    assume(min(layer_output(model.eval(), layer, torch.zeros(1, 3, size, size)).shape[2:]) > 1)
+    crops_are_exact(model, layer, size, [unit, (0, 0), (40, 40)])
 
 
 class _Paths(nn.Module):

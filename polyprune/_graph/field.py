@@ -12,12 +12,23 @@ A field also knows where the spatial axes are in its tensor (``dims``: ``(2, 3)`
 ``(N, C, H, W)`` map, ``(1, 2)`` for a channels-last ``(N, H, W, C)`` one), and whether every
 position depends on the whole image (``whole``: after a map is pooled to one value and broadcast
 back over it, as in squeeze-and-excitation gating, or normalized over all its positions).
+
+Two more facts decide where an exact crop may be cut. ``lattice``: the crop's top-left must lie
+on multiples of it in input pixels, so that every map upstream is cut at one of its own
+positions; it is the stride unless a map was upsampled (then the coarsest stride upstream).
+``anchored``: some padding upstream was computed from its map's size at run time (TensorFlow's
+"SAME" with a stride), so the crop must also end a multiple of ``lattice`` before the image's
+bottom/right edge: every map of the crop then has the full map's size modulo its stride, and is
+padded alike. A field with ``dims == ()`` is *pooled*: its map was reduced to one position
+(a squeeze-excitation or split-attention gate) and then reshaped so that no spatial axes remain;
+it holds one span per spatial dimension and meets maps as a broadcast value.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from math import lcm
 from typing import Any
 
 import torch
@@ -53,6 +64,8 @@ class Field:
     hi: tuple[Tensor, ...]
     dims: tuple[int, ...]
     whole: bool = False
+    period: tuple[int, ...] = ()
+    anchored: bool = False
 
     @staticmethod
     def identity(sizes: Sequence[int]) -> Field:
@@ -60,6 +73,30 @@ class Field:
         n = len(sizes)
         spans = tuple(torch.arange(s) for s in sizes)
         return Field((1,) * n, (1,) * n, (0,) * n, spans, spans, tuple(range(2, 2 + n)))
+
+    @property
+    def lattice(self) -> tuple[int, ...]:
+        """Where a crop of this field must start (multiples of it, in input pixels)."""
+        return self.period or self.stride
+
+    @property
+    def pooled(self) -> bool:
+        """The map was reduced to one position and its spatial axes reshaped away."""
+        return not self.dims
+
+    def pool(self) -> Field:
+        """This field of a 1×1 map, with no spatial axes (see :attr:`pooled`)."""
+        spans = (t.amin().reshape(1) for t in self.lo), (t.amax().reshape(1) for t in self.hi)
+        return replace(self, lo=tuple(spans[0]), hi=tuple(spans[1]), dims=())
+
+    def spread(self, dims: Sequence[int], shape: Sequence[int]) -> Field:
+        """A pooled field given spatial axes ``dims`` again (of a tensor of ``shape``): every
+        position holds its one span."""
+        spans = (
+            tuple(t.expand(int(shape[d])).clone() for t, d in zip(self.lo, dims, strict=True)),
+            tuple(t.expand(int(shape[d])).clone() for t, d in zip(self.hi, dims, strict=True)),
+        )
+        return replace(self, lo=spans[0], hi=spans[1], dims=tuple(dims))
 
     def moved(self, dims: Sequence[int]) -> Field:
         """The same field with its spatial axes at ``dims`` of a reshaped/permuted tensor."""
@@ -88,14 +125,17 @@ class Field:
             safe = taps.clamp(0, self.lo[i].numel() - 1)
             lo.append(torch.where(valid, self.lo[i][safe], _EMPTY).amin(dim=1))
             hi.append(torch.where(valid, self.hi[i][safe], -_EMPTY).amax(dim=1))
+        strides = tuple(self.stride[i] * stride[i] for i in dims)
         return Field(
             tuple(self.size[i] + dilation[i] * (kernel[i] - 1) * self.stride[i] for i in dims),
-            tuple(self.stride[i] * stride[i] for i in dims),
+            strides,
             tuple(self.start[i] - padding[i] * self.stride[i] for i in dims),
             tuple(lo),
             tuple(hi),
             self.dims,
             self.whole,
+            tuple(lcm(a, b) for a, b in zip(self.lattice, strides, strict=True)),
+            self.anchored,
         )
 
     def union(self, others: Sequence[Field], out_sizes: Sequence[int], where: str) -> Field:
@@ -106,7 +146,10 @@ class Field:
         """
         fields = [self, *others]
         axes = range(len(out_sizes))
-        full = [f for f in fields if all(f.lo[i].numel() == out_sizes[i] for i in axes)]
+        full = [
+            f for f in fields
+            if not f.pooled and all(f.lo[i].numel() == out_sizes[i] for i in axes)
+        ]  # fmt: skip
         if not full:
             raise ReceptiveFieldError(f"{where}: only broadcast maps meet here")
         first = full[0]
@@ -139,7 +182,9 @@ class Field:
                     f"{where}: a broadcast map that sees only part of the image meets a map "
                     "here; the receptive field is not uniform"
                 )
-        return Field(size, first.stride, start, lo, hi, first.dims, whole)
+        period = tuple(lcm(*(f.lattice[i] for f in full)) for i in dims)
+        anchored = any(f.anchored for f in fields)
+        return Field(size, first.stride, start, lo, hi, first.dims, whole, period, anchored)
 
     def global_(self) -> Field:
         """Every position depends on every pixel this map depends on (a global operation)."""
@@ -155,7 +200,9 @@ class Call:
 
     ``target`` is the module, function or method name; ``args``/``kwargs`` the evaluated
     arguments; ``fields`` the fields of the tensor inputs that have one, ``inputs`` those
-    tensors; ``output`` the result; ``where`` names the node for error messages.
+    tensors; ``output`` the result; ``where`` names the node for error messages; ``extra``
+    holds ``computed``: whether an argument other than the maps was computed in the graph (a
+    padding amount from a map's size, say) rather than written as a literal.
     """
 
     target: Any

@@ -8,6 +8,7 @@ an operation whose inputs have fields either has a rule or is an error.
 from __future__ import annotations
 
 import operator
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -79,6 +80,9 @@ class _FieldInterpreter(fx.Interpreter):
             if isinstance(source, tuple):  # an element (or a slice) of a tuple/list of maps
                 picked: Carried = source[n.args[1]]  # type: ignore[index]
                 return picked
+        gates = _fields_in(carried)
+        if all(f.pooled for f in gates):  # values with no spatial axes left: whatever the
+            return _as_value(_merge_pooled(gates), value)  # operation, it sees their pixels only
         entry = lookup(n, self.module)
         if entry is None:
             raise ReceptiveFieldError(
@@ -86,16 +90,49 @@ class _FieldInterpreter(fx.Interpreter):
                 "(an exact crop needs one: add it to polyprune's op table, or measure the field "
                 "with ReceptiveField.measure)"
             )
+        raw = (*n.args, *n.kwargs.values())
+        computed = any(c is None and _has_node(a) for c, a in zip(carried, raw, strict=True))
         args, kwargs = self.fetch_args_kwargs_from_env(n)
         pairs = _flat_pairs(carried, [*args, *kwargs.values()])
         call = Call(
             self.fetch_attr(str(n.target)) if n.op == "call_module" else n.target,
             tuple(args), dict(kwargs), [f for f, _ in pairs], [t for _, t in pairs], value, where,
+            {"computed": computed},
         )  # fmt: skip
-        result = entry.spatial(call)
-        if isinstance(value, tuple | list):  # chunk / split / unbind: every piece alike
-            return tuple(result for _ in value)
-        return result
+        return _as_value(entry.spatial(call), value)
+
+
+def _as_value(result: Field, value: Any) -> Carried:
+    if isinstance(value, tuple | list):  # chunk / split / unbind: every piece alike
+        return tuple(result for _ in value)
+    return result
+
+
+def _fields_in(carried: list[Carried]) -> list[Field]:
+    """Every field the arguments carry, lists of maps flattened."""
+    out: list[Field] = []
+    for c in carried:
+        out += _fields_in(list(c)) if isinstance(c, tuple) else [c] if c is not None else []
+    return out
+
+
+def _merge_pooled(fields: list[Field]) -> Field:
+    """One pooled field for values that are all pooled: the union of their spans."""
+    axes = range(len(fields[0].size))
+    return replace(
+        fields[0],
+        lo=tuple(torch.stack([f.lo[i] for f in fields]).amin(0) for i in axes),
+        hi=tuple(torch.stack([f.hi[i] for f in fields]).amax(0) for i in axes),
+        whole=any(f.whole for f in fields),
+        anchored=any(f.anchored for f in fields),
+    )
+
+
+def _has_node(arg: Any) -> bool:
+    """Whether an argument was computed in the graph (from a map's size, say), not a literal."""
+    if isinstance(arg, list | tuple):
+        return any(_has_node(a) for a in arg)
+    return isinstance(arg, fx.Node)
 
 
 def _holds_tensor(value: Any) -> bool:
@@ -142,6 +179,11 @@ def propagate(
             what = "the input_size and in_channels of the images"
             raise does_not_run(model, (channels, *size), [layer], exc, what) from exc
     field = interp.fields.get(node)
+    if (
+        isinstance(field, Field) and field.pooled and isinstance(out, Tensor)
+        and out.dim() >= 2 + len(field.size)
+    ):  # fmt: skip
+        field = field.spread(tuple(range(out.dim() - len(field.size), out.dim())), out.shape)
     if not isinstance(field, Field) or not isinstance(out, Tensor):
         raise ReceptiveFieldError(f"layer {layer!r} does not produce a 2-D map (N, C, H, W)")
     return field, tuple(out.shape)

@@ -33,7 +33,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from . import rules
+from . import resample, rules
 from .field import Call, Field
 
 __all__ = ["Channels", "Op", "Rule", "lookup", "lookup_module", "lookup_named"]
@@ -100,6 +100,8 @@ MODULES: dict[type[nn.Module], Op] = {
     nn.GroupNorm: Op(rules.global_norm, "mix"),
     nn.modules.instancenorm._InstanceNorm: _GLOBAL,
     nn.Flatten: Op(rules.reshape, "mix"),
+    nn.Upsample: Op(resample.upsample, "keep"),
+    nn.modules.padding._ConstantPadNd: Op(resample.pad, "keep"),
     nn.Unflatten: Op(rules.reshape, "mix"),
 }  # fmt: skip
 
@@ -145,6 +147,8 @@ FUNCTIONS: dict[Any, Op] = {
         Op(rules.adaptive_pool, "keep"),
     ),
     F.layer_norm: Op(rules.layer_norm, "mix"),
+    F.interpolate: Op(resample.upsample, "keep"),
+    F.pad: Op(resample.pad, "keep"),
     F.softmax: Op(rules.softmax, "mix"),
     torch.softmax: Op(rules.softmax, "mix"),
     torch.cat: _CAT,

@@ -30,6 +30,7 @@ __all__ = [
     "permute",
     "pointwise",
     "reshape",
+    "same_padding",
     "softmax",
     "split",
     "squeeze",
@@ -63,6 +64,8 @@ def _trailing(f: Field, t: Tensor, c: Call, what: str) -> None:
 def _window(c: Call, kernel: Any, stride: Any, padding: Any, dilation: Any) -> Field:
     f = c.only()
     t = c.inputs[0]
+    if f.pooled:  # a window over a map with no spatial axes left (a gate's 1×1 map)
+        return f
     _trailing(f, t, c, "this window")
     n = len(f.dims)
     kernel = _tuple(kernel, n)
@@ -79,24 +82,26 @@ def _static_padding(m: nn.Module, kernel: tuple[int, ...], dilation: tuple[int, 
     return m.padding
 
 
-def _same_padding(c: Call, kernel: Any, stride: Any, dilation: Any) -> tuple[int, ...]:
-    """TensorFlow's "SAME" padding, computed from the input size at run time (timm's
-    ``pad_same``): ``total // 2`` before (the field's offset), the rest after. Exact for crops
-    only with stride 1 (the total is then ``dilation * (kernel - 1)`` at every size)."""
-    sizes = c.only().spatial_shape(c.inputs[0])
+def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """TensorFlow's "SAME" padding of a map of ``size``, computed at run time (timm's
+    ``pad_same``): ``(before, after)``, ``before = total // 2``. The total is
+    ``max(dilation * (kernel - 1) + 1 - stride + (-size mod stride), 0)``: it depends on the
+    size only modulo the stride, so a crop whose maps keep the full maps' sizes modulo their
+    strides (an *anchored* field's crop) is padded exactly as the whole image."""
+    total = max((-(-size // stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def _same_window(c: Call, kernel: Any, stride: Any, dilation: Any, static: Any = 0) -> Field:
+    """A window with "SAME" padding computed at run time (plus ``static`` padding): the field
+    of the whole image's padding, anchored when a stride makes the padding depend on the size."""
+    f = c.only()
+    sizes = f.spatial_shape(c.inputs[0])
     n = len(sizes)
-    k, s, d = _tuple(kernel, n), _tuple(stride, n), _tuple(dilation, n)
-    if any(si > 1 for si in s):
-        raise ReceptiveFieldError(
-            f"{c.where}: 'SAME' padding computed at run time with stride {s} pads a map by an "
-            "amount that depends on its size, so a crop is padded differently than the whole "
-            "image; there is no exact crop"
-        )
-    total = [
-        max((-(-i // si) - 1) * si + (ki - 1) * di + 1 - i, 0)
-        for i, ki, si, di in zip(sizes, k, s, d, strict=True)
-    ]
-    return tuple(t // 2 for t in total)
+    k, s, d, p = _tuple(kernel, n), _tuple(stride, n), _tuple(dilation, n), _tuple(static, n)
+    before = tuple(same_padding(*args)[0] + pi for *args, pi in zip(sizes, k, s, d, p, strict=True))
+    out = _window(c, k, s, before, d)
+    return replace(out, anchored=True) if any(si > 1 for si in s) and not f.pooled else out
 
 
 def _conv(c: Call, same: bool) -> Field:
@@ -111,8 +116,7 @@ def _conv(c: Call, same: bool) -> Field:
     kernel, dilation = _tuple(m.kernel_size, n), _tuple(m.dilation, n)
     padding = _tuple(_static_padding(m, kernel, dilation), n)
     if same:  # the static padding is 0 then
-        extra = _same_padding(c, kernel, m.stride, dilation)
-        padding = tuple(p + e for p, e in zip(padding, extra, strict=True))
+        return _same_window(c, kernel, m.stride, dilation, padding)
     return _window(c, kernel, m.stride, padding, dilation)
 
 
@@ -137,10 +141,7 @@ def module_pool(c: Call) -> Field:
 def module_pool_same(c: Call) -> Field:
     """timm's ``MaxPool2dSame`` / ``AvgPool2dSame``: "SAME" padding computed at run time."""
     m = c.target
-    dilation = getattr(m, "dilation", 1)
-    return _window(
-        c, m.kernel_size, m.stride, _same_padding(c, m.kernel_size, m.stride, dilation), dilation
-    )
+    return _same_window(c, m.kernel_size, m.stride, getattr(m, "dilation", 1))
 
 
 def functional_pool(c: Call) -> Field:
@@ -153,6 +154,8 @@ def functional_pool(c: Call) -> Field:
 def adaptive_pool(c: Call) -> Field:
     f = c.only()
     t = c.inputs[0]
+    if f.pooled:
+        return f
     _trailing(f, t, c, "adaptive pooling")
     n = len(f.dims)
     in_size, out_size = t.shape[-n:], c.output.shape[-n:]
@@ -167,20 +170,22 @@ def adaptive_pool(c: Call) -> Field:
 
 
 def pointwise(c: Call) -> Field:
-    """Element-wise operations (activations, arithmetic); several inputs: union of their fields."""
-    first = c.fields[0]
-    if any(f.dims != first.dims for f in c.fields[1:]):
+    """Element-wise operations (activations, arithmetic); several inputs: union of their fields.
+    A pooled input (a gate with no spatial axes left) is broadcast over the maps."""
+    maps = [(f, t) for f, t in zip(c.fields, c.inputs, strict=True) if not f.pooled]
+    first = maps[0][0]
+    if any(f.dims != first.dims for f, _ in maps[1:]):
         raise ReceptiveFieldError(f"{c.where}: combines maps whose axes are in different orders")
     if not isinstance(c.output, Tensor) or c.output.dim() <= max(first.dims):
         raise ReceptiveFieldError(f"{c.where}: the output has no spatial axes at {first.dims}")
     sizes = first.spatial_shape(c.output)
-    for f, t in zip(c.fields, c.inputs, strict=True):
+    for f, t in maps:
         shape = f.spatial_shape(t)
         if any(s not in (1, o) for s, o in zip(shape, sizes, strict=True)):
             raise ReceptiveFieldError(f"{c.where}: combines maps of sizes {shape} and {sizes}")
     if len(c.fields) == 1 and first.spatial_shape(c.inputs[0]) == sizes:
         return first
-    return first.union(c.fields[1:], sizes, c.where)
+    return first.union([f for f in c.fields if f is not first], sizes, c.where)
 
 
 def linear(c: Call) -> Field:
@@ -277,6 +282,8 @@ def squeeze(c: Call) -> Field:
     else:
         dims = dim if isinstance(dim, Sequence) else (dim,)
         removed = [int(d) % t.dim() for d in dims if t.shape[int(d) % t.dim()] == 1]
+    if f.dims and set(f.dims) <= set(removed):  # a 1×1 map (a gate) loses its spatial axes
+        return f.pool()
     if any(d in f.dims for d in removed):
         raise ReceptiveFieldError(f"{c.where}: squeezes away a spatial axis")
     return _without(f, removed)
@@ -287,14 +294,20 @@ def reshape(c: Call) -> Field:
     trailing block (channel shuffles) or right after the batch (channels-last)."""
     f = c.only()
     t, out = c.inputs[0], c.output
+    if f.pooled:
+        return f
     n = len(f.dims)
     sizes = f.spatial_shape(t)
+    if all(s == 1 for s in sizes):  # a 1×1 map (a gate, as ResNeSt's radix softmax) reshaped
+        return f.pool()
     trailing = f.dims == tuple(range(t.dim() - n, t.dim()))
     if trailing and tuple(out.shape[-n:]) == sizes and out.dim() > n + 1:
         return f.moved(tuple(range(out.dim() - n, out.dim())))
     leading = f.dims == tuple(range(1, 1 + n))
     if leading and tuple(out.shape[1 : 1 + n]) == sizes and out.shape[0] == t.shape[0]:
         return f
+    if f.whole:  # every position sees the whole image: so does every element, however arranged
+        return f.pool()
     raise ReceptiveFieldError(
         f"{c.where}: reshapes the spatial axes {f.dims} of a {tuple(t.shape)} tensor into "
         f"{tuple(out.shape)}; after a flatten every unit sees the whole input: choose an "
@@ -352,10 +365,12 @@ def reduce(c: Call) -> Field:
         raise ReceptiveFieldError(f"{c.where}: reduces the whole tensor")
     dims = {int(d) % rank for d in (dim if isinstance(dim, Sequence) else (dim,))}
     keepdim = bool(c.arg(2, "keepdim", False))
-    if keepdim and dims == set(f.dims):  # x.mean((2, 3), keepdim=True): a pooled gate (timm's SE)
+    if f.dims and dims >= set(f.dims):  # x.mean((2, 3), keepdim=True): a pooled gate (timm's SE)
         t = c.inputs[0]
         kernel = f.spatial_shape(t)
-        return f.window(kernel, kernel, (0,) * len(kernel), (1,) * len(kernel), (1,) * len(kernel))
+        n = len(kernel)
+        pooled = f.window(kernel, kernel, (0,) * n, (1,) * n, (1,) * n)
+        return pooled if keepdim and dims == set(f.dims) else pooled.pool()
     if dims & set(f.dims):
         raise ReceptiveFieldError(
             f"{c.where}: reduces the spatial axes: every unit after it sees the whole input; "
