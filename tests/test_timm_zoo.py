@@ -16,6 +16,8 @@ import torch
 from helpers import check_crops
 from torch import nn
 
+import polyprune as pp
+
 PAGE = Path(__file__).parents[1] / "docs" / "timm.md"
 BEGIN, END = "<!-- timm-table: python tests/test_timm_zoo.py -->", "<!-- /timm-table -->"
 
@@ -71,6 +73,27 @@ def documented() -> dict[str, tuple[str, str]]:
 def test_the_table_lists_every_family():
     assert set(documented()) == set(FAMILIES.values())
     assert len(FAMILIES) >= 25
+
+
+#: layers whose exact crop goes through what used to fall back: "SAME" padding with a stride
+#: (TensorFlow ports), nearest upsampling in HRNet's fusion layers (docs/timm.md); (model,
+#: layer, input size, field size)
+CROPS = [
+    ("tf_efficientnetv2_b0", "blocks.2.1.conv_pwl", 96, 43),
+    ("hrnet_w18_small", "stage3.0.branches.0.0.conv1", 160, 99),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "layer", "size", "field"), CROPS)
+def test_crops_through_same_padding_and_upsampling(name, layer, size, field):
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False).eval()
+    x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    assert check_crops(model, layer, x) == "crop"
+    assert pp.ReceptiveField.of(model, layer, size).size == (field, field)
 
 
 @pytest.mark.slow

@@ -15,18 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from .field import Call, Field, ReceptiveFieldError
+from .rules import trailing
 
 __all__ = ["pad", "upsample"]
-
-
-def _spatial_trailing(f: Field, t: Tensor, c: Call, what: str) -> int:
-    n = len(f.dims)
-    if f.dims != tuple(range(t.dim() - n, t.dim())):
-        raise ReceptiveFieldError(
-            f"{c.where}: {what} works on the last {n} dimensions of a tensor whose spatial axes "
-            f"are at {f.dims}; polyprune cannot follow the field there"
-        )
-    return n
 
 
 def pad(c: Call) -> Field:
@@ -53,7 +44,8 @@ def pad(c: Call) -> Field:
             f"{c.where}: mode={mode!r} copies pixels from inside the image into the border, so "
             "receptive fields are not uniform there; only 'constant' padding is supported"
         )
-    n = _spatial_trailing(f, t, c, "padding")
+    trailing(f, t, c, "padding")
+    n = len(f.dims)
     amounts = tuple(int(a) for a in amounts)
     before = []
     for d in range(t.dim() - n, t.dim()):
@@ -105,7 +97,8 @@ def upsample(c: Call) -> Field:
             f"{c.where}: upsampling to a fixed size resizes a crop to that size too, so there is "
             "no exact crop; upsample by a scale_factor"
         )
-    n = _spatial_trailing(f, t, c, "upsampling")
+    trailing(f, t, c, "upsampling")
+    n = len(f.dims)
     axes = range(t.dim() - n, t.dim())
     factors = [c.output.shape[a] // t.shape[a] for a in axes]
     size, stride, start, lo, hi = [], [], [], [], []

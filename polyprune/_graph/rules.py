@@ -35,6 +35,7 @@ __all__ = [
     "split",
     "squeeze",
     "stack",
+    "trailing",
     "transpose",
     "unsqueeze",
 ]
@@ -51,7 +52,7 @@ def _tuple(value: Any, n: int) -> tuple[int, ...]:
     return out
 
 
-def _trailing(f: Field, t: Tensor, c: Call, what: str) -> None:
+def trailing(f: Field, t: Tensor, c: Call, what: str) -> None:
     """A window operation works on the last dims of its input: they must be the spatial ones."""
     n = len(f.dims)
     if f.dims != tuple(range(t.dim() - n, t.dim())):
@@ -66,7 +67,7 @@ def _window(c: Call, kernel: Any, stride: Any, padding: Any, dilation: Any) -> F
     t = c.inputs[0]
     if f.pooled:  # a window over a map with no spatial axes left (a gate's 1×1 map)
         return f
-    _trailing(f, t, c, "this window")
+    trailing(f, t, c, "this window")
     n = len(f.dims)
     kernel = _tuple(kernel, n)
     stride = _tuple(stride if stride not in (None, ()) else kernel, n)
@@ -156,7 +157,7 @@ def adaptive_pool(c: Call) -> Field:
     t = c.inputs[0]
     if f.pooled:
         return f
-    _trailing(f, t, c, "adaptive pooling")
+    trailing(f, t, c, "adaptive pooling")
     n = len(f.dims)
     in_size, out_size = t.shape[-n:], c.output.shape[-n:]
     if any(i % o for i, o in zip(in_size, out_size, strict=True)):
@@ -300,8 +301,8 @@ def reshape(c: Call) -> Field:
     sizes = f.spatial_shape(t)
     if all(s == 1 for s in sizes):  # a 1×1 map (a gate, as ResNeSt's radix softmax) reshaped
         return f.pool()
-    trailing = f.dims == tuple(range(t.dim() - n, t.dim()))
-    if trailing and tuple(out.shape[-n:]) == sizes and out.dim() > n + 1:
+    at_end = f.dims == tuple(range(t.dim() - n, t.dim()))
+    if at_end and tuple(out.shape[-n:]) == sizes and out.dim() > n + 1:
         return f.moved(tuple(range(out.dim() - n, out.dim())))
     leading = f.dims == tuple(range(1, 1 + n))
     if leading and tuple(out.shape[1 : 1 + n]) == sizes and out.shape[0] == t.shape[0]:
