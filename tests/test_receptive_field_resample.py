@@ -86,6 +86,13 @@ def test_the_coarse_branch_sets_the_crop_lattice():
     # adds 2·2; the padding shifts the start by its top (1 row) and left (0 columns) amounts
     assert rf.size == (13, 13) and rf.start == (-7, -5)
     assert check_crops(model, "head", torch.rand(3, 3, 32, 32)) == "crop"
+    data = rf.to_dict()  # saved with a study: the crop is cut the same after loading
+    assert data["lattice"] == [4, 4] and data["anchored"] is True
+    again = pp.ReceptiveField.from_dict(data)
+    assert all(again.crop_box((i, i)) == rf.crop_box((i, i)) for i in range(15))
+    # unit (3, 3): its field ends at row 12 (32 - 12 = 20, on the lattice of 4) and at column
+    # 14, moved out to 16 so that the crop keeps the image's width modulo 4
+    assert rf.box((3, 3)) == (1, 1, 12, 12) and rf.crop_box((3, 3)) == (0, 0, 12, 16)
 
 
 @pytest.mark.parametrize(
