@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from polyprune.cli import main
+from polyprune.results import StudyResult
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,10 +34,35 @@ def test_demo_writes_reports_and_prints_the_table(tmp_path, capsys):
     assert all(5.0 <= float(r[2].rstrip("%")) < 10.0 for r in scorers), scorers
     inverted = [r for r in rows["planted"] if r[:2] == ["actgrad", "1"]]  # the README caption
     assert len(inverted) == 1 and float(inverted[0][4]) < 0.5
+    _check_the_readme_caption(out / "planted", cases["planted"])
     page = (out / "planted" / "report.html").read_text()  # the ground truth on its own page
     assert page.index('class="verdict"') < page.index("Ground truth") < page.index("circuit P/R")
     index = (out / "report.html").read_text()
     assert all(f'href="{case}/report.html"' in index for case in ("planted", "digits-merged"))
+
+
+def _check_the_readme_caption(planted: Path, table: str) -> None:
+    """What the README's caption under the planted demo's figures says (apart from the scorers'
+    5 % and ActGrad's inverted subnetwork, checked on the table above)."""
+    assert "cluster 0 = rings" in table and "cluster 1 = hstripes" in table
+    result = StudyResult.load(planted)
+    assert all(0.35 <= row["auroc_before"] <= 0.65 for row in result.rows())  # about equally
+    labels = result.clustering.labels
+
+    def means(method: str, cluster: int) -> tuple[float, float]:
+        """Mean activation under the subnetwork on its cluster, and on the other cluster."""
+        (panel,) = [
+            a
+            for k, a in result.activations.items()
+            if k.startswith(f"{method} → cluster {cluster} ")
+        ]
+        return float(panel[labels == cluster].mean()), float(panel[labels == 1 - cluster].mean())
+
+    for cluster in (0, 1):  # CS keeps its cluster near 1 and silences the other
+        own, other = means("cs", cluster)
+        assert 0.8 <= own <= 1.2 and abs(other) < 0.2, (cluster, own, other)
+    for scorer in ("actgrad", "snip", "force"):  # for cluster 1, no scorer silences the rings
+        assert means(scorer, 1)[1] > 0.3, scorer
 
 
 def test_readme_opens_with_the_two_commands():
