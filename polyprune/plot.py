@@ -12,7 +12,7 @@ folders are created.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -108,7 +108,7 @@ def _save(fig: Figure, path: Path, overwrite: bool) -> Path:
 
 def crops(
     images: Tensor,
-    labels: Tensor | NDArray[Any],
+    labels: Tensor | NDArray[Any] | Sequence[int],
     path: str | os.PathLike[str],
     *,
     per_cluster: int = 8,

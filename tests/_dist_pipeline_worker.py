@@ -208,10 +208,13 @@ def main() -> None:
     # a second group in this process: its own key prefix in torchrun's store (the CLI's group
     # left its keys there)
     size = int(os.environ["WORLD_SIZE"])
-    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), size,
-                          is_master=False, timeout=timedelta(seconds=60))  # fmt: skip
-    dist.init_process_group(backend, store=dist.PrefixStore("worker/", store), rank=rank,
-                            world_size=size, timeout=timedelta(seconds=60))  # fmt: skip
+    # (TCPStore and PrefixStore: torch.distributed does not re-export them for type checkers)
+    master = (os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]))
+    store = dist.TCPStore(*master, size, is_master=False, timeout=timedelta(seconds=60))  # type: ignore[attr-defined]
+    prefixed = dist.PrefixStore("worker/", store)  # type: ignore[attr-defined]
+    dist.init_process_group(
+        backend, store=prefixed, rank=rank, world_size=size, timeout=timedelta(seconds=60)
+    )
     try:
         model, images = exact_net().to(device), exact_images()
         for name, case in CASES.items():

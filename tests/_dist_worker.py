@@ -195,7 +195,8 @@ def scenario_misc(device: torch.device, out: Path) -> dict[str, Any]:
     """broadcast_object, barrier, and errors that every rank survives (agreed, not fatal)."""
     rank, _ = _dist.world()
     result: dict[str, Any] = {}
-    got = _dist.broadcast_object({"rank": rank, "t": torch.arange(3, device=device)}, src=1)
+    sent: dict[str, Any] = {"rank": rank, "t": torch.arange(3, device=device)}
+    got = _dist.broadcast_object(sent, src=1)
     result["broadcast"] = [got["rank"], got["t"].tolist(), str(got["t"].device)]
     _dist.barrier()
 

@@ -4,6 +4,7 @@ command line's image folder. Helpers that tests import live in ``helpers.py``.""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,9 +23,9 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 torch.set_num_threads(1)
 
 
-def _random_init(factory: object, seed: int = 0) -> nn.Module:
+def _random_init(factory: Callable[[], nn.Module], seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    model = factory()  # type: ignore[operator]
+    model = factory()
     return model.eval()
 
 

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
+from typing import TypedDict
 
 import pytest
 import torch
@@ -203,7 +204,8 @@ def check_crops(model: nn.Module, layer: str, x: Tensor) -> str:
     assert_same_top(top.indices, top.values, reference, rtol=1e-4, atol=1e-5)
     if top.field is not None:
         assert top.inputs is not None and top.input_unit is not None
-        a, b = top.input_unit.position  # type: ignore[misc]
+        assert top.input_unit.position is not None
+        a, b = top.input_unit.position
         on_crops = layer_output(model, layer, top.inputs)[:, 0, a, b]
         torch.testing.assert_close(on_crops, reference[top.indices], rtol=1e-4, atol=1e-5)
         return "whole image" if top.field.whole_image else "crop"
@@ -269,26 +271,48 @@ def study_by_plugin(tmp_path: Path, method: str, plugin: str) -> tuple[int, Path
 # -- restoring: the model comes back bit for bit ---------------------------------------------
 
 
-def snapshot(model: nn.Module) -> dict[str, object]:
+class Snapshot(TypedDict):
+    """What :func:`assert_restored` compares: the model's parameters (the objects), their
+    ``requires_grad`` and ``.grad`` (the objects), its state (copies), module classes, training
+    flags, hook counts and parametrizations, and buffer names."""
+
+    params: list[tuple[str, nn.Parameter]]
+    flags: list[bool]
+    grads: list[Tensor | None]
+    state: list[tuple[str, Tensor]]
+    classes: list[type[nn.Module]]
+    training: list[bool]
+    hooks: list[tuple[int, int, int]]
+    parametrized: list[bool]
+    buffers: list[str]
+
+
+def snapshot(model: nn.Module) -> Snapshot:
     return {
         "params": [(n, p) for n, p in model.named_parameters()],
         "flags": [p.requires_grad for p in model.parameters()],
+        "grads": [p.grad for p in model.parameters()],
         "state": [(k, v.clone()) for k, v in model.state_dict().items()],
         "classes": [type(m) for m in model.modules()],
+        "training": [m.training for m in model.modules()],
+        "hooks": [
+            (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
+            for m in model.modules()
+        ],
+        "parametrized": [parametrize.is_parametrized(m) for m in model.modules()],
         "buffers": [n for n, _ in model.named_buffers()],
     }
 
 
-def assert_restored(model: nn.Module, before: dict[str, object]) -> None:
+def assert_restored(model: nn.Module, before: Snapshot) -> None:
     after = snapshot(model)
     assert [n for n, _ in after["params"]] == [n for n, _ in before["params"]]
     assert all(a is b for (_, a), (_, b) in zip(after["params"], before["params"], strict=True))
-    assert after["flags"] == before["flags"]
-    assert after["classes"] == before["classes"]
-    assert after["buffers"] == before["buffers"]
+    assert all(a is b for a, b in zip(after["grads"], before["grads"], strict=True))
+    assert after["flags"] == before["flags"] and after["classes"] == before["classes"]
+    assert after["training"] == before["training"] and after["buffers"] == before["buffers"]
+    assert after["hooks"] == before["hooks"]
+    assert after["parametrized"] == before["parametrized"]
     assert [k for k, _ in after["state"]] == [k for k, _ in before["state"]]
     for (_, a), (_, b) in zip(after["state"], before["state"], strict=True):
         assert torch.equal(a, b)
-    for m in model.modules():
-        assert not parametrize.is_parametrized(m)
-        assert not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks

@@ -154,6 +154,7 @@ def test_mean_ablation_replaces_a_kernel_by_its_mean_contribution(layer: str) ->
     unit = placed(model, pp.Unit("c2", 1), x)
     run = _Ablator(model, unit, x, y, both, True, 4, 64)
     module = model.get_submodule(layer)
+    assert isinstance(module, nn.Conv2d)
     rows, cols = torch.tensor([0, 1]), torch.tensor([1, 0])
     run._expand = layer != "c1"
     with run.masked():

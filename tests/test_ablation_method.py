@@ -28,7 +28,8 @@ def test_by_name_with_the_default_threshold() -> None:
     net = zoo.handbuilt()
     sub = pp.fit_subnetwork(net.model, net.unit, net.images, torch.arange(6) < 3, "ablation",
                             progress=False)  # fmt: skip
-    assert sub.method == "ablation" and sub.state["tau"] == DEFAULT_TAU
+    assert sub.method == "ablation" and sub.state is not None
+    assert sub.state["tau"] == DEFAULT_TAU
     assert set(sub.state["effects"]) == set(net.truth)  # per weight that can reach the unit
     assert 0 <= sub.kept_fraction <= 1
 

@@ -21,6 +21,7 @@ def linear_net(seed: int) -> nn.Sequential:
     ).eval()
     with torch.no_grad():
         for m in net:
+            assert isinstance(m, nn.Conv2d)
             m.weight.copy_(torch.randint(-2, 3, m.weight.shape, generator=g).float())
     return net
 
@@ -37,17 +38,18 @@ def test_scores_are_the_exact_effect_of_removing_each_kernel(seed: int) -> None:
     unit = pp.Unit("2", 1, (1, 1))
     scores = Attribution(progress=False).score(net, x, unit)
     full = objective(net, x, unit)
-    for layer, module in enumerate(net):
+    for layer in range(len(net)):
         name = f"{layer}.weight"
-        out_ch, in_ch = module.weight.shape[:2]
+        weight = net.get_parameter(name)
+        out_ch, in_ch = weight.shape[:2]
         for o in range(out_ch):
             for i in range(in_ch):
-                kept = module.weight[o, i].clone()
+                kept = weight[o, i].clone()
                 with torch.no_grad():
-                    module.weight[o, i] = 0
+                    weight[o, i] = 0
                 removed = objective(net, x, unit)
                 with torch.no_grad():
-                    module.weight[o, i] = kept
+                    weight[o, i] = kept
                 in_region = bool(scores.regions[name][o, i])
                 expect = abs(full - removed) if in_region else 0.0
                 assert float(scores[name][o, i]) == expect, (name, o, i)
@@ -60,12 +62,12 @@ def test_filter_scores_remove_the_whole_filter() -> None:
     scores = Attribution(progress=False).score(net, x, unit, granularity="filter")
     full = objective(net, x, unit)
     for o in range(3):
-        kept = net[1].weight[o].clone()
+        kept = net.get_parameter("1.weight")[o].clone()
         with torch.no_grad():
-            net[1].weight[o] = 0
+            net.get_parameter("1.weight")[o] = 0
         removed = objective(net, x, unit)
         with torch.no_grad():
-            net[1].weight[o] = kept
+            net.get_parameter("1.weight")[o] = kept
         assert float(scores["1.weight"][o]) == abs(full - removed)
 
 

@@ -244,7 +244,7 @@ def _scorer_rows() -> dict[str, Row]:
     ):
         rows[f"{name}.score"] = Row(
             method(
-                lambda c=cls: c(keep=0.5, progress=False),
+                functools.partial(cls, keep=0.5, progress=False),
                 "score",
                 model=M,
                 inputs=images(),

@@ -88,8 +88,8 @@ def _two_path_net() -> nn.Sequential:
     """Unit 0 of layer "2" sums input channel 0 (path A) and input channel 1 (path B)."""
     model = nn.Sequential(nn.Conv2d(2, 2, 1, bias=False), nn.ReLU(), nn.Conv2d(2, 1, 1, bias=False))
     with torch.no_grad():
-        model[0].weight.copy_(torch.eye(2).reshape(2, 2, 1, 1))
-        model[2].weight.fill_(1.0)
+        model.get_parameter("0.weight").copy_(torch.eye(2).reshape(2, 2, 1, 1))
+        model.get_parameter("2.weight").fill_(1.0)
     return model.eval()
 
 

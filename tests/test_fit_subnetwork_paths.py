@@ -49,9 +49,12 @@ def planted_network(noise: float = 0.02, seed: int = 0) -> tuple[nn.Module, dict
         "2.weight": torch.zeros(8, 8, dtype=torch.bool),
         "4.weight": torch.zeros(4, 8, dtype=torch.bool),
     }
+    outs: tuple[int, ...]
+    ins: tuple[int, ...]
     with torch.no_grad():
         for conv in (conv0, conv2, conv3):
             conv.weight.copy_(noise * torch.randn(conv.weight.shape, generator=g))
+            assert conv.bias is not None
             conv.bias.zero_()
         for outs, ins, kind, is_a in (
             (A1, IN_A, "h", True),

@@ -60,7 +60,7 @@ def test_visualize_works_inside_no_grad_and_inference_mode(context):
 def test_all_zero_scores_warn_that_the_subnetwork_is_arbitrary():
     model = _net()
     with torch.no_grad():
-        model[3].weight[2].zero_()  # unit 2 is dead: no weight matters to it
+        model.get_parameter("3.weight")[2].zero_()  # unit 2 is dead: no weight matters to it
     with pytest.warns(UserWarning, match="every score .* is 0"):
         pp.fit_subnetwork(model, UNIT, X, torch.arange(24) < 12, "snip", keep=0.2)
 
@@ -239,7 +239,7 @@ def test_evaluate_refuses_nan_images():
 def test_a_dead_unit_is_flagged_and_not_called_polysemantic():
     model, _ = zoo.planted_network()
     with torch.no_grad():
-        model.features[6].weight[0].zero_()  # the planted unit: 0 on every image
+        model.get_parameter("features.6.weight")[0].zero_()  # the planted unit: 0 on every image
     images, _ = zoo.concept_images(200, size=zoo.PLANTED_SIZE, seed=4)
     with pytest.warns(UserWarning, match="is dead and constant .* nothing is fitted"):
         result = pp.study(model, pp.Unit(*zoo.PLANTED_TARGET), images, k=40, progress=False)
@@ -253,7 +253,9 @@ def test_study_and_scan_flag_a_dead_unit_alike():
     # clustered its negative values into two clusters, called it polysemantic and fitted them
     model, _ = zoo.planted_network()
     with torch.no_grad():
-        model.features[6].weight[0] = -model.features[6].weight[0].abs() - 0.1
+        model.get_parameter("features.6.weight")[0] = (
+            -model.get_parameter("features.6.weight")[0].abs() - 0.1
+        )
     images, _ = zoo.concept_images(200, size=zoo.PLANTED_SIZE, seed=4)
     scanned = pp.scan(model, "features.6", images, k=40, progress=False)
     with pytest.warns(UserWarning, match=r"features\.6\[0\] is dead \(max -.*dead: never positive"):

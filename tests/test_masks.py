@@ -178,7 +178,9 @@ def state(model: nn.Module) -> tuple[list[tuple[str, int]], list[tuple[str, Tens
     return params, [(k, v.clone()) for k, v in model.state_dict().items()]
 
 
-def assert_restored(model: nn.Module, before: tuple[list[tuple[str, int]], list]) -> None:
+def assert_restored(
+    model: nn.Module, before: tuple[list[tuple[str, int]], list[tuple[str, Tensor]]]
+) -> None:
     params, sd = before
     assert [(n, id(p)) for n, p in model.named_parameters()] == params  # same Parameter objects
     now = model.state_dict()
@@ -192,10 +194,10 @@ def test_applied_masks_the_weights_and_restores_the_model_exactly() -> None:
     model, x = net(), torch.rand(2, 3, 12, 12)
     masks = Masks.from_scores(scores_for(model), keep=0.3)
     before = state(model)
-    expected = model[0].weight.detach() * masks["0.weight"][:, :, None, None]
+    expected = model.get_parameter("0.weight").detach() * masks["0.weight"][:, :, None, None]
     with masks.applied(model) as inside:
         assert inside is model
-        assert torch.equal(model[0].weight, expected)
+        assert torch.equal(model.get_parameter("0.weight"), expected)
         masked_out = model(x)
     assert_restored(model, before)
     assert not torch.equal(model(x), masked_out)

@@ -65,10 +65,7 @@ def test_effective_is_exactly_the_kernels_on_a_path(
     model = stack(widths)
     names = [f"{i}.weight" for i in range(0, 2 * (len(widths) - 1), 2)]
     g = torch.Generator().manual_seed(seed)
-    raw = {
-        n: torch.rand(model.get_submodule(n[:-7]).weight.shape[:2], generator=g) < density
-        for n in names
-    }
+    raw = {n: torch.rand(model.get_parameter(n).shape[:2], generator=g) < density for n in names}
     unit = Unit(names[-1][:-7], 0)
     masks = Masks(raw, "kernel", unit=unit)
     eff = masks.effective(model)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -152,10 +153,13 @@ def test_study_cs_keyword_is_a_deprecated_alias_of_config() -> None:
 
 
 def test_a_cs_loss_registers_by_name_and_trains() -> None:
-    from polyprune.sparsify import CSLoss
+    from polyprune.sparsify import CSLoss, LossContext
 
     class Louder(CSLoss, name="louder_on_members", lam=0.2, lr=2e-3):
-        def __call__(self, a, d, y, shift, ctx):  # type: ignore[no-untyped-def]
+        def __call__(
+            self, a: torch.Tensor, d: torch.Tensor, y: torch.Tensor, shift: torch.Tensor,
+            ctx: LossContext,
+        ) -> torch.Tensor:  # fmt: skip
             return -(a[y] / ctx.member_scale).mean() + (a[~y] / ctx.member_scale).square().mean()
 
     assert "louder_on_members" in pp.sparsify.losses()
@@ -170,7 +174,7 @@ def test_a_cs_loss_registers_by_name_and_trains() -> None:
 
 def test_a_method_returning_something_else_is_refused() -> None:
     class Broken(pp.Method):
-        def fit(self, job):  # type: ignore[no-untyped-def]
+        def fit(self, job: pp.methods.FitJob) -> Any:  # not Masks: what is refused
             return {"0.weight": torch.ones(1)}
 
     net, members = _cluster()

@@ -43,7 +43,9 @@ def test_reading_a_model_in_train_mode_changes_no_buffer(resnet18):
 
 def test_a_study_on_a_model_in_train_mode_changes_no_buffer():
     model, _ = zoo.planted_network()
-    model.features.insert(1, nn.BatchNorm2d(model.features[0].out_channels))  # a BN to disturb
+    first = model.features[0]
+    assert isinstance(first, nn.Conv2d)
+    model.features.insert(1, nn.BatchNorm2d(first.out_channels))  # a BN to disturb
     model.train()
     images, _ = zoo.concept_images(200, size=zoo.PLANTED_SIZE, seed=5)
     before = _state(model)
@@ -61,7 +63,7 @@ def test_a_sparsifier_dropped_without_remove_restores_the_model_when_collected()
     model[0].weight.requires_grad_(False)  # a frozen weight stays frozen
     before = snapshot(model)
     cs = pp.ContinuousSparsifier(model, up_to=pp.Unit("2", 1))
-    originals = [model[i].parametrizations.weight.original for i in (0, 2)]
+    originals = [model.get_parameter(f"{i}.parametrizations.weight.original") for i in (0, 2)]
     assert not any(p.requires_grad for p in originals)  # frozen while attached
     del cs
     gc.collect()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 from html.parser import HTMLParser
+from typing import Any, Protocol
 
 import pytest
 import torch
@@ -39,8 +40,12 @@ class _Page(HTMLParser):
         self.text.append(data)
 
 
-def _card(obj: object, verdict: str) -> _Page:
-    text = obj._repr_html_()  # type: ignore[attr-defined]
+class _HTML(Protocol):
+    def _repr_html_(self) -> str: ...
+
+
+def _card(obj: _HTML, verdict: str) -> _Page:
+    text = obj._repr_html_()
     page = _Page(text)
     assert not page.open, "unclosed tags"
     assert "verdict" in page.classes and verdict in " ".join(page.text)
@@ -89,10 +94,10 @@ def test_to_pandas_is_the_table(study_on_folder):
 def test_to_pandas_without_pandas_says_how_to_get_it(study_on_folder, monkeypatch):
     real = builtins.__import__
 
-    def no_pandas(name: str, *args: object, **kwargs: object) -> object:
+    def no_pandas(name: str, *args: Any, **kwargs: Any) -> object:
         if name == "pandas":
             raise ImportError("No module named 'pandas'")
-        return real(name, *args, **kwargs)  # type: ignore[arg-type]
+        return real(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_pandas)
     with pytest.raises(ImportError, match=r"pip install 'polyprune\[pandas\]'"):

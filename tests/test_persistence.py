@@ -7,6 +7,7 @@ import copy
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -148,7 +149,7 @@ def test_the_model_fingerprint_sees_every_tensor_including_0d_buffers():
     assert before["parameters"] == 3 * 4 * 9 + 4 + 4 + 4
     same = model_description(copy.deepcopy(net))
     assert same["sha256"] == before["sha256"]
-    net[1].num_batches_tracked += 1  # a 0-d long buffer
+    net.get_buffer("1.num_batches_tracked").add_(1)  # a 0-d long buffer
     assert model_description(net)["sha256"] != before["sha256"]
 
 
@@ -210,7 +211,7 @@ def test_crop_rows_name_the_whole_cluster_size(saved, tmp_path, monkeypatch):
         calls.append((labels, kw))
         return crops(images, labels, path, **kw)
 
-    monkeypatch.setattr(report.plot, "crops", spy)
+    monkeypatch.setattr(plot, "crops", spy)
     for study in (result, StudyResult.load(out)):
         report.write_report(study, tmp_path / f"r{len(calls)}", per_cluster=5)
         labels, kw = calls[-1]
@@ -222,10 +223,17 @@ def test_crop_rows_name_the_whole_cluster_size(saved, tmp_path, monkeypatch):
 
 
 def test_crop_grid_titles(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
     from polyprune import plot
 
     figures = []
-    monkeypatch.setattr(plot, "_save", lambda fig, path, *_: figures.append(fig) or path)
+
+    def save(fig: Figure, path: Path, *_: object) -> Path:
+        figures.append(fig)
+        return path
+
+    monkeypatch.setattr(plot, "_save", save)
     labels = [0] * 3 + [1] * 2 + [-1]
     plot.crops(torch.rand(6, 3, 8, 8), labels, tmp_path / "a.png", per_cluster=2)
     plot.crops(torch.rand(6, 3, 8, 8), labels, tmp_path / "b.png", per_cluster=2,

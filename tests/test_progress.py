@@ -69,7 +69,7 @@ def test_a_failed_stage_prints_nothing_and_leaves_no_stage_running(capsys):
 
 def test_bars_on_a_terminal_become_lines_with_lines_only(monkeypatch, capsys):
     tty = io.StringIO()
-    tty.isatty = lambda: True  # type: ignore[method-assign]
+    monkeypatch.setattr(tty, "isatty", lambda: True)
     monkeypatch.setattr("sys.stderr", tty)
     with _progress.stage("bar", 2) as s:
         s.update(2)

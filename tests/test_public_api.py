@@ -7,7 +7,7 @@ import importlib
 import pytest
 
 import polyprune as pp
-from polyprune import _MOVED  # type: ignore[attr-defined]
+from polyprune import _MOVED
 
 PUBLIC_MODULES = [
     "polyprune",

@@ -11,7 +11,7 @@ import polyprune as pp
 
 
 def _assert_crop_exact(model: nn.Module, layer: str, x: torch.Tensor, unit: tuple[int, int]):
-    rf = pp.ReceptiveField.of(model, layer, tuple(x.shape[2:]))
+    rf = pp.ReceptiveField.of(model, layer, (x.shape[2], x.shape[3]))
     full = layer_output(model, layer, x)[..., unit[0], unit[1]]
     crop = rf.crop(x, unit)
     cropped = layer_output(model, layer, crop.images)[..., crop.unit[0], crop.unit[1]]

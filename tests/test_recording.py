@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 from helpers import layer_output, no_hooks_anywhere
@@ -28,13 +30,14 @@ def test_reductions_match_a_plain_hook():
     model = _net()
     x = torch.randn(6, 3, 9, 9)
     want = layer_output(nn.Sequential(*list(model)[:3]), "2", x)  # (6, 5, 7, 7)
-    for reduce, expected in [
+    cases: list[tuple[Any, torch.Tensor]] = [
         ("center", want[:, :, 3, 3]),
         ("mean", want.mean(dim=(2, 3))),
         ("max", want.amax(dim=(2, 3))),
         (None, want),
         (lambda t: t[:, :2].sum(dim=(2, 3)), want[:, :2].sum(dim=(2, 3))),
-    ]:
+    ]
+    for reduce, expected in cases:
         with pp.ActivationRecorder(model, "2", reduce) as rec:
             rec.run(x)
         torch.testing.assert_close(rec.activations["2"], expected)

@@ -13,6 +13,7 @@ from torchvision import datasets, transforms
 
 import polyprune as pp
 from polyprune import _glance, plot, zoo
+from polyprune._scan_report import SCAN_COLUMNS
 
 
 class _Sections(HTMLParser):
@@ -106,7 +107,12 @@ def test_histograms_are_small_multiples_with_one_x_axis_and_whole_counts(tmp_pat
     from matplotlib.figure import Figure
 
     seen: list[Figure] = []
-    monkeypatch.setattr(plot, "_save", lambda fig, p, *_: seen.append(fig) or Path(p))
+
+    def save(fig: Figure, p: str, *_: object) -> Path:
+        seen.append(fig)
+        return Path(p)
+
+    monkeypatch.setattr(plot, "_save", save)
     gen = torch.Generator().manual_seed(0)
     panels = {name: torch.randn(30, generator=gen) * (i + 1) for i, name in
               enumerate(["original", "a → 0", "a → 1", "b → 0", "b → 1"])}  # fmt: skip
@@ -131,6 +137,6 @@ def test_the_scan_page_links_a_study_command_for_each_top_channel(tmp_path):
     assert parsed.order[0] == "verdict" and "channels polysemantic" in parsed.text("verdict")
     for row in result.table()[:4]:
         assert f"polyprune study --model MODEL --layer 0 --unit {row['channel']}" in page
-    for _, header, _ in pp._scan_result.SCAN_COLUMNS:
+    for _, header, _ in SCAN_COLUMNS:
         assert header in parsed.terms or header in ("rank", "unit", "flags"), header
     assert parsed.scripts == 0

@@ -125,7 +125,7 @@ def test_masks_replace_only_an_earlier_masks_file_when_asked(tmp_path):
         assert file.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "model.pt", "notes.txt"]
     with pytest.raises(TypeError, match="overwrite must be True or False, got 'yes'"):
-        masks.save(path, overwrite="yes")
+        masks.save(path, overwrite="yes")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("suffix", ["png", "pdf", "svg"])

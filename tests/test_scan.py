@@ -7,6 +7,7 @@ import copy
 import json
 import runpy
 import sys
+from typing import Any
 
 import numpy as np
 import pytest
@@ -165,7 +166,7 @@ def test_study_starts_from_a_scan(planted):
     model, images = planted
     unit = pp.Unit("features.6", 0)
     top = pp.scan(model, "features.6", images, k=60, progress=False).top(0, images)
-    settings = {"k": 60, "methods": ["actgrad"], "progress": False}
+    settings: dict[str, Any] = {"k": 60, "methods": ["actgrad"], "progress": False}
     given_top = pp.study(model, unit, images, top=top, **settings).to_dict()
     own = pp.study(model, unit, images, **settings).to_dict()
     for d in (given_top, own):
@@ -186,9 +187,9 @@ def test_study_starts_from_a_scan(planted):
 def test_dead_and_constant_channels_rank_last():
     net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1))
     with torch.no_grad():
-        net[0].weight.zero_()
-        net[0].weight[2:, 0, 1, 1] = torch.tensor([1.0, -1.0])
-        net[0].bias.copy_(torch.tensor([-1.0, 2.0, 0.0, 0.0]))
+        net.get_parameter("0.weight").zero_()
+        net.get_parameter("0.weight")[2:, 0, 1, 1] = torch.tensor([1.0, -1.0])
+        net.get_parameter("0.bias").copy_(torch.tensor([-1.0, 2.0, 0.0, 0.0]))
     x = torch.cat([torch.zeros(20, 1, 5, 5), torch.ones(20, 1, 5, 5)])
     table = {r["channel"]: r for r in pp.scan(net, "0", x, k=30, progress=False).table()}
     assert table[0]["flags"] == ["dead", "constant"] and table[1]["flags"] == ["constant"]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import pytest
 import torch
+from helpers import assert_restored, snapshot
 from torch import Tensor, nn
-from torch.nn.utils import parametrize
 
 from polyprune import Masks, Unit, zoo
 from polyprune.scoring import FORCE, SNIP, ActGrad, Attribution, Magnitude, Random, Scorer
@@ -95,29 +96,6 @@ def test_force_keeps_only_circuit_kernels() -> None:
     assert kept_kernels(Masks.from_scores(scores, keep=0.1)) <= known_kernels()
 
 
-def snapshot(model: nn.Module) -> dict[str, object]:
-    return {
-        "params": [(n, id(p), p.requires_grad, p.grad) for n, p in model.named_parameters()],
-        "state": [(k, v.clone()) for k, v in model.state_dict().items()],
-        "training": [m.training for m in model.modules()],
-        "hooks": [
-            (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
-            for m in model.modules()
-        ],
-        "parametrized": [parametrize.is_parametrized(m) for m in model.modules()],
-    }
-
-
-def assert_same(model: nn.Module, before: dict[str, object]) -> None:
-    after = snapshot(model)
-    assert after["params"] == before["params"]
-    assert [k for k, _ in after["state"]] == [k for k, _ in before["state"]]  # type: ignore[attr-defined]
-    for (_, a), (_, b) in zip(after["state"], before["state"], strict=True):  # type: ignore[call-overload]
-        assert torch.equal(a, b)
-    for key in ("training", "hooks", "parametrized"):
-        assert after[key] == before[key], key
-
-
 def bn_net() -> nn.Module:
     torch.manual_seed(2)
     net = nn.Sequential(
@@ -125,7 +103,9 @@ def bn_net() -> nn.Module:
     )
     net.train()  # BatchNorm in training mode would update its running stats
     net[0].weight.requires_grad_(False)  # a frozen weight stays frozen
-    net[3].weight.grad = torch.full_like(net[3].weight, 7.0)  # an existing .grad is kept
+    net.get_parameter("3.weight").grad = torch.full_like(
+        net.get_parameter("3.weight"), 7.0
+    )  # an existing .grad is kept
     return net
 
 
@@ -135,7 +115,7 @@ def test_scorers_leave_the_model_exactly_as_found(scorer: Scorer, granularity: s
     net = bn_net()
     before = snapshot(net)
     scorer.score(net, torch.rand(3, 3, 9, 9), Unit("3", 1), granularity=granularity)
-    assert_same(net, before)
+    assert_restored(net, before)
 
 
 @pytest.mark.parametrize("scorer", GRADIENT_SCORERS, ids=repr)
@@ -146,7 +126,7 @@ def test_a_failure_mid_way_leaves_the_model_as_found(scorer: Scorer) -> None:
     bad[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match=r"NaN or infinite values \(batch 1,"):
         scorer.score(net, [torch.rand(2, 3, 9, 9), bad], Unit("3", 1))
-    assert_same(net, before)
+    assert_restored(net, before)
 
 
 class Counting(nn.Module):
@@ -201,18 +181,18 @@ NAN = torch.full((2, 3, 9, 9), float("nan"))
 )
 def test_bad_input_fails_before_any_work(
     scorer: Scorer,
-    inputs: object,
-    objective: object,
-    kwargs: dict[str, object],
+    inputs: Any,
+    objective: Any,
+    kwargs: dict[str, Any],
     error: type[Exception],
     match: str,
 ) -> None:
     model = Counting()
     before = snapshot(model)
     with pytest.raises(error, match=match):
-        scorer.score(model, inputs, objective, **kwargs)  # type: ignore[arg-type]
+        scorer.score(model, inputs, objective, **kwargs)
     assert model.calls == 0
-    assert_same(model, before)
+    assert_restored(model, before)
 
 
 def test_a_position_outside_the_map_is_a_clear_error() -> None:
@@ -229,7 +209,7 @@ def test_bad_scorer_arguments() -> None:
     with pytest.raises(ValueError, match="keep"):
         FORCE(keep=2.0)
     with pytest.raises(ValueError, match="scope"):
-        FORCE(scope="model")  # type: ignore[arg-type]
+        FORCE(scope="model")
     with pytest.raises(ValueError, match="chunk_bytes"):
         ActGrad(chunk_bytes=0)
     with pytest.raises(TypeError, match="seed"):
@@ -271,7 +251,7 @@ def test_a_bad_later_batch_is_named_and_leaves_the_model_as_found() -> None:
     before = snapshot(model)
     with pytest.raises(ValueError, match=r"4-D batches, got shape \(3, 9, 9\) \(batch 1,"):
         SNIP().score(model, [X[:1], X[0]], Unit("body.2", 0))
-    assert_same(model, before)
+    assert_restored(model, before)
 
 
 def test_a_list_of_images_or_of_image_label_pairs_is_one_batch_of_images() -> None:
@@ -320,7 +300,7 @@ def test_images_the_model_cannot_run_are_refused_before_any_work(
     with pytest.raises(ValueError, match=r"does not run on images of shape") as info:
         scorer.score(net, FORMS[form](images), Unit("3", 1))
     assert "RuntimeError" in str(info.value)  # torch's own reason, in one line
-    assert_same(net, before)
+    assert_restored(net, before)
 
 
 @pytest.mark.parametrize("scorer", ALL_SCORERS, ids=repr)
@@ -330,7 +310,7 @@ def test_a_model_with_nan_weights_is_refused_naming_the_parameter(
 ) -> None:
     model = Counting()
     with torch.no_grad():
-        model.body[2].weight[1, 0, 0, 0] = value
+        model.get_parameter("body.2.weight")[1, 0, 0, 0] = value
     with pytest.raises(ValueError, match=r"parameter 'body.2.weight' with 1 NaN or infinite"):
         scorer.score(model, X, Unit("body.2", 0))
     assert model.calls == 0  # refused before any forward: nothing to restore

@@ -4,6 +4,7 @@ q-values and the verdict rule of cluster, scan and study (issue 22)."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -83,9 +84,9 @@ def test_constant_codes_are_not_tested() -> None:
         ({"codes": "codes"}, TypeError),
     ],
 )
-def test_bad_arguments(kwargs: dict[str, object], error: type[Exception]) -> None:
+def test_bad_arguments(kwargs: dict[str, Any], error: type[Exception]) -> None:
     with pytest.raises(error):
-        significance(**kwargs)  # type: ignore[arg-type]
+        significance(**kwargs)
 
 
 def test_cluster_alpha_checked() -> None:
@@ -129,7 +130,7 @@ def test_clustering_round_trip_and_old_dicts() -> None:
 
 
 def test_verdicts_rule_on_rows() -> None:
-    def row(clusters: int, flags: list[str], p: float) -> dict[str, object]:
+    def row(clusters: int, flags: list[str], p: float) -> dict[str, Any]:
         return {"clusters": clusters, "flags": flags, "p_value": p, "score": 0.5}
 
     # p sorted: 1e-9, 0.001, 0.04, NaN (as 1): q of 0.04 is 0.04 · 4 / 3 > 0.05
@@ -138,7 +139,7 @@ def test_verdicts_rule_on_rows() -> None:
     assert [r["polysemantic"] for r in rows] == [True, False, False, False]
     assert rows[1]["q_value"] == pytest.approx(0.04 * 4 / 3) and math.isnan(rows[2]["q_value"])
     assert rows[1]["score"] == 0.0 and rows[0]["score"] == 0.5
-    old = [{"clusters": 2, "flags": [], "polysemantic": True, "score": 0.5}]
+    old: list[dict[str, Any]] = [{"clusters": 2, "flags": [], "polysemantic": True, "score": 0.5}]
     verdicts(old, 0.05)  # a scan saved before 0.3 keeps its verdict
     assert old[0]["polysemantic"] and math.isnan(old[0]["q_value"])
 

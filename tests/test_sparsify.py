@@ -16,7 +16,7 @@ from polyprune._masking import expand
 from polyprune.sparsify import ContinuousSparsifier, ExponentialTemperature
 
 
-def small_net(seed: int = 0) -> nn.Module:
+def small_net(seed: int = 0) -> nn.Sequential:
     torch.manual_seed(seed)
     return nn.Sequential(
         nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 5, 3), nn.ReLU(), nn.Conv2d(5, 2, 3)
@@ -109,7 +109,9 @@ def test_masked_weight_is_w_times_sigmoid(granularity):
             torch.testing.assert_close(module.weight, w * expand(mask, tuple(w.shape)))
             assert torch.equal(cs.soft_masks()[name], mask)
         # outside the region the weight is the original, bit for bit
-        assert torch.equal(model[2].weight[:3], originals["2.weight"][:3])
+        conv = model[2]
+        assert isinstance(conv, nn.Conv2d)  # its weight is masked (computed), not a Parameter
+        assert torch.equal(conv.weight[:3], originals["2.weight"][:3])
 
 
 def test_penalty_equals_analytical_sum():
@@ -141,7 +143,7 @@ def test_init_sets_the_initial_mask_value_and_seed_is_deterministic():
 
 def test_gradients_flow_only_to_logits():
     model = small_net()
-    model[2].bias.requires_grad_(False)  # a mixed set of flags, restored as it was
+    model.get_parameter("2.bias").requires_grad_(False)  # a mixed set of flags, restored as it was
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     x = torch.randn(4, 3, 9, 9)
     with ContinuousSparsifier(model, up_to=UNIT, init_noise=0.5, seed=0) as cs:
@@ -154,7 +156,8 @@ def test_gradients_flow_only_to_logits():
             if "parametrizations" not in name or name.endswith(".original"):
                 assert p.grad is None, name
         # outside the region: zero gradient (those masks are not learned)
-        assert (cs._logits["2.weight"].grad[:3] == 0).all()
+        grad = cs._logits["2.weight"].grad
+        assert grad is not None and (grad[:3] == 0).all()
     assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
     assert all(p.grad is None for p in model.parameters())
 
@@ -223,7 +226,7 @@ def test_state_dict_round_trip():
 
 def test_remove_and_context_manager_restore_exactly():
     model = small_net()
-    model[0].bias.requires_grad_(False)
+    model.get_parameter("0.bias").requires_grad_(False)
     before = snapshot(model)
     cs = ContinuousSparsifier(model, up_to=UNIT, granularity="weight")
     assert cs.attached

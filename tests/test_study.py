@@ -75,7 +75,9 @@ def test_not_polysemantic_stops_after_clustering():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3)).eval()
     with torch.no_grad():
-        model[2].bias.add_(1.0)  # positive: a live unit (a dead one stops for that reason)
+        model.get_parameter("2.bias").add_(
+            1.0
+        )  # positive: a live unit (a dead one stops for that reason)
     result = pp.study(model, pp.Unit("2", 0), torch.rand(60, 3, 12, 12), k=30, progress=False)
     assert not result.is_polysemantic and result.flags == []
     assert result.subnetworks == {} and result.evaluations == {}
@@ -92,7 +94,7 @@ def test_bad_arguments_fail_before_work():
     with pytest.raises(ValueError, match="out of range"):
         pp.study(model, pp.Unit("0", 9), x, progress=False)
     with pytest.raises(TypeError, match=r"write methods=\['snip'\]"):
-        pp.study(model, pp.Unit("0", 0), x, methods="snip", progress=False)  # type: ignore[arg-type]
+        pp.study(model, pp.Unit("0", 0), x, methods="snip", progress=False)
     with pytest.raises(TypeError, match=r"config must be a polyprune\.CSConfig"):
         pp.study(model, pp.Unit("0", 0), x, config={"seed": 3}, progress=False)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"keep must be .* in \(0, 1\]"):

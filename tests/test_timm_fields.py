@@ -60,7 +60,7 @@ def test_an_untraceable_module_after_the_layer_does_not_stop_the_crop():
 
 
 def test_same_padding_at_run_time_crops_exactly_also_with_a_stride():
-    from timm.layers import Conv2dSame
+    from timm.layers.conv2d_same import Conv2dSame
     from timm.layers.pool2d_same import MaxPool2dSame
 
     torch.manual_seed(0)

@@ -47,7 +47,7 @@ def test_study_refuses_a_top_recorded_on_another_model():
     top = pp.top_activating(model, unit, images, k=40, keep_inputs=True, progress=False)
     other = copy.deepcopy(model)
     with torch.no_grad():
-        other.features[3].weight.mul_(1.5)  # same architecture, other weights
+        other.get_parameter("features.3.weight").mul_(1.5)  # same architecture, other weights
     with pytest.raises(ValueError, match=r"top does not belong to this model: features\.6\[0\]"):
         pp.study(other, unit, images, top=top, methods=["snip"], progress=False)
     result = pp.study(model, unit, images, top=top, methods=["snip"], progress=False)
@@ -100,7 +100,10 @@ def test_cs_stops_with_a_clear_error_when_the_loss_turns_nan(monkeypatch):
     calls = []
 
     class NanFromTheSecondBatch(CSLoss, name="nan_from_the_second_batch"):
-        def __call__(self, a, d, y, shift, ctx):  # type: ignore[no-untyped-def]
+        def __call__(
+            self, a: torch.Tensor, d: torch.Tensor, y: torch.Tensor, shift: torch.Tensor,
+            ctx: loss.LossContext,
+        ) -> torch.Tensor:  # fmt: skip
             calls.append(1)
             out = loss.both(a, d, y, shift, ctx)
             return out * float("nan") if len(calls) > 1 else out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -104,9 +105,9 @@ def test_colours_contrast_per_channel() -> None:
         ({"n": 4, "seed": -1}, r"seed must be an int in \[0, "),
     ],
 )
-def test_invalid_arguments_raise_clear_errors(kwargs: dict[str, object], match: str) -> None:
+def test_invalid_arguments_raise_clear_errors(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        zoo.concept_images(**kwargs)  # type: ignore[arg-type]
+        zoo.concept_images(**kwargs)
 
 
 def test_dataset_matches_concept_images_and_exposes_targets() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import layer_output
 from sklearn.datasets import load_digits
 from torch import Tensor, nn
 
@@ -13,8 +14,12 @@ from polyprune import ReceptiveField, zoo
 NAMES = ("concepts-merged", "digits-merged")
 
 
+#: a shipped model: its name, the model, its evaluation images and labels
+Shipped = tuple[str, nn.Module, Tensor, Tensor]
+
+
 @pytest.fixture(scope="module", params=NAMES)
-def shipped(request: pytest.FixtureRequest) -> tuple[str, nn.Module, Tensor, Tensor]:
+def shipped(request: pytest.FixtureRequest) -> Shipped:
     name: str = request.param
     images, labels = zoo.eval_data(name)
     return name, zoo.load(name), images, labels
@@ -53,7 +58,7 @@ def test_class_map_unit_is_the_logit_and_sees_the_whole_image(name: str) -> None
         torch.testing.assert_close(model.features(images).flatten(1), model(images))
 
 
-def test_model_is_eval_mode_with_the_card_shapes(shipped: tuple) -> None:
+def test_model_is_eval_mode_with_the_card_shapes(shipped: Shipped) -> None:
     name, model, images, labels = shipped
     card = zoo.model_card(name)
     assert not model.training
@@ -70,7 +75,7 @@ def test_model_is_eval_mode_with_the_card_shapes(shipped: tuple) -> None:
     assert len(set(card.label_map)) == len(card.classes)
 
 
-def test_stated_held_out_accuracy(shipped: tuple) -> None:
+def test_stated_held_out_accuracy(shipped: Shipped) -> None:
     name, model, images, labels = shipped
     card = zoo.model_card(name)
     with torch.no_grad():
@@ -86,14 +91,12 @@ def test_stated_held_out_accuracy(shipped: tuple) -> None:
     assert bool(merged.any())
 
 
-def test_recommended_unit_is_polysemantic_as_stated(shipped: tuple) -> None:
+def test_recommended_unit_is_polysemantic_as_stated(shipped: Shipped) -> None:
     name, model, images, labels = shipped
     card = zoo.model_card(name)
     layer, channel = card.unit
-    index = int(layer.split(".")[1])
-    assert layer.startswith("features.") and isinstance(model.features[index], nn.Conv2d)
-    with torch.no_grad():
-        out = model.features[: index + 1](images)[:, channel]
+    assert layer.startswith("features.") and isinstance(model.get_submodule(layer), nn.Conv2d)
+    out = layer_output(model, layer, images)[:, channel]
     centre = out[:, (out.shape[1] - 1) // 2, (out.shape[2] - 1) // 2]
     top = centre.topk(card.unit_top_k).indices
     fractions = tuple(

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from typing import Any
 
 import pytest
 import torch
+from helpers import layer_output
 from torch import Tensor, nn
 
 from polyprune import Masks, ReceptiveField, zoo
@@ -19,6 +21,8 @@ from polyprune.zoo import _planted
 PAIRS = [("hstripes", "rings"), ("vstripes", "blobs"), ("dstripes", "checker")]
 LAYER, CHANNEL = zoo.PLANTED_TARGET
 K = len(zoo.CONCEPTS)
+#: the default planted network and its truth masks (the ``default`` fixture)
+Planted = tuple[zoo.PlantedNetwork, dict[str, Masks]]
 
 
 @pytest.fixture(scope="module")
@@ -27,14 +31,13 @@ def data() -> tuple[Tensor, Tensor]:
 
 
 @pytest.fixture(scope="module")
-def default() -> tuple[zoo.PlantedNetwork, dict[str, Masks]]:
+def default() -> Planted:
     return zoo.planted_network()
 
 
 def _centre(model: nn.Module, images: Tensor) -> Tensor:
     """Pre-ReLU centre activation of every channel of the target layer: ``(N, C)``."""
-    with torch.no_grad():
-        out = model.features[:7](images)  # up to and including features.6 (LAYER)
+    out = layer_output(model, LAYER, images)
     return out[:, :, (out.shape[2] - 1) // 2, (out.shape[3] - 1) // 2]
 
 
@@ -58,7 +61,7 @@ def _masked(model: nn.Module, masks: Mapping[str, Tensor]) -> nn.Module:
     return twin
 
 
-def test_plain_sequential_cnn_with_the_documented_target(default: tuple) -> None:
+def test_plain_sequential_cnn_with_the_documented_target(default: Planted) -> None:
     model, _ = default
     kinds = [type(m) for m in model.features]
     assert kinds == [nn.Conv2d, nn.ReLU, nn.MaxPool2d] * 2 + [nn.Conv2d, nn.ReLU]
@@ -72,20 +75,20 @@ def test_plain_sequential_cnn_with_the_documented_target(default: tuple) -> None
     assert not set(model.distractors) & set(model.concepts)
 
 
-def test_receptive_field_of_the_target(default: tuple) -> None:
+def test_receptive_field_of_the_target(default: Planted) -> None:
     rf = ReceptiveField.of(default[0], LAYER, input_size=(zoo.PLANTED_SIZE, zoo.PLANTED_SIZE))
     assert (rf.size, rf.stride, rf.output_size, rf.center) == ((18, 18), (4, 4), (8, 8), (3, 3))
 
 
-def test_cross_kernels_sparse_and_bounded_in_effect(default: tuple) -> None:
+def test_cross_kernels_sparse_and_bounded_in_effect(default: Planted) -> None:
     model, _ = default
     plain, _ = zoo.planted_network(cross=0.0)
     images = _planted._calibration()
     h = plain.features[:3](images)  # input of features.3 (cross kernels do not change it)
     for index in (3, 6):
         with torch.no_grad():
-            weight = model.features[index].weight
-            planted = plain.features[index].weight
+            weight = model.get_parameter(f"features.{index}.weight")
+            planted = plain.get_parameter(f"features.{index}.weight")
             blocks = planted.flatten(2).abs().sum(2) > 0
             cross = weight - planted
             present = cross.flatten(2).abs().sum(2) > 0
@@ -99,7 +102,7 @@ def test_cross_kernels_sparse_and_bounded_in_effect(default: tuple) -> None:
             h = model.features[index : index + 3](h)
 
 
-def test_truth_masks_shape_region_and_disjointness(default: tuple) -> None:
+def test_truth_masks_shape_region_and_disjointness(default: Planted) -> None:
     model, truth = default
     convs = {f"{n}.weight": m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
     assert set(truth) == {"hstripes", "rings"}
@@ -107,6 +110,7 @@ def test_truth_masks_shape_region_and_disjointness(default: tuple) -> None:
     for masks in (a, b):
         assert isinstance(masks, Masks) and masks.granularity == "kernel"
         assert set(masks) == set(convs)
+        assert masks.unit is not None
         assert (masks.unit.layer, masks.unit.channel) == zoo.PLANTED_TARGET
         for name, mask in masks.items():
             assert mask.dtype == torch.bool and mask.shape == convs[name].weight.shape[:2]
@@ -129,7 +133,7 @@ def test_truth_masks_shape_region_and_disjointness(default: tuple) -> None:
                 assert bool(nonzero[masks[name] & region].all()), (concept, name)
 
 
-def test_every_planted_filter_matters(default: tuple, data: tuple[Tensor, Tensor]) -> None:
+def test_every_planted_filter_matters(default: Planted, data: tuple[Tensor, Tensor]) -> None:
     model, truth = default
     images = data[0][:200]
     base = _centre(model, images)[:, CHANNEL]
@@ -189,7 +193,7 @@ def test_distractors_drive_their_own_channel_not_the_target(
 
 
 def test_masks_applied_agrees_with_direct_multiplication(
-    default: tuple, data: tuple[Tensor, Tensor]
+    default: Planted, data: tuple[Tensor, Tensor]
 ) -> None:
     model, truth = default
     images = data[0][:64]
@@ -199,7 +203,7 @@ def test_masks_applied_agrees_with_direct_multiplication(
     torch.testing.assert_close(via_masks, direct)
 
 
-def test_circuits_cannot_be_read_off_weight_magnitudes(default: tuple) -> None:
+def test_circuits_cannot_be_read_off_weight_magnitudes(default: Planted) -> None:
     model, truth = default
     plain, _ = zoo.planted_network(cross=0.0)  # same seed: same layout, no cross kernels
     for name in ("features.3.weight", f"{LAYER}.weight"):
@@ -211,7 +215,7 @@ def test_circuits_cannot_be_read_off_weight_magnitudes(default: tuple) -> None:
         assert float(cross.max()) > float(norms[target].min()), name
 
 
-def test_cross_zero_is_block_diagonal_and_seed_is_deterministic(default: tuple) -> None:
+def test_cross_zero_is_block_diagonal_and_seed_is_deterministic(default: Planted) -> None:
     model, truth = zoo.planted_network(cross=0.0, distractors=0)
     union = {n: truth["hstripes"][n] | truth["rings"][n] for n in truth["hstripes"]}
     for name, weight in model.named_parameters():
@@ -227,7 +231,9 @@ def test_cross_zero_is_block_diagonal_and_seed_is_deterministic(default: tuple) 
         truth_again["rings"]["features.3.weight"], default[1]["rings"]["features.3.weight"]
     )
     other, _ = zoo.planted_network(seed=1)
-    assert not torch.equal(other.features[0].weight, default[0].features[0].weight)
+    assert not torch.equal(
+        other.get_parameter("features.0.weight"), default[0].get_parameter("features.0.weight")
+    )
 
 
 @pytest.mark.parametrize(
@@ -243,12 +249,12 @@ def test_cross_zero_is_block_diagonal_and_seed_is_deterministic(default: tuple) 
         ({"cross": float("nan")}, "cross"),
     ],
 )
-def test_invalid_arguments(kwargs: dict[str, object], match: str) -> None:
+def test_invalid_arguments(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        zoo.planted_network(**kwargs)  # type: ignore[arg-type]
+        zoo.planted_network(**kwargs)
 
 
-def test_readout_channels_are_monosemantic_neighbours(default: tuple) -> None:
+def test_readout_channels_are_monosemantic_neighbours(default: Planted) -> None:
     model, _ = default
     assert model.readouts == (3, 4)
     images, labels = zoo.concept_images(200, concepts=model.concepts, size=32, seed=5)

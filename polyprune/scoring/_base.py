@@ -208,7 +208,7 @@ class BaseScorer(Method):
     def score(
         self,
         model: nn.Module,
-        inputs: Inputs,
+        inputs: Inputs | None,
         objective: Objective | Unit,
         *,
         granularity: str = "kernel",
@@ -220,7 +220,7 @@ class BaseScorer(Method):
         ----------
         model : nn.Module
             Left exactly as found (run in eval mode; see the module docstring).
-        inputs : Tensor or iterable of Tensor
+        inputs : Tensor or iterable of Tensor or None
             A batch ``(N, C, H, W)`` or an iterable of batches (a ``DataLoader``'s
             ``(images, labels)`` works); scores accumulate over all images. Ignored (may be
             ``None``) by scorers that do not read images.

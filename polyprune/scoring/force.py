@@ -91,7 +91,7 @@ class FORCE(BaseScorer, name="force"):
     def score(
         self,
         model: nn.Module,
-        inputs: Inputs,
+        inputs: Inputs | None,
         objective: Objective | Unit,
         *,
         granularity: str = "kernel",
