@@ -194,10 +194,12 @@ def test_applied_masks_the_weights_and_restores_the_model_exactly() -> None:
     model, x = net(), torch.rand(2, 3, 12, 12)
     masks = Masks.from_scores(scores_for(model), keep=0.3)
     before = state(model)
-    expected = model.get_parameter("0.weight").detach() * masks["0.weight"][:, :, None, None]
+    conv = model.get_submodule("0")
+    assert isinstance(conv, nn.Conv2d)
+    expected = conv.weight.detach() * masks["0.weight"][:, :, None, None]
     with masks.applied(model) as inside:
         assert inside is model
-        assert torch.equal(model.get_parameter("0.weight"), expected)
+        assert torch.equal(conv.weight, expected)  # masked: computed, not a Parameter
         masked_out = model(x)
     assert_restored(model, before)
     assert not torch.equal(model(x), masked_out)
