@@ -249,7 +249,7 @@ def test_file_paths_follow_nested_subsets_and_an_empty_selection():
 
     from polyprune._provenance import file_paths
 
-    class Folder(Dataset):  # what ImageFolder gives file_paths: (path, class) samples
+    class Folder(Dataset[torch.Tensor]):  # as ImageFolder for file_paths: (path, class) samples
         def __init__(self) -> None:
             self.samples = [(f"img{i}.png", i % 2) for i in range(10)]
 

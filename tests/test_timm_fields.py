@@ -82,7 +82,7 @@ def test_same_padding_at_run_time_crops_exactly_also_with_a_stride():
 
 @st.composite
 def same_stacks(draw: st.DrawFn) -> nn.Sequential:
-    from timm.layers import Conv2dSame
+    from timm.layers.conv2d_same import Conv2dSame
     from timm.layers.pool2d_same import AvgPool2dSame, MaxPool2dSame
 
     layers: list[nn.Module] = []

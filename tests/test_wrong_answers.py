@@ -88,7 +88,7 @@ def test_cs_refuses_a_unit_that_is_nan_before_fitting():
 def test_cs_refuses_a_nan_parameter_before_any_forward():
     model = _net()
     with torch.no_grad():
-        model[0].bias[0] = float("nan")  # would reach unit 3[2]: NaN on every image
+        model.get_parameter("0.bias")[0] = float("nan")  # would reach unit 3[2]: NaN everywhere
     _refused_before_fitting(model, "3", r"model has parameter '0.bias' with 1 NaN")
 
 
