@@ -15,10 +15,19 @@ the layer's input ``x`` is computed once per image batch, a forward hook on the 
 ``K × B`` images. When the layer does not dominate the unit (a skip connection around it), the
 images are repeated ``K`` times instead (the same result, the layers before it run ``K`` times).
 
-The removals of one batch of candidates are taken together when the objective, all of them
-removed, moved by less than ``tau × their number`` (the most that taking them one by one could
-move it); otherwise they are retried one at a time, as ACDC does. With ``ablation="mean"`` a
-removed kernel contributes its mean over the images (per position) instead of 0.
+**Stopping early.** A batch of several candidates is first removed all together, in one
+forward pass of the images: when that moves the objective by at most ``tau`` either way (the
+batch, as a whole, matters no more than one kernel may), it is removed and each of its kernels
+gets an equal share of the change as its effect; only otherwise is each candidate tried alone.
+When a layer has more candidates than one batch holds, they are visited in the order of a
+first-order estimate of their effect (``−∂L/∂m`` for a mask ``m`` of the layer's kept kernels,
+one backward pass), least important first, so that the batches that can go together come
+first. The removals a batch's single trials allow are taken together when the objective, all of
+them removed, moved by less than ``tau × their number`` (the most that taking them one by one
+could move it); otherwise each half is retried the same way, down to single kernels (ACDC's
+test against the objective now). With one candidate per forward pass this is ACDC's sequential
+rule exactly. With ``ablation="mean"`` a removed kernel contributes its mean over the images
+(per position) instead of 0.
 """
 
 from __future__ import annotations
@@ -143,6 +152,7 @@ class _Ablator:
         self._chunk: tuple[str, Tensor, Tensor] | None = None
         self._expand = True
         self._mean_now: Tensor | None = None  # the candidates' mean contributions (K, *map)
+        self._leaf: dict[str, Tensor] = {}  # a float kernel mask to differentiate (estimates)
 
     # -- the masked model ------------------------------------------------------------------
     @contextmanager
@@ -150,7 +160,12 @@ class _Ablator:
         dtype, device = model_dtype_device(self.model)
 
         def mask_of(name: str) -> Callable[[], Tensor]:
-            return lambda: mk.expand(self.kept[name].to(device, dtype), self.shapes[name])
+            def mask() -> Tensor:
+                leaf = self._leaf.get(name)
+                m = leaf if leaf is not None else self.kept[name].to(device, dtype)
+                return mk.expand(m, self.shapes[name])
+
+            return mask
 
         params = {n: mk.WeightMask(mask_of(n)) for n in self.shapes}
         handles = []
@@ -207,6 +222,28 @@ class _Ablator:
 
     def current(self) -> float:
         return self.loss(self.activations(0)[0])
+
+    def estimates(self, name: str, rows: Tensor, cols: Tensor) -> Tensor:
+        """First-order estimates of each candidate's effect ``L(without) − L(now)``:
+        ``−∂L/∂m`` for a mask ``m`` of the kept kernels of layer ``name`` (one forward and one
+        backward pass over the images), ``(K,)``."""
+        dtype, device = model_dtype_device(self.model)
+        leaf = self.kept[name].to(device, dtype).requires_grad_()
+        self._leaf[name] = leaf
+        try:
+            with torch.enable_grad():
+                parts = [
+                    unit_activation(self.model, x.to(device, dtype), self.unit).float().cpu()
+                    for x in torch.split(self.images, self.batch_size)
+                ]
+                loss = self.objective(torch.cat(parts), self.dense, self.y, self.shift, self.ctx)
+                (grad,) = torch.autograd.grad(loss, [leaf], allow_unused=True)
+        finally:
+            del self._leaf[name]
+        if grad is None:
+            return torch.zeros(len(rows))
+        self.evaluations += 1
+        return -grad.detach().float().cpu()[rows, cols]
 
     def try_removals(self, name: str, rows: Tensor, cols: Tensor) -> Tensor:
         """The objective with each candidate removed alone: ``(K,)``."""
@@ -293,6 +330,9 @@ def ablate(
         candidates = (on_path & region).nonzero()
         with run.masked():
             now = run.current()
+            if 1 < per_forward < len(candidates):  # several batches: least important first
+                guess = run.estimates(name, candidates[:, 0], candidates[:, 1])
+                candidates = candidates[torch.argsort(guess, stable=True)]
             for chunk in torch.split(candidates, per_forward):
                 now = _visit(run, name, chunk[:, 0], chunk[:, 1], now, tau)
         history["objective"].append(now)
@@ -306,32 +346,64 @@ def _visit(run: _Ablator, name: str, rows: Tensor, cols: Tensor, now: float, tau
     """Decide one batch of candidates of layer ``name``; return the objective after."""
     if not len(rows):
         return now
+    means = None
+    if len(rows) > 1:  # all of them together first: one forward pass of the images
+        if run.mean:
+            means = run._mean_contributions(
+                run.model.get_submodule(name.rpartition(".")[0]), name, rows, cols
+            )
+        together = _take(run, name, rows, cols, list(range(len(rows))), means, now, tau, True)
+        if together is not None:
+            run.effects[name][rows, cols] = (together - now) / len(rows)
+            return together
     losses = run.try_removals(name, rows, cols)
     means = run._mean_now if run.mean else None
     deltas = losses - now
     run.effects[name][rows, cols] = deltas.float()
     chosen = (deltas <= tau).nonzero().squeeze(1).tolist()
-    if not chosen:
+    if len(chosen) == 1:
+        run.remove(name, int(rows[chosen[0]]), int(cols[chosen[0]]), _mean_of(means, chosen[0]))
+        return float(losses[chosen[0]])
+    return _split(run, name, rows, cols, chosen, means, now, tau)
+
+
+def _mean_of(means: Tensor | None, k: int) -> Tensor | None:
+    return None if means is None else means[k]
+
+
+def _take(
+    run: _Ablator, name: str, rows: Tensor, cols: Tensor, ks: list[int],
+    means: Tensor | None, now: float, tau: float, unchanged: bool = False,
+) -> float | None:  # fmt: skip
+    """Remove the candidates ``ks`` together if the objective moves up by at most ``tau``
+    each (``unchanged``: if it moves by at most ``tau`` in all, either way), returning the
+    objective after; else restore them (None)."""
+    for k in ks:
+        run.remove(name, int(rows[k]), int(cols[k]), _mean_of(means, k))
+    trial = run.current()
+    if (abs(trial - now) <= tau) if unchanged else (trial - now <= tau * len(ks)):
+        return trial
+    for k in ks:
+        run.restore(name, int(rows[k]), int(cols[k]), _mean_of(means, k))
+    return None
+
+
+def _split(
+    run: _Ablator, name: str, rows: Tensor, cols: Tensor, ks: list[int],
+    means: Tensor | None, now: float, tau: float,
+) -> float:  # fmt: skip
+    """Remove what can be removed of ``ks``: all together, else each half in turn (a single
+    candidate: ACDC's test against the objective now)."""
+    if not ks:
         return now
-
-    def mean_of(k: int) -> Tensor | None:
-        return None if means is None else means[k]
-
-    for k in chosen:
-        run.remove(name, int(rows[k]), int(cols[k]), mean_of(k))
-    after = run.current() if len(chosen) > 1 else float(losses[chosen[0]])
-    if after - now <= tau * len(chosen):
-        return after
-    for k in chosen:  # together they matter: one at a time, in visiting order
-        run.restore(name, int(rows[k]), int(cols[k]), mean_of(k))
-    for k in chosen:
-        run.remove(name, int(rows[k]), int(cols[k]), mean_of(k))
-        trial = run.current()
-        if trial - now <= tau:
-            now = trial
-        else:
-            run.restore(name, int(rows[k]), int(cols[k]), mean_of(k))
-    return now
+    trial = _take(run, name, rows, cols, ks, means, now, tau)
+    if trial is not None:
+        return trial
+    if len(ks) == 1:
+        return now
+    half = len(ks) // 2
+    now = _split(run, name, rows, cols, ks[:half], means, now, tau)
+    return _split(run, name, rows, cols, ks[half:], means, now, tau)
 
 
 def removal_effects(

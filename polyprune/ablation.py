@@ -4,7 +4,8 @@ Kernels are visited from the unit back to the input; each is removed when removi
 objective by at most ``tau``. The objective is one of Continuous Sparsification's
 (``CSConfig(loss=...)``; default ``"both"``: the unit's activation on the cluster and its silence
 on the others), evaluated with hard masks. One layer's candidate removals are evaluated together
-in one batched forward pass; see :mod:`polyprune._ablation` for how.
+in one batched forward pass, and a batch that changes the objective by at most ``tau`` as a whole
+is removed in one evaluation; see :mod:`polyprune._ablation` for how.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ class Ablation(Method, name="ablation"):
     Visits the kernels that can reach the unit layer by layer from the unit back to the input;
     in each layer only the kernels still on a path to the unit are tried (the others can change
     nothing and are dropped). A kernel is removed when ``L(without it) − L(now) ≤ tau``, so a
-    removal that helps the objective is always taken. ``L`` is a Continuous Sparsification
+    removal that helps the objective is always taken. To stop early, a batch of candidates
+    (least important first, by a first-order estimate) is first removed as a whole, and kept
+    out when that moves ``L`` by at most ``tau`` either way. ``L`` is a Continuous Sparsification
     objective (``loss``; errors are relative to the members' RMS activation, so ``tau`` does not
     depend on the unit's scale). Finds its own kept fraction (``keep`` is not used).
 

@@ -186,3 +186,37 @@ def test_mean_ablation_replaces_a_kernel_by_its_mean_contribution(layer: str) ->
             handle.remove()
         want = float(both(a, run.dense, run.y, torch.zeros(()), run.ctx))
         assert float(got[k]) == pytest.approx(want, rel=1e-4, abs=1e-6)
+
+
+def test_a_batch_that_can_go_together_costs_one_evaluation() -> None:
+    """With every removal allowed (a huge tau) each layer's single batch goes in one joint
+    evaluation, not one per candidate; the effects are each kernel's share of the change."""
+    model = Skip().eval()
+    x, y = data()
+    unit = placed(model, pp.Unit("c2", 1), x)
+    found = ablate(model, unit, x, y, tau=1e9, max_batch=10_000)
+    regions = pp.scoring.SNIP().score(model, x[:1], unit).regions
+    assert found.history["kept"][0] == 0  # the unit's layer: all 4 kernels in one go
+    assert found.history["evaluations"][0] == 2  # the objective now, then all of them removed
+    share = found.effects["c2.weight"][regions["c2.weight"]]
+    assert bool((share == share[0]).all())
+
+
+@pytest.mark.parametrize("max_batch", [48, 10_000])
+def test_batched_decisions_move_the_objective_by_at_most_tau_per_removal(max_batch: int) -> None:
+    """Batches taken together, or split in halves when together they matter: every step that
+    removes m kernels moves the objective by at most m · tau, so the whole run by removed · tau;
+    and every kernel it kept, removed alone at the end, would move it by more than tau... or
+    was kept by an earlier state; at least, none of them is free."""
+    model = Skip().eval()
+    x, y = data()
+    unit = placed(model, pp.Unit("c2", 1), x)
+    tau = 0.02
+    found = ablate(model, unit, x, y, tau=tau, max_batch=max_batch)
+    dense = unit_activations(model, unit, x)
+    ctx = loss_context(dense, y, False, False)
+    base = float(both(dense, dense, y, torch.zeros(()), ctx))
+    regions = pp.scoring.SNIP().score(model, x[:1], unit).regions
+    removed = sum(int((~found.kernels[n] & r).sum()) for n, r in regions.items())
+    assert 0 < removed < sum(int(r.sum()) for r in regions.values())
+    assert found.history["objective"][-1] - base <= tau * removed + 1e-6
