@@ -16,10 +16,11 @@ the test; this module computes it.
   than rows. The index is invariant to rotations and translations, so everything runs on the
   principal-component scores, in ``min(N - 1, C)`` dimensions, never ``C``.
 - **p-value**: Monte Carlo with sequential stopping (Besag & Clifford 1991): null draws in
-  batches until ``hits`` of them have an index at most the codes' (then ``p = hits / draws``)
-  or ``max_draws`` are drawn; then, below ``hits / max_draws``, the Gaussian tail of the null
-  indices, ``Φ((index − mean) / sd)`` (SigClust's normal approximation), which resolves the
-  small p-values that Benjamini–Hochberg over many channels needs.
+  batches (the first of ``hits`` draws, enough to stop at p = 1) until ``hits`` of them have
+  an index at most the codes' (then ``p = hits / draws``) or ``max_draws`` are drawn; then,
+  below ``hits / max_draws``, the Gaussian tail of the null indices,
+  ``Φ((index − mean) / sd)`` (SigClust's normal approximation), which resolves the small
+  p-values that Benjamini–Hochberg over many channels needs.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def sigclust(
     scale = np.sqrt(variances)
     null = np.empty(0)
     while null.size < max_draws:
-        size = min(BATCH, max_draws - null.size)
+        size = min(BATCH if null.size else hits, max_draws - null.size)  # first: h draws
         null = np.concatenate([null, cluster_index(_rotations(rng, size, *z.shape) * scale)])
         hit = np.flatnonzero(null <= observed)
         if hit.size >= hits:  # Besag–Clifford: the h-th hit came at draw L, p = h / L

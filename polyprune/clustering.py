@@ -293,23 +293,32 @@ def significance(
       other), so nothing is estimated or thresholded and the test holds its level in any
       dimension, also with more channels than rows (SigClust thresholds the covariance's
       eigenvalues instead; on these codes that made the null too round).
-    - **p-value**: the probability that such Gaussian codes have an index as small as these,
-      from up to ``max_draws`` draws. The draws stop early when the answer is clearly large
-      (Besag & Clifford 1991: after 10 null indices ≤ the codes', p = 10 / draws); otherwise,
-      below 10 / ``max_draws``, the p-value is the Gaussian tail of the null indices
-      (SigClust's normal approximation), so p-values far below 1 / ``max_draws``, which
-      Benjamini–Hochberg over many channels needs, are resolved.
+    - **p-value**: the probability that Gaussian codes with the same mean and sample
+      covariance have an index as small as these, from up to ``max_draws`` draws. Under the
+      null it is uniform, so ``p < alpha`` calls one Gaussian "clustered" at rate alpha
+      (measured in ``docs/verdicts.md`` on Gaussian clouds of 64 and 384 channels, 100 and
+      1,000 rows). The draws stop early when the answer is clearly large (Besag & Clifford
+      1991: after 10 null indices ≤ the codes', p = 10 / draws; the first batch is 10 draws,
+      so a clear p = 1 costs 10); otherwise, below 10 / ``max_draws``, the p-value is the
+      Gaussian tail of the null indices (SigClust's normal approximation), so p-values far
+      below 1 / ``max_draws``, which Benjamini–Hochberg over many channels needs, are
+      resolved. A small p says the codes are not one Gaussian (their best split into two
+      groups is too good for one), not how many groups there are.
     - **values** (the unit's activation on each code's input): given, only the codes of the
       strongest half are tested. Measured on planted networks (``docs/verdicts.md``): a
       monosemantic detector's top-k also holds the best of the rest — inputs of other concepts,
       which do form clusters in the codes, at the low end of its top-k — while both meanings of
       a polysemantic unit reach its strongest activations.
 
-    When not to trust it: few rows (little power); codes far from Gaussian though of one piece
-    (the null is one Gaussian: a skewed or lumpy single cloud can be called; on heavy-tailed
-    clouds the test was conservative, see ``docs/verdicts.md``); several clusters
-    cannot be told from two (the test is of "one Gaussian", not of "how many"); and a tiny
-    p-value says the structure is real, not that it is a second meaning: read the crops.
+    When not to trust it: few rows (little power); codes far from Gaussian though of one piece:
+    a skewed or lumpy single cloud can be called, and a heavy-tailed one is tested
+    conservatively (on multivariate t clouds, 5 degrees of freedom, fewer calls than alpha,
+    most clearly with many rows: ``docs/verdicts.md``). An elliptical null (each code keeps its
+    Mahalanobis radius, directions drawn at random) calibrates t clouds but called far more
+    monosemantic planted detectors, so the null is one Gaussian (``docs/verdicts.md``, *why
+    the null stays one Gaussian*). Several clusters cannot be told from two (the test is of
+    "one Gaussian", not of "how many"); and a tiny p-value says the structure is real, not
+    that it is a second meaning: read the crops.
     Deterministic given ``seed`` on one machine.
 
     Parameters
