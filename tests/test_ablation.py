@@ -220,3 +220,17 @@ def test_batched_decisions_move_the_objective_by_at_most_tau_per_removal(max_bat
     removed = sum(int((~found.kernels[n] & r).sum()) for n, r in regions.items())
     assert 0 < removed < sum(int(r.sum()) for r in regions.values())
     assert found.history["objective"][-1] - base <= tau * removed + 1e-6
+
+
+def test_evaluations_start_from_a_dominating_layers_cached_input() -> None:
+    from polyprune._ablation.graph import FromLayer
+
+    model = Skip().eval()
+    x, _ = data()
+    unit = placed(model, pp.Unit("c2", 1), x)
+    for layer in ("c0", "c1", "c2"):  # c1: the skip reads c1's input itself, nothing before
+        partial = FromLayer(model, unit, layer)
+        assert partial.ok
+        (cached,) = partial.inputs(model, [x])
+        with torch.no_grad():
+            torch.testing.assert_close(partial.activation(cached), unit_activations(model, unit, x))

@@ -14,6 +14,10 @@ the layer's input ``x`` is computed once per image batch, a forward hook on the 
 (one grouped convolution gives all ``K`` contributions), and the rest of the network runs on
 ``K × B`` images. When the layer does not dominate the unit (a skip connection around it), the
 images are repeated ``K`` times instead (the same result, the layers before it run ``K`` times).
+While a layer is ablated its input cannot change (the layers before it are visited later), so
+where nothing after the layer reads the graph before it but that input (a skip connection may
+read the input itself), it is computed once per image batch and every evaluation runs only the
+graph after the layer (:class:`~polyprune._ablation.graph.FromLayer`).
 
 **Stopping early.** A batch of several candidates is first removed all together, in one
 forward pass of the images: when that moves the objective by at most ``tau`` either way (the
@@ -39,24 +43,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import _masking as mk
-from ._cs.loss import both, loss_context
-from ._graph.paths import effective_kernels
-from ._graph.regions import unit_regions
-from ._graph.trace import trace_to, upstream
-from ._model import model_dtype_device
-from ._progress import staged
-from ._unit_io import unit_activation, unit_activations
-from .targets import Unit
+from .. import _masking as mk
+from .._cs.loss import both, loss_context
+from .._graph.paths import effective_kernels
+from .._graph.regions import unit_regions
+from .._model import model_dtype_device
+from .._progress import staged
+from .._unit_io import unit_activation, unit_activations
+from ..targets import Unit
+from .decide import visit
+from .graph import FromLayer, contributions, dominates, order
 
 __all__ = ["AblationResult", "ablate", "removal_effects"]
 
 #: ``(a, d, y, shift, ctx) -> loss``, as the CS objectives.
 ObjectiveFn = Callable[..., Tensor]
-_CONV: dict[int, Callable[..., Tensor]] = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
 @dataclass
@@ -74,52 +77,6 @@ class AblationResult:
     kernels: dict[str, Tensor]
     effects: dict[str, Tensor]
     history: dict[str, list[float]] = field(default_factory=dict)
-
-
-def _order(model: nn.Module, layer: str, names: list[str]) -> list[str]:
-    """The maskable weights ``names`` from the unit back to the input (reverse graph order)."""
-    _, target = trace_to(model, layer)
-    seen = [f"{n.target}.weight" for n in upstream(target) if n.op == "call_module"]
-    ordered = [n for n in seen if n in names]
-    return list(reversed(ordered)) + [n for n in names if n not in ordered]
-
-
-def _dominates(model: nn.Module, layer: str, module: str) -> bool:
-    """Whether every path from the input to ``layer``'s output runs through ``module``."""
-    _, target = trace_to(model, layer)
-    nodes = set(upstream(target))
-    cut = [n for n in nodes if n.op == "call_module" and n.target == module]
-    if len(cut) != 1:
-        return False
-    stack = [n for n in nodes if n.op == "placeholder"]
-    seen: set[Any] = set()
-    while stack:
-        n = stack.pop()
-        if n in seen or n is cut[0]:
-            continue
-        seen.add(n)
-        stack.extend(u for u in n.users if u in nodes)
-    return target not in seen
-
-
-def _contributions(module: nn.Module, x: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
-    """``w_oi ∗ x_i`` for the kernels ``(rows[k], cols[k])``: ``(N, K, *map)`` (channels at 1)."""
-    weight: Tensor = module.weight  # type: ignore[assignment]
-    if isinstance(module, nn.Linear):
-        c = x[..., cols] * weight[rows, cols]
-        return c.movedim(-1, 1)
-    assert isinstance(module, nn.modules.conv._ConvNd)
-    out, fan_in = weight.shape[:2]
-    groups = int(module.groups)
-    channels = (rows // (out // groups)) * fan_in + cols
-    if module.padding_mode != "zeros":
-        x = F.pad(x, module._reversed_padding_repeated_twice, mode=module.padding_mode)
-        padding: Any = 0
-    else:
-        padding = module.padding
-    kernels = weight[rows, cols].unsqueeze(1)
-    conv = _CONV[weight.dim() - 2]
-    return conv(x[:, channels], kernels, None, module.stride, padding, module.dilation, len(rows))
 
 
 class _Ablator:
@@ -153,6 +110,8 @@ class _Ablator:
         self._expand = True
         self._mean_now: Tensor | None = None  # the candidates' mean contributions (K, *map)
         self._leaf: dict[str, Tensor] = {}  # a float kernel mask to differentiate (estimates)
+        self._from: FromLayer | None = None  # evaluations from the ablated layer's input
+        self._cache: list[Tensor] = []  # its input on each image batch
 
     # -- the masked model ------------------------------------------------------------------
     @contextmanager
@@ -189,7 +148,7 @@ class _Ablator:
             k = len(rows)
             x = args[0]
             n = x.shape[0] if self._expand else x.shape[0] // k
-            c = _contributions(module, x[:n], rows.to(x.device), cols.to(x.device))
+            c = contributions(module, x[:n], rows.to(x.device), cols.to(x.device))
             if self._expand:
                 stacked = out.unsqueeze(0).expand(k, *out.shape).clone()
             else:
@@ -208,12 +167,9 @@ class _Ablator:
         dtype, device = model_dtype_device(self.model)
         parts = []
         with torch.no_grad():
-            for x in torch.split(self.images, self.batch_size):
-                x = x.to(device, dtype)
-                if k and not self._expand:
-                    x = x.repeat(k, *(1,) * (x.dim() - 1))
-                a = unit_activation(self.model, x, self.unit).float().cpu()
-                parts.append(a.reshape(max(k, 1), -1))
+            for j, x in enumerate(torch.split(self.images, self.batch_size)):
+                a = self._unit(j, x.to(device, dtype), k if not self._expand else 0)
+                parts.append(a.float().cpu().reshape(max(k, 1), -1))
         self.evaluations += max(k, 1)
         return torch.cat(parts, 1)
 
@@ -222,6 +178,29 @@ class _Ablator:
 
     def current(self) -> float:
         return self.loss(self.activations(0)[0])
+
+    def _unit(self, j: int, x: Tensor, repeat: int = 0) -> Tensor:
+        """The unit on image batch ``j`` (``x``), from the cached layer input when there is
+        one; the batch repeated ``repeat`` times (0: once)."""
+        if self._from is not None:
+            x = self._cache[j]
+        if repeat:
+            x = x.repeat(repeat, *(1,) * (x.dim() - 1))
+        if self._from is not None:
+            return self._from.activation(x)
+        return unit_activation(self.model, x, self.unit)
+
+    def start(self, module: str) -> None:
+        """Evaluate from ``module``'s input on (cached) while it is ablated, where the graph
+        after it reads nothing before it but that input."""
+        self._from, self._cache = None, []
+        partial = FromLayer(self.model, self.unit, module)
+        if partial.ok:
+            dtype, device = model_dtype_device(self.model)
+            with torch.no_grad():
+                batches = [x.to(device, dtype) for x in torch.split(self.images, self.batch_size)]
+                self._cache = partial.inputs(self.model, batches)
+            self._from = partial
 
     def estimates(self, name: str, rows: Tensor, cols: Tensor) -> Tensor:
         """First-order estimates of each candidate's effect ``L(without) − L(now)``:
@@ -233,8 +212,8 @@ class _Ablator:
         try:
             with torch.enable_grad():
                 parts = [
-                    unit_activation(self.model, x.to(device, dtype), self.unit).float().cpu()
-                    for x in torch.split(self.images, self.batch_size)
+                    self._unit(j, x.to(device, dtype)).float().cpu()
+                    for j, x in enumerate(torch.split(self.images, self.batch_size))
                 ]
                 loss = self.objective(torch.cat(parts), self.dense, self.y, self.shift, self.ctx)
                 (grad,) = torch.autograd.grad(loss, [leaf], allow_unused=True)
@@ -249,7 +228,7 @@ class _Ablator:
         """The objective with each candidate removed alone: ``(K,)``."""
         module = self.model.get_submodule(name.rpartition(".")[0])
         if self.mean:  # first: its forward pass must see no candidates
-            self._mean_now = self._mean_contributions(module, name, rows, cols)
+            self._mean_now = self._meancontributions(module, name, rows, cols)
         self._chunk = (name, rows, cols)
         try:
             acts = self.activations(len(rows))
@@ -257,14 +236,14 @@ class _Ablator:
             self._chunk = None
         return torch.tensor([self.loss(a) for a in acts])
 
-    def _mean_contributions(
+    def _meancontributions(
         self, module: nn.Module, name: str, rows: Tensor, cols: Tensor
     ) -> Tensor:
         """Mean over the images of each candidate's contribution map ``(K, *map)``."""
         captured: list[Tensor] = []
 
         def grab(m: nn.Module, args: Any, out: Tensor) -> None:
-            c = _contributions(m, args[0], rows.to(args[0].device), cols.to(args[0].device))
+            c = contributions(m, args[0], rows.to(args[0].device), cols.to(args[0].device))
             captured.append(c.detach().float().sum(0).cpu())
 
         handle = module.register_forward_hook(grab)
@@ -318,7 +297,7 @@ def ablate(
                    min(batch_size, images.shape[0]), max_batch)  # fmt: skip
     history: dict[str, list[float]] = {"objective": [], "kept": [], "evaluations": [],
                                        "seconds": []}  # fmt: skip
-    names = _order(model, unit.layer, list(run.shapes))
+    names = order(model, unit.layer, list(run.shapes))
     per_forward = max(1, max_batch // run.batch_size)
     for name in staged(names, "ablation", unit="layer", show=progress):
         started = time.perf_counter()
@@ -326,84 +305,22 @@ def ablate(
         on_path = effective_kernels(model, unit.layer, unit.channel, run.kept)[name]
         region = run.regions[name]
         run.kept[name] &= on_path | ~region  # off every path: removing it changes nothing
-        run._expand = _dominates(model, unit.layer, module)
+        run._expand = dominates(model, unit.layer, module)
         candidates = (on_path & region).nonzero()
         with run.masked():
+            run.start(module)
             now = run.current()
             if 1 < per_forward < len(candidates):  # several batches: least important first
                 guess = run.estimates(name, candidates[:, 0], candidates[:, 1])
                 candidates = candidates[torch.argsort(guess, stable=True)]
             for chunk in torch.split(candidates, per_forward):
-                now = _visit(run, name, chunk[:, 0], chunk[:, 1], now, tau)
+                now = visit(run, name, chunk[:, 0], chunk[:, 1], now, tau)
+        run._from, run._cache = None, []
         history["objective"].append(now)
         history["kept"].append(float((run.kept[name] & region).sum()))
         history["evaluations"].append(float(run.evaluations))
         history["seconds"].append(time.perf_counter() - started)
     return AblationResult(run.kept, run.effects, history)
-
-
-def _visit(run: _Ablator, name: str, rows: Tensor, cols: Tensor, now: float, tau: float) -> float:
-    """Decide one batch of candidates of layer ``name``; return the objective after."""
-    if not len(rows):
-        return now
-    means = None
-    if len(rows) > 1:  # all of them together first: one forward pass of the images
-        if run.mean:
-            means = run._mean_contributions(
-                run.model.get_submodule(name.rpartition(".")[0]), name, rows, cols
-            )
-        together = _take(run, name, rows, cols, list(range(len(rows))), means, now, tau, True)
-        if together is not None:
-            run.effects[name][rows, cols] = (together - now) / len(rows)
-            return together
-    losses = run.try_removals(name, rows, cols)
-    means = run._mean_now if run.mean else None
-    deltas = losses - now
-    run.effects[name][rows, cols] = deltas.float()
-    chosen = (deltas <= tau).nonzero().squeeze(1).tolist()
-    if len(chosen) == 1:
-        run.remove(name, int(rows[chosen[0]]), int(cols[chosen[0]]), _mean_of(means, chosen[0]))
-        return float(losses[chosen[0]])
-    return _split(run, name, rows, cols, chosen, means, now, tau)
-
-
-def _mean_of(means: Tensor | None, k: int) -> Tensor | None:
-    return None if means is None else means[k]
-
-
-def _take(
-    run: _Ablator, name: str, rows: Tensor, cols: Tensor, ks: list[int],
-    means: Tensor | None, now: float, tau: float, unchanged: bool = False,
-) -> float | None:  # fmt: skip
-    """Remove the candidates ``ks`` together if the objective moves up by at most ``tau``
-    each (``unchanged``: if it moves by at most ``tau`` in all, either way), returning the
-    objective after; else restore them (None)."""
-    for k in ks:
-        run.remove(name, int(rows[k]), int(cols[k]), _mean_of(means, k))
-    trial = run.current()
-    if (abs(trial - now) <= tau) if unchanged else (trial - now <= tau * len(ks)):
-        return trial
-    for k in ks:
-        run.restore(name, int(rows[k]), int(cols[k]), _mean_of(means, k))
-    return None
-
-
-def _split(
-    run: _Ablator, name: str, rows: Tensor, cols: Tensor, ks: list[int],
-    means: Tensor | None, now: float, tau: float,
-) -> float:  # fmt: skip
-    """Remove what can be removed of ``ks``: all together, else each half in turn (a single
-    candidate: ACDC's test against the objective now)."""
-    if not ks:
-        return now
-    trial = _take(run, name, rows, cols, ks, means, now, tau)
-    if trial is not None:
-        return trial
-    if len(ks) == 1:
-        return now
-    half = len(ks) // 2
-    now = _split(run, name, rows, cols, ks[:half], means, now, tau)
-    return _split(run, name, rows, cols, ks[half:], means, now, tau)
 
 
 def removal_effects(
@@ -430,7 +347,8 @@ def removal_effects(
     with run.masked():
         base = run.current()
         for name in run.shapes if effects else ():
-            run._expand = _dominates(model, unit.layer, name.rpartition(".")[0])
+            run._expand = dominates(model, unit.layer, name.rpartition(".")[0])
+            run.start(name.rpartition(".")[0])
             candidates = (run.kept[name] & run.regions[name]).nonzero()
             for chunk in torch.split(candidates, per_forward):
                 if len(chunk):
@@ -438,4 +356,5 @@ def removal_effects(
                     run.effects[name][rows, cols] = (
                         run.try_removals(name, rows, cols) - base
                     ).float()
+        run._from, run._cache = None, []
     return base, run.effects
