@@ -50,6 +50,8 @@ def test_the_met_column_follows_the_numbers() -> None:
     slow = _table(times={"with": 5.0, "without": 2.0, "with clustering share": 0.5,
                          "without clustering share": 0.3})  # fmt: skip
     assert "2.50× (5.0 s vs 2.0 s) | no |" in slow
+    # the synthetic rows carry an exact (Clopper–Pearson) 95 % interval: 10/200 → 2.4–9.0 %
+    assert "| 10/200 (5.0%), 95 % CI 2.4%–9.0% | yes |" in _table()
     worse = _table(plant={"default pairs": (18, 20, 3, 3, 40)})
     assert "18/20 (90.0%) | no |" in worse and "3/40 (7.5%) | no |" in worse
 

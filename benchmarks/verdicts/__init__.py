@@ -287,7 +287,9 @@ def markdown(
         "Gaussian's, yet every elliptical null, with or without the codes' exact sample "
         "covariance, was less clustered than they are), over the 5 % goal. Keeping "
         "the codes' own Mahalanobis norms under the sample covariance instead did not move "
-        "the t clouds at all. The planted detectors are the codes the verdict is for, so the "
+        "the t clouds at all; giving the Gaussian null's rows Tyler's radii (matched by rank, "
+        "the sample covariance kept) calibrated the t clouds too but called still more "
+        "detectors. The planted detectors are the codes the verdict is for, so the "
         "null stays one Gaussian and the t-cloud rows stay below the band: conservative, "
         "not anti-conservative.",
         "",
