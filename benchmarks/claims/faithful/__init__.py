@@ -1,8 +1,11 @@
 """Issue 15's table: circuit recovery and faithfulness of CS's objectives on planted networks
 whose seeds and settings no choice was tuned on, and on the trained zoo models; with issue 23's
 methods (``ablation``, ``attribution``), threshold-free recovery (kernel ROC AUC and curves),
-the ``cross=0`` setting and the identifiability of each planted circuit
-(:mod:`~benchmarks.claims.faithful.recovery`, :mod:`~benchmarks.claims.faithful.methods`).
+the ``cross=0`` setting, the ``identifiable`` setting (``zoo.planted_network(identifiable=True)``:
+gated, pruned detectors, so the true circuit is the only subnetwork that reproduces the unit),
+the identifiability of each planted circuit and each setting's F1 gap split into the ground
+truth's part and the method's (:mod:`~benchmarks.claims.faithful.recovery`,
+:mod:`~benchmarks.claims.faithful.methods`).
 
 The objectives of ``CSConfig(loss=...)`` (the paper's ``"separate"``, ``"preserve"``, ``"both"``)
 were tuned on planted seeds 0–2 (default pairs, 2 distractors, cross scale 1). Here they are run
@@ -25,6 +28,8 @@ Usage, from the repository root::
     python -m benchmarks.claims.faithful --quick  # one setting and seed, 3 epochs (seconds)
     python -m benchmarks.claims.faithful --out FILE --json ROWS.json
     python -m benchmarks.claims.faithful --report ROWS.json --out FILE   # re-render saved rows
+    python -m benchmarks.claims.faithful --settings identifiable --json A.json   # one part ...
+    python -m benchmarks.claims.faithful --report A.json B.json --out FILE  # ... parts merged
     python -m benchmarks.claims.faithful --seeds 10 11 --models   # fewer seeds, no zoo models
 
 The full default run writes ``docs/faithfulness.md`` unless ``--out`` says otherwise; the file

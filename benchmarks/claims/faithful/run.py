@@ -185,7 +185,8 @@ def main(argv: Sequence[str] | None = None) -> Outcome:
         if rows.config == FaithfulConfig()
         else Path(tempfile.mkdtemp(prefix="faithful-")) / "faithfulness.md"
     )
-    text = render(rows, argv, seconds, out.parent / "img" / "faithfulness_roc.png")
+    parts = len(args.report) if args.report else 1
+    text = render(rows, argv, seconds, out.parent / "img" / "faithfulness_roc.png", parts)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     if args.json:
