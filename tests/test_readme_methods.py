@@ -33,8 +33,8 @@ def test_the_method_guide_quotes_the_faithfulness_tables() -> None:
     guide = _guide()
     # columns: seeds, ROC AUC, F1, P, R, held-out AUROC, rel. error, − truth's, time / CS both
     ident_ablation, ident_cs = roc["identifiable", "ablation"], roc["identifiable", "both"]
-    assert f'`"ablation"` finds F1 {ident_ablation[2]}' in guide
-    assert f'CS with `loss="both"` keeps nothing there (F1 {ident_cs[2]})' in guide
+    assert f'`"ablation"` recovers it (F1 {ident_ablation[2]})' in guide
+    assert f'CS with `loss="both"` does not (F1 {ident_cs[2]})' in guide
     cross1_cs, cross1_ablation = roc["default pairs", "both"], roc["default pairs", "ablation"]
     assert f"kernel F1 {cross1_cs[2]} at cross scale 1" in guide
     assert f"held-out AUROC {cross1_cs[5]}, relative error {cross1_cs[6]}" in guide
