@@ -39,10 +39,9 @@ class Ablation(Method, name="ablation"):
     nothing and are dropped). A kernel is removed when ``L(without it) − L(now) ≤ tau``, so a
     removal that helps the objective is always taken. To stop early, a batch of candidates
     (least important first, by a first-order estimate) is first removed as a whole, and kept
-    out when that raises ``L`` by at most ``tau`` per kernel. ``L`` is a
-    Continuous Sparsification objective (``loss``; errors are relative to the members' RMS
-    activation, so ``tau`` does not depend on the unit's scale). Finds its own kept fraction
-    (``keep`` is not used).
+    out when that moves ``L`` by at most ``tau`` either way. ``L`` is a Continuous Sparsification
+    objective (``loss``; errors are relative to the members' RMS activation, so ``tau`` does not
+    depend on the unit's scale). Finds its own kept fraction (``keep`` is not used).
 
     The subnetwork's ``state["effects"]`` holds, per weight, each kernel's effect ``L(without) −
     L(now)`` when it was visited (0 for kernels on no path): continuous scores for a

@@ -20,10 +20,9 @@ read the input itself), it is computed once per image batch and every evaluation
 graph after the layer (:class:`~polyprune._ablation.graph.FromLayer`).
 
 **Stopping early.** A batch of several candidates is first removed all together, in one
-forward pass of the images: when that raises the objective by at most ``tau × their number``
-(the most that removing them one by one could raise it), it is removed, without trying each
-alone, and each of its kernels gets an equal share of the change as its effect; only otherwise
-is each candidate tried alone.
+forward pass of the images: when that moves the objective by at most ``tau`` either way (the
+batch, as a whole, matters no more than one kernel may), it is removed and each of its kernels
+gets an equal share of the change as its effect; only otherwise is each candidate tried alone.
 When a layer has more candidates than one batch holds, they are visited in the order of a
 first-order estimate of their effect (``−∂L/∂m`` for a mask ``m`` of the layer's kept kernels,
 one backward pass), least important first, so that the batches that can go together come

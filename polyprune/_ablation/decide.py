@@ -23,7 +23,7 @@ def visit(run: Ablator, name: str, rows: Tensor, cols: Tensor, now: float, tau: 
             means = run._meancontributions(
                 run.model.get_submodule(name.rpartition(".")[0]), name, rows, cols
             )
-        together = _take(run, name, rows, cols, list(range(len(rows))), means, now, tau)
+        together = _take(run, name, rows, cols, list(range(len(rows))), means, now, tau, True)
         if together is not None:
             run.effects[name][rows, cols] = (together - now) / len(rows)
             return together
@@ -44,14 +44,15 @@ def _mean_of(means: Tensor | None, k: int) -> Tensor | None:
 
 def _take(
     run: Ablator, name: str, rows: Tensor, cols: Tensor, ks: list[int],
-    means: Tensor | None, now: float, tau: float,
+    means: Tensor | None, now: float, tau: float, unchanged: bool = False,
 ) -> float | None:  # fmt: skip
     """Remove the candidates ``ks`` together if the objective moves up by at most ``tau``
-    each, returning the objective after; else restore them (None)."""
+    each (``unchanged``: if it moves by at most ``tau`` in all, either way), returning the
+    objective after; else restore them (None)."""
     for k in ks:
         run.remove(name, int(rows[k]), int(cols[k]), _mean_of(means, k))
     trial = run.current()
-    if trial - now <= tau * len(ks):
+    if (abs(trial - now) <= tau) if unchanged else (trial - now <= tau * len(ks)):
         return trial
     for k in ks:
         run.restore(name, int(rows[k]), int(cols[k]), _mean_of(means, k))
