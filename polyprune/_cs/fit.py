@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from typing import Any, NamedTuple
 
 import torch
@@ -52,6 +53,26 @@ def _param_groups(
     return groups
 
 
+def _warn_if_silent(model: nn.Module, unit: Unit, images: Tensor, members: Tensor,
+                    dense: Tensor, init: float) -> None:  # fmt: skip
+    """Warn when the unit is exactly 0 on every member under the starting soft masks while it is
+    not under the original model: no gradient of the objective then reaches a mask logit and
+    only the sparsity penalty moves them (thresholded units: a bias the masks do not scale)."""
+    idx = members.nonzero().flatten()
+    if len(idx) == 0 or not bool((dense[idx] != 0).any()):
+        return
+    start = unit_activations(model, unit, images[idx], None, 64)
+    if bool((start == 0).all()):
+        warnings.warn(
+            f"under CS's starting masks (every weight × init={init:g}, biases unmasked) the unit "
+            f"{unit.layer}[{unit.channel}] is exactly 0 on all {len(idx)} member images: no "
+            "gradient reaches the masks and the fit will keep (almost) nothing. The unit is "
+            "probably gated by a threshold; use method 'ablation', or a larger CSConfig(init=...)",
+            UserWarning,
+            stacklevel=2,
+        )
+
+
 def _check_finite(dense: Tensor, unit: Unit) -> None:
     """Refuse a unit that is NaN or infinite under the original model: nothing can be fitted."""
     bad = ~torch.isfinite(dense)
@@ -98,6 +119,7 @@ def fit_cs(
             ) as cs,
             stage(f"CS {unit}", config.epochs, unit="epoch", show=progress) as bar,
         ):
+            _warn_if_silent(model, unit, images, members, dense, config.init)
             shift = torch.zeros((), device=device, dtype=dtype, requires_grad=True)
             opt = torch.optim.SGD(
                 _param_groups(cs, shift if calibrate else None, lr, config.lr_scale),
