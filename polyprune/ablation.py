@@ -19,6 +19,7 @@ from . import _ablation
 from . import _validate as valid
 from ._cs.loss import loss_class
 from ._data import as_images, check_members
+from ._graph.trace import check_layer
 from ._model import eval_mode
 from ._unit_io import placed
 from .masks import Masks
@@ -153,6 +154,7 @@ def removal_effects(
         raise ValueError("masks must be polyprune.Masks at kernel granularity")
     images = as_images(images)
     objective = loss_class(loss)()
+    check_layer(model, unit.layer, "unit")  # an unknown layer: the closest names
     at = placed(model, unit, images)  # images the model cannot run on: one error naming them
     members = check_members(members, images.shape[0])
     kernels = {n: masks[n] for n in masks}

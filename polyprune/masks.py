@@ -27,6 +27,7 @@ from . import _masking as mk
 from . import _validate as valid
 from ._files import load_saved, save_torch
 from ._graph import paths as _paths
+from ._graph.trace import check_layer
 from .targets import Unit
 
 __all__ = ["Masks", "Scores"]
@@ -331,6 +332,7 @@ class Masks(Mapping[str, Tensor]):
         unit = unit if unit is not None else self.unit
         if unit is None:
             raise ValueError("effective() needs the unit: these masks carry none, pass unit=")
+        check_layer(model, unit.layer, "unit")  # an unknown layer: the closest names
         self._check_fits(model)
         shapes = {n: tuple(getattr(*mk.owner(model, n)).shape) for n in self._masks}
         paths = _paths.KernelPaths(model, unit.layer, unit.channel)

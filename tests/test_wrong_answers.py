@@ -162,3 +162,18 @@ def test_receptive_field_probe_refuses_a_meta_model(how):
         ValueError, match=r"model has parameter .* on the meta device \(no values\)"
     ):
         getattr(pp.ReceptiveField, how)(model, "2", 16)
+
+
+@pytest.mark.parametrize("call", ["effective", "removal_effects"])
+def test_an_unknown_unit_layer_is_named_with_the_closest_names(call: str) -> None:
+    """Masks.effective and removal_effects never checked the unit's layer: a typo gave a bare
+    'never called' GraphError / 'unknown layer' without the names that exist."""
+    model, truth = zoo.planted_network()
+    masks = next(iter(truth.values()))
+    unit = pp.Unit("features.66", 0)
+    with pytest.raises(ValueError, match=r"unit.*features\.6"):
+        if call == "effective":
+            masks.effective(model, unit)
+        else:
+            x, y = zoo.concept_images(20, size=zoo.PLANTED_SIZE, seed=1)
+            pp.ablation.removal_effects(model, unit, x, y < 3, masks)
