@@ -193,9 +193,17 @@ class Method:
         raise NotImplementedError(f"{type(self).__name__} must implement fit(job)")
 
     def for_cluster(self, seed: int, label: int) -> Method:
-        """The method to fit cluster ``label`` of a study run with ``seed``: ``self``.
+        """The method that fits cluster ``label`` of a study run with ``seed``.
 
-        Methods with randomness override this to draw independently per cluster.
+        The base class returns ``self`` (a deterministic method needs no per-cluster copy);
+        methods with randomness override this to draw independently per cluster.
+
+        Examples
+        --------
+        >>> import polyprune as pp
+        >>> method = pp.methods.create("snip")
+        >>> method.for_cluster(seed=0, label=1) is method
+        True
         """
         valid.seed("seed", seed)
         valid.integer("label", label, low=0)

@@ -85,6 +85,22 @@ def test_the_first_clustering_of_a_process_leaves_pythons_random_alone():
     assert run.returncode == 0, run.stderr[-2000:]
 
 
+def test_the_first_digits_of_a_process_leave_pythons_random_alone():
+    # zoo.digits imports scikit-learn lazily (its bundled data set), which draws on import
+    code = (
+        "import random, sys, torch\n"
+        "from polyprune import zoo\n"
+        "assert 'sklearn' not in sys.modules\n"
+        "random.seed(5); state = random.getstate()\n"
+        "torch.manual_seed(5); t = torch.get_rng_state()\n"
+        "zoo.digits('test')\n"
+        "assert random.getstate() == state, 'random moved'\n"
+        "assert torch.equal(torch.get_rng_state(), t), 'torch moved'\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+
+
 @pytest.mark.parametrize(
     "build",
     [

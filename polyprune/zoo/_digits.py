@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import _validate as valid
+from .._model import random_state_kept
 
 SPLITS = ("train", "test", "all")
 TEST_FRACTION = 0.2
@@ -19,7 +20,8 @@ _SPLIT_SEED = 0
 
 @lru_cache(maxsize=1)
 def _raw() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
+    with random_state_kept():  # sklearn's first import draws from Python's `random`
+        from sklearn.datasets import load_digits
 
     bunch = load_digits()
     return np.asarray(bunch.images, dtype=np.float32), np.asarray(bunch.target, dtype=np.int64)
