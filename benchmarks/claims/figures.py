@@ -98,10 +98,16 @@ def _objective_points(ax: Any, fits: Sequence[FitRow], loss: str, panel: Panel) 
     for i, ((x, xs, _), (y, ys, _)) in enumerate(points):
         ax.errorbar(x, y, xerr=np.nan_to_num(xs), yerr=np.nan_to_num(ys), fmt=marker, ms=5,
                     color=color, label=name if i == 0 else None, lw=0.8)  # fmt: skip
+    # each objective's labels on their own side (above, below, …) so that neighbouring
+    # objectives' end points, often close, do not print their λ over each other
+    rank = list(OBJECTIVE_STYLE).index(loss) if loss in OBJECTIVE_STYLE else len(OBJECTIVE_STYLE)
+    dy = (-11, 5, -19, 13)[rank % 4]
     for lam, ((x, _, _), (y, _, _)) in zip(lams, points, strict=True):
         if lam in (lams[0], lams[-1]) and len(lams) > 1:
-            ax.annotate(f"λ={lam:g}", (x, y), textcoords="offset points", xytext=(4, 4),
-                        fontsize=6, color=color)  # fmt: skip
+            # the smallest λ keeps the most: the rightmost point, labelled to its right
+            dx, ha = (5, "left") if lam == lams[0] else (-5, "right")
+            ax.annotate(f"λ={lam:g}", (x, y), textcoords="offset points", xytext=(dx, dy),
+                        fontsize=6, color=color, ha=ha)  # fmt: skip
 
 
 def _truth_point(ax: Any, fits: Sequence[FitRow], panel: Panel) -> None:
