@@ -6,10 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from benchmarks import verdicts
 from benchmarks.claims.faithful.config import SETTINGS
+from benchmarks.verdicts import tails
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,3 +74,37 @@ def test_quick_run(capsys: pytest.CaptureFixture[str]) -> None:
     n = sum(not s.identifiable for s in SETTINGS)  # one network per setting it runs
     assert f"| planted unit called (scan, q < 0.05) ≥ 95 % | {n}/{n} (100.0%) | yes |" in out
     assert "ratio with / without the test" in out
+
+
+def test_tail_measures_tell_a_gaussian_from_a_t_cloud_and_two_groups() -> None:
+    rng = np.random.default_rng(0)
+    gauss = rng.standard_normal((20000, 3)) * [3.0, 1.0, 0.5]
+    t5 = gauss / np.sqrt(rng.chisquare(5, (20000, 1)) / 5)
+    two = gauss + np.where(rng.random((20000, 1)) < 0.5, -8.0, 8.0) * [1.0, 0.0, 0.0]
+    g, t, b = tails.measures(gauss), tails.measures(t5), tails.measures(two)
+    assert abs(g["kurtosis"]) < 0.15 and abs(g["mardia"] - 1) < 0.05
+    assert abs(g["index"] - (1 - 2 / np.pi)) < 0.01  # 1 − (E|X|)² / E[X²] of a Gaussian
+    assert t["kurtosis"] > 2 and t["mardia"] > 1.5 and t["spread"] > g["spread"] + 0.1
+    assert t["index"] > g["index"] + 0.05
+    assert b["kurtosis"] < -1 and b["index"] < 0.2
+
+
+def test_the_tail_section_says_where_the_detectors_lie() -> None:
+    def summary(*medians: float) -> dict[str, Any]:
+        return {
+            key: (m, m - 0.1, m + 0.1) for (key, _), m in zip(tails.MEASURES, medians, strict=True)
+        }
+
+    found = {
+        "monosemantic": (145, summary(0.4, 1.1, 0.34, 0.37)),
+        "planted": (35, summary(-1.5, 1.1, 0.36, 0.1)),
+        "gauss": (200, summary(0.0, 1.0, 0.32, 0.36)),
+        "t5": (200, summary(2.0, 1.6, 0.5, 0.46)),
+    }
+    text = "\n".join(tails.section(found, (0, 1), 300))
+    assert "| planted monosemantic detectors | 145 | 0.40 [0.30, 0.50] |" in text
+    assert "PC-1 excess kurtosis 20%" in text and "mildly heavier-tailed" in text
+    found["monosemantic"] = (145, summary(1.5, 1.1, 0.34, 0.37))  # 75 % of the way to t5
+    assert "at least half-way" in "\n".join(tails.section(found, (0, 1), 300))
+    page = _table(tails=found)
+    assert "## What one meaning looks like" in page and "## Why the null stays one" in page

@@ -16,6 +16,9 @@
    with the test against the same scan with the test switched off, one run each, in the same
    process; and the clustering (HDBSCAN and the test, all channels) as a share of the scan.
    Goal: ≤ 2×.
+5. **Tails** (``benchmarks.verdicts.tails``): what one meaning looks like, the tail weight of the
+   planted monosemantic detectors' codes on the tuning seeds against Gaussian and t clouds,
+   and the heavy-tail candidates measured and rejected ("why the null stays one Gaussian").
 
 Run ``python -m benchmarks.verdicts --write`` (tens of minutes on 2 shared cores) to put the
 table into ``docs/verdicts.md``; ``--quick`` (tiny sizes; prints, never writes). The parts can
@@ -45,6 +48,8 @@ from polyprune.clustering import significance
 
 from ..claims.config import PLANTED_PAIRS
 from ..claims.faithful.config import SETTINGS, Setting
+from .tails import section as tail_section
+from .tails import tail_weight, why_gaussian
 
 ALPHA = 0.05
 DOC = Path(__file__).resolve().parents[2] / "docs" / "verdicts.md"
@@ -177,6 +182,7 @@ def markdown(
     models: dict[str, tuple[bool, float]],
     times: dict[str, float],
     command: str,
+    tails: dict[str, Any] | None = None,
 ) -> str:
     hit = sum(v[0] for v in plant.values())
     nets = sum(v[1] for v in plant.values())
@@ -272,27 +278,8 @@ def markdown(
         "- A significant p says the strongest codes are not one Gaussian, not that they are "
         "two meanings: look at the crops.",
         "",
-        "## Why the null stays one Gaussian",
-        "",
-        "Heavy tails make the test conservative: the 2-means split of a heavy-tailed cloud "
-        "captures less of its variance than the split of a Gaussian with the same covariance. "
-        "An *elliptical* null fixes that for the t clouds: each code keeps its radius (its "
-        "Mahalanobis norm under Tyler's M-estimator of the shape, which heavy rows do not "
-        "inflate) and gets a random direction, which is exact for every elliptical cloud and "
-        "the Gaussian rotation null itself when there are fewer codes than channels (then "
-        "every code has the same Mahalanobis norm). Measured while tuning (planted seeds 0–4, "
-        "and t clouds of 500 codes in 64 channels), it brought the t clouds' false-positive "
-        "rate to alpha, but it called several times as many monosemantic planted detectors "
-        "as the Gaussian null (their codes are not elliptical: their radii vary as a "
-        "Gaussian's, yet every elliptical null, with or without the codes' exact sample "
-        "covariance, was less clustered than they are), over the 5 % goal. Keeping "
-        "the codes' own Mahalanobis norms under the sample covariance instead did not move "
-        "the t clouds at all; giving the Gaussian null's rows Tyler's radii (matched by rank, "
-        "the sample covariance kept) calibrated the t clouds too but called still more "
-        "detectors. The planted detectors are the codes the verdict is for, so the "
-        "null stays one Gaussian and the t-cloud rows stay below the band: conservative, "
-        "not anti-conservative.",
-        "",
+        *(tail_section(tails, TUNING_SEEDS, 300) if tails else []),
+        *why_gaussian(),
         "## Cost: why null draws are not shared across channels",
         "",
         "A null draw depends on the channel's own codes: their number of rows, their rank and "
@@ -309,7 +296,7 @@ def markdown(
     return "\n".join(lines)
 
 
-PARTS = ("planted", "synthetic", "zoo", "cost")
+PARTS = ("planted", "synthetic", "zoo", "cost", "tails")
 KINDS = ("gauss", "t5", "two")
 #: Null datasets per size: 200, so a 5 % rate is measured to ± 1.5 % (sd) and the 2–8 % band
 #: means something; a null test mostly stops after 10–60 draws (Besag–Clifford).
@@ -330,6 +317,10 @@ def _run(part: str, quick: bool, seeds: tuple[int, ...], kinds: list[str]) -> An
         sizes = [(kind, 64, 100, 20) for kind in KINDS] if quick else SIZES
         found = rates([size for size in sizes if size[0] in kinds])
         return {"/".join(map(str, key)): value for key, value in found.items()}
+    if part == "tails":
+        print("tail weight of the planted detectors, tuning seeds:")
+        tuning = TUNING_SEEDS[:1] if quick else TUNING_SEEDS
+        return tail_weight(tuning, *((600, 120) if quick else (1500, 300)), cloud, _pair)
     if part == "zoo":
         print("zoo models:")
         return {} if quick else trained()
@@ -387,7 +378,7 @@ def _main(args: argparse.Namespace) -> int:
     text = markdown(
         seeds, {name: tuple(v) for name, v in results["planted"].items()}, synthetic,
         {name: tuple(v) for name, v in results["zoo"].items()}, results["cost"],
-        command + " --write",
+        command + " --write", results["tails"],
     )  # fmt: skip
     if args.write and not args.quick:
         DOC.write_text(text)
