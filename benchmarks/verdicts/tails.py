@@ -176,9 +176,9 @@ CANDIDATES = (
     ("spatial signs centred at the mean, null covariance that of the radially Gaussianized "
      "codes (Mahalanobis radii mapped by rank onto the chi quantiles, 3 rounds: a robust shape)",
      "t5 6/100, 4/100, 4/100, 4/40 and Gaussian 4/100, 3/100, 3/100, 2/40 at (C, k) = (64, "
-     "100), (384, 100), (64, 1000), (384, 1000); power 20/20 (64, 100); planted 35/35 (largest p 0.009, "
-     "the Gaussian null's 1e-30); monosemantic q 3/145, p 10/145; zoo `concepts-merged` "
-     "q = 0.21",
+     "100), (384, 100), (64, 1000), (384, 1000); power 20/20 (64, 100); planted 35/35 "
+     "(largest p 0.009, the Gaussian null's 1e-30); monosemantic q 3/145, p 10/145; zoo "
+     "`concepts-merged` q = 0.21",
      "calibrated, but loses power: signs of an elongated cloud crowd at both ends of its "
      "leading axis, in the null as in the codes (the antipodal artefact), and the radii that "
      "separate two groups are gone; a zoo model card's unit is no longer called"),
