@@ -17,7 +17,8 @@ images are repeated ``K`` times instead (the same result, the layers before it r
 While a layer is ablated its input cannot change (the layers before it are visited later), so
 where nothing after the layer reads the graph before it but that input (a skip connection may
 read the input itself), it is computed once per image batch and every evaluation runs only the
-graph after the layer (:class:`~polyprune._ablation.graph.FromLayer`).
+graph after the layer (:class:`~polyprune._ablation.graph.FromLayer`); where that graph is a
+chain, each candidate carries only its change (:mod:`polyprune._ablation.delta`).
 
 **Stopping early.** A batch of several candidates is first removed all together, in one
 forward pass of the images: when that moves the objective by at most ``tau`` either way (the
@@ -48,12 +49,13 @@ from torch import Tensor, nn
 from .. import _masking as mk
 from .._cs.loss import both, loss_context
 from .._graph.paths import effective_kernels
-from .._graph.regions import unit_regions
+from .._graph.regions import channel_producer, unit_regions
 from .._model import model_dtype_device
 from .._progress import staged
 from .._unit_io import unit_activation, unit_activations
 from ..targets import Unit
 from .decide import visit
+from .delta import Chain
 from .graph import FromLayer, contributions, dominates, order
 
 __all__ = ["AblationResult", "ablate", "removal_effects"]
@@ -101,6 +103,7 @@ class _Ablator:
         self.kept = {n: torch.ones(r.shape, dtype=torch.bool) for n, r in self.regions.items()}
         self.effects = {n: torch.zeros(r.shape) for n, r in self.regions.items()}
         self.corrections: dict[str, Tensor] = {}
+        self._producer = channel_producer(model, unit.layer)  # before masks hide the weights
         self.dense = unit_activations(model, unit, images, None, batch_size)
         self.ctx = loss_context(self.dense, self.y, False, False)
         self.shift = torch.zeros(())
@@ -112,6 +115,8 @@ class _Ablator:
         self._leaf: dict[str, Tensor] = {}  # a float kernel mask to differentiate (estimates)
         self._from: FromLayer | None = None  # evaluations from the ablated layer's input
         self._cache: list[Tensor] = []  # its input on each image batch
+        self._name: str | None = None  # the ablated weight
+        self._chain: Chain | None = None  # evaluations from the change alone (delta.py)
 
     # -- the masked model ------------------------------------------------------------------
     @contextmanager
@@ -177,7 +182,17 @@ class _Ablator:
         return float(self.objective(a, self.dense, self.y, self.shift, self.ctx))
 
     def current(self) -> float:
-        return self.loss(self.activations(0)[0])
+        if self._chain is None:
+            return self.loss(self.activations(0)[0])
+        self.evaluations += 1
+        chain = self._chain
+        return self.loss(torch.cat([chain.read(o).float().cpu() for o in self._chained()]))
+
+    def _chained(self) -> list[list[Tensor]]:
+        """The chain's outputs on each image batch for the ablated layer's kernels now."""
+        assert self._chain is not None and self._name is not None
+        corr = self.corrections.get(self._name, torch.zeros(0))
+        return self._chain.outputs((self.kept[self._name], corr), self._cache)
 
     def _unit(self, j: int, x: Tensor, repeat: int = 0) -> Tensor:
         """The unit on image batch ``j`` (``x``), from the cached layer input when there is
@@ -190,17 +205,23 @@ class _Ablator:
             return self._from.activation(x)
         return unit_activation(self.model, x, self.unit)
 
-    def start(self, module: str) -> None:
+    def start(self, module: str | None) -> None:
         """Evaluate from ``module``'s input on (cached) while it is ablated, where the graph
-        after it reads nothing before it but that input."""
-        self._from, self._cache = None, []
-        partial = FromLayer(self.model, self.unit, module)
-        if partial.ok:
+        after it reads nothing before it but that input; from the change alone where that
+        graph is a chain (:class:`~polyprune._ablation.delta.Chain`). ``None``: stop."""
+        self._from, self._cache, self._chain = None, [], None
+        self._name = None if module is None else f"{module}.weight"
+        partial = None if module is None else FromLayer(self.model, self.unit, module)
+        if partial is not None and partial.ok:
             dtype, device = model_dtype_device(self.model)
             with torch.no_grad():
                 batches = [x.to(device, dtype) for x in torch.split(self.images, self.batch_size)]
                 self._cache = partial.inputs(self.model, batches)
             self._from = partial
+            masked = {n.rpartition(".")[0] for n in self.shapes}
+            chain = Chain(self.model, self.unit, partial, str(module), self._producer, masked,
+                          lambda m: self.corrections.get(f"{m}.weight"))  # fmt: skip
+            self._chain = chain if chain.ok else None
 
     def estimates(self, name: str, rows: Tensor, cols: Tensor) -> Tensor:
         """First-order estimates of each candidate's effect ``L(without) − L(now)``:
@@ -229,12 +250,29 @@ class _Ablator:
         module = self.model.get_submodule(name.rpartition(".")[0])
         if self.mean:  # first: its forward pass must see no candidates
             self._mean_now = self._meancontributions(module, name, rows, cols)
-        self._chunk = (name, rows, cols)
-        try:
-            acts = self.activations(len(rows))
-        finally:
-            self._chunk = None
+        if self._chain is not None:
+            acts = self._chained_removals(module, rows, cols)
+        else:
+            self._chunk = (name, rows, cols)
+            try:
+                acts = self.activations(len(rows))
+            finally:
+                self._chunk = None
         return torch.tensor([self.loss(a) for a in acts])
+
+    def _chained_removals(self, module: nn.Module, rows: Tensor, cols: Tensor) -> Tensor:
+        """:meth:`activations` for ``len(rows)`` candidates, from their changes alone."""
+        assert self._chain is not None
+        parts = []
+        with torch.no_grad():
+            for x, outs in zip(self._cache, self._chained(), strict=True):
+                r, c = rows.to(x.device), cols.to(x.device)
+                change = -contributions(module, x, r, c).movedim(1, 0)
+                if self.mean and self._mean_now is not None:
+                    change = change + self._mean_now.to(change)[:, None]
+                parts.append(self._chain.removals(outs, change, r).float().cpu())
+        self.evaluations += len(rows)
+        return torch.cat(parts, 1)
 
     def _meancontributions(
         self, module: nn.Module, name: str, rows: Tensor, cols: Tensor
@@ -315,7 +353,7 @@ def ablate(
                 candidates = candidates[torch.argsort(guess, stable=True)]
             for chunk in torch.split(candidates, per_forward):
                 now = visit(run, name, chunk[:, 0], chunk[:, 1], now, tau)
-        run._from, run._cache = None, []
+        run.start(None)
         history["objective"].append(now)
         history["kept"].append(float((run.kept[name] & region).sum()))
         history["evaluations"].append(float(run.evaluations))
@@ -356,5 +394,5 @@ def removal_effects(
                     run.effects[name][rows, cols] = (
                         run.try_removals(name, rows, cols) - base
                     ).float()
-        run._from, run._cache = None, []
+        run.start(None)
     return base, run.effects

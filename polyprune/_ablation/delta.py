@@ -1,0 +1,226 @@
+"""Private (methods): the unit under each candidate removal from the change alone.
+
+Where the graph after the ablated layer is a chain (each node reads only the one before it) up to
+the unit, every candidate's evaluation starts from the layer's output computed once for the
+current kernels (cached, with every node after it), and carries only the change: removing kernel
+``(o, i)`` changes channel ``o`` of the layer's output by ``−w_oi ∗ x_i``; an operation that
+treats every channel alike and alone (ReLU, max-pool, dropout, ...) keeps the change in that one
+channel (``f(x_o + Δ) − f(x_o)``); a convolution spreads it to every output channel by the
+one-input-channel convolution ``conv(Δ, W[:, o])`` (it is linear; bias and mean corrections are
+constants), and from there the change is carried over all channels (``f(x + Δ) − f(x)`` for any
+other operation). The convolution that makes the unit's channel, when only such channel-alike
+operations follow it, computes that one channel. The same result as running the graph on each
+candidate's images (floats aside), at a fraction of the work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import Tensor, nn
+
+from .._graph.ops import lookup
+from .._graph.run import read_unit
+from ..targets import Unit
+from .graph import _CONV, FromLayer
+
+__all__ = ["Chain"]
+
+_PLAIN_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_FORWARDS = {c.forward for c in _PLAIN_CONVS}
+
+
+@dataclass(frozen=True)
+class _Step:
+    node: fx.Node
+    kind: str  # "alike" (channel-wise, the same for every channel), "conv", "unit" or "other"
+    module: nn.Module | None = None
+
+
+def _alike(node: fx.Node, model: nn.Module) -> bool:
+    """Whether ``node`` treats every channel alike and alone (no per-channel parameters)."""
+    op = lookup(node, model)
+    if op is None or op.channels != "keep":
+        return False
+    if node.op == "call_module":
+        module = model.get_submodule(str(node.target))
+        hooked = module._forward_hooks or module._forward_pre_hooks
+        params = next(module.parameters(), None) is not None
+        return not (hooked or params or next(module.buffers(), None) is not None)
+    return True
+
+
+def _conv(module: nn.Module, hooks: int) -> bool:
+    """A plain convolution (groups 1, zero padding) whose output only our ``hooks`` change."""
+    return (  # a subclass may change the forward; a parametrized class keeps it
+        isinstance(module, _PLAIN_CONVS)
+        and type(module).forward in _FORWARDS
+        and module.groups == 1
+        and module.padding_mode == "zeros"
+        and not module._forward_pre_hooks
+        and len(module._forward_hooks) <= hooks
+    )
+
+
+class Chain:
+    """The unit's activation under candidate removals of one layer, from its change alone.
+
+    ``ok``: whether the graph after the layer is a chain up to the unit's layer (otherwise the
+    caller runs the graph). ``producer``: the module that makes the unit's channel
+    (:func:`~polyprune._graph.regions.channel_producer`, found before masking).
+    ``correction(module)``: the constant the caller's hook adds to that masked module's output
+    (mean ablation), or None; ``masked``: the modules carrying such a hook.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        unit: Unit,
+        partial: FromLayer,
+        module: str,
+        producer: str | None,
+        masked: set[str],
+        correction: Callable[[str], Tensor | None],
+    ) -> None:
+        self.ok = False
+        if not partial.ok:
+            return
+        self.partial, self.unit, self.correction = partial, unit, correction
+        rest = set(partial.rest)
+        calls = [n for n in partial.rest if n.op == "call_module" and n.target == module]
+        if len(calls) != 1:
+            return
+        node = self.first = calls[0]
+        steps: list[_Step] = []
+        while node is not partial.target:
+            users = [u for u in node.users if u in rest]
+            if len(users) != 1 or users[0].all_input_nodes != [node]:
+                return
+            node = users[0]
+            layer = model.get_submodule(str(node.target)) if node.op == "call_module" else None
+            hooks = 1 if str(node.target) in masked else 0
+            if layer is not None and _conv(layer, hooks):
+                steps.append(_Step(node, "conv", layer))
+            else:
+                steps.append(_Step(node, "alike" if _alike(node, model) else "other", layer))
+        if len(steps) + 1 != len(rest):
+            return
+        for k, step in enumerate(steps):
+            after = steps[k + 1 :]
+            if (
+                step.kind == "conv"
+                and step.node.target == producer
+                and all(s.kind == "alike" for s in after)
+            ):
+                steps[k] = _Step(step.node, "unit", step.module)
+        self.steps, self.ok = steps, True
+        self._key: tuple[Tensor, ...] = ()
+        self._outs: list[list[Tensor]] = []
+
+    def outputs(self, key: tuple[Tensor, ...], inputs: list[Tensor]) -> list[list[Tensor]]:
+        """:meth:`forward` on each of ``inputs``, computed again only when ``key`` (the state
+        of the layer's kernels) differs from the last call's."""
+        same = len(key) == len(self._key) and all(map(torch.equal, key, self._key))
+        if not same:
+            with torch.no_grad():
+                self._outs = [self.forward(x) for x in inputs]
+            self._key = tuple(k.clone() for k in key)
+        return self._outs
+
+    # -- running ---------------------------------------------------------------------------
+    def _run(self, step: _Step | None, x: Tensor) -> Tensor:
+        node = self.first if step is None else step.node
+        interpreter = self.partial.interpreter
+        source = self.partial.input if step is None else node.all_input_nodes[0]
+        interpreter.env = {source: x}
+        try:
+            out: Tensor = interpreter.run_node(node)
+            return out
+        finally:
+            interpreter.env = {}
+
+    def _unit_conv(self, step: _Step, x: Tensor, bias: bool) -> Tensor:
+        """The unit's channel of ``step``'s convolution: ``(N, 1, *map)``."""
+        module: Any = step.module
+        c = self.unit.channel
+        weight = module.weight[c : c + 1]
+        b = module.bias[c : c + 1] if bias and module.bias is not None else None
+        out: Tensor = _CONV[weight.dim() - 2](
+            x, weight, b, module.stride, module.padding, module.dilation
+        )
+        corr = self.correction(str(step.node.target)) if bias else None
+        return out if corr is None else out + corr[c : c + 1].to(out)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        """The layer's output and every node's after it on the layer's input ``x`` (the unit's
+        conv: its channel only)."""
+        outs = [self._run(None, x)]
+        for step in self.steps:
+            if step.kind == "unit":
+                outs.append(self._unit_conv(step, outs[-1], True))
+            else:  # a copy: an in-place op (ReLU(inplace=True)) must not change the cache
+                outs.append(self._run(step, outs[-1].clone()))
+        return outs
+
+    def read(self, outs: list[Tensor]) -> Tensor:
+        """The unit from :meth:`forward`'s outputs: ``(N,)``."""
+        unit = any(s.kind == "unit" for s in self.steps)
+        return read_unit(outs[-1], 0 if unit else self.unit.channel, self.unit.position)
+
+    def removals(self, outs: list[Tensor], change: Tensor, channels: Tensor) -> Tensor:
+        """The unit with each candidate's change ``change`` ``(K, N, *map)`` to channel
+        ``channels[k]`` of the layer's output (``outs``: :meth:`forward` on these images):
+        ``(K, N)``."""
+        k, n = change.shape[:2]
+        d: Tensor = change.unsqueeze(2)  # (K, N, 1, *map): one channel each (sparse) ...
+        idx: Tensor | None = channels.to(change.device)  # ... or None: all channels (dense)
+        for step, before, after in zip(self.steps, outs[:-1], outs[1:], strict=True):
+            if idx is not None and step.kind == "alike":
+                base = before[:, idx].transpose(0, 1).unsqueeze(2)
+                new = self._run(step, (base + d).flatten(0, 1))
+                d = _split(new, k, n) - after[:, idx].transpose(0, 1).unsqueeze(2)
+            elif idx is not None and step.kind in ("conv", "unit"):
+                module: Any = step.module
+                c = self.unit.channel
+                w = module.weight[:, idx] if step.kind == "conv" else module.weight[c, idx][None]
+                w = w.transpose(0, 1).flatten(0, 1).unsqueeze(1)  # (K * out, 1, *kernel)
+                conv = _CONV[w.dim() - 2]
+                y = conv(d.squeeze(2).transpose(0, 1), w, None, module.stride, module.padding,
+                         module.dilation, k)  # fmt: skip
+                d = y.reshape(y.shape[0], k, -1, *y.shape[2:]).transpose(0, 1)
+                idx = None if step.kind == "conv" else torch.zeros_like(idx)
+            else:
+                if idx is not None:  # the change over every channel from here on
+                    dense = d.new_zeros(k, n, before.shape[1], *d.shape[3:])
+                    dense[torch.arange(k, device=d.device), :, idx] = d[:, :, 0]
+                    d, idx = dense, None
+                if step.kind == "unit":
+                    new = self._unit_conv(step, d.flatten(0, 1), False)
+                    d, idx = _split(new, k, n), torch.zeros(k, dtype=torch.long)
+                    idx = idx.to(d.device)
+                elif step.kind == "conv":
+                    module = step.module
+                    new = _CONV[d.dim() - 3](d.flatten(0, 1), module.weight, None, module.stride,
+                                             module.padding, module.dilation)  # fmt: skip
+                    d = _split(new, k, n)
+                else:
+                    new = self._run(step, (before.unsqueeze(0) + d).flatten(0, 1))
+                    d = _split(new, k, n) - after.unsqueeze(0)
+        base = self.read(outs)
+        unit = any(s.kind == "unit" for s in self.steps)
+        channel = 0 if unit else self.unit.channel
+        if idx is None:
+            delta = read_unit(d.flatten(0, 1), channel, self.unit.position)
+        else:
+            delta = read_unit(d.flatten(0, 1), 0, self.unit.position)
+            delta = delta * (idx == channel).repeat_interleave(n).to(delta)
+        return base + _split(delta, k, n)
+
+
+def _split(t: Tensor, k: int, n: int) -> Tensor:
+    """``(K·N, ...)`` as ``(K, N, ...)``."""
+    return t.reshape(k, n, *t.shape[1:])
