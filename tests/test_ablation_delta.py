@@ -68,26 +68,32 @@ def plain_path(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def counting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the evaluations on the chained path (the objective now, or candidates)."""
     calls: list[int] = []
-    real: Callable[..., Tensor] = ablation_core._Ablator._chained_removals
+    real: Callable[..., list[list[Tensor]]] = ablation_core._Ablator._chained
 
-    def spy(self: ablation_core._Ablator, *args: object) -> Tensor:
+    def spy(self: ablation_core._Ablator) -> list[list[Tensor]]:
         calls.append(1)
-        return real(self, *args)
+        return real(self)
 
-    monkeypatch.setattr(ablation_core._Ablator, "_chained_removals", spy)
+    monkeypatch.setattr(ablation_core._Ablator, "_chained", spy)
     return calls
 
 
 @pytest.mark.parametrize("mode", ["zero", "mean"])
 @pytest.mark.parametrize("norm", [False, True])
 @pytest.mark.parametrize("max_batch", [16, 10_000])  # one candidate per pass, or many
+@pytest.mark.parametrize("position", [None, (0, 3)])  # the center; a corner: padding read
 def test_chained_ablation_decides_exactly_as_running_the_graph(
-    monkeypatch: pytest.MonkeyPatch, mode: str, norm: bool, max_batch: int
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+    norm: bool,
+    max_batch: int,
+    position: tuple[int, int] | None,
 ) -> None:
     model = integer(Plain(norm))
     x, members = images()
-    unit = placed(model, pp.Unit("c2", 1), x)
+    unit = placed(model, pp.Unit("c2", 1, position), x)
     runs = []
     for chained in (True, False):
         with monkeypatch.context() as m:

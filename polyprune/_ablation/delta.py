@@ -21,8 +21,10 @@ from typing import Any
 
 import torch
 import torch.fx as fx
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._graph import rules
 from .._graph.ops import lookup
 from .._graph.run import read_unit
 from ..targets import Unit
@@ -90,6 +92,9 @@ class Chain:
         if not partial.ok:
             return
         self.partial, self.unit, self.correction = partial, unit, correction
+        #: the unit's position, where its conv is computed only there (None: the whole map)
+        self.at: tuple[int, ...] | None = None
+        self._unit_module: nn.Module | None = None
         rest = set(partial.rest)
         calls = [n for n in partial.rest if n.op == "call_module" and n.target == module]
         if len(calls) != 1:
@@ -117,6 +122,9 @@ class Chain:
                 and all(s.kind == "alike" for s in after)
             ):
                 steps[k] = _Step(step.node, "unit", step.module)
+                self._unit_module = step.module
+                if _pointwise(after, model) and _windowed(step.module, unit.position):
+                    self.at = unit.position
         self.steps, self.ok = steps, True
         self._key: tuple[Tensor, ...] = ()
         self._outs: list[list[Tensor]] = []
@@ -131,6 +139,11 @@ class Chain:
             self._key = tuple(k.clone() for k in key)
         return self._outs
 
+    @property
+    def _position(self) -> tuple[int, ...] | None:
+        """The unit's position in the last output (computed there only: 0, 0)."""
+        return self.unit.position if self.at is None else (0,) * len(self.at)
+
     # -- running ---------------------------------------------------------------------------
     def _run(self, step: _Step | None, x: Tensor) -> Tensor:
         node = self.first if step is None else step.node
@@ -144,16 +157,30 @@ class Chain:
             interpreter.env = {}
 
     def _unit_conv(self, step: _Step, x: Tensor, bias: bool) -> Tensor:
-        """The unit's channel of ``step``'s convolution: ``(N, 1, *map)``."""
+        """The unit's channel of ``step``'s convolution: ``(N, 1, *map)`` (``(N, 1, 1, ...)``
+        where it is computed at the unit's position only)."""
         module: Any = step.module
         c = self.unit.channel
-        weight = module.weight[c : c + 1]
         b = module.bias[c : c + 1] if bias and module.bias is not None else None
-        out: Tensor = _CONV[weight.dim() - 2](
-            x, weight, b, module.stride, module.padding, module.dilation
-        )
+        out = self._conv(module, x, module.weight[c : c + 1], b, 1)
         corr = self.correction(str(step.node.target)) if bias else None
-        return out if corr is None else out + corr[c : c + 1].to(out)
+        if corr is None:
+            return out
+        corr = corr[c : c + 1]
+        if self.at is not None:
+            assert self.unit.position is not None
+            corr = corr[(slice(None), *self.unit.position)].reshape(1, *out.shape[2:])
+        return out + corr.to(out)
+
+    def _conv(self, module: Any, x: Tensor, w: Tensor, b: Tensor | None, groups: int) -> Tensor:
+        """``module``'s convolution with weight ``w``: on the whole map, or where the unit's
+        conv reads its input for the unit's position (the unit's conv only)."""
+        conv = _CONV[w.dim() - 2]
+        stride, padding, dilation = module.stride, module.padding, module.dilation
+        if self.at is not None and module is self._unit_module:
+            x, stride, padding = _reads(module, self.at, x), 1, 0
+        out: Tensor = conv(x, w, b, stride, padding, dilation, groups)
+        return out
 
     def forward(self, x: Tensor) -> list[Tensor]:
         """The layer's output and every node's after it on the layer's input ``x`` (the unit's
@@ -169,7 +196,7 @@ class Chain:
     def read(self, outs: list[Tensor]) -> Tensor:
         """The unit from :meth:`forward`'s outputs: ``(N,)``."""
         unit = any(s.kind == "unit" for s in self.steps)
-        return read_unit(outs[-1], 0 if unit else self.unit.channel, self.unit.position)
+        return read_unit(outs[-1], 0 if unit else self.unit.channel, self._position)
 
     def removals(self, outs: list[Tensor], change: Tensor, channels: Tensor) -> Tensor:
         """The unit with each candidate's change ``change`` ``(K, N, *map)`` to channel
@@ -188,9 +215,7 @@ class Chain:
                 c = self.unit.channel
                 w = module.weight[:, idx] if step.kind == "conv" else module.weight[c, idx][None]
                 w = w.transpose(0, 1).flatten(0, 1).unsqueeze(1)  # (K * out, 1, *kernel)
-                conv = _CONV[w.dim() - 2]
-                y = conv(d.squeeze(2).transpose(0, 1), w, None, module.stride, module.padding,
-                         module.dilation, k)  # fmt: skip
+                y = self._conv(module, d.squeeze(2).transpose(0, 1), w, None, k)
                 d = y.reshape(y.shape[0], k, -1, *y.shape[2:]).transpose(0, 1)
                 idx = None if step.kind == "conv" else torch.zeros_like(idx)
             else:
@@ -214,11 +239,44 @@ class Chain:
         unit = any(s.kind == "unit" for s in self.steps)
         channel = 0 if unit else self.unit.channel
         if idx is None:
-            delta = read_unit(d.flatten(0, 1), channel, self.unit.position)
+            delta = read_unit(d.flatten(0, 1), channel, self._position)
         else:
-            delta = read_unit(d.flatten(0, 1), 0, self.unit.position)
+            delta = read_unit(d.flatten(0, 1), 0, self._position)
             delta = delta * (idx == channel).repeat_interleave(n).to(delta)
         return base + _split(delta, k, n)
+
+
+def _pointwise(steps: list[_Step], model: nn.Module) -> bool:
+    """Whether every step keeps each position where it is (elementwise)."""
+    ops = [lookup(s.node, model) for s in steps]
+    return all(op is not None and op.spatial is rules.pointwise for op in ops)
+
+
+def _windowed(module: Any, position: tuple[int, ...] | None) -> bool:
+    """Whether the conv ``module`` can be computed at ``position`` alone (numeric padding)."""
+    padding = module.padding
+    return (
+        position is not None
+        and not isinstance(padding, str)
+        and len(position) == len(module.kernel_size)
+    )
+
+
+def _reads(module: Any, position: tuple[int, ...], x: Tensor) -> Tensor:
+    """What the conv ``module`` reads of ``x`` ``(N, C, *map)`` for its output at ``position``,
+    zero-padded as the conv pads: convolved with stride 1 and no padding, the output there."""
+    pads: list[int] = []
+    for dim, i in enumerate(position):
+        stride, padding = module.stride[dim], module.padding[dim]
+        span = (module.kernel_size[dim] - 1) * module.dilation[dim]
+        lo = i * stride - padding
+        hi = lo + span
+        size = x.shape[2 + dim]
+        a = min(max(lo, 0), size)
+        length = max(min(hi, size - 1) - a + 1, 0)
+        x = x.narrow(2 + dim, a, length)
+        pads = [a - lo, hi - a - length + 1, *pads]
+    return F.pad(x, pads) if any(pads) else x
 
 
 def _split(t: Tensor, k: int, n: int) -> Tensor:
