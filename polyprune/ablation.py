@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from . import _ablation
 from . import _validate as valid
+from ._ablation.marginal import marginal_effects
 from ._cs.loss import loss_class
 from ._data import as_images, check_members
 from ._graph.trace import check_layer
@@ -40,15 +41,21 @@ class Ablation(Method, name="ablation"):
     nothing and are dropped). A kernel is removed when ``L(without it) − L(now) ≤ tau``, so a
     removal that helps the objective is always taken. To stop early, a batch of candidates
     (least important first, by a first-order estimate) is first removed as a whole, and kept
-    out when that moves ``L`` by at most ``tau`` either way. ``L`` is a Continuous Sparsification
+    out when that moves ``L`` by at most ``tau`` either way; ``sequential=True`` decides one
+    candidate at a time instead, ACDC's rule exactly (each removal judged against the
+    objective with every earlier removal done). ``L`` is a Continuous Sparsification
     objective (``loss``; errors are relative to the members' RMS activation, so ``tau`` does not
     depend on the unit's scale). Finds its own kept fraction (``keep`` is not used).
 
-    The subnetwork's ``state["effects"]`` holds, per weight, each kernel's effect ``L(without) −
-    L(now)`` when it was visited (0 for kernels on no path): continuous scores for a
-    threshold-free comparison (:func:`polyprune.evaluation.circuit_scores`). ``history`` has one
-    entry per layer visited (unit first): ``objective`` after it, ``kept`` kernels,
-    cumulative candidate ``evaluations`` and ``seconds``.
+    The subnetwork's ``state["effects"]`` holds, per weight, a continuous score per kernel for a
+    threshold-free comparison (:func:`polyprune.evaluation.circuit_scores`), higher is more
+    important. ``scores="visit"``: each kernel's effect ``L(without) − L(now)`` when it was
+    visited (0 for kernels on no path). ``scores="final"``: its marginal effect in the subnetwork
+    found, ``L(S − k) − L(S)`` for a kept kernel and ``L(S) − L(S + k)`` for a removed one (what
+    putting it back alone gains), so every kernel is scored against the same subnetwork rather
+    than against whatever was still present when it was visited; it costs one batched evaluation
+    per kernel more. ``history`` has one entry per layer visited (unit first): ``objective``
+    after it, ``kept`` kernels, cumulative candidate ``evaluations`` and ``seconds``.
 
     Parameters
     ----------
@@ -59,7 +66,14 @@ class Ablation(Method, name="ablation"):
     ablation : {"zero", "mean"}
         A removed kernel contributes 0, or its mean contribution over the images (per position).
     max_batch : int
-        At most this many images (candidates × images) per forward pass: memory only.
+        At most this many images (candidates × images) per forward pass; with several
+        candidates per pass they are also decided in batches (above).
+    sequential : bool
+        One candidate per forward pass, each decided alone in turn (ACDC's sequential rule):
+        no batch is removed as a whole, and each kernel's effect is its own, not a share of a
+        batch's. Slower on wide layers (a forward pass per candidate).
+    scores : {"visit", "final"}
+        What ``state["effects"]`` holds (above); the masks do not depend on it.
     progress : bool
         Show progress bars.
 
@@ -74,6 +88,13 @@ class Ablation(Method, name="ablation"):
     >>> found = pp.evaluation.circuit_scores(sub.masks, net.truth, sub.state["effects"])
     >>> found.precision, found.recall, found.roc_auc
     (1.0, 1.0, 1.0)
+
+    Scored in the subnetwork found, a kernel put back gains nothing off the circuit:
+
+    >>> sub = pp.fit_subnetwork(net.model, net.unit, net.images, torch.arange(6) < 3,
+    ...                         pp.ablation.Ablation(loss="preserve", scores="final"))
+    >>> pp.evaluation.circuit_scores(sub.masks, net.truth, sub.state["effects"]).roc_auc
+    1.0
     """
 
     def __init__(
@@ -83,6 +104,8 @@ class Ablation(Method, name="ablation"):
         loss: str = "both",
         ablation: Literal["zero", "mean"] = "zero",
         max_batch: int = 2048,
+        sequential: bool = False,
+        scores: Literal["visit", "final"] = "visit",
         progress: bool = True,
     ) -> None:
         if isinstance(tau, bool) or not isinstance(tau, int | float) or not tau >= 0:
@@ -91,9 +114,14 @@ class Ablation(Method, name="ablation"):
             raise ValueError(f"ablation must be 'zero' or 'mean', got {ablation!r}")
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"max_batch must be an int ≥ 1, got {max_batch!r}")
+        if not isinstance(sequential, bool):
+            raise ValueError(f"sequential must be True or False, got {sequential!r}")
+        if scores not in ("visit", "final"):
+            raise ValueError(f"scores must be 'visit' or 'final', got {scores!r}")
         loss_class(loss)  # an unknown objective is a ValueError naming the registered ones
         super().__init__(progress=progress)
         self.tau, self.loss, self.ablation, self.max_batch = float(tau), loss, ablation, max_batch
+        self.sequential, self.scores = bool(sequential), scores
 
     def fit(self, job: FitJob) -> Subnetwork:
         """Ablate the kernels of one job (kernel granularity only)."""
@@ -104,16 +132,25 @@ class Ablation(Method, name="ablation"):
         found = _ablation.ablate(
             job.model, job.unit, job.images, job.members, tau=self.tau,
             objective=loss_class(self.loss)(), ablation=self.ablation,
-            batch_size=job.batch_size, max_batch=self.max_batch,
+            batch_size=job.batch_size, max_batch=1 if self.sequential else self.max_batch,
             progress=job.progress and self.progress,
         )  # fmt: skip
+        effects = found.effects
+        if self.scores == "final":
+            effects = marginal_effects(
+                job.model, job.unit, job.images, job.members, found.kernels,
+                objective=loss_class(self.loss)(), batch_size=job.batch_size,
+                max_batch=self.max_batch,
+            )  # fmt: skip
         return Subnetwork(
             job.masks({n: found.kernels[n] for n in job.shapes}), job.unit, self.name,
-            found.history, state={"effects": found.effects, "tau": self.tau},
+            found.history, state={"effects": effects, "tau": self.tau},
         )  # fmt: skip
 
     def __repr__(self) -> str:
-        return f"Ablation(tau={self.tau:g}, loss={self.loss!r}, ablation={self.ablation!r})"
+        extra = ", sequential=True" if self.sequential else ""
+        extra += "" if self.scores == "visit" else f", scores={self.scores!r}"
+        return f"Ablation(tau={self.tau:g}, loss={self.loss!r}, ablation={self.ablation!r}{extra})"
 
 
 def removal_effects(

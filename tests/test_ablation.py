@@ -92,16 +92,10 @@ def test_batched_removal_effects_equal_removing_one_kernel_at_a_time(max_batch: 
         torch.testing.assert_close(effects[name], w, rtol=1e-4, atol=1e-5)
 
 
-def test_one_at_a_time_is_acdc_and_leaves_the_model_as_found() -> None:
-    """With one candidate per forward the decisions are ACDC's sequential rule, checked
-    against a plain loop over Masks.applied."""
-    model = Skip().eval()
-    x, y = data()
-    unit = placed(model, pp.Unit("c2", 1), x)
-    tau = 0.02
-    before = snapshot(model)
-    found = ablate(model, unit, x, y, tau=tau, max_batch=12)
-    assert_restored(model, before)
+def acdc_reference(model: nn.Module, unit: pp.Unit, x: Tensor, y: Tensor, tau: float
+                   ) -> dict[str, Tensor]:  # fmt: skip
+    """ACDC's sequential rule with the ``both`` objective, by a plain loop over masked forward
+    passes: the kept kernels per weight of ``Skip``."""
     dense = unit_activations(model, unit, x)
     ctx = loss_context(dense, y, False, False)
     regions = pp.scoring.SNIP().score(model, x[:1], unit).regions
@@ -122,6 +116,21 @@ def test_one_at_a_time_is_acdc_and_leaves_the_model_as_found() -> None:
                 now = trial
             else:
                 kept[name][o, i] = True
+    return kept
+
+
+def test_one_at_a_time_is_acdc_and_leaves_the_model_as_found() -> None:
+    """With one candidate per forward the decisions are ACDC's sequential rule, checked
+    against a plain loop over Masks.applied."""
+    model = Skip().eval()
+    x, y = data()
+    unit = placed(model, pp.Unit("c2", 1), x)
+    tau = 0.02
+    before = snapshot(model)
+    found = ablate(model, unit, x, y, tau=tau, max_batch=12)
+    assert_restored(model, before)
+    kept = acdc_reference(model, unit, x, y, tau)
+    regions = pp.scoring.SNIP().score(model, x[:1], unit).regions
     for name in kept:
         assert torch.equal(found.kernels[name], kept[name]), name
     assert (

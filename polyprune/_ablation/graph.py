@@ -47,9 +47,14 @@ def dominates(model: nn.Module, layer: str, module: str) -> bool:
     return target not in seen
 
 
-def contributions(module: nn.Module, x: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
-    """``w_oi ∗ x_i`` for the kernels ``(rows[k], cols[k])``: ``(N, K, *map)`` (channels at 1)."""
-    weight: Tensor = module.weight  # type: ignore[assignment]
+def contributions(
+    module: nn.Module, x: Tensor, rows: Tensor, cols: Tensor, weight: Tensor | None = None
+) -> Tensor:
+    """``w_oi ∗ x_i`` for the kernels ``(rows[k], cols[k])``: ``(N, K, *map)`` (channels at 1);
+    ``w`` is ``weight`` if given (e.g. the unmasked weight), else the module's."""
+    if weight is None:
+        weight = module.weight  # type: ignore[assignment]
+    assert weight is not None
     if isinstance(module, nn.Linear):
         c = x[..., cols] * weight[rows, cols]
         return c.movedim(-1, 1)

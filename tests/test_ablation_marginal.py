@@ -1,0 +1,97 @@
+"""Ablation's final scores (``Ablation(scores="final")``, polyprune._ablation.marginal): each
+kernel's marginal effect in the subnetwork found equals removing (kept) or putting back (removed)
+that one kernel by hand; the hand-built circuit scores a perfect ROC; the model comes back as
+found."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import assert_restored, snapshot
+from test_ablation import Skip, acdc_reference, data
+
+import polyprune as pp
+from polyprune import zoo
+from polyprune._ablation.marginal import marginal_effects
+from polyprune._cs.loss import both, loss_context
+from polyprune._unit_io import placed, unit_activations
+from polyprune.ablation import Ablation
+
+
+@pytest.mark.parametrize("max_batch", [12, 10_000])  # one candidate per forward pass, or all
+def test_marginal_effects_equal_removing_or_putting_back_one_kernel_by_hand(
+    max_batch: int,
+) -> None:
+    model = Skip().eval()  # c1 does not dominate the unit: the images-repeated path too
+    x, y = data()
+    unit = placed(model, pp.Unit("c2", 1), x)
+    regions = pp.scoring.SNIP().score(model, x[:1], unit).regions
+    g = torch.Generator().manual_seed(3)
+    kept = {n: (torch.rand(r.shape, generator=g) < 0.5) | ~r for n, r in regions.items()}
+    before = snapshot(model)
+    got = marginal_effects(model, unit, x, y, kept, objective=both, max_batch=max_batch)
+    assert_restored(model, before)
+    dense = unit_activations(model, unit, x)
+    ctx = loss_context(dense, y, False, False)
+
+    def loss(kernels: dict[str, torch.Tensor]) -> float:
+        a = unit_activations(model, unit, x, pp.Masks(kernels, "kernel"))
+        return float(both(a, dense, y, torch.zeros(()), ctx))
+
+    base = loss(kept)
+    flips = {True: 0, False: 0}
+    for name, region in regions.items():
+        for o, i in region.nonzero().tolist():
+            other = {n: k.clone() for n, k in kept.items()}
+            was = bool(kept[name][o, i])
+            other[name][o, i] = not was
+            want = loss(other) - base if was else base - loss(other)
+            assert float(got[name][o, i]) == pytest.approx(want, rel=1e-4, abs=1e-5)
+            flips[was] += 1
+        assert bool((got[name][~region] == 0).all())
+    assert flips[True] > 0 and flips[False] > 0  # both kinds were checked
+
+
+def test_final_scores_rank_the_handbuilt_circuit_first_and_leave_the_masks_alone() -> None:
+    net = zoo.handbuilt()
+    members = torch.arange(6) < 3
+    before = snapshot(net.model)
+    visit, final = (
+        pp.fit_subnetwork(net.model, net.unit, net.images, members,
+                          Ablation(loss="preserve", scores=scores, progress=False))
+        for scores in ("visit", "final")
+    )  # fmt: skip
+    assert_restored(net.model, before)
+    assert visit.masks.iou(final.masks) == 1.0  # the scores do not change what is kept
+    assert final.state is not None
+    found = pp.evaluation.circuit_scores(final.masks, net.truth, final.state["effects"])
+    assert (found.precision, found.recall, found.roc_auc) == (1.0, 1.0, 1.0)
+    for name, truth in net.truth.items():  # kept: removing it costs; off the circuit: 0 gain
+        inside, e = net.truth.regions[name], final.state["effects"][name]
+        assert bool((e[truth & inside] > 0).all()) and bool((e[~truth & inside] <= 0).all())
+
+
+def test_bad_scores_option_is_refused() -> None:
+    with pytest.raises(ValueError, match="scores must be 'visit' or 'final'"):
+        Ablation(scores="both")  # type: ignore[arg-type]
+    assert "scores='final'" in repr(Ablation(scores="final"))
+    assert "scores" not in repr(Ablation())
+
+
+def test_sequential_is_acdc_whatever_the_batch_size() -> None:
+    """``sequential=True`` decides one candidate per forward pass even where a forward pass
+    could hold every candidate (4 images per batch, 2048 images per pass by default): the
+    kept kernels are ACDC's, by a plain loop."""
+    model = Skip().eval()
+    x, y = data()
+    unit = placed(model, pp.Unit("c2", 1), x)
+    want = acdc_reference(model, unit, x, y, 0.02)
+    sub = pp.fit_subnetwork(model, pp.Unit("c2", 1), x, y,
+                            Ablation(tau=0.02, sequential=True, progress=False),
+                            batch_size=4)  # fmt: skip
+    assert sub.raw_masks is not None
+    for name, kept in want.items():
+        assert torch.equal(sub.raw_masks[name] | ~sub.raw_masks.regions[name], kept), name
+    with pytest.raises(ValueError, match="sequential must be True or False"):
+        Ablation(sequential=1)  # type: ignore[arg-type]
+    assert "sequential=True" in repr(Ablation(sequential=True))
