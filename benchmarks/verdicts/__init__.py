@@ -272,8 +272,8 @@ def markdown(
         "- Codes far from Gaussian though of one piece: the test asks 'one Gaussian?', so a "
         "skewed or lumpy single cloud can be called; a heavy-tailed cloud is tested "
         "conservatively instead (the t clouds above: fewer calls than alpha, most clearly with "
-        "many rows), so a unit whose codes are one heavy-tailed cloud is rarely called (one "
-        "meaning on the planted networks is only mildly heavy-tailed: see below).",
+        "many rows), so a unit whose codes are one heavy-tailed cloud is rarely called (how "
+        "heavy-tailed one meaning is on the planted networks: see below).",
         "- Few rows: with k = 100 the test sees 50 codes.",
         "- A meaning that never reaches the unit's strongest half is not seen by the test.",
         "- A significant p says the strongest codes are not one Gaussian, not that they are "
