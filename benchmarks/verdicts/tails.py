@@ -229,12 +229,12 @@ def why_gaussian() -> list[str]:
         "",
         "The table above says why: the detectors are mildly heavier-tailed than one Gaussian, "
         "so every null that adapts to tails also moves towards them, and they are not "
-        "elliptical either. Every statistic that is blind to the radii (spatial signs) keeps "
-        "them but loses the power that the radii carry. The candidates below were measured "
-        "while tuning (seeds 0–4; t5 and Gaussian counts are false positives at alpha 0.05 "
-        "out of n synthetic clouds of the goals table's kind; 'p' is the single-unit rule): "
-        "none meets every goal, so the null stays one Gaussian and the t-cloud rows stay "
-        "below the band: conservative, not anti-conservative.",
+        "elliptical either. A statistic blind to the radii (spatial signs) leaves the detectors"
+        " alone but loses the power that the radii carry. The candidates below were measured "
+        "while tuning (seeds 0–4; t5 and Gaussian counts are false positives at alpha 0.05 out "
+        "of n synthetic clouds of the goals table's kind; 'p' is the single-unit rule): none "
+        "meets every goal, so the null stays one Gaussian and the t-cloud rows stay below the "
+        "band: conservative, not anti-conservative.",
         "",
         "| candidate | measured | why not |",
         "|---|---|---|",
