@@ -18,7 +18,8 @@ from benchmarks.claims import faithful
 from benchmarks.claims.config import OBJECTIVES
 from benchmarks.claims.faithful.run import merge
 
-ARMS = ["truth", "separate (the paper's)", "preserve", "both", "ablation", "attribution"]
+ARMS = ["truth", "separate (the paper's)", "preserve", "both", "ablation", "ablation sequential",
+        "attribution"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,9 @@ def test_quick_rows_hold_every_objective_and_the_truth(quick):
     assert {r.loss for r in digits} == set(OBJECTIVES) and all(r.f1 is None for r in digits)
     assert not quick.rows.skipped
     methods = [r for r in fits if r.family == "default pairs" and r.grid == "method"]
-    assert sorted(r.method for r in methods) == 2 * ["ablation"] + 2 * ["attribution"]
+    assert sorted(r.method for r in methods) == (
+        2 * ["ablation"] + 2 * ["ablation sequential"] + 2 * ["attribution"]
+    )
     for r in methods + planted:
         assert r.roc_auc is not None and 0 <= r.roc_auc <= 1 and r.roc_tpr is not None
         assert len(r.roc_tpr) == 21 and r.roc_tpr[-1] == 1.0 and r.seconds > 0

@@ -96,7 +96,7 @@ def readd_gains(run: Ablator, per_forward: int) -> tuple[float, dict[str, Tensor
             for chunk in torch.split(candidates, per_forward):
                 rows, cols = chunk[:, 0], chunk[:, 1]
                 gains[name][rows, cols] = base - additions(run, name, rows, cols)
-        run._from, run._cache = None, []
+        run.start(None)
     return base, gains
 
 

@@ -68,7 +68,7 @@ class FaithfulConfig:
     planted_k: int = 300
     trained_k: int = 100
     objectives: tuple[Objective, ...] = OBJECTIVES
-    methods: tuple[str, ...] = ("ablation", "attribution")
+    methods: tuple[str, ...] = ("ablation", "ablation sequential", "attribution")
 
     def claims_config(self) -> Config:
         """The claims benchmark's configuration that builds and runs these cases."""

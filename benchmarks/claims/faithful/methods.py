@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -82,9 +82,22 @@ def scores_of(run: Runner, sub: Subnetwork, label: int) -> Mapping[str, Tensor] 
     return scorer.score(run.case.model, x[y == label], run.unit)
 
 
+#: Arms that are a registered method with options (``FaithfulConfig.methods`` names them);
+#: like ``ablation`` they find their own kept fraction.
+VARIANTS: dict[str, Callable[[], pp.Method]] = {
+    "ablation sequential": lambda: pp.ablation.Ablation(sequential=True, progress=False),
+}
+
+
+def method_of(name: str) -> str | pp.Method:
+    """What :func:`fit_timed` fits for the arm ``name``: a variant's method, else the name."""
+    make = VARIANTS.get(name)
+    return name if make is None else make()
+
+
 def fit_timed(
     run: Runner,
-    how: str,
+    how: str | pp.Method,
     keeps: Mapping[int, float] | None = None,
     config: pp.CSConfig | None = None,
 ) -> tuple[dict[int, Subnetwork], dict[int, float]]:

@@ -38,7 +38,7 @@ def _method(name: str) -> Callable[[Sequence[FitRow]], list[FitRow]]:
 
 
 #: Issue 23's methods beside CS (``FaithfulConfig.methods``).
-METHODS = ("ablation", "attribution")
+METHODS = ("ablation", "ablation sequential", "attribution")
 ARMS: tuple[tuple[str, Callable[[Sequence[FitRow]], list[FitRow]]], ...] = (
     ("truth", lambda rows: select(rows, grid="truth")),
     *((objective_name(loss), _objective(loss)) for loss in OBJECTIVES),
@@ -196,6 +196,9 @@ def _describe(method: str) -> str:
         return ("`ablation` (ACDC: kernels visited from the unit back, removed when the `both` "
                 f"objective moves by at most τ = {pp.ablation.DEFAULT_TAU:g}, its default, chosen "
                 "on planted seeds 0–4; zero ablation)")  # fmt: skip
+    if method == "ablation sequential":
+        return ("`ablation sequential` (the same with `Ablation(sequential=True)`: one candidate "
+                "decided at a time, ACDC's rule exactly, no batch removed as a whole)")  # fmt: skip
     if method == "attribution":
         return ("`attribution` (EAP: |first-order effect of removing each kernel| on the "
                 "cluster's crops; cut at the kept fraction of CS with `both`)")  # fmt: skip

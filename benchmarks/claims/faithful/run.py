@@ -22,7 +22,15 @@ from ..cases import Case, demo_case, planted_case
 from ..config import DOCS, OBJECTIVES
 from ..run import CaseResult, Runner, prepare
 from .config import BY_NAME, MODELS, QUICK, FaithfulConfig, Rows
-from .methods import IdentRow, complete, fit_timed, identifiability, kept_of
+from .methods import (
+    VARIANTS,
+    IdentRow,
+    complete,
+    fit_timed,
+    identifiability,
+    kept_of,
+    method_of,
+)
 from .report import render
 
 
@@ -40,8 +48,9 @@ def _arms(run: Runner, out: CaseResult, cfg: FaithfulConfig) -> list[IdentRow]:
         fitted[f"CS {loss}"] = subs
     for name in cfg.methods:  # scorers at the kept fraction of CS with the default objective
         reference = fitted.get("CS both")
-        keeps = None if name == "ablation" else kept_of(reference) if reference else None
-        subs, seconds = fit_timed(run, name, keeps)
+        own = name == "ablation" or name in VARIANTS  # finds its own kept fraction
+        keeps = None if own else kept_of(reference) if reference else None
+        subs, seconds = fit_timed(run, method_of(name), keeps)
         start = len(out.fits)
         run.record(out, name, "method", 0.0, subs, "both")
         complete(run, out, start, subs, seconds)
