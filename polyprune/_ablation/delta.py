@@ -126,18 +126,20 @@ class Chain:
                 if _pointwise(after, model) and _windowed(step.module, unit.position):
                     self.at = unit.position
         self.steps, self.ok = steps, True
-        self._key: tuple[Tensor, ...] = ()
-        self._outs: list[list[Tensor]] = []
+        # the outputs for the last two states of the layer's kernels: a trial that is undone
+        # (a batch removed together, then restored) finds the state before it still there
+        self._cached: list[tuple[tuple[Tensor, ...], list[list[Tensor]]]] = []
 
     def outputs(self, key: tuple[Tensor, ...], inputs: list[Tensor]) -> list[list[Tensor]]:
         """:meth:`forward` on each of ``inputs``, computed again only when ``key`` (the state
-        of the layer's kernels) differs from the last call's."""
-        same = len(key) == len(self._key) and all(map(torch.equal, key, self._key))
-        if not same:
-            with torch.no_grad():
-                self._outs = [self.forward(x) for x in inputs]
-            self._key = tuple(k.clone() for k in key)
-        return self._outs
+        of the layer's kernels) is neither of the last two calls'."""
+        for old, outs in self._cached:
+            if len(key) == len(old) and all(map(torch.equal, key, old)):
+                return outs
+        with torch.no_grad():
+            outs = [self.forward(x) for x in inputs]
+        self._cached = [*self._cached[-1:], (tuple(k.clone() for k in key), outs)]
+        return outs
 
     @property
     def _position(self) -> tuple[int, ...] | None:
