@@ -95,6 +95,9 @@ class Chain:
         #: the unit's position, where its conv is computed only there (None: the whole map)
         self.at: tuple[int, ...] | None = None
         self._unit_module: nn.Module | None = None
+        #: the conv whose output is computed only where the unit's conv reads, and the
+        #: elementwise steps between them (indices into the steps; None: no such conv)
+        self._narrow: int | None = None
         rest = set(partial.rest)
         calls = [n for n in partial.rest if n.op == "call_module" and n.target == module]
         if len(calls) != 1:
@@ -125,6 +128,7 @@ class Chain:
                 self._unit_module = step.module
                 if _pointwise(after, model) and _windowed(step.module, unit.position):
                     self.at = unit.position
+                    self._narrow = _segment(steps[:k], model)
         self.steps, self.ok = steps, True
         # the outputs for the last two states of the layer's kernels: a trial that is undone
         # (a batch removed together, then restored) finds the state before it still there
@@ -158,13 +162,15 @@ class Chain:
         finally:
             interpreter.env = {}
 
-    def _unit_conv(self, step: _Step, x: Tensor, bias: bool) -> Tensor:
+    def _unit_conv(
+        self, step: _Step, x: Tensor, bias: bool, offset: tuple[int, ...] | None = None
+    ) -> Tensor:
         """The unit's channel of ``step``'s convolution: ``(N, 1, *map)`` (``(N, 1, 1, ...)``
         where it is computed at the unit's position only)."""
         module: Any = step.module
         c = self.unit.channel
         b = module.bias[c : c + 1] if bias and module.bias is not None else None
-        out = self._conv(module, x, module.weight[c : c + 1], b, 1)
+        out = self._conv(module, x, module.weight[c : c + 1], b, 1, None, offset)
         corr = self.correction(str(step.node.target)) if bias else None
         if corr is None:
             return out
@@ -174,15 +180,40 @@ class Chain:
             corr = corr[(slice(None), *self.unit.position)].reshape(1, *out.shape[2:])
         return out + corr.to(out)
 
-    def _conv(self, module: Any, x: Tensor, w: Tensor, b: Tensor | None, groups: int) -> Tensor:
-        """``module``'s convolution with weight ``w``: on the whole map, or where the unit's
-        conv reads its input for the unit's position (the unit's conv only)."""
+    def _conv(
+        self,
+        module: Any,
+        x: Tensor,
+        w: Tensor,
+        b: Tensor | None,
+        groups: int,
+        ranges: list[tuple[int, int]] | None = None,
+        offset: tuple[int, ...] | None = None,
+    ) -> Tensor:
+        """``module``'s convolution with weight ``w`` on ``x`` (whose first position is at
+        ``offset`` of its map): on the whole map, at the output ``ranges`` (first, last) per
+        dimension, or for the unit's conv at the unit's position only."""
         conv = _CONV[w.dim() - 2]
-        stride, padding, dilation = module.stride, module.padding, module.dilation
         if self.at is not None and module is self._unit_module:
-            x, stride, padding = _reads(module, self.at, x), 1, 0
-        out: Tensor = conv(x, w, b, stride, padding, dilation, groups)
+            ranges = [(p, p) for p in self.at]
+        if ranges is None:
+            out: Tensor = conv(x, w, b, module.stride, module.padding, module.dilation, groups)
+            return out
+        x = _reads(module, ranges, x, offset or (0,) * len(ranges))
+        out = conv(x, w, b, module.stride, 0, module.dilation, groups)
         return out
+
+    def _window(self, size: tuple[int, ...]) -> list[tuple[int, int]] | None:
+        """What the unit's conv reads of its input map of ``size``, inside the map (first, last
+        per dimension; None: nothing)."""
+        assert self.at is not None
+        module: Any = self._unit_module
+        ranges = []
+        for dim, (i, n) in enumerate(zip(self.at, size, strict=True)):
+            lo = i * module.stride[dim] - module.padding[dim]
+            hi = lo + (module.kernel_size[dim] - 1) * module.dilation[dim]
+            ranges.append((max(lo, 0), min(hi, n - 1)))
+        return ranges if all(a <= b for a, b in ranges) else None
 
     def forward(self, x: Tensor) -> list[Tensor]:
         """The layer's output and every node's after it on the layer's input ``x`` (the unit's
@@ -207,7 +238,18 @@ class Chain:
         k, n = change.shape[:2]
         d: Tensor = change.unsqueeze(2)  # (K, N, 1, *map): one channel each (sparse) ...
         idx: Tensor | None = channels.to(change.device)  # ... or None: all channels (dense)
-        for step, before, after in zip(self.steps, outs[:-1], outs[1:], strict=True):
+        # from the conv ``self._narrow`` on, only where the unit's conv reads (``region``)
+        narrow = self._narrow
+        region = None if narrow is None else self._window(tuple(outs[narrow + 1].shape[2:]))
+        offset = None if region is None else tuple(a for a, _ in region)
+        for i, (step, before, after) in enumerate(
+            zip(self.steps, outs[:-1], outs[1:], strict=True)
+        ):
+            if region is not None and narrow is not None and i > narrow:
+                before = _crop(before, region)
+                after = _crop(after, region) if step.kind != "unit" else after
+            ranges = region if i == narrow else None
+            at = offset if region is not None and narrow is not None and i > narrow else None
             if idx is not None and step.kind == "alike":
                 base = before[:, idx].transpose(0, 1).unsqueeze(2)
                 new = self._run(step, (base + d).flatten(0, 1))
@@ -217,7 +259,7 @@ class Chain:
                 c = self.unit.channel
                 w = module.weight[:, idx] if step.kind == "conv" else module.weight[c, idx][None]
                 w = w.transpose(0, 1).flatten(0, 1).unsqueeze(1)  # (K * out, 1, *kernel)
-                y = self._conv(module, d.squeeze(2).transpose(0, 1), w, None, k)
+                y = self._conv(module, d.squeeze(2).transpose(0, 1), w, None, k, ranges, at)
                 d = y.reshape(y.shape[0], k, -1, *y.shape[2:]).transpose(0, 1)
                 idx = None if step.kind == "conv" else torch.zeros_like(idx)
             else:
@@ -226,13 +268,12 @@ class Chain:
                     dense[torch.arange(k, device=d.device), :, idx] = d[:, :, 0]
                     d, idx = dense, None
                 if step.kind == "unit":
-                    new = self._unit_conv(step, d.flatten(0, 1), False)
+                    new = self._unit_conv(step, d.flatten(0, 1), False, at)
                     d, idx = _split(new, k, n), torch.zeros(k, dtype=torch.long)
                     idx = idx.to(d.device)
                 elif step.kind == "conv":
                     module = step.module
-                    new = _CONV[d.dim() - 3](d.flatten(0, 1), module.weight, None, module.stride,
-                                             module.padding, module.dilation)  # fmt: skip
+                    new = self._conv(module, d.flatten(0, 1), module.weight, None, 1, ranges)
                     d = _split(new, k, n)
                 else:
                     new = self._run(step, (before.unsqueeze(0) + d).flatten(0, 1))
@@ -264,21 +305,40 @@ def _windowed(module: Any, position: tuple[int, ...] | None) -> bool:
     )
 
 
-def _reads(module: Any, position: tuple[int, ...], x: Tensor) -> Tensor:
-    """What the conv ``module`` reads of ``x`` ``(N, C, *map)`` for its output at ``position``,
-    zero-padded as the conv pads: convolved with stride 1 and no padding, the output there."""
+def _reads(
+    module: Any, ranges: list[tuple[int, int]], x: Tensor, offset: tuple[int, ...]
+) -> Tensor:
+    """What the conv ``module`` reads of ``x`` ``(N, C, *part)`` (a part of its input map from
+    ``offset`` on, beyond which the map ends or is not read) for its outputs ``ranges``,
+    zero-padded as the conv pads: convolved with no padding, the outputs there."""
     pads: list[int] = []
-    for dim, i in enumerate(position):
+    for dim, (first, last) in enumerate(ranges):
         stride, padding = module.stride[dim], module.padding[dim]
         span = (module.kernel_size[dim] - 1) * module.dilation[dim]
-        lo = i * stride - padding
-        hi = lo + span
+        lo = first * stride - padding - offset[dim]
+        hi = last * stride - padding + span - offset[dim]
         size = x.shape[2 + dim]
         a = min(max(lo, 0), size)
         length = max(min(hi, size - 1) - a + 1, 0)
         x = x.narrow(2 + dim, a, length)
         pads = [a - lo, hi - a - length + 1, *pads]
     return F.pad(x, pads) if any(pads) else x
+
+
+def _segment(steps: list[_Step], model: nn.Module) -> int | None:
+    """The last conv of ``steps`` if only elementwise steps follow it (None: none)."""
+    for k in reversed(range(len(steps))):
+        if steps[k].kind == "conv":
+            numeric = not isinstance(getattr(steps[k].module, "padding", ""), str)
+            return k if numeric and _pointwise(steps[k + 1 :], model) else None
+    return None
+
+
+def _crop(t: Tensor, region: list[tuple[int, int]]) -> Tensor:
+    """``t`` ``(N, C, *map)`` on ``region`` (first, last per dimension)."""
+    for dim, (first, last) in enumerate(region):
+        t = t.narrow(2 + dim, first, last - first + 1)
+    return t
 
 
 def _split(t: Tensor, k: int, n: int) -> Tensor:
