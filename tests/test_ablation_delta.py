@@ -21,10 +21,11 @@ from polyprune._unit_io import placed
 class Plain(nn.Module):
     """A chain: conv, in-place ReLU, max-pool, conv, ReLU, conv (the unit's), ReLU."""
 
-    def __init__(self, norm: bool = False) -> None:
+    def __init__(self, norm: bool = False, same: bool = False) -> None:
         super().__init__()
         self.c0 = nn.Conv2d(2, 4, 3, padding=1)
-        self.c1 = nn.Conv2d(4, 5, 3, padding=1)
+        # padding "same": the change goes through a grouped conv, on the whole map
+        self.c1 = nn.Conv2d(4, 5, 3, padding="same" if same else 1)
         self.c2 = nn.Conv2d(5, 3, 3, padding=1)
         # a per-channel op between convs: the change goes over every channel from there
         self.norm = nn.BatchNorm2d(5) if norm else nn.Identity()
@@ -81,17 +82,17 @@ def counting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 @pytest.mark.parametrize("mode", ["zero", "mean"])
-@pytest.mark.parametrize("norm", [False, True])
+@pytest.mark.parametrize("norm", [False, True, "same"])
 @pytest.mark.parametrize("max_batch", [16, 10_000])  # one candidate per pass, or many
 @pytest.mark.parametrize("position", [None, (0, 3)])  # the center; a corner: padding read
 def test_chained_ablation_decides_exactly_as_running_the_graph(
     monkeypatch: pytest.MonkeyPatch,
     mode: str,
-    norm: bool,
+    norm: bool | str,
     max_batch: int,
     position: tuple[int, int] | None,
 ) -> None:
-    model = integer(Plain(norm))
+    model = integer(Plain(norm is True, norm == "same"))
     x, members = images()
     unit = placed(model, pp.Unit("c2", 1, position), x)
     runs = []

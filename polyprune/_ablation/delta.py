@@ -203,6 +203,38 @@ class Chain:
         out = conv(x, w, b, module.stride, 0, module.dilation, groups)
         return out
 
+    def _sparse_conv(
+        self,
+        module: Any,
+        d: Tensor,
+        w: Tensor,
+        ranges: list[tuple[int, int]] | None,
+        offset: tuple[int, ...] | None,
+    ) -> Tensor:
+        """Each candidate's one-channel change ``d`` ``(K, N, *map)`` through ``module`` with
+        its own weights ``w`` ``(K, out, *kernel)``: ``(K, N, out, *map)``. A 2-d conv runs as
+        one batched matrix product of the patches (a grouped conv of K groups is slow)."""
+        k, n = d.shape[:2]
+        if self.at is not None and module is self._unit_module:
+            ranges = [(p, p) for p in self.at]
+        if w.dim() != 4 or isinstance(module.padding, str):
+            y = self._conv(module, d.transpose(0, 1), w.flatten(0, 1).unsqueeze(1), None, k,
+                           ranges, offset)  # fmt: skip
+            return y.reshape(n, k, -1, *y.shape[2:]).transpose(0, 1)
+        x, stride, padding = d.flatten(0, 1).unsqueeze(1), module.stride, module.padding
+        if ranges is not None:
+            x, padding = _reads(module, ranges, x, offset or (0, 0)), (0, 0)
+        size = [
+            (x.shape[2 + i] + 2 * padding[i] - module.dilation[i] * (w.shape[2 + i] - 1) - 1)
+            // stride[i]
+            + 1
+            for i in range(2)
+        ]
+        patches = F.unfold(x, w.shape[2:], module.dilation, padding, stride)  # (K·N, P, L)
+        patches = patches.reshape(k, n, *patches.shape[1:]).transpose(1, 2).flatten(2)
+        y = torch.bmm(w.flatten(2), patches)  # (K, out, N·L)
+        return y.reshape(k, w.shape[1], n, *size).transpose(1, 2)
+
     def _window(self, size: tuple[int, ...]) -> list[tuple[int, int]] | None:
         """What the unit's conv reads of its input map of ``size``, inside the map (first, last
         per dimension; None: nothing)."""
@@ -258,9 +290,7 @@ class Chain:
                 module: Any = step.module
                 c = self.unit.channel
                 w = module.weight[:, idx] if step.kind == "conv" else module.weight[c, idx][None]
-                w = w.transpose(0, 1).flatten(0, 1).unsqueeze(1)  # (K * out, 1, *kernel)
-                y = self._conv(module, d.squeeze(2).transpose(0, 1), w, None, k, ranges, at)
-                d = y.reshape(y.shape[0], k, -1, *y.shape[2:]).transpose(0, 1)
+                d = self._sparse_conv(module, d.squeeze(2), w.transpose(0, 1), ranges, at)
                 idx = None if step.kind == "conv" else torch.zeros_like(idx)
             else:
                 if idx is not None:  # the change over every channel from here on
