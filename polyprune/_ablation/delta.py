@@ -233,7 +233,7 @@ class Chain:
         patches = F.unfold(x, w.shape[2:], module.dilation, padding, stride)  # (K·N, P, L)
         patches = patches.reshape(k, n, *patches.shape[1:]).transpose(1, 2).flatten(2)
         y = torch.bmm(w.flatten(2), patches)  # (K, out, N·L)
-        return y.reshape(k, w.shape[1], n, *size).transpose(1, 2)
+        return y.reshape(k, w.shape[1], n, *size).transpose(1, 2).contiguous()
 
     def _window(self, size: tuple[int, ...]) -> list[tuple[int, int]] | None:
         """What the unit's conv reads of its input map of ``size``, inside the map (first, last
