@@ -315,13 +315,15 @@ def significance(
     conservatively (on multivariate t clouds, 5 degrees of freedom, fewer calls than alpha,
     most clearly with many rows: ``docs/verdicts.md``); a planted monosemantic detector's codes
     are only mildly heavier-tailed than one Gaussian, far from those t clouds (measured in
-    ``docs/verdicts.md``, *what one meaning looks like*). Nulls that adapt to heavy tails (an
-    elliptical null: each code keeps its Mahalanobis radius, directions drawn at random; and
-    others) called far more monosemantic planted detectors, and a statistic blind to the
-    radii (spatial signs) calibrated t clouds but lost power, so the null is one Gaussian
-    (``docs/verdicts.md``, *why the null stays one Gaussian*). Several clusters cannot be told
-    from two (the test is of "one Gaussian", not of "how many"); and a tiny p-value says the
-    structure is real, not that it is a second meaning: read the crops.
+    ``docs/verdicts.md``, *what one meaning looks like*), yet a t cloud matched to that tail
+    weight is tested conservatively too (fewer calls than alpha, ``docs/verdicts.md``). Nulls
+    that adapt to heavy tails (an elliptical null: each code keeps its Mahalanobis radius,
+    directions drawn at random; and others) called far more monosemantic planted detectors,
+    and a statistic blind to the radii (spatial signs) calibrated t clouds but lost power, so
+    the null is one Gaussian (``docs/verdicts.md``, *why the null stays one Gaussian*).
+    Several clusters cannot be told from two (the test is of "one Gaussian", not of "how
+    many"); and a tiny p-value says the structure is real, not that it is a second meaning:
+    read the crops.
     Deterministic given ``seed`` on one machine.
 
     Parameters

@@ -11,7 +11,7 @@ import pytest
 
 from benchmarks import verdicts
 from benchmarks.claims.faithful.config import SETTINGS
-from benchmarks.verdicts import tails
+from benchmarks.verdicts import matched, synthetic, tails
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +44,8 @@ def test_the_met_column_follows_the_numbers() -> None:
     assert rows["planted unit called (scan, q < 0.05) ≥ 95 %"] == "yes"  # 19/20
     assert rows["monosemantic channels called (scan, q < 0.05) ≤ 5 %"] == "yes"  # 1/40
     assert rows["one Gaussian, C = 64, k = 100: false positives 2–8 %"] == "yes"  # 5 %
-    assert rows["one t cloud (5 d.o.f.), C = 64, k = 100: false positives 2–8 %"] == "no"  # 15 %
+    stress = "stress test, far heavier-tailed than one meaning: one t cloud (5 d.o.f.)"
+    assert rows[f"{stress}, C = 64, k = 100: false positives 2–8 %"] == "no"  # 15 %
     assert rows["two Gaussians, C = 64, k = 100: power ≥ 95 %"] == "yes"  # 95 %
     assert rows["zoo `concepts-merged`: model card's unit called"] == "yes"
     ratio = next(key for key in rows if key.startswith("scan time"))
@@ -108,3 +109,70 @@ def test_the_tail_section_says_where_the_detectors_lie() -> None:
     assert "at least half-way" in "\n".join(tails.section(found, (0, 1), 300))
     page = _table(tails=found)
     assert "## What one meaning looks like" in page and "## Why the null stays one" in page
+
+
+def test_the_matched_nu_is_derived_from_the_measured_kurtosis() -> None:
+    # the detectors' measurement stood in for by t clouds of known ν at the detectors' size
+    # (150 codes × 5 channels), drawn as the benchmark draws them, with other random numbers
+    rng = np.random.default_rng(7)
+    for nu, low, high in ((8.0, 6.5, 10.0), (20.0, 14.0, 30.0)):  # the kurtosis matched
+        rows = [tails.measures(synthetic.cloud(rng, 150, 5, f"t{nu}")) for _ in range(400)]
+        target = float(np.median([r["kurtosis"] for r in rows]))
+        assert low < matched.matched_nu(target, 150, 5) < high
+    assert matched.matched_nu(-1.0, 150, 5) == matched.NU_MAX  # lighter than any t
+    assert matched.matched_nu(50.0, 150, 5) == matched.NU_MIN
+    with pytest.raises(ValueError, match="target"):
+        matched.matched_nu(float("nan"), 150, 5)
+
+
+def _tails(kurtosis: float) -> dict[str, Any]:
+    def summary(*medians: float) -> dict[str, Any]:
+        return {
+            key: (m, m - 0.1, m + 0.1) for (key, _), m in zip(tails.MEASURES, medians, strict=True)
+        }
+
+    return {
+        "monosemantic": (145, summary(kurtosis, 1.07, 0.35, 0.37)),
+        "planted": (35, summary(-1.5, 1.1, 0.36, 0.1)),
+        "gauss": (200, summary(-0.1, 0.98, 0.32, 0.36)),
+        "t5": (200, summary(2.05, 1.65, 0.5, 0.45)),
+    }
+
+
+def test_the_matched_rows_follow_the_numbers() -> None:
+    match = {"nu": 14.1, "nu_kurtosis": 14.08, "nu_mardia": 21.0, "kurtosis": 0.34, "mardia": 1.07}
+    found = {
+        ("gauss", 64, 100): (10, 200),
+        ("t5", 64, 100): (3, 200),
+        ("t14.1", 64, 100): (2, 200),
+        ("t14.1", 64, 1000): (0, 200),
+    }
+    page = _table(synthetic=found, tails=_tails(0.34), match=match)
+    rows = [line for line in page.splitlines() if line.startswith("| ") and "positives" in line]
+    assert [r.split(",")[0] for r in rows] == [  # the Gaussian, then the matched, then the stress
+        "| one Gaussian",
+        "| one cloud with one meaning's tail weight (t",
+        "| one cloud with one meaning's tail weight (t",
+        "| stress test",
+    ]
+    assert rows[1].startswith("| one cloud with one meaning's tail weight (t, ν = 14.1), C = 64")
+    assert rows[1].endswith("| 2/200 (1.0%), 95 % CI 0.1%–3.6% | no |")
+    assert "below the 2–8 % band at every size" in page
+    assert "also at one meaning's tail weight" in page
+    assert "ν = 14.1, derived by the benchmark" in page and "would give 21.6" in page
+    assert "it is 6.0× as heavy-tailed as one meaning" in page  # 2.05 / 0.34
+    within = {**found, ("t14.1", 64, 1000): (8, 200)}
+    page = _table(synthetic=within, tails=_tails(0.34), match=match)
+    assert "within the 2–8 % band at 1 of 2 sizes: C = 64, k = 1000" in page
+    assert "also at one meaning's tail weight" not in page
+
+
+def test_the_page_s_matched_cloud_is_the_one_its_tail_table_gives() -> None:
+    page = (ROOT / "docs" / "verdicts.md").read_text()
+    nu = float(page.split("one meaning's tail weight (t, ν = ")[1].split(")")[0])
+    kurt = float(page.split("| planted monosemantic detectors | ")[1].split("|")[1].split()[0])
+    assert abs(matched.matched_nu(kurt, 150, 5) - nu) < 0.5  # the page's kurtosis is rounded
+    for line in page.splitlines():  # every calibration row's 'met' follows its count
+        if "false positives 2–8 %" in line:
+            called, n = map(int, line.split("| ")[2].split()[0].split("/"))
+            assert line.endswith("| yes |" if 0.02 <= called / n <= 0.08 else "| no |")

@@ -5,8 +5,10 @@
    300 of 1,500 images. Goals: the planted unit called polysemantic (BH q < 0.05) in ≥ 95 % of
    the networks; its monosemantic neighbours (distractor and read-out detectors) in ≤ 5 %.
    Also shown: the single-unit rule of ``study`` (p < 0.05, no correction).
-2. **Calibration** on synthetic codes with no cluster structure: one Gaussian and one unimodal
-   non-Gaussian cloud (multivariate t, 5 degrees of freedom: heavy tails), a random rotation
+2. **Calibration** on synthetic codes with no cluster structure: one Gaussian, one unimodal
+   non-Gaussian cloud with one meaning's tail weight (a multivariate t whose ν is derived from
+   the tails part, ``benchmarks.verdicts.matched``) and, as a stress test, a multivariate t with
+   5 degrees of freedom (far heavier-tailed than one meaning), each a random rotation
    of a power-law spectrum (the j-th variance 1/j), C = 64 and 384 channels, k = 100 and 1,000
    rows with unrelated values (so the strongest half is a random half). Goal: false-positive
    rate at alpha 0.05 in 2–8 %. **Power**: two Gaussians whose means are 6 apart along a
@@ -17,8 +19,10 @@
    process; and the clustering (HDBSCAN and the test, all channels) as a share of the scan.
    Goal: ≤ 2×.
 5. **Tails** (``benchmarks.verdicts.tails``): what one meaning looks like, the tail weight of the
-   planted monosemantic detectors' codes on the tuning seeds against Gaussian and t clouds,
-   and the heavy-tail candidates measured and rejected ("why the null stays one Gaussian").
+   planted monosemantic detectors' codes on the tuning seeds against Gaussian and t clouds
+   (the matched cloud's ν is derived from it: the synthetic part runs it first, or takes it
+   from ``--load``), and the heavy-tail candidates measured and rejected ("why the null stays
+   one Gaussian").
 
 Run ``python -m benchmarks.verdicts --write`` (tens of minutes on 2 shared cores) to put the
 table into ``docs/verdicts.md``; ``--quick`` (tiny sizes; prints, never writes). The parts can
@@ -40,7 +44,6 @@ from unittest import mock
 import numpy as np
 import torch
 import torchvision
-from numpy.typing import NDArray
 
 import polyprune as pp
 from polyprune import zoo
@@ -48,10 +51,13 @@ from polyprune.clustering import significance
 
 from ..claims.config import PLANTED_PAIRS
 from ..claims.faithful.config import SETTINGS, Setting
+from .matched import below_band, derive
+from .matched import section as match_section
+from .synthetic import ALPHA, KINDS, SIZES, cloud, goal_rows, rates
+from .synthetic import _pct as _pct
+from .tails import CHANNELS, tail_weight, why_gaussian
 from .tails import section as tail_section
-from .tails import tail_weight, why_gaussian
 
-ALPHA = 0.05
 DOC = Path(__file__).resolve().parents[2] / "docs" / "verdicts.md"
 REPORT_SEEDS = (10, 11, 12, 13, 14)
 TUNING_SEEDS = (0, 1, 2, 3, 4)
@@ -83,35 +89,6 @@ def planted(
 
 def _pair(s: Setting, seed: int) -> tuple[str, str]:
     return s.pair or PLANTED_PAIRS[seed % len(PLANTED_PAIRS)]
-
-
-def cloud(rng: np.random.Generator, n: int, c: int, kind: str) -> NDArray[np.float64]:
-    """``n`` codes in ``c`` channels: ``gauss``, ``t5`` or ``two`` (two Gaussians)."""
-    rotation = np.linalg.qr(rng.standard_normal((c, c)))[0]
-    z = rng.standard_normal((n, c))
-    if kind == "t5":
-        z = z / np.sqrt(rng.chisquare(5, (n, 1)) / 5)
-    codes: NDArray[np.float64] = (z / np.sqrt(np.arange(1, c + 1))) @ rotation
-    if kind == "two":
-        direction = rng.standard_normal(c)
-        codes[: n // 2] += 6.0 * direction / np.linalg.norm(direction)
-    return codes
-
-
-def rates(
-    sizes: list[tuple[str, int, int, int]],
-) -> dict[tuple[str, int, int], tuple[int, int]]:
-    """(kind, C, k) → (called at alpha, datasets), for each (kind, C, k, datasets)."""
-    out = {}
-    for kind, c, k, datasets in sizes:
-        rng = np.random.default_rng(2200 + c + k)
-        called = 0
-        for i in range(datasets):
-            codes = cloud(rng, k, c, kind)
-            called += significance(codes, rng.random(k), seed=i)[1] < ALPHA
-        out[(kind, c, k)] = (called, datasets)
-        print(f"  {kind:<6} C={c:<4} k={k:<5} {called}/{datasets}", flush=True)
-    return out
 
 
 def trained() -> dict[str, tuple[bool, float]]:
@@ -161,20 +138,6 @@ def cost(images: int, layer: str, k: int) -> dict[str, float]:
     return out
 
 
-def _pct(a: int, b: int) -> str:
-    return f"{a}/{b} ({a / b:.1%})" if b else "-"
-
-
-def _interval(a: int, b: int) -> str:
-    """``a`` of ``b`` with its exact (Clopper–Pearson) 95 % binomial interval."""
-    if not b:
-        return "-"
-    from scipy.stats import binomtest
-
-    ci = binomtest(a, b).proportion_ci(0.95)
-    return f"{_pct(a, b)}, 95 % CI {ci.low:.1%}–{ci.high:.1%}"
-
-
 def markdown(
     seeds: tuple[int, ...],
     plant: dict[str, tuple[int, int, int, int, int]],
@@ -183,6 +146,7 @@ def markdown(
     times: dict[str, float],
     command: str,
     tails: dict[str, Any] | None = None,
+    match: dict[str, float] | None = None,
 ) -> str:
     hit = sum(v[0] for v in plant.values())
     nets = sum(v[1] for v in plant.values())
@@ -224,15 +188,7 @@ def markdown(
         f"| the same channels by the single-unit rule (p < 0.05, as `study`) | "
         f"{_pct(mono_p, mono)} | {'yes' if mono and mono_p / mono <= 0.05 else 'no'} |",
     ]
-    for (kind, c, k), (called, n) in synthetic.items():
-        if kind == "two":
-            goal, ok = "power ≥ 95 %", n and called / n >= 0.95
-            what = "two Gaussians"
-        else:
-            goal, ok = "false positives 2–8 %", n and 0.02 <= called / n <= 0.08
-            what = "one Gaussian" if kind == "gauss" else "one t cloud (5 d.o.f.)"
-        lines.append(f"| {what}, C = {c}, k = {k}: {goal} | {_interval(called, n)} | "
-                     f"{'yes' if ok else 'no'} |")  # fmt: skip
+    lines += goal_rows(synthetic, match)
     for name, (called, q) in models.items():
         lines.append(f"| zoo `{name}`: model card's unit called | q = {q:.2g} | "
                      f"{'yes' if called else 'no'} |")  # fmt: skip
@@ -272,14 +228,25 @@ def markdown(
         "- Codes far from Gaussian though of one piece: the test asks 'one Gaussian?', so a "
         "skewed or lumpy single cloud can be called; a heavy-tailed cloud is tested "
         "conservatively instead (the t clouds above: fewer calls than alpha, most clearly with "
-        "many rows), so a unit whose codes are one heavy-tailed cloud is rarely called (how "
+        "many rows"
+        + (
+            ", also at one meaning's tail weight"
+            if match and below_band(synthetic, match["nu"])
+            else ""
+        )
+        + "), so a unit whose codes are one heavy-tailed cloud is rarely called (how "
         "heavy-tailed one meaning is on the planted networks: see below).",
         "- Few rows: with k = 100 the test sees 50 codes.",
         "- A meaning that never reaches the unit's strongest half is not seen by the test.",
         "- A significant p says the strongest codes are not one Gaussian, not that they are "
         "two meanings: look at the crops.",
         "",
-        *(tail_section(tails, TUNING_SEEDS, 300) if tails else []),
+        *(tail_section(tails, TUNING_SEEDS, _tail_sizes(False)[1]) if tails else []),
+        *(
+            match_section(match, tails, synthetic, (_tail_sizes(False)[1] + 1) // 2)
+            if tails and match
+            else []
+        ),
         *why_gaussian(),
         "## Cost: why null draws are not shared across channels",
         "",
@@ -298,30 +265,37 @@ def markdown(
 
 
 PARTS = ("planted", "synthetic", "zoo", "cost", "tails")
-KINDS = ("gauss", "t5", "two")
-#: Null datasets per size: 200, so a 5 % rate is measured to ± 1.5 % (sd) and the 2–8 % band
-#: means something; a null test mostly stops after 10–60 draws (Besag–Clifford).
-NULL_SETS = 200
-#: (C, k, datasets for the power): each power test runs all 200 draws (p far below 10 / 200),
-#: of 500 × 384 codes at the largest size (about 20 s each on one core), so fewer there.
-_CONFIGS = ((64, 100, 40), (384, 100, 40), (64, 1000, 20), (384, 1000, 10))
-SIZES = [(kind, c, k, power if kind == "two" else NULL_SETS)
-         for kind in KINDS for c, k, power in _CONFIGS]  # fmt: skip
 
 
-def _run(part: str, quick: bool, seeds: tuple[int, ...], kinds: list[str]) -> Any:
+def _tail_sizes(quick: bool) -> tuple[int, int]:
+    """(images, k) of the tails part: the detectors are measured on the top k's strongest half."""
+    return (600, 120) if quick else (1500, 300)
+
+
+def _matched(tails: dict[str, Any], quick: bool) -> dict[str, float]:
+    """The matched cloud's ν, derived from the tails part (:func:`matched.derive`)."""
+    found = derive(tails, (_tail_sizes(quick)[1] + 1) // 2, CHANNELS)
+    print(f"one meaning's tail weight: t, ν = {found['nu']} (PC-1 kurtosis "
+          f"{found['kurtosis']:.2f}; Mardia's gives ν = {found['nu_mardia']:.1f})")  # fmt: skip
+    return found
+
+
+def _run(part: str, quick: bool, seeds: tuple[int, ...], kinds: list[str], nu: float) -> Any:
     if part == "planted":
         print(f"planted networks, seeds {seeds}:")
         return planted(seeds, *((600, 120) if quick else (1500, 300)))
     if part == "synthetic":
-        print("synthetic codes (called at alpha 0.05):")
+        print(f"synthetic codes (called at alpha 0.05; one meaning's tail weight: t, ν = {nu}):")
         sizes = [(kind, 64, 100, 20) for kind in KINDS] if quick else SIZES
-        found = rates([size for size in sizes if size[0] in kinds])
+        named = {"matched": f"t{nu}"}  # the matched cloud is run and saved under its ν
+        found = rates(
+            [(named.get(kind, kind), c, k, n) for kind, c, k, n in sizes if kind in kinds]
+        )
         return {"/".join(map(str, key)): value for key, value in found.items()}
     if part == "tails":
         print("tail weight of the planted detectors, tuning seeds:")
         tuning = TUNING_SEEDS[:1] if quick else TUNING_SEEDS
-        return tail_weight(tuning, *((600, 120) if quick else (1500, 300)), cloud, _pair)
+        return tail_weight(tuning, *_tail_sizes(quick), cloud, _pair)
     if part == "zoo":
         print("zoo models:")
         return {} if quick else trained()
@@ -361,11 +335,17 @@ def _main(args: argparse.Namespace) -> int:
     seeds: tuple[int, ...] = TUNING_SEEDS if args.tuning else REPORT_SEEDS
     seeds = seeds[:1] if args.quick else seeds
     results: dict[str, Any] = {}
+    match = {"nu": math.nan}
     for path in args.load:  # synthetic results of several runs are merged
         for part, found in json.loads(path.read_text()).items():
             results[part] = {**results.get(part, {}), **found} if part == "synthetic" else found
-    for part in args.parts:
-        results[part] = _run(part, args.quick, seeds, args.kinds)
+    # the tails part first: the matched cloud's ν is derived from it
+    for part in sorted(args.parts, key=lambda part: part != "tails"):
+        if part == "synthetic" and "matched" in args.kinds:
+            if "tails" not in results:
+                results["tails"] = _run("tails", args.quick, seeds, args.kinds, math.nan)
+            match = _matched(results["tails"], args.quick)
+        results[part] = _run(part, args.quick, seeds, args.kinds, match["nu"])
     if args.save:
         args.save.write_text(json.dumps(results))
     if any(part not in results for part in PARTS):
@@ -379,7 +359,7 @@ def _main(args: argparse.Namespace) -> int:
     text = markdown(
         seeds, {name: tuple(v) for name, v in results["planted"].items()}, synthetic,
         {name: tuple(v) for name, v in results["zoo"].items()}, results["cost"],
-        command + " --write", results["tails"],
+        command + " --write", results["tails"], _matched(results["tails"], args.quick),
     )  # fmt: skip
     if args.write and not args.quick:
         DOC.write_text(text)
