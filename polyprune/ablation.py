@@ -69,9 +69,13 @@ class Ablation(Method, name="ablation"):
         At most this many images (candidates × images) per forward pass; with several
         candidates per pass they are also decided in batches (above).
     sequential : bool
-        One candidate per forward pass, each decided alone in turn (ACDC's sequential rule):
-        no batch is removed as a whole, and each kernel's effect is its own, not a share of a
-        batch's. Slower on wide layers (a forward pass per candidate).
+        Decide each candidate alone in turn, in index order (ACDC's sequential rule): no batch
+        is removed as a whole, and each kernel's effect is its own, not a share of a batch's.
+        Still batched: one forward pass evaluates every prefix of a window of a layer's
+        candidates removed together (removals in one layer add up in its output) and serves
+        for as long as the prefixes are accepted; a rejected candidate ends the pass. The
+        window doubles after a pass with no rejection and falls back to one candidate after
+        one.
     scores : {"visit", "final"}
         What ``state["effects"]`` holds (above); the masks do not depend on it.
     progress : bool
@@ -132,7 +136,7 @@ class Ablation(Method, name="ablation"):
         found = _ablation.ablate(
             job.model, job.unit, job.images, job.members, tau=self.tau,
             objective=loss_class(self.loss)(), ablation=self.ablation,
-            batch_size=job.batch_size, max_batch=1 if self.sequential else self.max_batch,
+            batch_size=job.batch_size, max_batch=self.max_batch, sequential=self.sequential,
             progress=job.progress and self.progress,
         )  # fmt: skip
         effects = found.effects

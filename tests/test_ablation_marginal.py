@@ -9,6 +9,7 @@ import pytest
 import torch
 from helpers import assert_restored, snapshot
 from test_ablation import Skip, acdc_reference, data
+from torch import nn
 
 import polyprune as pp
 from polyprune import zoo
@@ -95,3 +96,51 @@ def test_sequential_is_acdc_whatever_the_batch_size() -> None:
     with pytest.raises(ValueError, match="sequential must be True or False"):
         Ablation(sequential=1)  # type: ignore[arg-type]
     assert "sequential=True" in repr(Ablation(sequential=True))
+
+
+def chain() -> tuple[nn.Module, pp.Unit, torch.Tensor, torch.Tensor]:
+    """A plain conv chain, 8 channels wide: removals come in runs."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(),
+                          nn.Conv2d(8, 2, 3)).eval()  # fmt: skip
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(12, 3, 9, 9, generator=g), torch.arange(12) % 3 == 0
+    return model, placed(model, pp.Unit("4", 1), x), x, y
+
+
+@pytest.mark.parametrize(("net", "ablation"), [("skip", "zero"), ("skip", "mean"),
+                                               ("chain", "zero")])  # fmt: skip
+def test_sequential_prefix_passes_decide_as_one_candidate_per_forward(
+    net: str, ablation: str
+) -> None:
+    """Windows of candidates in one pass (every prefix removed), or one candidate per pass:
+    the same kernels and effects; on the chain, in fewer forward passes."""
+    from polyprune._ablation import ablate
+
+    if net == "skip":
+        model: nn.Module = Skip().eval()
+        x, y = data()
+        unit = placed(model, pp.Unit("c2", 1), x)
+    else:
+        model, unit, x, y = chain()
+    calls = {"n": 0}  # forward passes: the unit's layer runs once per pass
+
+    def count(m: nn.Module, a: object, out: torch.Tensor) -> None:
+        calls["n"] += 1
+
+    handle = model.get_submodule(unit.layer).register_forward_hook(count)
+    before = snapshot(model)
+    try:
+        prefix = ablate(model, unit, x, y, tau=0.05, ablation=ablation, max_batch=10_000,
+                        sequential=True)  # fmt: skip
+        assert_restored(model, before)
+        passes = calls["n"]
+        single = ablate(model, unit, x, y, tau=0.05, ablation=ablation, max_batch=12)
+    finally:
+        handle.remove()
+    for name, kept in single.kernels.items():
+        assert torch.equal(prefix.kernels[name], kept), name
+        torch.testing.assert_close(prefix.effects[name], single.effects[name],
+                                   rtol=1e-4, atol=1e-5)  # fmt: skip
+    if net == "chain":
+        assert passes < 0.8 * (calls["n"] - passes)

@@ -108,6 +108,7 @@ class _Ablator:
         self.ctx = loss_context(self.dense, self.y, False, False)
         self.shift = torch.zeros(())
         self.evaluations = 0
+        self.sequential = False  # decide each candidate in turn (decide.in_turn)
         # the candidates of the layer being ablated: (module name, rows, cols) and how to batch
         self._chunk: tuple[str, Tensor, Tensor] | None = None
         self._expand = True
@@ -318,14 +319,16 @@ def ablate(
     ablation: str = "zero",
     batch_size: int = 256,
     max_batch: int = 2048,
+    sequential: bool = False,
     progress: bool = False,
 ) -> AblationResult:
     """ACDC on the kernels that can reach the placed ``unit`` (module docstring).
 
     ``images`` ``(N, ...)`` and ``members`` ``(N,)`` bool as for CS; ``objective`` a CS objective
     (``both``, ``preserve``, ...); ``ablation`` ``"zero"`` or ``"mean"``; at most ``max_batch``
-    images (candidates × images) per forward pass. The model must be in eval mode; it is left
-    as found (parametrizations and hooks removed in ``finally``).
+    images (candidates × images) per forward pass; ``sequential``: each candidate decided in
+    turn, in index order (:func:`~polyprune._ablation.decide.in_turn`). The model must be in
+    eval mode; it is left as found (parametrizations and hooks removed in ``finally``).
     """
     if ablation not in ("zero", "mean"):
         raise ValueError(f"ablation must be 'zero' or 'mean', got {ablation!r}")
@@ -336,6 +339,7 @@ def ablate(
     history: dict[str, list[float]] = {"objective": [], "kept": [], "evaluations": [],
                                        "seconds": []}  # fmt: skip
     names = order(model, unit.layer, list(run.shapes))
+    run.sequential = sequential
     per_forward = max(1, max_batch // run.batch_size)
     for name in staged(names, "ablation", unit="layer", show=progress):
         started = time.perf_counter()
@@ -348,7 +352,7 @@ def ablate(
         with run.masked():
             run.start(module)
             now = run.current()
-            if 1 < per_forward < len(candidates):  # several batches: least important first
+            if not sequential and 1 < per_forward < len(candidates):  # least important first
                 guess = run.estimates(name, candidates[:, 0], candidates[:, 1])
                 candidates = candidates[torch.argsort(guess, stable=True)]
             for chunk in torch.split(candidates, per_forward):

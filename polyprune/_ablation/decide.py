@@ -5,18 +5,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from torch import Tensor
+from torch import Tensor, nn
+
+from .graph import contributions
+from .marginal import changed, one_each
 
 if TYPE_CHECKING:
     from . import _Ablator as Ablator
 
-__all__ = ["visit"]
+__all__ = ["in_turn", "visit"]
 
 
 def visit(run: Ablator, name: str, rows: Tensor, cols: Tensor, now: float, tau: float) -> float:
     """Decide one batch of candidates of layer ``name``; return the objective after."""
     if not len(rows):
         return now
+    if run.sequential:
+        return in_turn(run, name, rows, cols, now, tau)
     means = None
     if len(rows) > 1:  # all of them together first: one forward pass of the images
         if run.mean:
@@ -75,3 +80,46 @@ def _split(
     half = len(ks) // 2
     now = _split(run, name, rows, cols, ks[:half], means, now, tau)
     return _split(run, name, rows, cols, ks[half:], means, now, tau)
+
+
+def in_turn(run: Ablator, name: str, rows: Tensor, cols: Tensor, now: float, tau: float) -> float:
+    """ACDC's sequential rule on one batch of candidates of layer ``name``, in their order: each
+    is removed when ``L(without it) − L(now) ≤ tau``, ``now`` after every earlier removal.
+
+    Exact, in fewer forward passes than one per candidate where removals come in runs:
+    removals in one layer add up in
+    its output (removing kernel ``(o, i)`` subtracts ``w_oi ∗ x_i`` from channel ``o``), so one
+    batched pass evaluates every *prefix* of a window of candidates removed together; the
+    decisions follow the prefixes as long as each is accepted, which are then exactly the
+    sequential ones, and the first rejected candidate ends the pass (it is kept; the rest are
+    evaluated again from there). The window doubles after a pass with no rejection and falls
+    back to one candidate after a rejection, so a run of removals costs few passes and a
+    rejection wastes little. Each kernel's effect is its own ``L(without) − L(now)``."""
+    module = run.model.get_submodule(name.rpartition(".")[0])
+    start, window = 0, 1
+    while start < len(rows):
+        r, c = rows[start : start + window], cols[start : start + window]
+        means = run._meancontributions(module, name, r, c) if run.mean else None
+
+        def change(m: nn.Module, x: Tensor, r: Tensor = r, c: Tensor = c,
+                   means: Tensor | None = means) -> Tensor:  # fmt: skip
+            rr, cc = r.to(x.device), c.to(x.device)
+            removed = -contributions(m, x, rr, cc)  # (N, K, *map), the kept weights
+            if means is not None:
+                removed = removed + means.to(removed)[None]
+            return one_each(removed, rr, m, x).cumsum(0)  # copy k: the first k + 1 removed
+
+        losses = changed(run, name, len(r), change).tolist()
+        kept = False
+        for k, loss in enumerate(losses):
+            run.effects[name][r[k], c[k]] = loss - now
+            start += 1
+            kept = loss - now > tau
+            if kept:  # decided: kept; the rest of the window is evaluated again
+                break
+            run.remove(name, int(r[k]), int(c[k]), _mean_of(means, k))
+            now = loss
+        # the next window: twice as long after a pass with no rejection, one candidate after
+        # one (a pass costs an evaluation per candidate in it, decided or not)
+        window = 1 if kept else min(2 * window, len(rows))
+    return now

@@ -11,6 +11,7 @@ stacks ``K`` copies of the layer's output, each with one candidate's contributio
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -23,27 +24,47 @@ if TYPE_CHECKING:
     from . import ObjectiveFn
     from . import _Ablator as Ablator
 
-__all__ = ["additions", "marginal_effects", "readd_gains"]
+__all__ = ["additions", "changed", "marginal_effects", "one_each", "readd_gains"]
 
 
 def additions(run: Ablator, name: str, rows: Tensor, cols: Tensor) -> Tensor:
     """The objective with each removed kernel ``(rows[k], cols[k])`` of weight ``name`` put
     back alone: ``(K,)``. Inside ``run.masked()``, with ``run._expand`` set for the layer."""
-    module = run.model.get_submodule(name.rpartition(".")[0])
-    weight = _unmasked(module)
+    weight = _unmasked(run.model.get_submodule(name.rpartition(".")[0]))
+
+    def change(m: nn.Module, x: Tensor) -> Tensor:
+        r, c = rows.to(x.device), cols.to(x.device)
+        return one_each(contributions(m, x, r, c, weight.to(x)), r, m, x)
+
+    return changed(run, name, len(rows), change)
+
+
+def one_each(c: Tensor, rows: Tensor, module: nn.Module, x: Tensor) -> Tensor:
+    """``(K, N, C_out, *map)``: copy ``k`` holds ``c[:, k]`` (``(N, K, *map)``, a kernel's
+    contribution map) in its output channel ``rows[k]``, 0 elsewhere."""
     k = len(rows)
+    out = torch.zeros(k, c.shape[0], _outputs(module), *c.shape[2:], dtype=c.dtype,
+                      device=c.device)  # fmt: skip
+    out[torch.arange(k, device=c.device), :, rows] = c.movedim(1, 0)
+    return out
+
+
+def changed(
+    run: Ablator, name: str, k: int, change: Callable[[nn.Module, Tensor], Tensor]
+) -> Tensor:
+    """The objective with ``k`` changed copies of layer ``name``'s output, ``(k,)``: copy ``j``
+    is the output plus ``change(module, x)[j]`` (``x`` the layer's input, ``(N, ...)``). Inside
+    ``run.masked()``, with ``run._expand`` set for the layer."""
+    module = run.model.get_submodule(name.rpartition(".")[0])
 
     def hook(m: nn.Module, args: Any, out: Tensor) -> Tensor:
         x = args[0]
         n = x.shape[0] if run._expand else x.shape[0] // k
-        r, c = rows.to(x.device), cols.to(x.device)
-        added = contributions(m, x[:n], r, c, weight.to(x))
         if run._expand:
             stacked = out.unsqueeze(0).expand(k, *out.shape).clone()
         else:
             stacked = out.reshape(k, n, *out.shape[1:]).clone()
-        stacked[torch.arange(k, device=out.device), :, r] += added.movedim(1, 0)
-        return stacked.flatten(0, 1)
+        return (stacked + change(m, x[:n]).to(out)).flatten(0, 1)
 
     handle = module.register_forward_hook(hook)
     try:
@@ -51,6 +72,12 @@ def additions(run: Ablator, name: str, rows: Tensor, cols: Tensor) -> Tensor:
     finally:
         handle.remove()
     return torch.tensor([run.loss(a) for a in acts])
+
+
+def _outputs(module: nn.Module) -> int:
+    weight = module.weight
+    assert isinstance(weight, Tensor)
+    return int(weight.shape[0])
 
 
 def marginal_effects(
