@@ -224,12 +224,7 @@ class Chain:
         x, stride, padding = d.flatten(0, 1).unsqueeze(1), module.stride, module.padding
         if ranges is not None:
             x, padding = _reads(module, ranges, x, offset or (0, 0)), (0, 0)
-        size = [
-            (x.shape[2 + i] + 2 * padding[i] - module.dilation[i] * (w.shape[2 + i] - 1) - 1)
-            // stride[i]
-            + 1
-            for i in range(2)
-        ]
+        size = _out_size(module, x.shape[2:], padding)
         patches = F.unfold(x, w.shape[2:], module.dilation, padding, stride)  # (K·N, P, L)
         patches = patches.reshape(k, n, *patches.shape[1:]).transpose(1, 2).flatten(2)
         y = torch.bmm(w.flatten(2), patches)  # (K, out, N·L)
@@ -251,12 +246,30 @@ class Chain:
         """The layer's output and every node's after it on the layer's input ``x`` (the unit's
         conv: its channel only)."""
         outs = [self._run(None, x)]
-        for step in self.steps:
+        region = None
+        for i, step in enumerate(self.steps):
+            if i == self._narrow:
+                region = self._region(outs)[1]
             if step.kind == "unit":
-                outs.append(self._unit_conv(step, outs[-1], True))
+                at = None if region is None else tuple(a for a, _ in region)
+                outs.append(self._unit_conv(step, outs[-1], True, at))
+            elif i == self._narrow and region is not None:  # only where the unit's conv reads
+                module: Any = step.module
+                out = self._conv(module, outs[-1], module.weight, module.bias, 1, region)
+                corr = self.correction(str(step.node.target))
+                outs.append(out if corr is None else out + _crop(corr[None], region).to(out))
             else:  # a copy: an in-place op (ReLU(inplace=True)) must not change the cache
                 outs.append(self._run(step, outs[-1].clone()))
         return outs
+
+    def _region(self, outs: list[Tensor]) -> tuple[int | None, list[tuple[int, int]] | None]:
+        """The conv computed only where the unit's conv reads, and that region of its output
+        map (first, last per dimension; None: the whole map)."""
+        narrow = self._narrow
+        if narrow is None:
+            return None, None
+        module: Any = self.steps[narrow].module
+        return narrow, self._window(tuple(_out_size(module, outs[narrow].shape[2:])))
 
     def read(self, outs: list[Tensor]) -> Tensor:
         """The unit from :meth:`forward`'s outputs: ``(N,)``."""
@@ -271,15 +284,11 @@ class Chain:
         d: Tensor = change.unsqueeze(2)  # (K, N, 1, *map): one channel each (sparse) ...
         idx: Tensor | None = channels.to(change.device)  # ... or None: all channels (dense)
         # from the conv ``self._narrow`` on, only where the unit's conv reads (``region``)
-        narrow = self._narrow
-        region = None if narrow is None else self._window(tuple(outs[narrow + 1].shape[2:]))
+        narrow, region = self._region(outs)  # forward() computed the rest there only
         offset = None if region is None else tuple(a for a, _ in region)
         for i, (step, before, after) in enumerate(
             zip(self.steps, outs[:-1], outs[1:], strict=True)
         ):
-            if region is not None and narrow is not None and i > narrow:
-                before = _crop(before, region)
-                after = _crop(after, region) if step.kind != "unit" else after
             ranges = region if i == narrow else None
             at = offset if region is not None and narrow is not None and i > narrow else None
             if idx is not None and step.kind == "alike":
@@ -362,6 +371,16 @@ def _segment(steps: list[_Step], model: nn.Module) -> int | None:
             numeric = not isinstance(getattr(steps[k].module, "padding", ""), str)
             return k if numeric and _pointwise(steps[k + 1 :], model) else None
     return None
+
+
+def _out_size(module: Any, size: Any, padding: Any = None) -> list[int]:
+    """The output map size of the conv ``module`` on an input map of ``size``."""
+    padding = module.padding if padding is None else padding
+    kernel, stride, dilation = module.kernel_size, module.stride, module.dilation
+    return [
+        (n + 2 * padding[i] - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1
+        for i, n in enumerate(size)
+    ]
 
 
 def _crop(t: Tensor, region: list[tuple[int, int]]) -> Tensor:
