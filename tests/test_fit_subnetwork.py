@@ -109,7 +109,8 @@ def test_bce_uses_the_calibrated_logit_and_balances_classes(balance):
         dense = model.net[:3](images)[:, 3, 2, 2]
         center = 0.5 * (dense[members].mean() + dense[~members].mean())
         scale = dense.std()
-        with ContinuousSparsifier(model, up_to=sub.unit):  # σ(0) = ½ everywhere: the first step
+        # every mask starts at init (the logits at 0, the offset at logit(init)): the first step
+        with ContinuousSparsifier(model, up_to=sub.unit, init=CSConfig().init):
             soft = model.net[:3](images)[:, 3, 2, 2]
     weight = torch.tensor(13 / 3) if balance else None
     expected = F.binary_cross_entropy_with_logits(
@@ -131,7 +132,8 @@ def test_faithful_objectives_compare_with_the_dense_activation(loss):
     sub = fit_subnetwork(model, UNIT, images, members, config=config, progress=False)
     with torch.no_grad():
         dense = model.net[:3](images)[:, 3, 2, 2]
-        with ContinuousSparsifier(model, up_to=sub.unit):  # σ(0) = ½ everywhere: the first step
+        # every mask starts at init (the logits at 0, the offset at logit(init)): the first step
+        with ContinuousSparsifier(model, up_to=sub.unit, init=CSConfig().init):
             soft = model.net[:3](images)[:, 3, 2, 2]
     r = dense[members].pow(2).mean().sqrt()
     expected = ((soft - dense)[members] / r).pow(2).mean()
@@ -333,6 +335,8 @@ def test_bad_input_fails_before_any_work(change, error, match):
         ({"momentum": 1.0}, "momentum must be"),
         ({"gamma": 2.0}, "gamma must be"),
         ({"init": 1.0}, "init must be"),
+        ({"fade": 1.5}, "fade must be"),
+        ({"fade": -0.1}, "fade must be"),
         ({"penalty": "l1"}, "penalty must be"),
         ({"lr_scale": "layer"}, "lr_scale must be"),
         ({"milestones": (0,)}, r"milestones\[0\] must be an int in \[1, 49\]"),
@@ -351,6 +355,9 @@ def test_cs_config_round_trips_and_names_unknown_fields():
     config = CSConfig.paper(epochs=20, milestones=(5,))
     assert CSConfig.from_dict(config.to_dict()) == config
     assert config.lam == 1e-6 and config.penalty == "sum" and not config.calibrate
+    assert config.fade == 0.0 and config.init == 0.5  # the paper's start: logits at 0
+    old = {k: v for k, v in CSConfig(init=0.5).to_dict().items() if k != "fade"}  # saved by 0.2
+    assert CSConfig.from_dict(old).init == 0.5  # logits start at 0 as they did (offset 0)
     with pytest.raises(ValueError, match=r"unknown CSConfig field\(s\) \['epoch'\]"):
         CSConfig().replace(epoch=3)
 

@@ -279,3 +279,16 @@ def test_temperature_setter_validates():
         with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
             cs.temperature = -1.0
         assert cs.temperature == 1.0
+
+
+def test_offset_opens_the_masks_but_not_the_hard_mask():
+    # σ(t·m + b): an offset moves every soft mask and the penalty, never the decision m > 0
+    with ContinuousSparsifier(small_net(), up_to=UNIT, temperature=2.0) as cs:
+        cs.offset = math.log(0.95 / 0.05)
+        for name, m in cs.soft_masks().items():
+            assert torch.allclose(m[cs.regions[name]], torch.tensor(0.95))
+        assert cs.penalty(normalized=True).item() == pytest.approx(0.95, rel=1e-6)
+        assert cs.hard_masks().kept_fraction() == 0.0  # the logits are still 0: undecided
+        with pytest.raises(ValueError, match="offset must be a finite number"):
+            cs.offset = math.nan
+        assert cs.offset == pytest.approx(math.log(19))

@@ -22,8 +22,12 @@ _LR_WHY = " (a larger step saturates every mask at once)"
 class CSConfig:
     """How :func:`~polyprune.fit_subnetwork` learns a subnetwork by Continuous Sparsification.
 
-    Every logit ``m`` of a mask element starts at ``logit(init) / temperature[0]``; each epoch is
-    a pass over the images in shuffled batches of ``batch_size``, with SGD (``lr``,
+    Every weight is seen as ``w · σ(t·m + b)``. With ``fade > 0`` (default) every logit ``m``
+    starts at 0 (undecided) and the offset ``b`` at ``logit(init)``, so every mask starts at
+    ``init``; ``b`` falls linearly to 0 over the first ``fade × epochs`` epochs (epoch ``k``:
+    ``b = logit(init) · max(0, 1 − k / (fade · epochs))``). With ``fade = 0``, ``b = 0`` and
+    ``m`` starts at ``logit(init) / temperature[0]`` (the paper's, with ``init = 0.5``). Each
+    epoch is a pass over the images in shuffled batches of ``batch_size``, with SGD (``lr``,
     ``momentum``) on the loss ``objective + lam · penalty``; after each epoch the temperature is
     multiplied by ``(end/start) ** (1/(epochs-1))`` (:class:`ExponentialTemperature`) and the
     learning rate by ``gamma`` at each epoch in ``milestones``. The subnetwork is ``m > 0``.
@@ -81,9 +85,22 @@ class CSConfig:
         ``loss="separate"`` only. If true (default) members are weighted by (non-members /
         members) in the BCE, so both sides count equally whatever their sizes.
     init : float
-        Initial mask value σ(t0·m0) in (0, 1). Default 0.5 (logits 0, the paper's).
+        Initial mask value in (0, 1). Default 0.95: every weight starts at 0.95 of its value, so
+        a unit gated by a threshold (a negative bias the masks do not scale) still fires on its
+        members and the objective's gradient reaches the masks; the paper's 0.5 halves every
+        weight, which closes such gates (the unit is then 0 on every crop and the fit keeps
+        nothing: ``docs/faithfulness.md``, the identifiable setting). ``init=0.5, fade=0``
+        gives 0.2's behaviour (logits start at 0).
     temperature : (float, float)
         Start and end temperature, both > 0. Default (1, 200), the paper's.
+    fade : float
+        In [0, 1]: the fraction of the epochs over which the starting mask value fades, while
+        the logits that decide the subnetwork start undecided at 0. Default 0.8. A mask whose
+        objective gradient is 0 (a kernel that does not matter, or one behind a closed gate)
+        is then decided by the sparsity penalty alone, as at the paper's ``init = 0.5``; with
+        ``fade = 0`` the logits start at ``logit(init)`` and such a kernel stays kept unless the
+        penalty moves it across 0. Chosen with ``init`` on planted seeds 0–4
+        (``docs/faithfulness.md`` measures it on other seeds).
 
     Examples
     --------
@@ -110,12 +127,14 @@ class CSConfig:
     gamma: float = 0.1
     calibrate: bool = True
     balance: bool = True
-    init: float = 0.5
+    init: float = 0.95
     temperature: tuple[float, float] = (1.0, 200.0)
+    fade: float = 0.8
 
     def __post_init__(self) -> None:
         valid.integer("epochs", self.epochs, low=2, why=" (the temperature goes from start to end)")
         valid.integer("batch_size", self.batch_size, low=1)
+        valid.number("fade", self.fade, low=0, high=1)
         if not isinstance(self.loss, str) or self.loss not in losses():
             raise ValueError(
                 f"loss must be one of {list(losses())} (the registered CS losses), "
@@ -150,7 +169,7 @@ class CSConfig:
         object.__setattr__(self, "milestones", tuple(self.milestones))
         t0, t1 = self.temperature
         object.__setattr__(self, "temperature", (float(t0), float(t1)))
-        for name in ("lam", "lr", "momentum", "gamma", "init"):
+        for name in ("lam", "lr", "momentum", "gamma", "init", "fade"):
             value = getattr(self, name)
             object.__setattr__(self, name, None if value is None else float(value))
 
@@ -171,14 +190,14 @@ class CSConfig:
         The BCE separation objective (``loss="separate"``), SGD lr 0.1 (×0.1 at epochs 130
         and 150), 160 epochs, batch 32, λ = 1e-6 on the raw sum Σσ(t·m), raw activation as
         the BCE logit, no class balancing, logits initialised at 0 (σ = ½), temperature
-        1 → 200. The paper's text says "momentum" but its code uses none; momentum stays at
-        our default 0.9 unless you pass ``momentum=0``.
+        1 → 200, nothing faded (``fade=0``). The paper's text says "momentum" but its code uses
+        none; momentum stays at our default 0.9 unless you pass ``momentum=0``.
         """
         settings: dict[str, Any] = {
             "loss": "separate", "epochs": 160, "lr": 0.1, "milestones": (130, 150),
             "gamma": 0.1, "batch_size": 32,
             "lam": 1e-6, "penalty": "sum", "lr_scale": "none", "calibrate": False,
-            "balance": False, "init": 0.5, "temperature": (1.0, 200.0),
+            "balance": False, "init": 0.5, "temperature": (1.0, 200.0), "fade": 0.0,
         }  # fmt: skip
         settings.update(changes)
         return cls(**settings)

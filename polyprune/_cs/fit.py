@@ -67,10 +67,19 @@ def _warn_if_silent(model: nn.Module, unit: Unit, images: Tensor, members: Tenso
             f"under CS's starting masks (every weight × init={init:g}, biases unmasked) the unit "
             f"{unit.layer}[{unit.channel}] is exactly 0 on all {len(idx)} member images: no "
             "gradient reaches the masks and the fit will keep (almost) nothing. The unit is "
-            "probably gated by a threshold; use method 'ablation', or a larger CSConfig(init=...)",
+            "probably gated by a threshold; use method 'ablation', or a larger CSConfig(init=...) "
+            "(the default start, init=0.95 with fade=0.8, keeps most gates open)",
             UserWarning,
             stacklevel=2,
         )
+
+
+def _offset(config: CSConfig) -> tuple[float, float]:
+    """The starting offset ``logit(init)`` of the masks ``σ(t·m + b)`` and the number of epochs
+    over which it falls linearly to 0 (``(0, 1)`` when the fit does not fade: ``fade == 0``)."""
+    if config.fade == 0:
+        return 0.0, 1.0
+    return math.log(config.init / (1.0 - config.init)), config.fade * config.epochs
 
 
 def _check_finite(dense: Tensor, unit: Unit) -> None:
@@ -115,10 +124,16 @@ def fit_cs(
         t0, t1 = config.temperature
         with (
             ContinuousSparsifier(
-                model, up_to=unit, granularity=granularity, init=config.init, temperature=t0
-            ) as cs,
+                model,
+                up_to=unit,
+                granularity=granularity,
+                init=0.5 if config.fade else config.init,
+                temperature=t0,
+            ) as cs,  # fmt: skip
             stage(f"CS {unit}", config.epochs, unit="epoch", show=progress) as bar,
         ):
+            offset, fade = _offset(config)
+            cs.offset = offset  # the masks start at init (also with fade: m = 0, b = logit(init))
             _warn_if_silent(model, unit, images, members, dense, config.init)
             shift = torch.zeros((), device=device, dtype=dtype, requires_grad=True)
             opt = torch.optim.SGD(
@@ -128,7 +143,8 @@ def fit_cs(
             )
             sched = torch.optim.lr_scheduler.MultiStepLR(opt, config.milestones, config.gamma)
             temp = ExponentialTemperature(cs, start=t0, end=t1, steps=config.epochs)
-            for _ in range(config.epochs):
+            for epoch in range(config.epochs):
+                cs.offset = offset * max(0.0, 1.0 - epoch / fade) if offset else 0.0
                 started = time.perf_counter()
                 sums = torch.zeros(3, device=device, dtype=torch.float64)
                 for idx in torch.split(torch.randperm(n, generator=gen), config.batch_size):

@@ -22,12 +22,19 @@ __all__ = [
 
 
 class Temperature:
-    """The temperature shared by one sparsifier's parametrizations (a plain float, no graph)."""
+    """The temperature shared by one sparsifier's parametrizations (a plain float, no graph),
+    and the offset ``b`` added to every ``t·m`` (0 unless a fit fades its starting masks in)."""
 
-    __slots__ = ("value",)
+    __slots__ = ("offset", "value")
 
-    def __init__(self, value: float) -> None:
+    def __init__(self, value: float, offset: float = 0.0) -> None:
         self.value = value
+        self.offset = offset
+
+    def gate(self, logits: Tensor) -> Tensor:
+        """``σ(t·m + b)``."""
+        z = logits * self.value
+        return torch.sigmoid(z + self.offset if self.offset else z)
 
 
 class SigmoidMask(nn.Module):
@@ -49,7 +56,7 @@ class SigmoidMask(nn.Module):
         self.register_buffer("region", region, persistent=False)
 
     def mask(self) -> Tensor:
-        m = torch.sigmoid(self.logits * self._temp.value)
+        m = self._temp.gate(self.logits)
         if self.region is not None:
             m = torch.where(self.region, m, 1.0)
         return m

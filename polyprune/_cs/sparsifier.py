@@ -185,6 +185,18 @@ class ContinuousSparsifier:
         valid.number("temperature", value, low=0, low_open=True)
         self._temp.value = float(value)
 
+    @property
+    def offset(self) -> float:
+        """The offset ``b`` of every mask ``σ(t·m + b)`` (settable; default 0). A positive
+        offset keeps the masks open while the logits ``m`` (and the hard mask ``m > 0``) are
+        still undecided; CS fades it to 0 (:attr:`~polyprune.CSConfig.fade`)."""
+        return self._temp.offset
+
+    @offset.setter
+    def offset(self, value: float) -> None:
+        valid.number("offset", value)
+        self._temp.offset = float(value)
+
     def num_elements(self, name: str | None = None) -> int:
         """Number of learned mask elements (in the region), of one masked weight or of all."""
         if name is None:
@@ -199,10 +211,9 @@ class ContinuousSparsifier:
         [0, 1]), so a penalty weight means the same thing for any network size.
         """
         mean = valid.flag("normalized", normalized)
-        t = self._temp.value
         total = torch.zeros((), device=self._logits_list[0].device)
         for name, logits in self._logits.items():
-            s = torch.sigmoid(logits * t)
+            s = self._temp.gate(logits)
             region = self._parametrizations[name].region
             total = total + (s[region].sum() if region is not None else s.sum())
         return total / self.num_elements() if mean else total
