@@ -54,6 +54,7 @@ from .._model import model_dtype_device
 from .._progress import staged
 from .._unit_io import unit_activation, unit_activations
 from ..targets import Unit
+from . import chained
 from .decide import visit
 from .delta import Chain
 from .graph import FromLayer, contributions, dominates, order
@@ -186,8 +187,10 @@ class _Ablator:
         if self._chain is None:
             return self.loss(self.activations(0)[0])
         self.evaluations += 1
-        chain = self._chain
-        return self.loss(torch.cat([chain.read(o).float().cpu() for o in self._chained()]))
+        a = chained.trial(self)  # from the last state computed, where few kernels differ
+        if a is None:
+            a = torch.cat([self._chain.read(o).float().cpu() for o in self._chained()])
+        return self.loss(a)
 
     def _chained(self) -> list[list[Tensor]]:
         """The chain's outputs on each image batch for the ablated layer's kernels now."""
@@ -263,17 +266,7 @@ class _Ablator:
 
     def _chained_removals(self, module: nn.Module, rows: Tensor, cols: Tensor) -> Tensor:
         """:meth:`activations` for ``len(rows)`` candidates, from their changes alone."""
-        assert self._chain is not None
-        parts = []
-        with torch.no_grad():
-            for x, outs in zip(self._cache, self._chained(), strict=True):
-                r, c = rows.to(x.device), cols.to(x.device)
-                change = -contributions(module, x, r, c).movedim(1, 0)
-                if self.mean and self._mean_now is not None:
-                    change = change + self._mean_now.to(change)[:, None]
-                parts.append(self._chain.removals(outs, change, r).float().cpu())
-        self.evaluations += len(rows)
-        return torch.cat(parts, 1)
+        return chained.removals(self, module, rows, cols)
 
     def _meancontributions(
         self, module: nn.Module, name: str, rows: Tensor, cols: Tensor

@@ -16,56 +16,29 @@ candidate's images (floats aside), at a fraction of the work.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._graph import rules
-from .._graph.ops import lookup
 from .._graph.run import read_unit
 from ..targets import Unit
 from .graph import _CONV, FromLayer
+from .steps import (
+    Step,
+    alike,
+    conv_step,
+    crop,
+    out_size,
+    pointwise,
+    reads,
+    segment,
+    split,
+    windowed,
+)
 
 __all__ = ["Chain"]
-
-_PLAIN_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_FORWARDS = {c.forward for c in _PLAIN_CONVS}
-
-
-@dataclass(frozen=True)
-class _Step:
-    node: fx.Node
-    kind: str  # "alike" (channel-wise, the same for every channel), "conv", "unit" or "other"
-    module: nn.Module | None = None
-
-
-def _alike(node: fx.Node, model: nn.Module) -> bool:
-    """Whether ``node`` treats every channel alike and alone (no per-channel parameters)."""
-    op = lookup(node, model)
-    if op is None or op.channels != "keep":
-        return False
-    if node.op == "call_module":
-        module = model.get_submodule(str(node.target))
-        hooked = module._forward_hooks or module._forward_pre_hooks
-        params = next(module.parameters(), None) is not None
-        return not (hooked or params or next(module.buffers(), None) is not None)
-    return True
-
-
-def _conv(module: nn.Module, hooks: int) -> bool:
-    """A plain convolution (groups 1, zero padding) whose output only our ``hooks`` change."""
-    return (  # a subclass may change the forward; a parametrized class keeps it
-        isinstance(module, _PLAIN_CONVS)
-        and type(module).forward in _FORWARDS
-        and module.groups == 1
-        and module.padding_mode == "zeros"
-        and not module._forward_pre_hooks
-        and len(module._forward_hooks) <= hooks
-    )
 
 
 class Chain:
@@ -103,7 +76,7 @@ class Chain:
         if len(calls) != 1:
             return
         node = self.first = calls[0]
-        steps: list[_Step] = []
+        steps: list[Step] = []
         while node is not partial.target:
             users = [u for u in node.users if u in rest]
             if len(users) != 1 or users[0].all_input_nodes != [node]:
@@ -111,10 +84,10 @@ class Chain:
             node = users[0]
             layer = model.get_submodule(str(node.target)) if node.op == "call_module" else None
             hooks = 1 if str(node.target) in masked else 0
-            if layer is not None and _conv(layer, hooks):
-                steps.append(_Step(node, "conv", layer))
+            if layer is not None and conv_step(layer, hooks):
+                steps.append(Step(node, "conv", layer))
             else:
-                steps.append(_Step(node, "alike" if _alike(node, model) else "other", layer))
+                steps.append(Step(node, "alike" if alike(node, model) else "other", layer))
         if len(steps) + 1 != len(rest):
             return
         for k, step in enumerate(steps):
@@ -124,25 +97,25 @@ class Chain:
                 and step.node.target == producer
                 and all(s.kind == "alike" for s in after)
             ):
-                steps[k] = _Step(step.node, "unit", step.module)
+                steps[k] = Step(step.node, "unit", step.module)
                 self._unit_module = step.module
-                if _pointwise(after, model) and _windowed(step.module, unit.position):
+                if pointwise(after, model) and windowed(step.module, unit.position):
                     self.at = unit.position
-                    self._narrow = _segment(steps[:k], model)
+                    self._narrow = segment(steps[:k], model)
         self.steps, self.ok = steps, True
         # the outputs for the last two states of the layer's kernels: a trial that is undone
         # (a batch removed together, then restored) finds the state before it still there
-        self._cached: list[tuple[tuple[Tensor, ...], list[list[Tensor]]]] = []
+        self.cached: list[tuple[tuple[Tensor, ...], list[list[Tensor]]]] = []
 
     def outputs(self, key: tuple[Tensor, ...], inputs: list[Tensor]) -> list[list[Tensor]]:
         """:meth:`forward` on each of ``inputs``, computed again only when ``key`` (the state
         of the layer's kernels) is neither of the last two calls'."""
-        for old, outs in self._cached:
+        for old, outs in self.cached:
             if len(key) == len(old) and all(map(torch.equal, key, old)):
                 return outs
         with torch.no_grad():
             outs = [self.forward(x) for x in inputs]
-        self._cached = [*self._cached[-1:], (tuple(k.clone() for k in key), outs)]
+        self.cached = [*self.cached[-1:], (tuple(k.clone() for k in key), outs)]
         return outs
 
     @property
@@ -151,7 +124,7 @@ class Chain:
         return self.unit.position if self.at is None else (0,) * len(self.at)
 
     # -- running ---------------------------------------------------------------------------
-    def _run(self, step: _Step | None, x: Tensor) -> Tensor:
+    def _run(self, step: Step | None, x: Tensor) -> Tensor:
         node = self.first if step is None else step.node
         interpreter = self.partial.interpreter
         source = self.partial.input if step is None else node.all_input_nodes[0]
@@ -163,7 +136,7 @@ class Chain:
             interpreter.env = {}
 
     def _unit_conv(
-        self, step: _Step, x: Tensor, bias: bool, offset: tuple[int, ...] | None = None
+        self, step: Step, x: Tensor, bias: bool, offset: tuple[int, ...] | None = None
     ) -> Tensor:
         """The unit's channel of ``step``'s convolution: ``(N, 1, *map)`` (``(N, 1, 1, ...)``
         where it is computed at the unit's position only)."""
@@ -199,7 +172,7 @@ class Chain:
         if ranges is None:
             out: Tensor = conv(x, w, b, module.stride, module.padding, module.dilation, groups)
             return out
-        x = _reads(module, ranges, x, offset or (0,) * len(ranges))
+        x = reads(module, ranges, x, offset or (0,) * len(ranges))
         out = conv(x, w, b, module.stride, 0, module.dilation, groups)
         return out
 
@@ -211,21 +184,22 @@ class Chain:
         ranges: list[tuple[int, int]] | None,
         offset: tuple[int, ...] | None,
     ) -> Tensor:
-        """Each candidate's one-channel change ``d`` ``(K, N, *map)`` through ``module`` with
-        its own weights ``w`` ``(K, out, *kernel)``: ``(K, N, out, *map)``. A 2-d conv runs as
-        one batched matrix product of the patches (a grouped conv of K groups is slow)."""
+        """Each candidate's change ``d`` ``(K, N, m, *map)`` of ``m`` channels through
+        ``module`` with its own weights ``w`` ``(K, out, m, *kernel)``: ``(K, N, out, *map)``. A
+        2-d conv runs as one batched matrix product of the patches (a grouped conv of K groups
+        is slow)."""
         k, n = d.shape[:2]
         if self.at is not None and module is self._unit_module:
             ranges = [(p, p) for p in self.at]
-        if w.dim() != 4 or isinstance(module.padding, str):
-            y = self._conv(module, d.transpose(0, 1), w.flatten(0, 1).unsqueeze(1), None, k,
+        if w.dim() != 5 or isinstance(module.padding, str):
+            y = self._conv(module, d.transpose(0, 1).flatten(1, 2), w.flatten(0, 1), None, k,
                            ranges, offset)  # fmt: skip
             return y.reshape(n, k, -1, *y.shape[2:]).transpose(0, 1)
-        x, stride, padding = d.flatten(0, 1).unsqueeze(1), module.stride, module.padding
+        x, stride, padding = d.flatten(0, 1), module.stride, module.padding
         if ranges is not None:
-            x, padding = _reads(module, ranges, x, offset or (0, 0)), (0, 0)
-        size = _out_size(module, x.shape[2:], padding)
-        patches = F.unfold(x, w.shape[2:], module.dilation, padding, stride)  # (K·N, P, L)
+            x, padding = reads(module, ranges, x, offset or (0, 0)), (0, 0)
+        size = out_size(module, x.shape[2:], padding)
+        patches = F.unfold(x, w.shape[3:], module.dilation, padding, stride)  # (K·N, m·P, L)
         patches = patches.reshape(k, n, *patches.shape[1:]).transpose(1, 2).flatten(2)
         y = torch.bmm(w.flatten(2), patches)  # (K, out, N·L)
         return y.reshape(k, w.shape[1], n, *size).transpose(1, 2).contiguous()
@@ -257,7 +231,7 @@ class Chain:
                 module: Any = step.module
                 out = self._conv(module, outs[-1], module.weight, module.bias, 1, region)
                 corr = self.correction(str(step.node.target))
-                outs.append(out if corr is None else out + _crop(corr[None], region).to(out))
+                outs.append(out if corr is None else out + crop(corr[None], region).to(out))
             else:  # a copy: an in-place op (ReLU(inplace=True)) must not change the cache
                 outs.append(self._run(step, outs[-1].clone()))
         return outs
@@ -269,7 +243,7 @@ class Chain:
         if narrow is None:
             return None, None
         module: Any = self.steps[narrow].module
-        return narrow, self._window(tuple(_out_size(module, outs[narrow].shape[2:])))
+        return narrow, self._window(tuple(out_size(module, outs[narrow].shape[2:])))
 
     def read(self, outs: list[Tensor]) -> Tensor:
         """The unit from :meth:`forward`'s outputs: ``(N,)``."""
@@ -277,11 +251,11 @@ class Chain:
         return read_unit(outs[-1], 0 if unit else self.unit.channel, self._position)
 
     def removals(self, outs: list[Tensor], change: Tensor, channels: Tensor) -> Tensor:
-        """The unit with each candidate's change ``change`` ``(K, N, *map)`` to channel
-        ``channels[k]`` of the layer's output (``outs``: :meth:`forward` on these images):
-        ``(K, N)``."""
+        """The unit with each candidate's change ``change`` ``(K, N, m, *map)`` to channels
+        ``channels[k]`` ``(K, m)`` of the layer's output (``outs``: :meth:`forward` on these
+        images): ``(K, N)``."""
         k, n = change.shape[:2]
-        d: Tensor = change.unsqueeze(2)  # (K, N, 1, *map): one channel each (sparse) ...
+        d: Tensor = change  # (K, N, m, *map): m channels each (sparse) ...
         idx: Tensor | None = channels.to(change.device)  # ... or None: all channels (dense)
         # from the conv ``self._narrow`` on, only where the unit's conv reads (``region``)
         narrow, region = self._region(outs)  # forward() computed the rest there only
@@ -292,104 +266,44 @@ class Chain:
             ranges = region if i == narrow else None
             at = offset if region is not None and narrow is not None and i > narrow else None
             if idx is not None and step.kind == "alike":
-                base = before[:, idx].transpose(0, 1).unsqueeze(2)
-                new = self._run(step, (base + d).flatten(0, 1))
-                d = _split(new, k, n) - after[:, idx].transpose(0, 1).unsqueeze(2)
+                new = self._run(step, (_gather(before, idx) + d).flatten(0, 1))
+                d = split(new, k, n) - _gather(after, idx)
             elif idx is not None and step.kind in ("conv", "unit"):
                 module: Any = step.module
                 c = self.unit.channel
                 w = module.weight[:, idx] if step.kind == "conv" else module.weight[c, idx][None]
-                d = self._sparse_conv(module, d.squeeze(2), w.transpose(0, 1), ranges, at)
-                idx = None if step.kind == "conv" else torch.zeros_like(idx)
+                d = self._sparse_conv(module, d, w.transpose(0, 1), ranges, at)
+                idx = None if step.kind == "conv" else torch.zeros_like(idx[:, :1])
             else:
                 if idx is not None:  # the change over every channel from here on
-                    dense = d.new_zeros(k, n, before.shape[1], *d.shape[3:])
-                    dense[torch.arange(k, device=d.device), :, idx] = d[:, :, 0]
-                    d, idx = dense, None
+                    dense = d.new_zeros(k, n, before.shape[1], *d.shape[3:]).flatten(3)
+                    where = idx[:, None, :, None].expand(k, n, idx.shape[1], dense.shape[3])
+                    dense.scatter_add_(2, where, d.flatten(3))
+                    d, idx = dense.reshape(k, n, *before.shape[1:]), None
                 if step.kind == "unit":
                     new = self._unit_conv(step, d.flatten(0, 1), False, at)
-                    d, idx = _split(new, k, n), torch.zeros(k, dtype=torch.long)
-                    idx = idx.to(d.device)
+                    d = split(new, k, n)
+                    idx = torch.zeros(k, 1, dtype=torch.long, device=d.device)
                 elif step.kind == "conv":
                     module = step.module
                     new = self._conv(module, d.flatten(0, 1), module.weight, None, 1, ranges)
-                    d = _split(new, k, n)
+                    d = split(new, k, n)
                 else:
                     new = self._run(step, (before.unsqueeze(0) + d).flatten(0, 1))
-                    d = _split(new, k, n) - after.unsqueeze(0)
+                    d = split(new, k, n) - after.unsqueeze(0)
         base = self.read(outs)
         unit = any(s.kind == "unit" for s in self.steps)
         channel = 0 if unit else self.unit.channel
         if idx is None:
             delta = read_unit(d.flatten(0, 1), channel, self._position)
-        else:
-            delta = read_unit(d.flatten(0, 1), 0, self._position)
-            delta = delta * (idx == channel).repeat_interleave(n).to(delta)
-        return base + _split(delta, k, n)
+        else:  # (K·N, m) at the unit's position, of its channel only
+            delta = read_unit(d.flatten(0, 1), None, self._position)
+            delta = (split(delta, k, n) * (idx == channel)[:, None].to(delta)).sum(2).flatten()
+        return base + split(delta, k, n)
 
 
-def _pointwise(steps: list[_Step], model: nn.Module) -> bool:
-    """Whether every step keeps each position where it is (elementwise)."""
-    ops = [lookup(s.node, model) for s in steps]
-    return all(op is not None and op.spatial is rules.pointwise for op in ops)
-
-
-def _windowed(module: Any, position: tuple[int, ...] | None) -> bool:
-    """Whether the conv ``module`` can be computed at ``position`` alone (numeric padding)."""
-    padding = module.padding
-    return (
-        position is not None
-        and not isinstance(padding, str)
-        and len(position) == len(module.kernel_size)
-    )
-
-
-def _reads(
-    module: Any, ranges: list[tuple[int, int]], x: Tensor, offset: tuple[int, ...]
-) -> Tensor:
-    """What the conv ``module`` reads of ``x`` ``(N, C, *part)`` (a part of its input map from
-    ``offset`` on, beyond which the map ends or is not read) for its outputs ``ranges``,
-    zero-padded as the conv pads: convolved with no padding, the outputs there."""
-    pads: list[int] = []
-    for dim, (first, last) in enumerate(ranges):
-        stride, padding = module.stride[dim], module.padding[dim]
-        span = (module.kernel_size[dim] - 1) * module.dilation[dim]
-        lo = first * stride - padding - offset[dim]
-        hi = last * stride - padding + span - offset[dim]
-        size = x.shape[2 + dim]
-        a = min(max(lo, 0), size)
-        length = max(min(hi, size - 1) - a + 1, 0)
-        x = x.narrow(2 + dim, a, length)
-        pads = [a - lo, hi - a - length + 1, *pads]
-    return F.pad(x, pads) if any(pads) else x
-
-
-def _segment(steps: list[_Step], model: nn.Module) -> int | None:
-    """The last conv of ``steps`` if only elementwise steps follow it (None: none)."""
-    for k in reversed(range(len(steps))):
-        if steps[k].kind == "conv":
-            numeric = not isinstance(getattr(steps[k].module, "padding", ""), str)
-            return k if numeric and _pointwise(steps[k + 1 :], model) else None
-    return None
-
-
-def _out_size(module: Any, size: Any, padding: Any = None) -> list[int]:
-    """The output map size of the conv ``module`` on an input map of ``size``."""
-    padding = module.padding if padding is None else padding
-    kernel, stride, dilation = module.kernel_size, module.stride, module.dilation
-    return [
-        (n + 2 * padding[i] - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1
-        for i, n in enumerate(size)
-    ]
-
-
-def _crop(t: Tensor, region: list[tuple[int, int]]) -> Tensor:
-    """``t`` ``(N, C, *map)`` on ``region`` (first, last per dimension)."""
-    for dim, (first, last) in enumerate(region):
-        t = t.narrow(2 + dim, first, last - first + 1)
-    return t
-
-
-def _split(t: Tensor, k: int, n: int) -> Tensor:
-    """``(K·N, ...)`` as ``(K, N, ...)``."""
-    return t.reshape(k, n, *t.shape[1:])
+def _gather(t: Tensor, idx: Tensor) -> Tensor:
+    """Channels ``idx`` ``(K, m)`` of ``t`` ``(N, C, *map)``: ``(K, N, m, *map)``."""
+    k, m = idx.shape
+    picked = t[:, idx.flatten()]
+    return picked.reshape(t.shape[0], k, m, *t.shape[2:]).transpose(0, 1)

@@ -1,0 +1,76 @@
+"""Private (methods): an ablation run's evaluations on the chained path
+(:class:`~polyprune._ablation.delta.Chain`): each candidate's removal alone, and the objective
+now from the last state computed when few kernels differ from it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+from .._model import model_dtype_device
+from .graph import contributions
+
+if TYPE_CHECKING:
+    from . import _Ablator as Ablator
+
+__all__ = ["removals", "trial"]
+
+#: at most this many kernels changed since the last state computed: propagate their change
+#: (more: run the graph after the layer again)
+MAX_CHANGED = 256
+
+
+def removals(run: Ablator, module: nn.Module, rows: Tensor, cols: Tensor) -> Tensor:
+    """The unit for each candidate removed alone: ``(K, N)``."""
+    assert run._chain is not None
+    parts = []
+    with torch.no_grad():
+        for x, outs in zip(run._cache, run._chained(), strict=True):
+            r, c = rows.to(x.device), cols.to(x.device)
+            change = -contributions(module, x, r, c).movedim(1, 0)
+            if run.mean and run._mean_now is not None:
+                change = change + run._mean_now.to(change)[:, None]
+            parts.append(run._chain.removals(outs, change[:, :, None], r[:, None]).float().cpu())
+    run.evaluations += len(rows)
+    return torch.cat(parts, 1)
+
+
+def trial(run: Ablator) -> Tensor | None:
+    """The unit now ``(N,)``, from the last state the chain computed plus the change of the
+    kernels that differ from it (removed: ``−w ∗ x``; put back: ``+w ∗ x``; and the change of
+    the mean corrections), all of them as one candidate of several channels; None where that
+    state is missing or more than :data:`MAX_CHANGED` kernels differ."""
+    chain, name = run._chain, run._name
+    if chain is None or name is None or not chain.cached:
+        return None
+    (kept_then, corr_then), outs = chain.cached[-1]
+    kept = run.kept[name]
+    changed = (kept != kept_then).nonzero()
+    if not 0 < len(changed) <= MAX_CHANGED:
+        return None
+    rows, cols = changed[:, 0], changed[:, 1]
+    signs = kept[rows, cols].float() * 2 - 1  # +1: put back, −1: removed
+    corr = run.corrections.get(name)
+    shift = None
+    if corr is not None or corr_then.numel():
+        shift = (corr if corr is not None else 0) - (corr_then if corr_then.numel() else 0)
+    module = run.model.get_submodule(name.rpartition(".")[0])
+    channels, where = torch.unique(rows, return_inverse=True)
+    dtype, device = model_dtype_device(run.model)
+    run._leaf[name] = torch.ones(kept.shape, dtype=dtype, device=device)  # unmasked weights
+    parts = []
+    try:
+        with torch.no_grad():
+            for x, out in zip(run._cache, outs, strict=True):
+                c = contributions(module, x, rows.to(x.device), cols.to(x.device))
+                c = c * signs.to(c).reshape(1, -1, *(1,) * (c.dim() - 2))
+                change = c.new_zeros(c.shape[0], len(channels), *c.shape[2:])
+                change.index_add_(1, where.to(c.device), c)
+                if shift is not None:
+                    change = change + torch.as_tensor(shift)[channels].to(change)
+                parts.append(chain.removals(out, change[None], channels[None].to(x.device)))
+    finally:
+        del run._leaf[name]
+    return torch.cat(parts, 1)[0].float().cpu()
