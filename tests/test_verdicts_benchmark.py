@@ -97,15 +97,15 @@ def test_the_tail_section_says_where_the_detectors_lie() -> None:
         }
 
     found = {
-        "monosemantic": (145, summary(0.4, 1.1, 0.34, 0.37)),
-        "planted": (35, summary(-1.5, 1.1, 0.36, 0.1)),
-        "gauss": (200, summary(0.0, 1.0, 0.32, 0.36)),
-        "t5": (200, summary(2.0, 1.6, 0.5, 0.46)),
+        "monosemantic": (145, summary(0.4, 1.1, 0.34, 0.37, 0.33)),
+        "planted": (35, summary(-1.5, 1.1, 0.36, 0.1, 0.2)),
+        "gauss": (200, summary(0.0, 1.0, 0.32, 0.36, 0.13)),
+        "t5": (200, summary(2.0, 1.6, 0.5, 0.46, 0.13)),
     }
     text = "\n".join(tails.section(found, (0, 1), 300))
     assert "| planted monosemantic detectors | 145 | 0.40 [0.30, 0.50] |" in text
     assert "PC-1 excess kurtosis 20%" in text and "mildly heavier-tailed" in text
-    found["monosemantic"] = (145, summary(1.5, 1.1, 0.34, 0.37))  # 75 % of the way to t5
+    found["monosemantic"] = (145, summary(1.5, 1.1, 0.34, 0.37, 0.33))  # 75 % of the way to t5
     assert "at least half-way" in "\n".join(tails.section(found, (0, 1), 300))
     page = _table(tails=found)
     assert "## What one meaning looks like" in page and "## Why the null stays one" in page
@@ -125,6 +125,18 @@ def test_the_matched_nu_is_derived_from_the_measured_kurtosis() -> None:
         matched.matched_nu(float("nan"), 150, 5)
 
 
+def test_the_skewed_cloud_s_a_is_derived_from_the_measured_skewness() -> None:
+    rng = np.random.default_rng(8)
+    a = 0.3  # clouds of known skewness at the detectors' size, drawn as the benchmark draws them
+    rows = [tails.measures(synthetic.cloud(rng, 150, 5, f"skew{a}")) for _ in range(400)]
+    target = float(np.median([r["skewness"] for r in rows]))
+    assert 0.22 < matched.matched_skew(target, 150, 5) < 0.4
+    assert matched.matched_skew(0.0, 150, 5) == 0.0  # no more skewed than a Gaussian
+    x = matched.skewed_rows(rng.standard_normal((200000, 2)), 0.3)
+    assert abs(x[:, 0].mean()) < 0.01 and abs(x[:, 0].var() - 1) < 0.03  # rescaled
+    assert np.all(np.diff(matched.skewed_rows(np.linspace(-3, 3, 50)[:, None], 0.5)[:, 0]) > 0)
+
+
 def _tails(kurtosis: float) -> dict[str, Any]:
     def summary(*medians: float) -> dict[str, Any]:
         return {
@@ -132,10 +144,10 @@ def _tails(kurtosis: float) -> dict[str, Any]:
         }
 
     return {
-        "monosemantic": (145, summary(kurtosis, 1.07, 0.35, 0.37)),
-        "planted": (35, summary(-1.5, 1.1, 0.36, 0.1)),
-        "gauss": (200, summary(-0.1, 0.98, 0.32, 0.36)),
-        "t5": (200, summary(2.05, 1.65, 0.5, 0.45)),
+        "monosemantic": (145, summary(kurtosis, 1.07, 0.35, 0.37, 0.33)),
+        "planted": (35, summary(-1.5, 1.1, 0.36, 0.1, 0.2)),
+        "gauss": (200, summary(-0.1, 0.98, 0.32, 0.36, 0.13)),
+        "t5": (200, summary(2.05, 1.65, 0.5, 0.45, 0.13)),
     }
 
 
@@ -161,6 +173,16 @@ def test_the_matched_rows_follow_the_numbers() -> None:
     assert "also at one meaning's tail weight" in page
     assert "ν = 14.1, derived by the benchmark" in page and "would give 21.6" in page
     assert "it is 6.0× as heavy-tailed as one meaning" in page  # 2.05 / 0.34
+    assert "a = " not in page  # no skewed cloud: the match has no 'a'
+    skewed = {**found, ("skew0.12", 64, 100): (9, 200), ("skew0.12", 64, 1000): (17, 200)}
+    page = _table(synthetic=skewed, tails=_tails(0.34), match={**match, "a": 0.12,
+                                                              "skewness": 0.33})  # fmt: skip
+    row = "| one skewed cloud with one meaning's PC-1 skewness (a = 0.12), C = 64, k = 100:"
+    assert f"{row} false positives 2–8 % | 9/200 (4.5%), 95 % CI 2.1%–8.4% | yes |" in page
+    assert (
+        "a = 0.12. The false-positive rate there is 4.5% (C = 64, k = 100), 8.5% (C = 64, k"
+        " = 1000): within the band at 1 of 2, above the band at 1 of 2 sizes." in page
+    )
     within = {**found, ("t14.1", 64, 1000): (8, 200)}
     page = _table(synthetic=within, tails=_tails(0.34), match=match)
     assert "within the 2–8 % band at 1 of 2 sizes: C = 64, k = 1000" in page
@@ -170,8 +192,11 @@ def test_the_matched_rows_follow_the_numbers() -> None:
 def test_the_page_s_matched_cloud_is_the_one_its_tail_table_gives() -> None:
     page = (ROOT / "docs" / "verdicts.md").read_text()
     nu = float(page.split("one meaning's tail weight (t, ν = ")[1].split(")")[0])
-    kurt = float(page.split("| planted monosemantic detectors | ")[1].split("|")[1].split()[0])
+    cells = page.split("| planted monosemantic detectors | ")[1].split("\n")[0].split("|")
+    kurt, skew = (float(cells[i].split()[0]) for i in (1, 5))
     assert abs(matched.matched_nu(kurt, 150, 5) - nu) < 0.5  # the page's kurtosis is rounded
+    a = float(page.split("one meaning's PC-1 skewness (a = ")[1].split(")")[0])
+    assert abs(matched.matched_skew(skew, 150, 5) - a) < 0.01
     for line in page.splitlines():  # every calibration row's 'met' follows its count
         if "false positives 2–8 %" in line:
             called, n = map(int, line.split("| ")[2].split()[0].split("/"))

@@ -7,7 +7,8 @@
    Also shown: the single-unit rule of ``study`` (p < 0.05, no correction).
 2. **Calibration** on synthetic codes with no cluster structure: one Gaussian, one unimodal
    non-Gaussian cloud with one meaning's tail weight (a multivariate t whose ν is derived from
-   the tails part, ``benchmarks.verdicts.matched``) and, as a stress test, a multivariate t with
+   the tails part, ``benchmarks.verdicts.matched``), one Gaussian whose leading axis has one
+   meaning's PC-1 skewness (derived alike) and, as a stress test, a multivariate t with
    5 degrees of freedom (far heavier-tailed than one meaning), each a random rotation
    of a power-law spectrum (the j-th variance 1/j), C = 64 and 384 channels, k = 100 and 1,000
    rows with unrelated values (so the strongest half is a random half). Goal: false-positive
@@ -20,9 +21,9 @@
    Goal: ≤ 2×.
 5. **Tails** (``benchmarks.verdicts.tails``): what one meaning looks like, the tail weight of the
    planted monosemantic detectors' codes on the tuning seeds against Gaussian and t clouds
-   (the matched cloud's ν is derived from it: the synthetic part runs it first, or takes it
-   from ``--load``), and the heavy-tail candidates measured and rejected ("why the null stays
-   one Gaussian").
+   (the matched clouds' parameters are derived from it: the synthetic part runs it first, or
+   takes it from ``--load``), and the heavy-tail candidates measured and rejected ("why the
+   null stays one Gaussian").
 
 Run ``python -m benchmarks.verdicts --write`` (tens of minutes on 2 shared cores) to put the
 table into ``docs/verdicts.md``; ``--quick`` (tiny sizes; prints, never writes). The parts can
@@ -276,18 +277,22 @@ def _matched(tails: dict[str, Any], quick: bool) -> dict[str, float]:
     """The matched cloud's ν, derived from the tails part (:func:`matched.derive`)."""
     found = derive(tails, (_tail_sizes(quick)[1] + 1) // 2, CHANNELS)
     print(f"one meaning's tail weight: t, ν = {found['nu']} (PC-1 kurtosis "
-          f"{found['kurtosis']:.2f}; Mardia's gives ν = {found['nu_mardia']:.1f})")  # fmt: skip
+          f"{found['kurtosis']:.2f}; Mardia's gives ν = {found['nu_mardia']:.1f}); PC-1 "
+          f"skewness: a = {found.get('a', '-')}")  # fmt: skip
     return found
 
 
-def _run(part: str, quick: bool, seeds: tuple[int, ...], kinds: list[str], nu: float) -> Any:
+def _run(
+    part: str, quick: bool, seeds: tuple[int, ...], kinds: list[str], match: dict[str, float]
+) -> Any:
     if part == "planted":
         print(f"planted networks, seeds {seeds}:")
         return planted(seeds, *((600, 120) if quick else (1500, 300)))
     if part == "synthetic":
-        print(f"synthetic codes (called at alpha 0.05; one meaning's tail weight: t, ν = {nu}):")
+        print("synthetic codes (called at alpha 0.05):")
         sizes = [(kind, 64, 100, 20) for kind in KINDS] if quick else SIZES
-        named = {"matched": f"t{nu}"}  # the matched cloud is run and saved under its ν
+        # the matched clouds are run and saved under their parameters
+        named = {"matched": f"t{match['nu']}", "skewed": f"skew{match.get('a', 0.0)}"}
         found = rates(
             [(named.get(kind, kind), c, k, n) for kind, c, k, n in sizes if kind in kinds]
         )
@@ -339,13 +344,15 @@ def _main(args: argparse.Namespace) -> int:
     for path in args.load:  # synthetic results of several runs are merged
         for part, found in json.loads(path.read_text()).items():
             results[part] = {**results.get(part, {}), **found} if part == "synthetic" else found
-    # the tails part first: the matched cloud's ν is derived from it
+    # the tails part first: the matched clouds' parameters are derived from it
     for part in sorted(args.parts, key=lambda part: part != "tails"):
-        if part == "synthetic" and "matched" in args.kinds:
+        if part == "synthetic" and {"matched", "skewed"} & set(args.kinds):
             if "tails" not in results:
-                results["tails"] = _run("tails", args.quick, seeds, args.kinds, math.nan)
+                results["tails"] = _run("tails", args.quick, seeds, args.kinds, match)
             match = _matched(results["tails"], args.quick)
-        results[part] = _run(part, args.quick, seeds, args.kinds, match["nu"])
+            if "skewed" in args.kinds and "a" not in match:
+                raise SystemExit("the loaded tails part has no PC-1 skewness: run --parts tails")
+        results[part] = _run(part, args.quick, seeds, args.kinds, match)
     if args.save:
         args.save.write_text(json.dumps(results))
     if any(part not in results for part in PARTS):

@@ -2,8 +2,9 @@
 
 Null clouds: one Gaussian; one multivariate t whose ν matches one meaning's tail weight (the
 planted detectors' median PC-1 excess kurtosis on the tuning seeds, ``benchmarks.verdicts.
-matched``); one multivariate t with 5 d.o.f., far heavier-tailed than one meaning (a stress
-test). Each a random rotation of a power-law spectrum (the j-th variance 1/j).
+matched``); one Gaussian whose leading axis is skewed to one meaning's median PC-1 skewness;
+one multivariate t with 5 d.o.f., far heavier-tailed than one meaning (a stress test). Each
+a random rotation of a power-law spectrum (the j-th variance 1/j).
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ from numpy.typing import NDArray
 
 from polyprune.clustering import significance
 
+from .matched import skewed_rows
+
 ALPHA = 0.05
 #: ``matched``: the t cloud with one meaning's tail weight, its ν derived from the tails part
 #: (run and saved as ``t<ν>``, e.g. ``t14.1``).
-KINDS = ("gauss", "matched", "t5", "two")
+#: ``skewed``: one Gaussian whose leading axis has one meaning's PC-1 skewness (``skew<a>``).
+KINDS = ("gauss", "matched", "skewed", "t5", "two")
 #: Null datasets per size: 200, so a 5 % rate is measured to ± 1.5 % (sd) and the 2–8 % band
 #: means something; a null test mostly stops after 10–60 draws (Besag–Clifford).
 NULL_SETS = 200
@@ -30,11 +34,14 @@ SIZES = [(kind, c, k, power if kind == "two" else NULL_SETS)
 
 
 def cloud(rng: np.random.Generator, n: int, c: int, kind: str) -> NDArray[np.float64]:
-    """``n`` codes in ``c`` channels: ``gauss``, ``two`` (two Gaussians) or ``t<ν>`` (a
-    multivariate t with ν degrees of freedom: ``t5``, ``t14.1``)."""
+    """``n`` codes in ``c`` channels: ``gauss``, ``two`` (two Gaussians), ``t<ν>`` (a
+    multivariate t with ν degrees of freedom: ``t5``, ``t14.1``) or ``skew<a>`` (one Gaussian
+    whose leading axis is skewed, :func:`matched.skewed_rows`)."""
     rotation = np.linalg.qr(rng.standard_normal((c, c)))[0]
     z = rng.standard_normal((n, c))
-    if kind not in ("gauss", "two"):  # t<ν>
+    if kind.startswith("skew"):  # the leading axis skewed (one meaning's PC-1 skewness)
+        z = skewed_rows(z, float(kind[4:]))
+    elif kind not in ("gauss", "two"):  # t<ν>
         nu = float(kind[1:])
         z = z / np.sqrt(rng.chisquare(nu, (n, 1)) / nu)
     codes: NDArray[np.float64] = (z / np.sqrt(np.arange(1, c + 1))) @ rotation
@@ -80,6 +87,8 @@ def label(kind: str, match: dict[str, float] | None) -> str:
         return "one Gaussian"
     if kind == "two":
         return "two Gaussians"
+    if kind.startswith("skew"):
+        return f"one skewed cloud with one meaning's PC-1 skewness (a = {float(kind[4:]):g})"
     nu = float(kind[1:])
     if match and math.isclose(nu, match["nu"]):
         return f"one cloud with one meaning's tail weight (t, ν = {nu:g})"
@@ -90,9 +99,9 @@ def label(kind: str, match: dict[str, float] | None) -> str:
 
 def _order(kind: str, match: dict[str, float] | None) -> int:
     """Rows in the order: Gaussian, one meaning's tail weight, other t clouds, two Gaussians."""
-    if kind in ("gauss", "two"):
-        return 0 if kind == "gauss" else 3
-    return 1 if match and math.isclose(float(kind[1:]), match["nu"]) else 2
+    if kind in ("gauss", "two") or kind.startswith("skew"):
+        return {"gauss": 0, "two": 4}.get(kind, 2)
+    return 1 if match and math.isclose(float(kind[1:]), match["nu"]) else 3
 
 
 def goal_rows(
