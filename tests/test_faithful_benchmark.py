@@ -16,7 +16,7 @@ from helpers import ROOT
 
 from benchmarks.claims import faithful
 from benchmarks.claims.config import OBJECTIVES
-from benchmarks.claims.faithful.run import merge
+from benchmarks.claims.faithful.run import merge, parse
 
 ARMS = ["truth", "separate (the paper's)", "preserve", "both", "ablation", "ablation sequential",
         "attribution"]  # fmt: skip
@@ -130,3 +130,10 @@ def test_parts_of_a_run_merge_into_one_report(quick: faithful.Outcome, tmp_path:
     other["config"]["epochs"] = 7
     with pytest.raises(ValueError, match="differ in more than their settings"):
         merge([data, other])
+
+
+def test_methods_flag_selects_the_arms_beside_cs() -> None:
+    # --methods with no name: CS alone (tuning CS without the slower methods)
+    default = parse([])[1].methods
+    assert "ablation" in default and parse(["--methods"])[1].methods == ()
+    assert parse(["--methods", "attribution"])[1].methods == ("attribution",)

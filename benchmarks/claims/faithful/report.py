@@ -260,7 +260,7 @@ def header(cfg: FaithfulConfig, argv: Sequence[str], seconds: float, parts: int 
         f"images `zoo.demo_data` (as `polyprune demo`), top-{cfg.trained_k}; the unit is the "
         "model card's.",
         "- **Methods beside CS** (issue 23): "
-        + ", ".join(_describe(m) for m in cfg.methods)
+        + (", ".join(_describe(m) for m in cfg.methods) or "none (`--methods`)")
         + ". Every method's masks are effective (kernels on a kept input→unit path).",
         "- **Pipeline**: as the claims benchmark's (`pp.study(..., methods=())`: HDBSCAN "
         "clusters, 20 % of each cluster held out; one subnetwork per cluster, members: the "

@@ -156,6 +156,10 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, FaithfulConfi
     parser.add_argument("--epochs", type=int, help="CS epochs (default: each objective's)")
     parser.add_argument("--seeds", type=int, nargs="+", help="planted seeds of every setting")
     parser.add_argument("--objectives", nargs="+", choices=OBJECTIVES, help="CS objectives")
+    parser.add_argument(
+        "--methods", nargs="*", choices=FaithfulConfig().methods,
+        help="the methods beside CS (default: all; none: CS only)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     cfg = QUICK if args.quick else FaithfulConfig()
     if args.settings is not None:
@@ -166,6 +170,8 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, FaithfulConfi
         cfg = replace(cfg, epochs=args.epochs)
     if args.objectives is not None:
         cfg = replace(cfg, objectives=tuple(args.objectives))
+    if args.methods is not None:
+        cfg = replace(cfg, methods=tuple(args.methods))
     if args.seeds is not None:
         seeds = tuple(args.seeds)
         cfg = replace(cfg, settings=tuple(replace(s, seeds=seeds) for s in cfg.settings))
