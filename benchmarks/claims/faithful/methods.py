@@ -36,8 +36,10 @@ class IdentRow(_JSONRow):
     raise the objective (``≤ 0``: no objective can ask for them); ``weak``: those whose removal
     raises it by less than :data:`WEAK`; ``min_effect``: the smallest effect; ``init_silent``:
     the fraction of the cluster's crops on which the unit is exactly 0 under CS's initial soft
-    masks (every maskable weight × ``σ(0) = CSConfig().init``), where no gradient reaches any
-    mask logit.
+    masks (every maskable weight × ``CSConfig().init``), where no gradient reaches any
+    mask logit; ``paper_silent``: the same under the paper's start (every weight × σ(0) = 0.5,
+    ``CSConfig.paper().init``), which polyprune's default start (``CSConfig().init``, faded out
+    over training) replaced because of this.
     """
 
     case: str
@@ -53,6 +55,7 @@ class IdentRow(_JSONRow):
     weak: int
     min_effect: float
     init_silent: float = math.nan
+    paper_silent: float = math.nan
 
 
 def roc_tpr(scores: Mapping[str, Tensor], truth: pp.Masks) -> tuple[float, ...]:
@@ -140,7 +143,8 @@ def identifiability(run: Runner, fitted: Mapping[str, Mapping[int, Subnetwork]])
     x, y = run.fit_x[run.clean], run.fit_y[run.clean]
     model, case = run.case.model, run.case
     rows = []
-    at_init = _at_init(run, x)
+    at_init = _at_init(run, x, pp.CSConfig().init)
+    at_paper = _at_init(run, x, pp.CSConfig.paper().init)
     for c, concept in run.majority.items():
         truth = case.true_circuit(concept)
         if truth is None:
@@ -160,14 +164,14 @@ def identifiability(run: Runner, fitted: Mapping[str, Mapping[int, Subnetwork]])
             kernels=int(e.numel()), free=int((e <= 0).sum()), weak=int((e < WEAK).sum()),
             min_effect=float(e.min()) if e.numel() else math.nan,
             init_silent=float((at_init[members] == 0).float().mean()),
+            paper_silent=float((at_paper[members] == 0).float().mean()),
         )  # fmt: skip
         rows.append(row)
     return rows
 
 
-def _at_init(run: Runner, x: Tensor) -> Tensor:
-    """The unit on ``x`` with every maskable weight scaled by CS's initial mask value."""
-    init = pp.CSConfig().init
+def _at_init(run: Runner, x: Tensor, init: float) -> Tensor:
+    """The unit on ``x`` with every maskable weight scaled by the initial mask value ``init``."""
     model = copy.deepcopy(run.case.model)
     with torch.no_grad():
         for module in model.modules():

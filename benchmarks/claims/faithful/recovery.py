@@ -82,6 +82,7 @@ def identifiability_table(rows: Sequence[IdentRow], settings: Sequence[str]) -> 
         better = sum(r.best_objective < r.truth_objective for r in mine)
         kernels = sum(r.kernels for r in mine)
         silent = [r.init_silent for r in mine if not math.isnan(r.init_silent)]
+        paper = [r.paper_silent for r in mine if not math.isnan(r.paper_silent)]
         out.append([
             setting or "all", str(len(mine)),
             f"{np.mean([r.truth_objective for r in mine]):.4f}",
@@ -89,11 +90,14 @@ def identifiability_table(rows: Sequence[IdentRow], settings: Sequence[str]) -> 
             f"{sum(r.free for r in mine) / kernels:.1%}",
             f"{sum(r.weak for r in mine) / kernels:.1%}",
             f"{sum(r.free == 0 for r in mine)}/{len(mine)}",
+            f"{np.mean(paper):.0%}" if paper else "–",
             f"{np.mean(silent):.0%}" if silent else "–",
         ])  # fmt: skip
     return table(["setting", "clusters", "truth's objective", "best found", "found < truth",
                   "circuit kernels free (effect ≤ 0)", f"weak (effect < {WEAK:g})",
-                  "clusters with no free kernel", "crops silent at CS's init"], out)  # fmt: skip
+                  "clusters with no free kernel",
+                  f"crops silent at the paper's CS start (× {pp.CSConfig.paper().init:g})",
+                  f"at polyprune's (× {pp.CSConfig().init:g})"], out)  # fmt: skip
 
 
 def ceiling(idents: Sequence[IdentRow]) -> float:
@@ -229,16 +233,19 @@ def goal_lines(
             f1 = _mean(chosen(rows), lambda r: r.f1)
             top_f1 = max((_mean(s(rows), lambda r: r.f1), m) for m, s in arms if s(rows))
             silent = np.nanmean([r.init_silent for r in ident])
+            paper = np.nanmean([r.paper_silent for r in ident])
             at_best = sum(r.best_objective >= r.truth_objective for r in ident)
             lines.append(
                 f"on the identifiable setting the ground truth's part is "
                 f"{1 - ceiling(ident):.2f} ({sum(r.free for r in ident)} free kernels, the "
                 f"truth the best found in {at_best}/{len(ident)} clusters), so the default's "
                 f"whole gap 1 − F1 = {1 - f1:.2f} is "
-                f"the method's; {top_f1[1]} reaches F1 {top_f1[0]:.2f}. Under CS's initial "
-                f"soft masks (every weight × {pp.CSConfig().init:g}; biases are not masked) the "
-                f"unit is exactly 0 on {silent:.0%} of the clusters' crops: where the gates are "
-                "closed no gradient of the objective reaches a mask logit, only the sparsity "
-                "penalty moves them"
+                f"the method's; {top_f1[1]} reaches F1 {top_f1[0]:.2f}. Under the paper's "
+                f"initial soft masks (every weight × {pp.CSConfig.paper().init:g}; biases are "
+                f"not masked) the unit is exactly 0 on {paper:.0%} of the clusters' crops: "
+                "where the gates are closed no gradient of the objective reaches a mask logit, "
+                "only the sparsity penalty moves them (CS kept nothing there before 0.3). "
+                f"polyprune's start (× {pp.CSConfig().init:g}, faded out over training) leaves "
+                f"it 0 on {silent:.0%}"
             )
     return [f"- {line}." for line in lines]
