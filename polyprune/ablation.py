@@ -3,9 +3,13 @@
 Kernels are visited from the unit back to the input; each is removed when removing it changes the
 objective by at most ``tau``. The objective is one of Continuous Sparsification's
 (``CSConfig(loss=...)``; default ``"both"``: the unit's activation on the cluster and its silence
-on the others), evaluated with hard masks. One layer's candidate removals are evaluated together
-in one batched forward pass, and a batch that changes the objective by at most ``tau`` as a whole
-is removed in one evaluation; see :mod:`polyprune._ablation` for how.
+on the others), evaluated with hard masks. One layer's candidate removals are evaluated together,
+several per pass: by running the graph after the layer on one copy of the images per candidate
+or, where that graph is a chain up to the unit, by carrying only each candidate's change through
+it. By default a batch that changes the objective by at most ``tau`` as a whole is removed in one
+evaluation, so the decisions depend on how many candidates a pass holds (``max_batch //
+batch_size``); ``sequential=True`` decides one kernel at a time, ACDC's rule exactly. See
+:mod:`polyprune._ablation` for how.
 """
 
 from __future__ import annotations
