@@ -72,33 +72,31 @@ def test_data_loaders_leave_the_global_generators_alone(planted, shuffle):
     )
 
 
-def test_the_first_clustering_of_a_process_leaves_pythons_random_alone():
-    # hdbscan imports scikit-learn, which imports rich, which draws from `random` on import
+def _first_call_keeps_random(module: str, call: str) -> None:
+    """In a fresh process, where ``module`` is not imported yet, ``call`` leaves Python's
+    ``random`` and torch's generator as found."""
     code = (
-        "import random, numpy as np, polyprune as pp\n"
-        "assert 'hdbscan' not in __import__('sys').modules\n"
-        "random.seed(5); state = random.getstate()\n"
-        "pp.cluster(np.random.default_rng(0).normal(size=(30, 3)))\n"
-        "assert random.getstate() == state, 'random moved'\n"
-    )
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr[-2000:]
-
-
-def test_the_first_digits_of_a_process_leave_pythons_random_alone():
-    # zoo.digits imports scikit-learn lazily (its bundled data set), which draws on import
-    code = (
-        "import random, sys, torch\n"
+        "import random, sys, torch, numpy as np, polyprune as pp\n"
         "from polyprune import zoo\n"
-        "assert 'sklearn' not in sys.modules\n"
+        f"assert {module!r} not in sys.modules\n"
         "random.seed(5); state = random.getstate()\n"
         "torch.manual_seed(5); t = torch.get_rng_state()\n"
-        "zoo.digits('test')\n"
+        f"{call}\n"
         "assert random.getstate() == state, 'random moved'\n"
         "assert torch.equal(torch.get_rng_state(), t), 'torch moved'\n"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_the_first_clustering_of_a_process_leaves_pythons_random_alone():
+    # hdbscan imports scikit-learn, which imports rich, which draws from `random` on import
+    _first_call_keeps_random("hdbscan", "pp.cluster(np.random.default_rng(0).normal(size=(30, 3)))")
+
+
+def test_the_first_digits_of_a_process_leave_pythons_random_alone():
+    # zoo.digits imports scikit-learn lazily (its bundled data set), which draws on import
+    _first_call_keeps_random("sklearn", "zoo.digits('test')")
 
 
 @pytest.mark.parametrize(
