@@ -32,7 +32,8 @@ def test_a_gated_unit_silent_under_the_starting_masks_warns() -> None:
     model, truth = zoo.planted_network(identifiable=True)
     concept = next(iter(truth))
     with pytest.warns(UserWarning, match=r"starting masks .* exactly 0 on all \d+ member"):
-        _fit(model, pp.Unit(*model.target), concept, PAPER_START.replace(epochs=2))
+        sub = _fit(model, pp.Unit(*model.target), concept, PAPER_START.replace(epochs=2))
+    assert sub.raw_masks.kept_weights() == 0  # only the penalty moved the masks: it keeps nothing
 
 
 def test_an_ungated_unit_does_not_warn() -> None:
