@@ -91,8 +91,8 @@ def gradients_on() -> Iterator[None]:
 @contextlib.contextmanager
 def random_state_kept() -> Iterator[None]:
     """Leave the caller's global random generators as found (also as a decorator): torch's CPU
-    generator, numpy's global one and Python's ``random``, restored on the way out, also when
-    the body raises.
+    generator, every CUDA device's generator (when CUDA is initialized on entry), numpy's global
+    one and Python's ``random``, restored on the way out, also when the body raises.
 
     polyprune's own draws use seeded generators of their own, but what it drives draws from the
     global ones: a ``DataLoader`` draws its base seed from torch's on every pass (also one
@@ -101,9 +101,13 @@ def random_state_kept() -> Iterator[None]:
     are undone with them; another thread's draws during the call too.
     """
     states = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    # a CUDA generator exists only once CUDA is initialized (a model or tensor on a GPU)
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
     try:
         yield
     finally:
         torch.set_rng_state(states[0])
         np.random.set_state(states[1])
         random.setstate(states[2])
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)

@@ -110,3 +110,16 @@ def test_the_first_digits_of_a_process_leave_pythons_random_alone():
 )
 def test_zoo_models_leave_the_global_generators_alone(build):
     _assert_unchanged(build)  # their modules' default init drew from torch's generator
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_generators_come_back_as_found():
+    from polyprune._model import random_state_kept
+
+    torch.cuda.manual_seed_all(7)
+    before = torch.cuda.get_rng_state_all()
+    with random_state_kept():
+        torch.rand(3, device="cuda")  # a draw inside (a DataLoader worker seed, a dropout)
+    assert all(
+        torch.equal(a, b) for a, b in zip(before, torch.cuda.get_rng_state_all(), strict=True)
+    )
