@@ -102,7 +102,8 @@ def random_state_kept() -> Iterator[None]:
     """
     states = torch.get_rng_state(), np.random.get_state(), random.getstate()
     # a CUDA generator exists only once CUDA is initialized (a model or tensor on a GPU)
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    initialized = torch.cuda.is_initialized()  # type: ignore[no-untyped-call]
+    cuda = torch.cuda.get_rng_state_all() if initialized else None
     try:
         yield
     finally:
