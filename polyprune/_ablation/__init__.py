@@ -373,11 +373,7 @@ def removal_effects(
     """The objective of the subnetwork ``kernels`` (kept ``(out, in)`` per weight; missing: all)
     and, per kept kernel of the region, how much removing it alone changes the objective (0
     elsewhere). Batched as :func:`ablate`; the model is left as found."""
-    run = _Ablator(model, unit, images, members, objective, False,
-                   min(batch_size, images.shape[0]), max_batch)  # fmt: skip
-    for name, kept in kernels.items():
-        if name in run.kept:
-            run.kept[name] = kept.to(torch.bool).clone()
+    run = _subnetwork(model, unit, images, members, kernels, objective, batch_size, max_batch)
     per_forward = max(1, max_batch // run.batch_size)
     with run.masked():
         base = run.current()
@@ -393,3 +389,22 @@ def removal_effects(
                     ).float()
         run.start(None)
     return base, run.effects
+
+
+def _subnetwork(
+    model: nn.Module,
+    unit: Unit,
+    images: Tensor,
+    members: Tensor,
+    kernels: dict[str, Tensor],
+    objective: ObjectiveFn,
+    batch_size: int,
+    max_batch: int,
+) -> _Ablator:
+    """A zero-ablation run whose kept kernels are the subnetwork ``kernels`` (missing: all)."""
+    run = _Ablator(model, unit, images, members, objective, False,
+                   min(batch_size, images.shape[0]), max_batch)  # fmt: skip
+    for name, kept in kernels.items():
+        if name in run.kept:
+            run.kept[name] = kept.to(torch.bool).clone()
+    return run
