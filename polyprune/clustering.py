@@ -76,12 +76,24 @@ class Clustering:
     def from_dict(cls, data: Mapping[str, Any]) -> Clustering:
         """The clustering of :meth:`to_dict` (one saved before 0.3, without a test, has
         ``p_value`` NaN)."""
+        labels = _saved_labels(data["labels"])
+        probabilities = valid.vector("probabilities", data["probabilities"]).double().numpy()
+        if (
+            probabilities.shape != labels.shape
+            or not ((probabilities >= 0) & (probabilities <= 1)).all()
+        ):
+            raise ValueError(
+                f"probabilities must be {labels.size} values in [0, 1], one per label, got "
+                f"{probabilities.size} in [{probabilities.min():g}, {probabilities.max():g}]"
+            )
+        p_value = none_to_nan(data.get("p_value"))
+        if not (math.isnan(p_value) or 0 <= p_value <= 1):
+            raise ValueError(f"p_value must be in [0, 1] or None, got {p_value!r}")
         return cls(
-            np.asarray(data["labels"], dtype=np.int64),
-            np.asarray(data["probabilities"], dtype=np.float64),
-            int(data["min_cluster_size"]), dict(data.get("params", {})),
-            none_to_nan(data.get("statistic")), none_to_nan(data.get("p_value")),
-            float(data.get("alpha", ALPHA)),
+            labels, probabilities.astype(np.float64),
+            valid.integer("min_cluster_size", data["min_cluster_size"], low=2),
+            dict(data.get("params", {})), none_to_nan(data.get("statistic")), p_value,
+            valid.fraction("alpha", data.get("alpha", ALPHA), one=False),
         )  # fmt: skip
 
     def __repr__(self) -> str:
@@ -163,6 +175,23 @@ class Clustering:
 def default_min_cluster_size(n: int) -> int:
     """5 % of the codes, at least 5: the paper's 50 for its top 1,000."""
     return max(5, round(0.05 * n))
+
+
+def _saved_labels(value: object) -> NDArray[np.int64]:
+    """Saved cluster labels: integers, ``-1`` (noise) or ``0 .. n - 1`` with every cluster
+    non-empty, as HDBSCAN gives them (a float, a gap or a label below -1 is refused, never
+    rounded)."""
+    t = valid.vector("labels", value, what="integer labels")
+    if t.is_floating_point() or t.dtype == torch.bool:
+        raise ValueError(f"labels must be integers (-1 for noise), got {t.dtype}")
+    labels = t.to(torch.int64).numpy()
+    present = np.unique(labels[labels >= 0])
+    if labels.min() < -1 or not np.array_equal(present, np.arange(present.size)):
+        raise ValueError(
+            "labels must be -1 (noise) or 0 .. n_clusters - 1 with every cluster present, "
+            f"got the values {np.unique(labels).tolist()[:10]}"
+        )
+    return labels
 
 
 def cluster(

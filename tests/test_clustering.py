@@ -71,3 +71,33 @@ def test_members_label_range():
     codes, _ = _blobs(40, [0.0, 6.0])
     with pytest.raises(ValueError, match="label"):
         pp.cluster(codes).members(5)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("labels", [1.5] * 6, "labels must be integers"),
+        ("labels", torch.full((6,), float("nan")), "NaN"),
+        ("labels", [0, 0, 2, 2, -1, -1], "every cluster present"),
+        ("labels", [0, 0, 1, 1, -7, -1], r"-1 \(noise\)"),
+        ("labels", [[0]] * 6, "1-D"),
+        ("probabilities", [0.5] * 5, "one per label"),
+        ("probabilities", [1.5] * 6, r"in \[0, 1\]"),
+        ("p_value", 2.0, "p_value must be in"),
+        ("min_cluster_size", 1, "min_cluster_size"),
+        ("alpha", 1.0, "alpha"),
+    ],
+)
+def test_from_dict_refuses_what_to_dict_never_writes(field, value, match):
+    """A damaged saved clustering is refused with the field named, never rounded or cast (a
+    NaN label cast to int is -2**63; a label 1.5 would silently be cluster 1)."""
+    good = pp.results.Clustering(
+        np.array([0, 0, 1, 1, -1, -1]), np.array([1.0, 0.9, 1.0, 0.8, 0.0, 0.0]), 2,
+        statistic=0.3, p_value=0.01,
+    )  # fmt: skip
+    again = pp.results.Clustering.from_dict(good.to_dict())
+    assert again.sizes == [2, 2] and again.is_polysemantic
+    data = good.to_dict()
+    data[field] = value
+    with pytest.raises(ValueError, match=match):
+        pp.results.Clustering.from_dict(data)
