@@ -37,7 +37,8 @@ import argparse
 import json
 import math
 import time
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -48,6 +49,7 @@ import torchvision
 
 import polyprune as pp
 from polyprune import zoo
+from polyprune._sigclust import METHODS, sigclust
 from polyprune.clustering import significance
 
 from ..claims.config import PLANTED_PAIRS
@@ -109,7 +111,14 @@ def _untested(x: np.ndarray, seed: int, *args: object) -> tuple[float, float, in
     return math.nan, math.nan, 0
 
 
-def cost(images: int, layer: str, k: int) -> dict[str, float]:
+def tested(method: str) -> AbstractContextManager[object]:
+    """``cluster`` (so ``scan``) runs the test ``method`` of ``significance`` inside."""
+    if method == "gaussian":
+        return nullcontext()
+    return mock.patch("polyprune.clustering.sigclust", partial(sigclust, method=method))
+
+
+def cost(images: int, layer: str, k: int, method: str = "gaussian") -> dict[str, float]:
     """Scan seconds with and without the test, and the clustering's share of each."""
     torch.manual_seed(0)
     model = torchvision.models.alexnet(weights=None).eval()
@@ -131,7 +140,7 @@ def cost(images: int, layer: str, k: int) -> dict[str, float]:
             start = time.perf_counter()
             for c in range(len(result)):
                 top = result.top(c)
-                significance(top.codes, top.values, seed=c)
+                significance(top.codes, top.values, seed=c, method=method)
             out["every channel tested"] = time.perf_counter() - start
         print(f"  {label} the test: {total:.1f} s, clustering "
               f"{result.timings['clustering']:.1f} s ({out[f'{label} clustering share']:.0%}), "
@@ -283,18 +292,42 @@ def _matched(tails: dict[str, Any], quick: bool) -> dict[str, float]:
 
 
 def _run(
-    part: str, quick: bool, seeds: tuple[int, ...], kinds: list[str], match: dict[str, float]
-) -> Any:
+    part: str, quick: bool, seeds: tuple[int, ...], kinds: list[str], match: dict[str, float],
+    method: str = "gaussian", only: list[str] | None = None,
+) -> Any:  # fmt: skip
+    with tested(method):
+        return _part(part, quick, seeds, kinds, match, method, only)
+
+
+def _only(
+    sizes: list[tuple[str, int, int, int]], only: list[str] | None
+) -> list[tuple[str, int, int, int]]:
+    """The synthetic sizes named ``C/k`` (all datasets) or ``C/k/n`` (``n`` datasets)."""
+    if not only:
+        return sizes
+    wanted = {tuple(map(int, name.split("/")[:2])): name.split("/")[2:] for name in only}
+    return [
+        (kind, c, k, int(wanted[c, k][0]) if wanted[c, k] and kind != "two" else n)
+        for kind, c, k, n in sizes
+        if (c, k) in wanted
+    ]
+
+
+def _part(
+    part: str, quick: bool, seeds: tuple[int, ...], kinds: list[str], match: dict[str, float],
+    method: str, only: list[str] | None,
+) -> Any:  # fmt: skip
     if part == "planted":
         print(f"planted networks, seeds {seeds}:")
         return planted(seeds, *((600, 120) if quick else (1500, 300)))
     if part == "synthetic":
         print("synthetic codes (called at alpha 0.05):")
-        sizes = [(kind, 64, 100, 20) for kind in KINDS] if quick else SIZES
+        sizes = [(kind, 64, 100, 20) for kind in KINDS] if quick else _only(SIZES, only)
         # the matched clouds are run and saved under their parameters
         named = {"matched": f"t{match['nu']}", "skewed": f"skew{match.get('a', 0.0)}"}
         found = rates(
-            [(named.get(kind, kind), c, k, n) for kind, c, k, n in sizes if kind in kinds]
+            [(named.get(kind, kind), c, k, n) for kind, c, k, n in sizes if kind in kinds],
+            method,
         )
         return {"/".join(map(str, key)): value for key, value in found.items()}
     if part == "tails":
@@ -305,7 +338,7 @@ def _run(
         print("zoo models:")
         return {} if quick else trained()
     print("cost:")
-    times = cost(60, "features.10", 20) if quick else cost(1000, "features.10", 100)
+    times = cost(60, "features.10", 20, method) if quick else cost(1000, "features.10", 100, method)
     print(f"  ratio with / without the test: {times['with'] / times['without']:.2f}×")
     return times
 
@@ -321,6 +354,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="run these parts only")  # fmt: skip
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS),
                         help="synthetic codes of these kinds only")  # fmt: skip
+    parser.add_argument("--method", choices=METHODS, default="gaussian",
+                        help="the test of significance (default: the library's)")  # fmt: skip
+    parser.add_argument("--sizes", nargs="+", default=None, metavar="C/K[/N]",
+                        help="synthetic sizes only (C channels, k rows, N datasets)")  # fmt: skip
     parser.add_argument("--save", type=Path, help="save the parts' results (JSON)")
     parser.add_argument("--load", type=Path, nargs="*", default=[],
                         help="results saved by --save (parts run in parallel)")  # fmt: skip
@@ -352,7 +389,7 @@ def _main(args: argparse.Namespace) -> int:
             match = _matched(results["tails"], args.quick)
             if "skewed" in args.kinds and "a" not in match:
                 raise SystemExit("the loaded tails part has no PC-1 skewness: run --parts tails")
-        results[part] = _run(part, args.quick, seeds, args.kinds, match)
+        results[part] = _run(part, args.quick, seeds, args.kinds, match, args.method, args.sizes)
     if args.save:
         args.save.write_text(json.dumps(results))
     if any(part not in results for part in PARTS):

@@ -52,16 +52,17 @@ def cloud(rng: np.random.Generator, n: int, c: int, kind: str) -> NDArray[np.flo
 
 
 def rates(
-    sizes: list[tuple[str, int, int, int]],
+    sizes: list[tuple[str, int, int, int]], method: str = "gaussian"
 ) -> dict[tuple[str, int, int], tuple[int, int]]:
-    """(kind, C, k) → (called at alpha, datasets), for each (kind, C, k, datasets)."""
+    """(kind, C, k) → (called at alpha, datasets), for each (kind, C, k, datasets), by the
+    test ``method`` of ``significance``."""
     out = {}
     for kind, c, k, datasets in sizes:
         rng = np.random.default_rng(2200 + c + k)
         called = 0
         for i in range(datasets):
             codes = cloud(rng, k, c, kind)
-            called += significance(codes, rng.random(k), seed=i)[1] < ALPHA
+            called += significance(codes, rng.random(k), seed=i, method=method)[1] < ALPHA
         out[(kind, c, k)] = (called, datasets)
         print(f"  {kind:<6} C={c:<4} k={k:<5} {called}/{datasets}", flush=True)
     return out
