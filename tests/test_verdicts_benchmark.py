@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+import polyprune as pp
 from benchmarks import verdicts
 from benchmarks.claims.faithful.config import SETTINGS
 from benchmarks.verdicts import matched, synthetic, tails
@@ -201,3 +202,24 @@ def test_the_page_s_matched_cloud_is_the_one_its_tail_table_gives() -> None:
         if "false positives 2–8 %" in line:
             called, n = map(int, line.split("| ")[2].split()[0].split("/"))
             assert line.endswith("| yes |" if 0.02 <= called / n <= 0.08 else "| no |")
+
+
+def test_sizes_and_method_select_what_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    sizes = verdicts._only(synthetic.SIZES, ["64/100/7", "384/1000"])
+    assert {(c, k) for _, c, k, _ in sizes} == {(64, 100), (384, 1000)}
+    assert all(n == 7 for kind, c, _, n in sizes if c == 64 and kind != "two")
+    assert all(n == synthetic.NULL_SETS for kind, c, _, n in sizes if c == 384 and kind != "two")
+    assert ("two", 64, 100, 40) in sizes  # the power keeps its own count
+    seen: list[str] = []
+
+    def fake(x: Any, seed: int, *args: Any, method: str = "gaussian") -> tuple[float, float, int]:
+        seen.append(method)
+        return 0.5, 0.5, 1
+
+    monkeypatch.setattr(verdicts, "sigclust", fake)
+    rng = np.random.default_rng(0)
+    codes = np.concatenate([rng.normal(0, 1, (60, 8)), rng.normal(6, 1, (60, 8))])
+    with verdicts.tested("minp"):  # cluster, so scan, runs the test asked for
+        assert pp.cluster(codes).p_value == 0.5
+    assert seen == ["minp"]
+    assert pp.cluster(codes).p_value < 1e-6  # and only inside
