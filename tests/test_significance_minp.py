@@ -11,7 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from polyprune._sigclust import MAX_DRAWS, cluster_index, gaussianized_variances, sigclust, signs
+from polyprune._sigclust import (
+    MAX_DRAWS,
+    cluster_index,
+    gaussianized_variances,
+    scores,
+    sigclust,
+    signs,
+)
 from polyprune.clustering import significance
 
 ALPHA = 0.05
@@ -85,8 +92,8 @@ def test_minp_ignores_rotation_translation_and_scale(
     # ranks may flip at a rounding-level tie: one draw's worth
     assert q == pytest.approx(p, rel=1e-6, abs=1.01 / 41)
     # the Gaussianized covariance turns with the codes and scales with their variance
-    one = gaussianized_variances(x - x.mean(0))
-    two = gaussianized_variances((moved - moved.mean(0)) @ rotation.T)
+    one = gaussianized_variances(scores(x)[0])
+    two = gaussianized_variances(scores(moved)[0])
     assert np.allclose(two, scale**2 * one, rtol=1e-6, atol=1e-9 * scale**2 * one.max())
 
 
