@@ -12,11 +12,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import ROOT
 
 from benchmarks.claims import faithful
+from benchmarks.claims.cases import planted_case
 from benchmarks.claims.config import OBJECTIVES
+from benchmarks.claims.faithful.methods import BACKGROUND_ARM, background, background_indices
 from benchmarks.claims.faithful.run import merge, parse
+from benchmarks.claims.run import prepare
 
 ARMS = ["truth", "separate (the paper's)", "preserve", "both", "ablation", "ablation sequential",
         "attribution"]  # fmt: skip
@@ -137,3 +141,32 @@ def test_methods_flag_selects_the_arms_beside_cs() -> None:
     default = parse([])[1].methods
     assert "ablation" in default and parse(["--methods"])[1].methods == ()
     assert parse(["--methods", "attribution"])[1].methods == ("attribution",)
+
+
+def test_background_crops_are_images_outside_the_top_k_cropped_at_the_unit() -> None:
+    claims = faithful.QUICK.claims_config()
+    case = planted_case(0, claims)
+    _, run = prepare(case, claims, lambda message: None)
+    assert run is not None
+    top = run.result.top
+    idx = background_indices(run, 40)
+    assert len(set(idx.tolist())) == 40 and not set(idx.tolist()) & set(top.indices.tolist())
+    assert torch.equal(idx, background_indices(run, 40))  # seeded by the case
+    crops = background(run, 40)
+    assert crops.shape[1:] == run.fit_x.shape[1:]
+    # the unit reads on each crop what it reads on the whole image: cropped at its position
+    on_crops = run.unit.activations(case.model, crops)
+    on_images = top.unit.activations(case.model, case.images[idx])
+    torch.testing.assert_close(on_crops, on_images, rtol=1e-4, atol=1e-5)
+
+
+def test_background_arm_runs_only_when_asked(tmp_path: Path) -> None:
+    assert BACKGROUND_ARM not in parse([])[1].methods
+    assert parse(["--methods", BACKGROUND_ARM])[1].methods == (BACKGROUND_ARM,)
+    done = faithful.main(["--quick", "--models", "--objectives", "both", "--methods",
+                          BACKGROUND_ARM, "--out", str(tmp_path / "f.md")])  # fmt: skip
+    rows = [r for r in done.rows.fits if r.method == BACKGROUND_ARM]
+    assert len(rows) == 2 and all(r.loss == "both" and r.f1 is not None for r in rows)
+    assert all(r.roc_auc is not None and (r.seconds or 0) > 0 for r in rows)
+    per_setting = _table(done.text, "Planted networks, per setting")
+    assert [r[1] for r in per_setting[1:]] == ["truth", "both", BACKGROUND_ARM]

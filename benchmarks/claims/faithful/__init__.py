@@ -31,6 +31,12 @@ Usage, from the repository root::
     python -m benchmarks.claims.faithful --settings identifiable --json A.json   # one part ...
     python -m benchmarks.claims.faithful --report A.json B.json --out FILE  # ... parts merged
     python -m benchmarks.claims.faithful --seeds 10 11 --models   # fewer seeds, no zoo models
+    python -m benchmarks.claims.faithful --methods 'both background'   # an arm not run by default
+
+The arm ``both background`` (:func:`~benchmarks.claims.faithful.methods.background`) fits CS with
+``both`` whose non-members are the other clusters' crops and 150 random crops of images outside
+the top-k (DESIGN's "non-top images as extra negatives"). It is not the pipeline's default:
+``pp.study`` does not collect such crops.
 
 The full default run writes ``docs/faithfulness.md`` unless ``--out`` says otherwise; the file
 records the command, date, versions and wall time, and is never edited by hand.

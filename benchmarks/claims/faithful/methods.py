@@ -24,6 +24,12 @@ from ..run import CaseResult, Runner
 FPR = np.linspace(0.0, 1.0, 21)
 #: A circuit kernel whose removal alone raises the objective by less than this is *weak*.
 WEAK = 1e-3
+#: The arm ``both background``: CS with ``both`` whose non-members are the other clusters' crops
+#: and this many background crops (:func:`background`). With the case's 1500 images and top-300
+#: the fit sees about 1.6× the crops of ``both`` (its time: the same factor).
+BACKGROUND = 150
+#: Its name (``--methods``; not run by default).
+BACKGROUND_ARM = "both background"
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,25 @@ def scores_of(run: Runner, sub: Subnetwork, label: int) -> Mapping[str, Tensor] 
     return scorer.score(run.case.model, x[y == label], run.unit)
 
 
+def background_indices(run: Runner, n: int = BACKGROUND) -> Tensor:
+    """The indices of ``n`` of the case's images that are not among the unit's top-k, drawn at
+    random (seeded by the case): what a user has without labels (images the unit does not fire
+    on most), not chosen by concept."""
+    in_top = torch.zeros(len(run.case.images), dtype=torch.bool)
+    in_top[run.result.top.indices] = True
+    rest = (~in_top).nonzero().flatten()
+    gen = torch.Generator().manual_seed(run.case.seed)
+    return rest[torch.randperm(len(rest), generator=gen)[:n]]
+
+
+def background(run: Runner, n: int = BACKGROUND) -> Tensor:
+    """The images of :func:`background_indices`, cropped at the unit's position as the top-k
+    crops are (the non-members the arm ``both background`` adds)."""
+    top = run.result.top
+    x = run.case.images[background_indices(run, n)]
+    return x if top.field is None else top.field.crop(x, top.unit.position).images
+
+
 #: Arms that are a registered method with options (``FaithfulConfig.methods`` names them);
 #: like ``ablation`` they find their own kept fraction.
 VARIANTS: dict[str, Callable[[], pp.Method]] = {
@@ -103,9 +128,13 @@ def fit_timed(
     how: str | pp.Method,
     keeps: Mapping[int, float] | None = None,
     config: pp.CSConfig | None = None,
+    extra: Tensor | None = None,
 ) -> tuple[dict[int, Subnetwork], dict[int, float]]:
-    """One subnetwork per cluster (as :meth:`Runner.fit`), and the seconds each fit took."""
+    """One subnetwork per cluster (as :meth:`Runner.fit`), and the seconds each fit took;
+    ``extra``: more non-members of every cluster (:func:`background`)."""
     x, y = run.fit_x[run.clean], run.fit_y[run.clean]
+    if extra is not None:
+        x, y = torch.cat([x, extra]), torch.cat([y, y.new_full((len(extra),), -1)])
     subs, seconds = {}, {}
     for c in range(run.result.clustering.n_clusters):
         t = time.perf_counter()

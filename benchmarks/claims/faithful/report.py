@@ -25,6 +25,7 @@ from ..rows import FitRow
 from ..stats import fmt, fmt_stats, select, stats
 from ..tables import goal_cells, goal_header, kept_ratio, objective_name, table
 from .config import COMMAND, FaithfulConfig, Rows
+from .methods import BACKGROUND, BACKGROUND_ARM
 from .recovery import gap_table, goal_lines, identifiability_table, roc_figure, roc_table
 
 
@@ -38,7 +39,7 @@ def _method(name: str) -> Callable[[Sequence[FitRow]], list[FitRow]]:
 
 
 #: Issue 23's methods beside CS (``FaithfulConfig.methods``).
-METHODS = ("ablation", "ablation sequential", "attribution")
+METHODS = ("ablation", "ablation sequential", "attribution", BACKGROUND_ARM)
 ARMS: tuple[tuple[str, Callable[[Sequence[FitRow]], list[FitRow]]], ...] = (
     ("truth", lambda rows: select(rows, grid="truth")),
     *((objective_name(loss), _objective(loss)) for loss in OBJECTIVES),
@@ -199,6 +200,12 @@ def _describe(method: str) -> str:
     if method == "ablation sequential":
         return ("`ablation sequential` (the same with `Ablation(sequential=True)`: one candidate "
                 "decided at a time, ACDC's rule exactly, no batch removed as a whole)")  # fmt: skip
+    if method == BACKGROUND_ARM:
+        return (
+            f"`{BACKGROUND_ARM}` (CS with `both`, its non-members the other clusters' crops "
+            f"and {BACKGROUND} crops of images outside the top-k, drawn at random, cropped "
+            "at the unit's position: the unit's silence on what it does not fire on most)"
+        )
     if method == "attribution":
         return ("`attribution` (EAP: |first-order effect of removing each kernel| on the "
                 "cluster's crops; cut at the kept fraction of CS with `both`)")  # fmt: skip

@@ -23,8 +23,10 @@ from ..config import DOCS, OBJECTIVES
 from ..run import CaseResult, Runner, prepare
 from .config import BY_NAME, MODELS, QUICK, FaithfulConfig, Rows
 from .methods import (
+    BACKGROUND_ARM,
     VARIANTS,
     IdentRow,
+    background,
     complete,
     fit_timed,
     identifiability,
@@ -50,7 +52,12 @@ def _arms(run: Runner, out: CaseResult, cfg: FaithfulConfig) -> list[IdentRow]:
         reference = fitted.get("CS both")
         own = name == "ablation" or name in VARIANTS  # finds its own kept fraction
         keeps = None if own else kept_of(reference) if reference else None
-        subs, seconds = fit_timed(run, method_of(name), keeps)
+        if name == BACKGROUND_ARM:  # CS both, background crops as more non-members
+            subs, seconds = fit_timed(
+                run, "cs", config=cfg.cs_config("both"), extra=background(run)
+            )
+        else:
+            subs, seconds = fit_timed(run, method_of(name), keeps)
         start = len(out.fits)
         run.record(out, name, "method", 0.0, subs, "both")
         complete(run, out, start, subs, seconds)
@@ -157,8 +164,8 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, FaithfulConfi
     parser.add_argument("--seeds", type=int, nargs="+", help="planted seeds of every setting")
     parser.add_argument("--objectives", nargs="+", choices=OBJECTIVES, help="CS objectives")
     parser.add_argument(
-        "--methods", nargs="*", choices=FaithfulConfig().methods,
-        help="the methods beside CS (default: all; none: CS only)",
+        "--methods", nargs="*", choices=(*FaithfulConfig().methods, BACKGROUND_ARM),
+        help=f"the methods beside CS (default: all but {BACKGROUND_ARM!r}; none: CS only)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     cfg = QUICK if args.quick else FaithfulConfig()
