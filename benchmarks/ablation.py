@@ -66,13 +66,36 @@ def compare(name: str, case: Case, cs: pp.CSConfig, goal: float) -> dict[str, fl
                                                    progress=False))  # fmt: skip
     ratio = ab_s / cs_s
     evaluations = ab_sub.history["evaluations"][-1]
+    cs_loss, ab_loss, dense, empty = (
+        objective(model, unit, x, members, m)
+        for m in (cs_sub.masks, ab_sub.masks, _filled(cs_sub.masks, True),
+                  _filled(cs_sub.masks, False))
+    )  # fmt: skip
     print(
         f"{name}: {len(x)} crops {tuple(x.shape[2:])}; CS {cs_s:.1f} s (kept "
-        f"{cs_sub.kept_fraction:.3f}), ablation {ab_s:.1f} s (kept {ab_sub.kept_fraction:.3f}, "
-        f"{evaluations:.0f} evaluations): ratio {ratio:.2f} (goal ≤ {goal:g})",
+        f"{cs_sub.kept_fraction:.3f}, objective {cs_loss:.3f}), ablation {ab_s:.1f} s (kept "
+        f"{ab_sub.kept_fraction:.3f}, objective {ab_loss:.3f}, {evaluations:.0f} evaluations): "
+        f"ratio {ratio:.2f} (goal ≤ {goal:g}); objective of the dense network {dense:.3f}, of "
+        f"none of the region's kernels {empty:.3f}",
         flush=True,
     )
-    return {f"{name}_cs_s": cs_s, f"{name}_ablation_s": ab_s, f"{name}_ratio": ratio}
+    return {f"{name}_cs_s": cs_s, f"{name}_ablation_s": ab_s, f"{name}_ratio": ratio,
+            f"{name}_cs_objective": cs_loss, f"{name}_ablation_objective": ab_loss}  # fmt: skip
+
+
+def objective(
+    model: torch.nn.Module, unit: pp.Unit, x: torch.Tensor, members: torch.Tensor, masks: pp.Masks
+) -> float:
+    """The default ``both`` objective of a subnetwork (hard masks, lower is better)."""
+    return pp.ablation.removal_effects(model, unit, x, members, masks, effects=False)[0]
+
+
+def _filled(masks: pp.Masks, keep: bool) -> pp.Masks:
+    """``masks`` with every kernel of the region kept (the dense network) or none kept."""
+    regions = {n: masks.regions.get(n, torch.ones_like(masks[n])) for n in masks}
+    kept = {n: ~regions[n] | keep for n in masks}
+    return pp.Masks(kept, "kernel", weight_shapes=masks.weight_shapes, regions=regions,
+                    unit=masks.unit)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

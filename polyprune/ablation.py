@@ -1,15 +1,16 @@
 """Iterative ablation (ACDC, Conmy et al. 2023) as a subnetwork method: ``"ablation"``.
 
 Kernels are visited from the unit back to the input; each is removed when removing it changes the
-objective by at most ``tau``. The objective is one of Continuous Sparsification's
-(``CSConfig(loss=...)``; default ``"both"``: the unit's activation on the cluster and its silence
-on the others), evaluated with hard masks. One layer's candidate removals are evaluated together,
-several per pass: by running the graph after the layer on one copy of the images per candidate
-or, where that graph is a chain up to the unit, by carrying only each candidate's change through
-it. By default a batch that changes the objective by at most ``tau`` as a whole is removed in one
-evaluation, so the decisions depend on how many candidates a pass holds (``max_batch //
-batch_size``); ``sequential=True`` decides one kernel at a time, ACDC's rule exactly. See
-:mod:`polyprune._ablation` for how.
+objective by at most ``tau`` and leaves it within ``budget`` of the lowest it has reached (ACDC's
+rule alone lets a wide layer's many cheap removals add up without bound). The objective is one of
+Continuous Sparsification's (``CSConfig(loss=...)``; default ``"both"``: the unit's activation on
+the cluster and its silence on the others), evaluated with hard masks. One layer's candidate
+removals are evaluated together, several per pass: by running the graph after the layer on one
+copy of the images per candidate or, where that graph is a chain up to the unit, by carrying only
+each candidate's change through it. By default a batch that changes the objective by at most
+``tau`` as a whole is removed in one evaluation, so the decisions depend on how many candidates a
+pass holds (``max_batch // batch_size``); ``sequential=True`` decides one kernel at a time,
+ACDC's rule. See :mod:`polyprune._ablation` for how.
 """
 
 from __future__ import annotations
@@ -31,14 +32,17 @@ from .masks import Masks
 from .methods import FitJob, Method, Subnetwork
 from .targets import Unit
 
-__all__ = ["DEFAULT_TAU", "Ablation", "removal_effects"]
+__all__ = ["DEFAULT_BUDGET", "DEFAULT_TAU", "Ablation", "removal_effects"]
 
 #: The default threshold, chosen on planted seeds 0–4 (``docs/faithfulness.md``).
 DEFAULT_TAU = 1e-3
+#: The default drift budget: how far above the lowest objective reached a run may end.
+DEFAULT_BUDGET = 0.01
 
 
 class Ablation(Method, name="ablation"):
-    """ACDC on kernels: remove a kernel when the objective moves by at most ``tau``.
+    """ACDC on kernels: remove a kernel when the objective moves by at most ``tau``, within a
+    budget.
 
     Visits the kernels that can reach the unit layer by layer from the unit back to the input;
     in each layer only the kernels still on a path to the unit are tried (the others can change
@@ -47,9 +51,17 @@ class Ablation(Method, name="ablation"):
     (least important first, by a first-order estimate) is first removed as a whole, and kept
     out when that moves ``L`` by at most ``tau`` either way; ``sequential=True`` decides one
     candidate at a time instead, ACDC's rule exactly (each removal judged against the
-    objective with every earlier removal done). ``L`` is a Continuous Sparsification
-    objective (``loss``; errors are relative to the members' RMS activation, so ``tau`` does not
-    depend on the unit's scale). Finds its own kept fraction (``keep`` is not used).
+    objective with every earlier removal done). Each removal is also held to a **budget**: it
+    is taken only when ``L(without it)`` stays within ``budget`` of the lowest objective the run
+    has reached. ACDC's rule alone lets every kernel that costs at most ``tau`` go, so a layer of
+    ``n`` such kernels can move the objective by up to ``n × tau``: on a wide layer the run drifts
+    far from the unit, past the point where any kernel upstream can matter (random AlexNet's
+    ``features.10`` lost every kernel that way; see the changelog of 0.3). With the budget, the
+    subnetwork's objective ends at most ``budget`` above the best subnetwork the run passed
+    through, hence above the dense network's by at most ``budget``. ``L`` is a Continuous
+    Sparsification objective (``loss``; errors are relative to the members' RMS activation, so
+    ``tau`` and ``budget`` do not depend on the unit's scale). Finds its own kept fraction
+    (``keep`` is not used).
 
     The subnetwork's ``state["effects"]`` holds, per weight, a continuous score per kernel for a
     threshold-free comparison (:func:`polyprune.evaluation.circuit_scores`), higher is more
@@ -65,6 +77,9 @@ class Ablation(Method, name="ablation"):
     ----------
     tau : float
         The threshold, ≥ 0 (default :data:`DEFAULT_TAU`).
+    budget : float
+        The most the objective may rise above the lowest value it has reached in the run, ≥ 0
+        (default :data:`DEFAULT_BUDGET`); ``float("inf")``: ACDC's rule alone, no budget.
     loss : str
         The objective, a registered CS loss (``"both"``, ``"preserve"``, ``"separate"``, ...).
     ablation : {"zero", "mean"}
@@ -73,7 +88,8 @@ class Ablation(Method, name="ablation"):
         At most this many images (candidates × images) per forward pass; with several
         candidates per pass they are also decided in batches (above).
     sequential : bool
-        Decide each candidate alone in turn, in index order (ACDC's sequential rule): no batch
+        Decide each candidate alone in turn, in index order (ACDC's sequential rule; exactly
+        ACDC's with ``budget=float("inf")``): no batch
         is removed as a whole, and each kernel's effect is its own, not a share of a batch's.
         Still batched: one forward pass evaluates every prefix of a window of a layer's
         candidates removed together (removals in one layer add up in its output) and serves
@@ -109,6 +125,7 @@ class Ablation(Method, name="ablation"):
         self,
         *,
         tau: float = DEFAULT_TAU,
+        budget: float = DEFAULT_BUDGET,
         loss: str = "both",
         ablation: Literal["zero", "mean"] = "zero",
         max_batch: int = 2048,
@@ -118,6 +135,8 @@ class Ablation(Method, name="ablation"):
     ) -> None:
         if isinstance(tau, bool) or not isinstance(tau, int | float) or not tau >= 0:
             raise ValueError(f"tau must be a number ≥ 0, got {tau!r}")
+        if isinstance(budget, bool) or not isinstance(budget, int | float) or not budget >= 0:
+            raise ValueError(f"budget must be a number ≥ 0 (float('inf'): none), got {budget!r}")
         if ablation not in ("zero", "mean"):
             raise ValueError(f"ablation must be 'zero' or 'mean', got {ablation!r}")
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
@@ -129,7 +148,7 @@ class Ablation(Method, name="ablation"):
         loss_class(loss)  # an unknown objective is a ValueError naming the registered ones
         super().__init__(progress=progress)
         self.tau, self.loss, self.ablation, self.max_batch = float(tau), loss, ablation, max_batch
-        self.sequential, self.scores = bool(sequential), scores
+        self.sequential, self.scores, self.budget = bool(sequential), scores, float(budget)
 
     def fit(self, job: FitJob) -> Subnetwork:
         """Ablate the kernels of one job (kernel granularity only)."""
@@ -141,7 +160,7 @@ class Ablation(Method, name="ablation"):
             job.model, job.unit, job.images, job.members, tau=self.tau,
             objective=loss_class(self.loss)(), ablation=self.ablation,
             batch_size=job.batch_size, max_batch=self.max_batch, sequential=self.sequential,
-            progress=job.progress and self.progress,
+            budget=self.budget, progress=job.progress and self.progress,
         )  # fmt: skip
         effects = found.effects
         if self.scores == "final":
@@ -152,11 +171,12 @@ class Ablation(Method, name="ablation"):
             )  # fmt: skip
         return Subnetwork(
             job.masks({n: found.kernels[n] for n in job.shapes}), job.unit, self.name,
-            found.history, state={"effects": effects, "tau": self.tau},
+            found.history, state={"effects": effects, "tau": self.tau, "budget": self.budget},
         )  # fmt: skip
 
     def __repr__(self) -> str:
-        extra = ", sequential=True" if self.sequential else ""
+        extra = "" if self.budget == DEFAULT_BUDGET else f", budget={self.budget:g}"
+        extra += ", sequential=True" if self.sequential else ""
         extra += "" if self.scores == "visit" else f", scores={self.scores!r}"
         return f"Ablation(tau={self.tau:g}, loss={self.loss!r}, ablation={self.ablation!r}{extra})"
 

@@ -92,10 +92,11 @@ def test_batched_removal_effects_equal_removing_one_kernel_at_a_time(max_batch: 
         torch.testing.assert_close(effects[name], w, rtol=1e-4, atol=1e-5)
 
 
-def acdc_reference(model: nn.Module, unit: pp.Unit, x: Tensor, y: Tensor, tau: float
-                   ) -> dict[str, Tensor]:  # fmt: skip
+def acdc_reference(model: nn.Module, unit: pp.Unit, x: Tensor, y: Tensor, tau: float,
+                   budget: float = float("inf")) -> dict[str, Tensor]:  # fmt: skip
     """ACDC's sequential rule with the ``both`` objective, by a plain loop over masked forward
-    passes: the kept kernels per weight of ``Skip``."""
+    passes: the kept kernels per weight of ``Skip``; with a ``budget``, a removal must also leave
+    the objective within ``budget`` of the lowest reached."""
     dense = unit_activations(model, unit, x)
     ctx = loss_context(dense, y, False, False)
     regions = pp.scoring.SNIP().score(model, x[:1], unit).regions
@@ -105,15 +106,15 @@ def acdc_reference(model: nn.Module, unit: pp.Unit, x: Tensor, y: Tensor, tau: f
         a = unit_activations(model, unit, x, pp.Masks(kept, "kernel"))
         return float(both(a, dense, y, torch.zeros(()), ctx))
 
-    now = loss()
+    now = best = loss()
     for name in ("c2.weight", "c1.weight", "c0.weight"):  # from the unit back
         on_path = pp.Masks(kept, "kernel", regions=regions, unit=unit).effective(model)[name]
         kept[name] &= on_path | ~regions[name]
         for o, i in (on_path & regions[name]).nonzero().tolist():
             kept[name][o, i] = False
             trial = loss()
-            if trial - now <= tau:
-                now = trial
+            if trial - now <= tau and trial - best <= budget:
+                now, best = trial, min(best, trial)
             else:
                 kept[name][o, i] = True
     return kept

@@ -16,7 +16,7 @@ from polyprune import zoo
 from polyprune._ablation.marginal import marginal_effects
 from polyprune._cs.loss import both, loss_context
 from polyprune._unit_io import placed, unit_activations
-from polyprune.ablation import Ablation
+from polyprune.ablation import DEFAULT_BUDGET, Ablation
 
 
 @pytest.mark.parametrize("max_batch", [12, 10_000])  # one candidate per forward pass, or all
@@ -86,7 +86,7 @@ def test_sequential_is_acdc_whatever_the_batch_size() -> None:
     model = Skip().eval()
     x, y = data()
     unit = placed(model, pp.Unit("c2", 1), x)
-    want = acdc_reference(model, unit, x, y, 0.02)
+    want = acdc_reference(model, unit, x, y, 0.02, DEFAULT_BUDGET)
     sub = pp.fit_subnetwork(model, pp.Unit("c2", 1), x, y,
                             Ablation(tau=0.02, sequential=True, progress=False),
                             batch_size=4)  # fmt: skip

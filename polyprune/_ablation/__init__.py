@@ -5,7 +5,9 @@ the unit's activation on the cluster, its silence on the others), evaluated with
 Kernels ``(out, in)`` are visited layer by layer from the unit back to the input; in each layer
 only the kernels still on a path to the unit are candidates (the others are removed: they can
 change nothing). A candidate is removed when removing it changes the objective by less than
-``tau`` (``L_without − L_current < tau``, so a removal that helps is always taken).
+``tau`` (``L_without − L_current < tau``, so a removal that helps is always taken), and when the
+objective then stays within ``budget`` of the lowest it has reached in the run (ACDC's rule alone
+lets each of ``n`` kernels cost up to ``tau``, so a wide layer can drift by ``n × tau``).
 
 **Batching.** Removing kernel ``(o, i)`` of a layer changes only output channel ``o`` of that
 layer, by ``−w_oi ∗ x_i``. So ``K`` candidates of one layer are evaluated in one forward pass:
@@ -110,6 +112,8 @@ class _Ablator:
         self.shift = torch.zeros(())
         self.evaluations = 0
         self.sequential = False  # decide each candidate in turn (decide.in_turn)
+        self.budget = float("inf")  # the most the objective may rise above self.best
+        self.best = float("inf")  # the lowest objective reached (kernels removed so far)
         # the candidates of the layer being ablated: (module name, rows, cols) and how to batch
         self._chunk: tuple[str, Tensor, Tensor] | None = None
         self._expand = True
@@ -286,6 +290,16 @@ class _Ablator:
         self.evaluations -= 1
         return torch.stack(captured).sum(0) / self.images.shape[0]
 
+    def allowed(self, loss: float) -> bool:
+        """Whether the budget allows the objective ``loss``: at most ``budget`` above the
+        lowest reached."""
+        return loss - self.best <= self.budget
+
+    def reached(self, loss: float) -> float:
+        """Record the objective of the kernels now kept; return it."""
+        self.best = min(self.best, loss)
+        return loss
+
     def remove(self, name: str, o: int, i: int, mean: Tensor | None) -> None:
         self.kept[name][o, i] = False
         if mean is not None:
@@ -313,6 +327,7 @@ def ablate(
     batch_size: int = 256,
     max_batch: int = 2048,
     sequential: bool = False,
+    budget: float = float("inf"),
     progress: bool = False,
 ) -> AblationResult:
     """ACDC on the kernels that can reach the placed ``unit`` (module docstring).
@@ -320,19 +335,23 @@ def ablate(
     ``images`` ``(N, ...)`` and ``members`` ``(N,)`` bool as for CS; ``objective`` a CS objective
     (``both``, ``preserve``, ...); ``ablation`` ``"zero"`` or ``"mean"``; at most ``max_batch``
     images (candidates × images) per forward pass; ``sequential``: each candidate decided in
-    turn, in index order (:func:`~polyprune._ablation.decide.in_turn`). The model must be in
-    eval mode; it is left as found (parametrizations and hooks removed in ``finally``).
+    turn, in index order (:func:`~polyprune._ablation.decide.in_turn`); ``budget``: every
+    removal also keeps the objective within ``budget`` of the lowest reached (inf: none). The
+    model must be in eval mode; it is left as found (parametrizations and hooks removed in
+    ``finally``).
     """
     if ablation not in ("zero", "mean"):
         raise ValueError(f"ablation must be 'zero' or 'mean', got {ablation!r}")
     if isinstance(tau, bool) or not isinstance(tau, int | float) or not tau >= 0:
         raise ValueError(f"tau must be a number ≥ 0, got {tau!r}")
+    if isinstance(budget, bool) or not isinstance(budget, int | float) or not budget >= 0:
+        raise ValueError(f"budget must be a number ≥ 0, got {budget!r}")
     run = _Ablator(model, unit, images, members, objective, ablation == "mean",
                    min(batch_size, images.shape[0]), max_batch)  # fmt: skip
     history: dict[str, list[float]] = {"objective": [], "kept": [], "evaluations": [],
                                        "seconds": []}  # fmt: skip
     names = order(model, unit.layer, list(run.shapes))
-    run.sequential = sequential
+    run.sequential, run.budget = sequential, budget
     per_forward = max(1, max_batch // run.batch_size)
     for name in staged(names, "ablation", unit="layer", show=progress):
         started = time.perf_counter()
@@ -344,7 +363,7 @@ def ablate(
         candidates = (on_path & region).nonzero()
         with run.masked():
             run.start(module)
-            now = run.current()
+            now = run.reached(run.current())
             if not sequential and 1 < per_forward < len(candidates):  # least important first
                 guess = run.estimates(name, candidates[:, 0], candidates[:, 1])
                 candidates = candidates[torch.argsort(guess, stable=True)]

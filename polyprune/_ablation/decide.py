@@ -36,10 +36,10 @@ def visit(run: Ablator, name: str, rows: Tensor, cols: Tensor, now: float, tau: 
     means = run._mean_now if run.mean else None
     deltas = losses - now
     run.effects[name][rows, cols] = deltas.float()
-    chosen = (deltas <= tau).nonzero().squeeze(1).tolist()
+    chosen = ((deltas <= tau) & (losses - run.best <= run.budget)).nonzero().squeeze(1).tolist()
     if len(chosen) == 1:
         run.remove(name, int(rows[chosen[0]]), int(cols[chosen[0]]), _mean_of(means, chosen[0]))
-        return float(losses[chosen[0]])
+        return run.reached(float(losses[chosen[0]]))
     return _split(run, name, rows, cols, chosen, means, now, tau)
 
 
@@ -57,8 +57,9 @@ def _take(
     for k in ks:
         run.remove(name, int(rows[k]), int(cols[k]), _mean_of(means, k))
     trial = run.current()
-    if (abs(trial - now) <= tau) if unchanged else (trial - now <= tau * len(ks)):
-        return trial
+    close = (abs(trial - now) <= tau) if unchanged else (trial - now <= tau * len(ks))
+    if close and run.allowed(trial):
+        return run.reached(trial)
     for k in ks:
         run.restore(name, int(rows[k]), int(cols[k]), _mean_of(means, k))
     return None
@@ -114,11 +115,11 @@ def in_turn(run: Ablator, name: str, rows: Tensor, cols: Tensor, now: float, tau
         for k, loss in enumerate(losses):
             run.effects[name][r[k], c[k]] = loss - now
             start += 1
-            kept = loss - now > tau
+            kept = loss - now > tau or not run.allowed(loss)
             if kept:  # decided: kept; the rest of the window is evaluated again
                 break
             run.remove(name, int(r[k]), int(c[k]), _mean_of(means, k))
-            now = loss
+            now = run.reached(loss)
         # the next window: twice as long after a pass with no rejection, one candidate after
         # one (a pass costs an evaluation per candidate in it, decided or not)
         window = 1 if kept else min(2 * window, len(rows))

@@ -196,10 +196,12 @@ def _describe(method: str) -> str:
     if method == "ablation":
         return ("`ablation` (ACDC: kernels visited from the unit back, removed when the `both` "
                 f"objective moves by at most τ = {pp.ablation.DEFAULT_TAU:g}, its default, chosen "
-                "on planted seeds 0–4; zero ablation)")  # fmt: skip
+                "on planted seeds 0–4, and stays within the drift budget "
+                f"{pp.ablation.DEFAULT_BUDGET:g} of the lowest reached; zero ablation)"
+                )  # fmt: skip
     if method == "ablation sequential":
         return ("`ablation sequential` (the same with `Ablation(sequential=True)`: one candidate "
-                "decided at a time, ACDC's rule exactly, no batch removed as a whole)")  # fmt: skip
+                "decided at a time, ACDC's rule, no batch removed as a whole)")  # fmt: skip
     if method == BACKGROUND_ARM:
         return (
             f"`{BACKGROUND_ARM}` (CS with `both`, its non-members the other clusters' crops "
