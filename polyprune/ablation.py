@@ -89,13 +89,13 @@ class Ablation(Method, name="ablation"):
         candidates per pass they are also decided in batches (above).
     sequential : bool
         Decide each candidate alone in turn, in index order (ACDC's sequential rule; exactly
-        ACDC's with ``budget=float("inf")``): no batch
-        is removed as a whole, and each kernel's effect is its own, not a share of a batch's.
-        Still batched: one forward pass evaluates every prefix of a window of a layer's
-        candidates removed together (removals in one layer add up in its output) and serves
-        for as long as the prefixes are accepted; a rejected candidate ends the pass. The
-        window doubles after a pass with no rejection and falls back to one candidate after
-        one.
+        ACDC's with ``budget=float("inf")``): no batch is removed as a whole, and each kernel's
+        effect is its own, not a share of a batch's. Still batched: one forward pass evaluates
+        every prefix of a window of a layer's candidates removed together (removals in one
+        layer add up in its output) and serves for as long as the prefixes are accepted; a
+        rejected candidate ends the pass. The window doubles after a pass with no rejection
+        and falls back to one candidate after one. Where the graph after the layer is a chain,
+        each prefix is carried as its change alone, as the default rule's candidates are.
     scores : {"visit", "final"}
         What ``state["effects"]`` holds (above); the masks do not depend on it.
     progress : bool

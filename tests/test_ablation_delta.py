@@ -89,16 +89,31 @@ def counting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
+def prefixes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the windows the sequential rule evaluates on the chained path."""
+    windows: list[int] = []
+    real: Callable[..., Tensor] = chained.prefixes
+
+    def spy(run: ablation_core._Ablator, *args: object) -> Tensor:
+        windows.append(1)
+        return real(run, *args)
+
+    monkeypatch.setattr(chained, "prefixes", spy)
+    return windows
+
+
 @pytest.mark.parametrize("mode", ["zero", "mean"])
 @pytest.mark.parametrize("norm", [False, True, "same"])
 @pytest.mark.parametrize("max_batch", [16, 10_000])  # one candidate per pass, or many
 @pytest.mark.parametrize("position", [None, (0, 3)])  # the center; a corner: padding read
+@pytest.mark.parametrize("sequential", [False, True])  # ACDC's rule: prefixes of a window
 def test_chained_ablation_decides_exactly_as_running_the_graph(
     monkeypatch: pytest.MonkeyPatch,
     mode: str,
     norm: bool | str,
     max_batch: int,
     position: tuple[int, int] | None,
+    sequential: bool,
 ) -> None:
     model = integer(Plain(norm is True, norm == "same"))
     x, members = images()
@@ -108,13 +123,18 @@ def test_chained_ablation_decides_exactly_as_running_the_graph(
         with monkeypatch.context() as m:
             if on:
                 calls = counting(m)
+                windows = prefixes(m)
             else:
                 plain_path(m)
             runs.append(ablate(model, unit, x, members, tau=0.05, objective=both,
-                               ablation=mode, max_batch=max_batch))  # fmt: skip
+                               ablation=mode, max_batch=max_batch,
+                               sequential=sequential, budget=0.5))  # fmt: skip
         if on:
             assert 1 in calls  # the on path ran
-            assert 2 in calls or max_batch > 16  # one at a time: states change by trials
+            if sequential:  # every window of candidates from the changes alone
+                assert windows
+            else:
+                assert 2 in calls or max_batch > 16  # one at a time: states change by trials
     fast, slow = runs
     assert fast.history["objective"] == slow.history["objective"]
     assert fast.history["evaluations"] == slow.history["evaluations"]

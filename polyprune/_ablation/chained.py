@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._model import model_dtype_device
@@ -15,7 +16,7 @@ from .graph import contributions
 if TYPE_CHECKING:
     from . import _Ablator as Ablator
 
-__all__ = ["removals", "trial"]
+__all__ = ["prefixes", "removals", "trial"]
 
 #: at most this many kernels changed since the last state computed: propagate their change
 #: (more: run the graph after the layer again)
@@ -35,6 +36,69 @@ def removals(run: Ablator, module: nn.Module, rows: Tensor, cols: Tensor) -> Ten
             parts.append(run._chain.removals(outs, change[:, :, None], r[:, None]).float().cpu())
     run.evaluations += len(rows)
     return torch.cat(parts, 1)
+
+
+def prefixes(
+    run: Ablator, module: nn.Module, rows: Tensor, cols: Tensor, means: Tensor | None
+) -> Tensor:
+    """The unit with the first ``k + 1`` candidates removed together, for each ``k``: ``(K, N)``
+    (``means``: each candidate's mean contribution ``(K, *map)``, put back where it is removed).
+    Copy ``k`` changes the layer's output in the candidates' distinct channels by the sum of the
+    first ``k + 1`` changes there, as one candidate of several channels. With zero ablation,
+    where at most :data:`MAX_CHANGED` kernels differ from the last state the chain computed,
+    each copy starts from that state and also carries their change (as :func:`trial`), so the
+    chain is not run again after every accepted removal."""
+    assert run._chain is not None and run._name is not None
+    k = len(rows)
+    since = None if means is not None else _since(run)
+    if since is None:
+        outputs, signs = run._chained(), -torch.ones(k)
+        every, before = (rows, cols), 0
+    else:
+        (d_rows, d_cols, d_signs), outputs = since
+        signs = torch.cat([d_signs, -torch.ones(k)])
+        every, before = (torch.cat([d_rows, rows]), torch.cat([d_cols, cols])), len(d_rows)
+    channels, where = torch.unique(every[0], return_inverse=True)
+    # (copies, kernels, channels): copy q takes the differing kernels and candidates 0..q
+    pick = torch.cat([torch.ones(k, before), torch.ones(k, k).tril()], 1)[:, :, None]
+    pick = pick * signs[None, :, None] * F.one_hot(where, len(channels))[None]
+    dtype, device = model_dtype_device(run.model)
+    if since is not None:  # the unmasked weights: a removed kernel's change is −w ∗ x
+        run._leaf[run._name] = torch.ones(run.kept[run._name].shape, dtype=dtype, device=device)
+    parts = []
+    try:
+        with torch.no_grad():
+            for x, outs in zip(run._cache, outputs, strict=True):
+                r, c = every[0].to(x.device), every[1].to(x.device)
+                each = contributions(module, x, r, c)  # (N, kernels, *map)
+                if means is not None:
+                    each = each - means.to(each)[None]
+                change = torch.einsum("qju,nj...->qnu...", pick.to(each), each)
+                at = channels.to(x.device).expand(k, -1)
+                parts.append(run._chain.removals(outs, change, at).float().cpu())
+    finally:
+        run._leaf.pop(run._name, None)
+    run.evaluations += k
+    return torch.cat(parts, 1)
+
+
+def _since(run: Ablator) -> tuple[tuple[Tensor, Tensor, Tensor], list[list[Tensor]]] | None:
+    """The kernels of the ablated layer that differ from the last state the chain computed
+    (rows, cols, +1 where put back and −1 where removed since) and that state's outputs; None
+    where there is none, none differ, more than :data:`MAX_CHANGED` do or mean corrections
+    are in play."""
+    chain, name = run._chain, run._name
+    if chain is None or name is None or not chain.cached or name in run.corrections:
+        return None
+    (kept_then, corr_then), outs = chain.cached[-1]
+    if corr_then.numel():
+        return None
+    kept = run.kept[name]
+    changed = (kept != kept_then).nonzero()
+    if not 0 < len(changed) <= MAX_CHANGED:
+        return None
+    rows, cols = changed[:, 0], changed[:, 1]
+    return (rows, cols, kept[rows, cols].float() * 2 - 1), outs
 
 
 def trial(run: Ablator) -> Tensor | None:

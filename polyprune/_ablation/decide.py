@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
+from . import chained
 from .graph import contributions
 from .marginal import changed, one_each
 
@@ -95,7 +96,9 @@ def in_turn(run: Ablator, name: str, rows: Tensor, cols: Tensor, now: float, tau
     sequential ones, and the first rejected candidate ends the pass (it is kept; the rest are
     evaluated again from there). The window doubles after a pass with no rejection and falls
     back to one candidate after a rejection, so a run of removals costs few passes and a
-    rejection wastes little. Each kernel's effect is its own ``L(without) − L(now)``."""
+    rejection wastes little. Each kernel's effect is its own ``L(without) − L(now)``. Where the
+    graph after the layer is a chain, the prefixes come from their changes alone
+    (:func:`~polyprune._ablation.chained.prefixes`)."""
     module = run.model.get_submodule(name.rpartition(".")[0])
     start, window = 0, 1
     while start < len(rows):
@@ -110,7 +113,10 @@ def in_turn(run: Ablator, name: str, rows: Tensor, cols: Tensor, now: float, tau
                 removed = removed + means.to(removed)[None]
             return one_each(removed, rr, m, x).cumsum(0)  # copy k: the first k + 1 removed
 
-        losses = changed(run, name, len(r), change).tolist()
+        if run._chain is not None:  # the chain after the layer: from the changes alone
+            losses = [run.loss(a) for a in chained.prefixes(run, module, r, c, means)]
+        else:
+            losses = changed(run, name, len(r), change).tolist()
         kept = False
         for k, loss in enumerate(losses):
             run.effects[name][r[k], c[k]] = loss - now
