@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from . import _ablation
 from . import _validate as valid
+from ._ablation.effects import removal_effects as _removal_effects
 from ._ablation.marginal import marginal_effects
 from ._cs.loss import loss_class
 from ._data import as_images, check_members
@@ -224,7 +225,7 @@ def removal_effects(
     members = check_members(members, images.shape[0])
     kernels = {n: masks[n] for n in masks}
     with eval_mode(model), torch.no_grad():
-        return _ablation.removal_effects(
+        return _removal_effects(
             model, at, images, members, kernels, objective=objective, batch_size=batch_size,
             effects=effects,
         )  # fmt: skip

@@ -12,7 +12,8 @@ from torch import Tensor, nn
 
 import polyprune as pp
 from polyprune import zoo
-from polyprune._ablation import ablate, removal_effects
+from polyprune._ablation import ablate
+from polyprune._ablation.effects import removal_effects
 from polyprune._cs.loss import both, loss_context, preserve
 from polyprune._unit_io import placed, unit_activations
 

@@ -13,7 +13,8 @@ from torch import Tensor, nn
 
 import polyprune as pp
 import polyprune._ablation as ablation_core
-from polyprune._ablation import ablate, chained, removal_effects
+from polyprune._ablation import ablate, chained
+from polyprune._ablation.effects import removal_effects
 from polyprune._cs.loss import both, preserve
 from polyprune._unit_io import placed
 

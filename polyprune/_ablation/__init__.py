@@ -61,7 +61,7 @@ from .decide import visit
 from .delta import Chain
 from .graph import FromLayer, contributions, dominates, order
 
-__all__ = ["AblationResult", "ablate", "removal_effects"]
+__all__ = ["AblationResult", "ablate"]
 
 #: ``(a, d, y, shift, ctx) -> loss``, as the CS objectives.
 ObjectiveFn = Callable[..., Tensor]
@@ -375,55 +375,3 @@ def ablate(
         history["evaluations"].append(float(run.evaluations))
         history["seconds"].append(time.perf_counter() - started)
     return AblationResult(run.kept, run.effects, history)
-
-
-def removal_effects(
-    model: nn.Module,
-    unit: Unit,
-    images: Tensor,
-    members: Tensor,
-    kernels: dict[str, Tensor],
-    *,
-    objective: ObjectiveFn = both,
-    batch_size: int = 256,
-    max_batch: int = 2048,
-    effects: bool = True,
-) -> tuple[float, dict[str, Tensor]]:
-    """The objective of the subnetwork ``kernels`` (kept ``(out, in)`` per weight; missing: all)
-    and, per kept kernel of the region, how much removing it alone changes the objective (0
-    elsewhere). Batched as :func:`ablate`; the model is left as found."""
-    run = _subnetwork(model, unit, images, members, kernels, objective, batch_size, max_batch)
-    per_forward = max(1, max_batch // run.batch_size)
-    with run.masked():
-        base = run.current()
-        for name in run.shapes if effects else ():
-            run._expand = dominates(model, unit.layer, name.rpartition(".")[0])
-            run.start(name.rpartition(".")[0])
-            candidates = (run.kept[name] & run.regions[name]).nonzero()
-            for chunk in torch.split(candidates, per_forward):
-                if len(chunk):
-                    rows, cols = chunk[:, 0], chunk[:, 1]
-                    run.effects[name][rows, cols] = (
-                        run.try_removals(name, rows, cols) - base
-                    ).float()
-        run.start(None)
-    return base, run.effects
-
-
-def _subnetwork(
-    model: nn.Module,
-    unit: Unit,
-    images: Tensor,
-    members: Tensor,
-    kernels: dict[str, Tensor],
-    objective: ObjectiveFn,
-    batch_size: int,
-    max_batch: int,
-) -> _Ablator:
-    """A zero-ablation run whose kept kernels are the subnetwork ``kernels`` (missing: all)."""
-    run = _Ablator(model, unit, images, members, objective, False,
-                   min(batch_size, images.shape[0]), max_batch)  # fmt: skip
-    for name, kept in kernels.items():
-        if name in run.kept:
-            run.kept[name] = kept.to(torch.bool).clone()
-    return run
