@@ -223,3 +223,34 @@ def test_sizes_and_method_select_what_runs(monkeypatch: pytest.MonkeyPatch) -> N
         assert pp.cluster(codes).p_value == 0.5
     assert seen == ["minp"]
     assert pp.cluster(codes).p_value == 0.5 and seen == ["minp", "gaussian"]  # only inside
+
+
+def test_tuning_draws_other_synthetic_clouds_than_the_report(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--tuning`` calibrates on clouds of its own stream: a null test tuned on the synthetic
+    rows is reported on clouds it has not seen (they shared one stream before)."""
+    drawn: dict[bool, list[np.ndarray]] = {True: [], False: []}
+    state = {"tuning": False}
+
+    def fake(x: Any, values: Any, *, seed: int, method: str = "gaussian") -> tuple[float, float]:
+        drawn[state["tuning"]].append(np.asarray(x))
+        return 0.5, 0.5
+
+    monkeypatch.setattr(synthetic, "significance", fake)
+    for tuning in (False, True):
+        state["tuning"] = tuning
+        seeds = verdicts.TUNING_SEEDS[:1] if tuning else verdicts.REPORT_SEEDS[:1]
+        verdicts._part("synthetic", True, seeds, ["gauss"], {"nu": 14.1}, "gaussian", None)
+    report, tuned = drawn[False], drawn[True]
+    assert len(report) == len(tuned) == 20
+    assert all(not np.allclose(a, b) for a, b in zip(report, tuned, strict=True))
+    again: list[np.ndarray] = []
+
+    def record(x: Any, values: Any, **kw: Any) -> tuple[float, float]:
+        again.append(np.asarray(x))
+        return 0.5, 0.5
+
+    monkeypatch.setattr(synthetic, "significance", record)
+    synthetic.rates([("gauss", 64, 100, 20)], base=synthetic.REPORT_BASE)
+    assert all(np.array_equal(a, b) for a, b in zip(report, again, strict=True))  # the report's

@@ -14,6 +14,7 @@
    rows with unrelated values (so the strongest half is a random half). Goal: false-positive
    rate at alpha 0.05 in 2–8 %. **Power**: two Gaussians whose means are 6 apart along a
    random direction (6 times the largest standard deviation), same sizes. Goal ≥ 95 %.
+   ``--tuning`` draws other clouds than the report (``synthetic.TUNING_BASE``).
 3. **Zoo models**: the trained models' known polysemantic units (model cards) still called.
 4. **Cost**: AlexNet (random init) ``features.10``, 1,000 generated images, k = 100: the scan
    with the test against the same scan with the test switched off, one run each, in the same
@@ -56,7 +57,7 @@ from ..claims.config import PLANTED_PAIRS
 from ..claims.faithful.config import SETTINGS, Setting
 from .matched import below_band, derive
 from .matched import section as match_section
-from .synthetic import ALPHA, KINDS, SIZES, cloud, goal_rows, rates
+from .synthetic import ALPHA, KINDS, REPORT_BASE, SIZES, TUNING_BASE, cloud, goal_rows, rates
 from .synthetic import _pct as _pct
 from .tails import CHANNELS, tail_weight, why_gaussian
 from .tails import section as tail_section
@@ -327,10 +328,11 @@ def _part(
         sizes = [(kind, 64, 100, 20) for kind in KINDS] if quick else _only(SIZES, only)
         # the matched clouds are run and saved under their parameters
         named = {"matched": f"t{match['nu']}", "skewed": f"skew{match.get('a', 0.0)}"}
+        base = TUNING_BASE if set(seeds) <= set(TUNING_SEEDS) else REPORT_BASE
         found = rates(
             [(named.get(kind, kind), c, k, n) for kind, c, k, n in sizes if kind in kinds],
-            method,
-        )
+            method, base,
+        )  # fmt: skip
         return {"/".join(map(str, key)): value for key, value in found.items()}
     if part == "tails":
         print("tail weight of the planted detectors, tuning seeds:")

@@ -219,7 +219,9 @@ CANDIDATES = (
      "index of the spatial signs (centred at the mean), p from the smaller of the two ranks over "
      "the same 200 draws (Westfall–Young), below 1/201 twice the smaller normal tail",
      "`python -m benchmarks.verdicts --tuning --method minp` (200 null sets; 100 at (384, "
-     "1000): `--sizes 384/1000/100`): Gaussian 17/200, 8/200, 4/200, 1/100; t (ν = 14.1) "
+     "1000): `--sizes 384/1000/100`; the synthetic rows on the report's clouds: `--tuning` "
+     "drew them until the tuning clouds got their own stream; `--parts synthetic --method "
+     "minp` without `--tuning` redraws them): Gaussian 17/200, 8/200, 4/200, 1/100; t (ν = 14.1) "
      "15/200, 9/200, 16/200, 5/100; skewed 13/200, 7/200, 5/200, 0/100; t5 6/200, "
      "13/200, 6/200, 12/100 at (C, k) = (64, 100), (384, 100), (64, 1000), (384, 1000); power "
      "40/40, 40/40, 20/20, 10/10; planted 35/35; monosemantic q 4/145, p 11/145 (the Gaussian "
