@@ -13,7 +13,7 @@ from . import ObjectiveFn
 from . import _Ablator as Ablator
 from .graph import dominates
 
-__all__ = ["removal_effects", "subnetwork_run"]
+__all__ = ["removal_effects", "removals", "subnetwork_run"]
 
 
 def removal_effects(
@@ -32,11 +32,18 @@ def removal_effects(
     and, per kept kernel of the region, how much removing it alone changes the objective (0
     elsewhere). Batched as :func:`ablate`; the model is left as found."""
     run = subnetwork_run(model, unit, images, members, kernels, objective, batch_size, max_batch)
-    per_forward = max(1, max_batch // run.batch_size)
+    return removals(run, max(1, max_batch // run.batch_size), effects)
+
+
+def removals(
+    run: Ablator, per_forward: int, effects: bool = True
+) -> tuple[float, dict[str, Tensor]]:
+    """:func:`removal_effects` on ``run``'s kept kernels (into ``run.effects``, returned);
+    ``per_forward`` candidates per pass."""
     with run.masked():
         base = run.current()
         for name in run.shapes if effects else ():
-            run._expand = dominates(model, unit.layer, name.rpartition(".")[0])
+            run._expand = dominates(run.model, run.unit.layer, name.rpartition(".")[0])
             run.start(name.rpartition(".")[0])
             candidates = (run.kept[name] & run.regions[name]).nonzero()
             for chunk in torch.split(candidates, per_forward):
@@ -61,7 +68,7 @@ def subnetwork_run(
 ) -> Ablator:
     """A zero-ablation run whose kept kernels are the subnetwork ``kernels`` (missing: all)."""
     run = Ablator(model, unit, images, members, objective, False,
-                   min(batch_size, images.shape[0]), max_batch)  # fmt: skip
+                  min(batch_size, images.shape[0]), max_batch)  # fmt: skip
     for name, kept in kernels.items():
         if name in run.kept:
             run.kept[name] = kept.to(torch.bool).clone()

@@ -94,12 +94,12 @@ def marginal_effects(
     """Per weight of the region, each kernel's marginal effect in the subnetwork ``kernels``
     (kept ``(out, in)`` per weight): ``L(S − k) − L(S)`` where kept, ``L(S) − L(S + k)`` where
     removed (module docstring); 0 outside the region. The model is left as found."""
-    from .effects import removal_effects, subnetwork_run
+    from .effects import removals, subnetwork_run
 
-    _, removal = removal_effects(model, unit, images, members, kernels, objective=objective,
-                                 batch_size=batch_size, max_batch=max_batch)  # fmt: skip
     run = subnetwork_run(model, unit, images, members, kernels, objective, batch_size, max_batch)
-    _, gains = readd_gains(run, max(1, max_batch // run.batch_size))
+    per_forward = max(1, max_batch // run.batch_size)
+    _, removal = removals(run, per_forward)  # one run: the dense activations are computed once
+    _, gains = readd_gains(run, per_forward)
     return {n: torch.where(run.kept[n], removal[n], gains[n]) for n in removal}
 
 
