@@ -34,6 +34,8 @@ __all__ = [
     "fmt",
     "held_auroc",
     "html_table",
+    "mask_layers",
+    "masks_card",
     "row_flags",
     "thumbnails",
     "to_pandas",
@@ -241,3 +243,17 @@ def to_pandas(rows: Sequence[Mapping[str, Any]], what: str) -> Any:
             "pip install 'polyprune[pandas]' (or pip install pandas)"
         ) from exc
     return pd.DataFrame([dict(r) for r in rows])
+
+
+def mask_layers(masks: Any) -> str:
+    """A :class:`~polyprune.masks.Masks`'s kept fraction per layer, as an HTML table."""
+    rows = [{"layer": n, "kept": f} for n, f in masks.layer_kept_fractions().items()]
+    columns: list[Column] = [("layer", "weight", str), ("kept", "kept", lambda v: fmt(v, ".2%"))]
+    return html_table(rows, columns)
+
+
+def masks_card(masks: Any) -> str:
+    """The notebook card of a :class:`~polyprune.masks.Masks`: its verdict and its layers."""
+    reach = f"that can reach {masks.unit}" if masks.unit is not None else "of its layers"
+    verdict = f"keeps {masks.kept_fraction():.2%} of the weights {reach}"
+    return card(f"Masks ({masks.granularity})", verdict, mask_layers(masks))

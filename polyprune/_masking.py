@@ -23,6 +23,7 @@ __all__ = [
     "Attachment",
     "Granularity",
     "attach",
+    "check_mask_shapes",
     "check_plain_weight",
     "check_untied",
     "choose_best",
@@ -265,6 +266,30 @@ def as_bool(mask: Tensor, name: str) -> Tensor:
     if not ((mask == 0) | (mask == 1)).all():
         raise ValueError(f"mask {name!r} must be boolean (or 0/1), got other values")
     return mask.detach().cpu().bool()
+
+
+def check_mask_shapes(
+    masks: Mapping[str, Tensor], granularity: str,
+    weight_shapes: Mapping[str, tuple[int, ...]], regions: Mapping[str, Tensor],
+) -> None:  # fmt: skip
+    """Raise ``ValueError`` for a mask whose shape does not fit its granularity, its weight's
+    shape (where known) or its region's (the checks of :class:`~polyprune.masks.Masks`)."""
+    for name, m in masks.items():
+        want = {"kernel": 2, "filter": 1}.get(granularity)
+        if want is not None and m.dim() != want:
+            raise ValueError(
+                f"mask {name!r} has shape {tuple(m.shape)}: {granularity} masks are "
+                f"{want}-D ({'(out, in)' if want == 2 else '(out,)'})"
+            )
+        shape = weight_shapes.get(name)
+        if shape is not None and tuple(m.shape) != mask_shape(shape, granularity):
+            raise ValueError(
+                f"mask {name!r} has shape {tuple(m.shape)}, expected "
+                f"{mask_shape(shape, granularity)} for weight {shape}"
+            )
+        region = regions.get(name)
+        if region is not None and region.shape != m.shape:
+            raise ValueError(f"region of {name!r} has shape {tuple(region.shape)} != mask's")
 
 
 def cut_scores(

@@ -109,22 +109,7 @@ class Masks(Mapping[str, Tensor]):
         self.regions = {k: mk.as_bool(v, k) for k, v in (regions or {}).items()}
         self.unit = unit
         self._active: dict[int, AbstractContextManager[nn.Module]] = {}
-        for name, m in self._masks.items():
-            want = {"kernel": 2, "filter": 1}.get(self.granularity)
-            if want is not None and m.dim() != want:
-                raise ValueError(
-                    f"mask {name!r} has shape {tuple(m.shape)}: {self.granularity} masks are "
-                    f"{want}-D ({'(out, in)' if want == 2 else '(out,)'})"
-                )
-            shape = self.weight_shapes.get(name)
-            if shape is not None and tuple(m.shape) != mk.mask_shape(shape, self.granularity):
-                raise ValueError(
-                    f"mask {name!r} has shape {tuple(m.shape)}, expected "
-                    f"{mk.mask_shape(shape, self.granularity)} for weight {shape}"
-                )
-            region = self.regions.get(name)
-            if region is not None and region.shape != m.shape:
-                raise ValueError(f"region of {name!r} has shape {tuple(region.shape)} != mask's")
+        mk.check_mask_shapes(self._masks, self.granularity, self.weight_shapes, self.regions)
 
     # -- Mapping -----------------------------------------------------------------------------
     def __getitem__(self, name: str) -> Tensor:
@@ -142,18 +127,8 @@ class Masks(Mapping[str, Tensor]):
             f"kept_fraction={self.kept_fraction():.4f}, unit={self.unit})"
         )
 
-    def _layers_html(self) -> str:
-        rows = [{"layer": n, "kept": f} for n, f in self.layer_kept_fractions().items()]
-        columns: list[_glance.Column] = [
-            ("layer", "weight", str),
-            ("kept", "kept", lambda v: _glance.fmt(v, ".2%")),
-        ]
-        return _glance.html_table(rows, columns)
-
     def _repr_html_(self) -> str:
-        reach = f"that can reach {self.unit}" if self.unit is not None else "of its layers"
-        verdict = f"keeps {self.kept_fraction():.2%} of the weights {reach}"
-        return _glance.card(f"Masks ({self.granularity})", verdict, self._layers_html())
+        return _glance.masks_card(self)
 
     # -- construction ------------------------------------------------------------------------
     @classmethod

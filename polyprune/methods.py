@@ -327,7 +327,7 @@ class Subnetwork:
         )
 
     def _repr_html_(self) -> str:
-        return _glance.card("Subnetwork", repr(self)[11:-1], self.masks._layers_html())
+        return _glance.card("Subnetwork", repr(self)[11:-1], _glance.mask_layers(self.masks))
 
     @property
     def kept_fraction(self) -> float:

@@ -85,7 +85,6 @@ failure. Failures that no Python code can report are handled by the layers below
 
 from .backends import Backend, backend_for, register_backend, select_local_device
 from .comm import (
-    DistributedError,
     Section,
     agree,
     all_gather,
@@ -94,8 +93,8 @@ from .comm import (
     collective_errors,
     same_everywhere,
     shutdown,
-    timeout,
 )
+from .errors import DistributedError, timeout
 from .jobs import assign_jobs, run_jobs
 from .topk import MergedTopK, gather_topk, merge_topk
 from .world import TIMEOUT_ENV, is_distributed, is_main, owns_batch, shard, world
