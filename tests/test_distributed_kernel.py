@@ -287,5 +287,5 @@ def test_distributed_error_messages() -> None:
     assert two.rank == 0 and list(two.failures) == [0, 3]
     lost = _dist.DistributedError("barrier", {}, "peer gone")
     assert lost.rank is None and str(lost) == "barrier failed: peer gone"
-    assert _dist.comm._describe(ValueError("\n  first\nsecond")) == "ValueError: first"
-    assert _dist.comm._describe(KeyboardInterrupt()) == "KeyboardInterrupt"
+    assert _dist.errors._describe(ValueError("\n  first\nsecond")) == "ValueError: first"
+    assert _dist.errors._describe(KeyboardInterrupt()) == "KeyboardInterrupt"
