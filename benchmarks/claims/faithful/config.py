@@ -69,6 +69,8 @@ class FaithfulConfig:
     trained_k: int = 100
     objectives: tuple[Objective, ...] = OBJECTIVES
     methods: tuple[str, ...] = ("ablation", "ablation sequential", "attribution")
+    #: ``CSConfig`` changes applied to every CS fit (``--cs KEY=VALUE``), e.g. ``(("lam", 0.05),)``
+    cs: tuple[tuple[str, Any], ...] = ()
 
     def claims_config(self) -> Config:
         """The claims benchmark's configuration that builds and runs these cases."""
@@ -77,8 +79,9 @@ class FaithfulConfig:
         )
 
     def cs_config(self, loss: Objective) -> pp.CSConfig:
-        """CS with objective ``loss`` and its own defaults (but ``epochs`` if set)."""
-        config = pp.CSConfig(loss=loss)
+        """CS with objective ``loss`` and its own defaults (but ``epochs`` if set, and the
+        changes of :attr:`cs`)."""
+        config = pp.CSConfig(loss=loss).replace(**dict(self.cs))
         return config if self.epochs is None else config.replace(epochs=self.epochs)
 
     def to_dict(self) -> dict[str, Any]:

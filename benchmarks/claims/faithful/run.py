@@ -19,7 +19,7 @@ import torch
 from polyprune.results import Subnetwork
 
 from ..cases import Case, demo_case, planted_case
-from ..config import DOCS, OBJECTIVES
+from ..config import DOCS, OBJECTIVES, as_tuples
 from ..run import CaseResult, Runner, prepare
 from .config import BY_NAME, MODELS, QUICK, FaithfulConfig, Rows
 from .methods import (
@@ -125,6 +125,7 @@ def merge(parts: Sequence[dict[str, Any]]) -> tuple[Rows, float, list[str]]:
     argv = ["--settings", *order, *(["--seeds", *map(str, *seeds)] if len(seeds) == 1 else [])]
     argv += ["--models", *models, "--objectives", *config.objectives]
     argv += [] if config.epochs is None else ["--epochs", str(config.epochs)]
+    argv += ["--cs", *(f"{k}={json.dumps(v)}" for k, v in config.cs)] if config.cs else []
     return merged, seconds, argv
 
 
@@ -140,6 +141,17 @@ class Outcome:
     text: str
     out: Path
     seconds: float
+
+
+def _change(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` of ``--cs``: the value as JSON (``0.05``, ``[1, 100]``), else a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (a CSConfig field), got {text!r}")
+    try:
+        return key, as_tuples(json.loads(value))
+    except json.JSONDecodeError:
+        return key, value
 
 
 def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, FaithfulConfig]:
@@ -167,6 +179,10 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, FaithfulConfi
         "--methods", nargs="*", choices=(*FaithfulConfig().methods, BACKGROUND_ARM),
         help=f"the methods beside CS (default: all but {BACKGROUND_ARM!r}; none: CS only)",
     )  # fmt: skip
+    parser.add_argument(
+        "--cs", nargs="+", type=_change, metavar="KEY=VALUE",
+        help="CSConfig changes for every CS fit, e.g. lam=0.05 epochs=80 (VALUE read as JSON)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     cfg = QUICK if args.quick else FaithfulConfig()
     if args.settings is not None:
@@ -179,6 +195,12 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, FaithfulConfi
         cfg = replace(cfg, objectives=tuple(args.objectives))
     if args.methods is not None:
         cfg = replace(cfg, methods=tuple(args.methods))
+    if args.cs is not None:
+        cfg = replace(cfg, cs=tuple(args.cs))
+        try:  # a bad key or value fails here, before any work
+            cfg.cs_config("both")
+        except (TypeError, ValueError) as e:
+            parser.error(f"--cs: {e}")
     if args.seeds is not None:
         seeds = tuple(args.seeds)
         cfg = replace(cfg, settings=tuple(replace(s, seeds=seeds) for s in cfg.settings))
