@@ -15,6 +15,7 @@ import pytest
 import torch
 from helpers import ROOT
 
+import polyprune as pp
 from benchmarks.claims import faithful
 from benchmarks.claims.cases import planted_case
 from benchmarks.claims.config import OBJECTIVES
@@ -141,6 +142,24 @@ def test_methods_flag_selects_the_arms_beside_cs() -> None:
     default = parse([])[1].methods
     assert "ablation" in default and parse(["--methods"])[1].methods == ()
     assert parse(["--methods", "attribution"])[1].methods == ("attribution",)
+
+
+def test_cs_flag_changes_every_cs_fit_and_refuses_bad_fields(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # --cs KEY=VALUE: CSConfig changes for the tuning sweeps; none: each objective's defaults
+    assert parse([])[1].cs == () and parse([])[1].cs_config("both") == pp.CSConfig()
+    cfg = parse(["--cs", "lam=0.05", "temperature=[1, 100]", "--epochs", "7"])[1]
+    assert cfg.cs == (("lam", 0.05), ("temperature", (1, 100)))
+    both, paper = cfg.cs_config("both"), cfg.cs_config("separate")
+    assert (both.lam, both.temperature, both.epochs) == (0.05, (1.0, 100.0), 7)
+    assert (paper.loss, paper.lam) == ("separate", 0.05)
+    assert faithful.FaithfulConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    for bad, why in [("lamb=1", "unknown CSConfig field"), ("lam=-1", "lam must be"),
+                     ("lam", "expected KEY=VALUE")]:  # fmt: skip
+        with pytest.raises(SystemExit):
+            parse(["--cs", bad])
+        assert why in capsys.readouterr().err
 
 
 def test_background_crops_are_images_outside_the_top_k_cropped_at_the_unit() -> None:
