@@ -50,8 +50,15 @@ class Ablation(Method, name="ablation"):
     nothing and are dropped). A kernel is removed when ``L(without it) − L(now) ≤ tau``, so a
     removal that helps the objective is always taken. To stop early, a batch of candidates
     (least important first, by a first-order estimate) is first removed as a whole, and kept
-    out when that moves ``L`` by at most ``tau`` either way; ``sequential=True`` decides one
-    candidate at a time instead, ACDC's rule exactly (each removal judged against the
+    out when that moves ``L`` by at most ``tau`` either way. Otherwise each candidate is removed
+    alone, which measures its effect ``d_k``, and those allowed (``d_k ≤ tau``, within the
+    budget) are taken smallest ``d_k`` first: the longest prefix whose summed ``d_k`` fit what
+    the budget still allows is removed together if the objective then moved by at most ``tau``
+    per kernel and stays within the budget, else the prefix is halved and tried again; after a
+    prefix is taken this repeats on the rest, candidates whose own ``d_k`` no longer fits are
+    kept, and a candidate that fails alone is kept (the prefixes after it start from one
+    candidate, twice as long after each one taken). ``sequential=True`` decides
+    one candidate at a time instead, ACDC's rule exactly (each removal judged against the
     objective with every earlier removal done). Each removal is also held to a **budget**: it
     is taken only when ``L(without it)`` stays within ``budget`` of the lowest objective the run
     has reached. ACDC's rule alone lets every kernel that costs at most ``tau`` go, so a layer of

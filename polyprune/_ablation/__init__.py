@@ -29,12 +29,28 @@ gets an equal share of the change as its effect; only otherwise is each candidat
 When a layer has more candidates than one batch holds, they are visited in the order of a
 first-order estimate of their effect (``−∂L/∂m`` for a mask ``m`` of the layer's kept kernels,
 one backward pass), least important first, so that the batches that can go together come
-first. The removals a batch's single trials allow are taken together when the objective, all of
-them removed, moved by less than ``tau × their number`` (the most that taking them one by one
-could move it); otherwise each half is retried the same way, down to single kernels (ACDC's
-test against the objective now). With one candidate per forward pass this is ACDC's sequential
-rule exactly. With ``ablation="mean"`` a removed kernel contributes its mean over the images
-(per position) instead of 0.
+first. A batch that cannot go as a whole has each candidate removed alone (one batched pass),
+which measures its effect ``d_k = L(without k) − L(now)``; the candidates with ``d_k ≤ tau``
+and ``L(without k)`` within ``budget`` of the lowest objective reached are decided from these
+estimates, smallest ``d_k`` first:
+
+1. ``left = best + budget − L(now)`` is what the budget still allows; the candidates with
+   ``d_k > left`` are kept (their own effect does not fit).
+2. The longest prefix of the rest whose summed effects fit ``left`` (and ``tau ×`` its length,
+   which holds as every ``d_k ≤ tau``) is removed together when the objective then moved by at
+   most ``tau ×`` its length and stays within the budget; otherwise the prefix is halved and
+   tried again, down to one candidate (a single candidate whose ``d_k`` was measured against
+   the objective now is taken without a trial).
+3. Repeat from 1 with the candidates after the prefix taken. A candidate that fails alone is
+   kept, and the prefixes after it are at most one candidate long, twice as long after each
+   one taken (as ``sequential=True``'s window).
+
+Where the budget binds, the estimates leave out what cannot fit without a trial, and a batch
+whose candidates all fail together costs about one trial per candidate (a halving of the first
+prefix, then one each) instead of one per half down to single kernels (the blind halving this
+replaces tried ``2n − 1`` sets on a batch of ``n`` that all fail). With one candidate per
+forward pass this is ACDC's sequential rule exactly. With ``ablation="mean"`` a removed kernel
+contributes its mean over the images (per position) instead of 0.
 """
 
 from __future__ import annotations

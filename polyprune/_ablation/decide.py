@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import torch
 from torch import Tensor, nn
 
 from . import chained
@@ -37,11 +38,9 @@ def visit(run: Ablator, name: str, rows: Tensor, cols: Tensor, now: float, tau: 
     means = run._mean_now if run.mean else None
     deltas = losses - now
     run.effects[name][rows, cols] = deltas.float()
-    chosen = ((deltas <= tau) & (losses - run.best <= run.budget)).nonzero().squeeze(1).tolist()
-    if len(chosen) == 1:
-        run.remove(name, int(rows[chosen[0]]), int(cols[chosen[0]]), _mean_of(means, chosen[0]))
-        return run.reached(float(losses[chosen[0]]))
-    return _split(run, name, rows, cols, chosen, means, now, tau)
+    allowed = ((deltas <= tau) & (losses - run.best <= run.budget)).nonzero().squeeze(1)
+    chosen = allowed[torch.argsort(deltas[allowed], stable=True)].tolist()  # smallest first
+    return _split(run, name, rows, cols, chosen, deltas, means, now, tau)
 
 
 def _mean_of(means: Tensor | None, k: int) -> Tensor | None:
@@ -67,21 +66,42 @@ def _take(
 
 
 def _split(
-    run: Ablator, name: str, rows: Tensor, cols: Tensor, ks: list[int],
+    run: Ablator, name: str, rows: Tensor, cols: Tensor, ks: list[int], deltas: Tensor,
     means: Tensor | None, now: float, tau: float,
 ) -> float:  # fmt: skip
-    """Remove what can be removed of ``ks``: all together, else each half in turn (a single
-    candidate: ACDC's test against the objective now)."""
-    if not ks:
-        return now
-    trial = _take(run, name, rows, cols, ks, means, now, tau)
-    if trial is not None:
-        return trial
-    if len(ks) == 1:
-        return now
-    half = len(ks) // 2
-    now = _split(run, name, rows, cols, ks[:half], means, now, tau)
-    return _split(run, name, rows, cols, ks[half:], means, now, tau)
+    """Remove what can be removed of ``ks`` (ordered by their single effects ``deltas``,
+    smallest first), guided by those effects (the package docstring, "Stopping early"): the
+    longest prefix whose summed effects fit the budget left, together, else that prefix halved;
+    a candidate that fails alone is kept, and the prefixes after it start from one candidate
+    again, twice as long after each one taken."""
+    measured = True  # nothing removed since ``deltas`` were measured
+    cap = len(ks)  # the longest prefix to try
+    while ks:
+        left = run.best + run.budget - now
+        ks = [k for k in ks if float(deltas[k]) <= left]  # the others: kept
+        if not ks:
+            break
+        total, m = 0.0, 0
+        for k in ks:  # each delta ≤ tau, so any prefix also fits tau × its length
+            if total + float(deltas[k]) > left:
+                break
+            total, m = total + float(deltas[k]), m + 1
+        m = min(max(m, 1), cap)
+        while True:
+            if m == 1 and measured:  # measured alone against the objective now: no trial
+                k = ks[0]
+                run.remove(name, int(rows[k]), int(cols[k]), _mean_of(means, k))
+                trial: float | None = run.reached(now + float(deltas[k]))
+            else:
+                trial = _take(run, name, rows, cols, ks[:m], means, now, tau)
+            if trial is not None or m == 1:
+                break
+            m //= 2
+        if trial is None:  # the first fails alone: kept
+            ks, cap = ks[1:], 1
+            continue
+        now, ks, measured, cap = trial, ks[m:], False, 2 * cap
+    return now
 
 
 def in_turn(run: Ablator, name: str, rows: Tensor, cols: Tensor, now: float, tau: float) -> float:
