@@ -136,14 +136,18 @@ def test_chained_ablation_decides_exactly_as_running_the_graph(
                 assert windows
             else:
                 assert 2 in calls or max_batch > 16  # one at a time: states change by trials
-    fast, slow = runs
+    same_run(*runs)
+
+
+def same_run(fast: ablation_core.AblationResult, slow: ablation_core.AblationResult) -> None:
+    """The very decisions, effects and objectives, and a real mix of decisions."""
     assert fast.history["objective"] == slow.history["objective"]
     assert fast.history["evaluations"] == slow.history["evaluations"]
     for name in slow.kernels:
         assert torch.equal(fast.kernels[name], slow.kernels[name]), name
         torch.testing.assert_close(fast.effects[name], slow.effects[name], rtol=0, atol=0)
     kept = sum(int(k.sum()) for k in fast.kernels.values())
-    assert 0 < kept < sum(k.numel() for k in fast.kernels.values())  # a real mix of decisions
+    assert 0 < kept < sum(k.numel() for k in fast.kernels.values())
 
 
 def test_chained_removal_effects_equal_running_the_graph(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -76,6 +76,7 @@ from . import chained
 from .decide import visit
 from .delta import Chain
 from .graph import FromLayer, contributions, dominates, order
+from .weights import MaskedWeight
 
 __all__ = ["AblationResult", "ablate"]
 
@@ -102,6 +103,9 @@ class AblationResult:
 
 class _Ablator:
     """The state of one ablation run: kept kernels, mean corrections, the candidate hook."""
+
+    #: keep each masked weight until its kept kernels change (False: compute it at every read)
+    cache_weights = True
 
     def __init__(
         self,
@@ -139,6 +143,8 @@ class _Ablator:
         self._cache: list[Tensor] = []  # its input on each image batch
         self._name: str | None = None  # the ablated weight
         self._chain: Chain | None = None  # evaluations from the change alone (delta.py)
+        # masked weights are kept until their kept kernels change (weights.py): the changes
+        self._changes = dict.fromkeys(self.shapes, 0)
 
     # -- the masked model ------------------------------------------------------------------
     @contextmanager
@@ -148,12 +154,19 @@ class _Ablator:
         def mask_of(name: str) -> Callable[[], Tensor]:
             def mask() -> Tensor:
                 leaf = self._leaf.get(name)
-                m = leaf if leaf is not None else self.kept[name].to(device, dtype)
-                return mk.expand(m, self.shapes[name])
+                return leaf if leaf is not None else self.kept[name].to(device, dtype)
 
             return mask
 
-        params = {n: mk.WeightMask(mask_of(n)) for n in self.shapes}
+        def key_of(name: str) -> Callable[[], tuple[int, int] | None]:
+            def key() -> tuple[int, int] | None:  # None: a float mask stands in (not kept)
+                if not self.cache_weights or name in self._leaf:
+                    return None
+                return id(self.kept[name]), self._changes[name]
+
+            return key
+
+        params = {n: MaskedWeight(mask_of(n), key_of(n)) for n in self.shapes}
         handles = []
         try:
             for name in self.shapes:
@@ -318,6 +331,7 @@ class _Ablator:
 
     def remove(self, name: str, o: int, i: int, mean: Tensor | None) -> None:
         self.kept[name][o, i] = False
+        self._changes[name] += 1
         if mean is not None:
             corr = self.corrections.get(name)
             if corr is None:
@@ -327,6 +341,7 @@ class _Ablator:
 
     def restore(self, name: str, o: int, i: int, mean: Tensor | None) -> None:
         self.kept[name][o, i] = True
+        self._changes[name] += 1
         if mean is not None:
             self.corrections[name][o] -= mean
 
