@@ -239,12 +239,12 @@ CANDIDATES = (
      "on the tuning clouds (their own stream; 200 null sets, 100 at (384, 1000) with 100 draws): "
      "Gaussian 18/200, 5/200, 10/200, 3/100; t (ν = 14.1) 11/200, 5/200, 13/200, 5/100; skewed "
      "19/200, 8/200, 12/200, 2/100; t5 10/200, 22/200, 7/200, 17/100 at (C, k) = (64, 100), "
-     "(384, 100), (64, 1000), (384, 1000); planted and zoo as min-p (4 codes per dimension and "
-     "more there)",
+     "(384, 100), (64, 1000), (384, 1000); the planted networks as min-p (30 codes per dimension "
+     "there)",
      "the gate brings the Gaussian at (384, 1000) into the band, but out of it on the Gaussian "
      "(9.0 %) and the skewed cloud (9.5 %) at (64, 100), where no code is Gaussianized and the "
      "test is exact for the Gaussian; anti-conservative on t5 with many channels (11 %, 17 %): a "
-     "heavy-tailed single cloud called up to 3× alpha, the wrong side for a verdict"),
+     "heavy-tailed single cloud called at more than 3× alpha, the wrong side for a verdict"),
 )  # fmt: skip
 
 
