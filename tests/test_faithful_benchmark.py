@@ -189,3 +189,41 @@ def test_background_arm_runs_only_when_asked(tmp_path: Path) -> None:
     assert all(r.roc_auc is not None and (r.seconds or 0) > 0 for r in rows)
     per_setting = _table(done.text, "Planted networks, per setting")
     assert [r[1] for r in per_setting[1:]] == ["truth", "both", BACKGROUND_ARM]
+
+
+def test_tuning_rule_needs_a_paired_gain_and_every_guard(quick: faithful.Outcome) -> None:
+    # issue 23's rule for a new CS default (benchmarks.claims.faithful.tuning), on the quick
+    # run's rows copied into a second setting ("identifiable"): two cases to pair
+    from dataclasses import replace
+
+    from benchmarks.claims.faithful import tuning
+
+    rows = quick.rows
+    planted = [r for r in rows.fits if r.family == "default pairs"]
+    fits = [*planted, *(replace(r, family="identifiable") for r in planted)]
+    truth_rel = {r.family: r.rel_err_held for r in fits if r.grid == "truth"}
+
+    def run(f1: dict[str, float], rel: float = 0.01, seconds: float = 1.0) -> faithful.Rows:
+        cs = tuple((("lam", 0.05),)) if f1["identifiable"] == 1.0 else ()
+        out = faithful.Rows(replace(rows.config, cs=cs), rows.fits[:0])
+        for r in fits:
+            if r.grid == "objective" and r.loss == "both":
+                r = replace(r, f1=f1[r.family], auroc_held=1.0, seconds=seconds,
+                            rel_err_held=(truth_rel[r.family] or 0.0) + rel)  # fmt: skip
+            out.fits.append(r)
+        return out
+
+    base = run({"default pairs": 0.7, "identifiable": 0.9})
+    good = run({"default pairs": 0.9, "identifiable": 1.0})  # gains 0.2 and 0.1
+    same = tuning.summarize(base, base)
+    assert same.name == "default" and same.gain == 0 and same.passes == (False, False, True, True)
+    got = tuning.summarize(base, good)
+    assert got.name == "lam=0.05" and got.pooled_f1 == pytest.approx(0.95)
+    assert got.gain == pytest.approx(0.15) and got.se == pytest.approx(0.05)
+    assert got.passes == (True, True, True, True) and tuning.choose([got]) == got
+    worse_rel = tuning.summarize(base, run({"default pairs": 0.9, "identifiable": 1.0}, 0.05))
+    slow = tuning.summarize(base, run({"default pairs": 0.9, "identifiable": 1.0}, seconds=2))
+    assert worse_rel.passes[2:] == (False, True) and slow.passes[2:] == (True, False)
+    assert tuning.choose([worse_rel, slow]) is None
+    assert "none passes" in tuning.render([same, worse_rel])[-1]
+    assert tuning.render([same, got])[-1] == "chosen: lam=0.05"

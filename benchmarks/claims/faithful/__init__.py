@@ -33,6 +33,7 @@ Usage, from the repository root::
     python -m benchmarks.claims.faithful --seeds 10 11 --models   # fewer seeds, no zoo models
     python -m benchmarks.claims.faithful --methods 'both background'   # an arm not run by default
     python -m benchmarks.claims.faithful --cs lam=0.05 epochs=70   # CS with other settings
+    python -m benchmarks.claims.faithful.tuning BASE.json A.json B.json  # issue 23's rule
 
 The arm ``both background`` (:func:`~benchmarks.claims.faithful.methods.background`) fits CS with
 ``both`` whose non-members are the other clusters' crops and 150 random crops of images outside
