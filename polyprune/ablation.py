@@ -52,7 +52,7 @@ class Ablation(Method, name="ablation"):
     (least important first, by a first-order estimate) is first removed as a whole, and kept
     out when that moves ``L`` by at most ``tau`` either way. Otherwise each candidate is removed
     alone, which measures its effect ``d_k``, and those allowed (``d_k ≤ tau``, within the
-    budget) are taken smallest ``d_k`` first: the longest prefix whose summed ``d_k`` fit what
+    budget) are taken in the batch's order: the longest prefix whose summed ``d_k`` fit what
     the budget still allows is removed together if the objective then moved by at most ``tau``
     per kernel and stays within the budget, else the prefix is halved and tried again; after a
     prefix is taken this repeats on the rest, candidates whose own ``d_k`` no longer fits are

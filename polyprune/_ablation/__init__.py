@@ -30,25 +30,24 @@ When a layer has more candidates than one batch holds, they are visited in the o
 first-order estimate of their effect (``−∂L/∂m`` for a mask ``m`` of the layer's kept kernels,
 one backward pass), least important first, so that the batches that can go together come
 first. A batch that cannot go as a whole has each candidate removed alone (one batched pass),
-which measures its effect ``d_k = L(without k) − L(now)``; the candidates with ``d_k ≤ tau``
-and ``L(without k)`` within ``budget`` of the lowest objective reached are decided from these
-estimates, smallest ``d_k`` first:
+which measures its effect ``d_k = L(without k) − L(now)``; those with ``d_k ≤ tau`` and
+``L(without k)`` within ``budget`` of the lowest objective reached are then decided in the
+batch's order, from these estimates:
 
 1. ``left = best + budget − L(now)`` is what the budget still allows; the candidates with
    ``d_k > left`` are kept (their own effect does not fit).
-2. The longest prefix of the rest whose summed effects fit ``left`` (and ``tau ×`` its length,
-   which holds as every ``d_k ≤ tau``) is removed together when the objective then moved by at
-   most ``tau ×`` its length and stays within the budget; otherwise the prefix is halved and
-   tried again, down to one candidate (a single candidate whose ``d_k`` was measured against
-   the objective now is taken without a trial).
+2. The longest prefix of the rest whose running sum of ``d_k`` stays within ``left`` (and
+   ``tau ×`` its length, as every ``d_k ≤ tau``) is removed together when the objective then
+   moved by at most ``tau ×`` its length and stays within the budget; otherwise the prefix is
+   halved and tried again, down to one candidate (one whose ``d_k`` was measured against the
+   objective now is taken without a trial).
 3. Repeat from 1 with the candidates after the prefix taken. A candidate that fails alone is
    kept, and the prefixes after it are at most one candidate long, twice as long after each
-   one taken (as ``sequential=True``'s window).
+   one taken.
 
-Where the budget binds, the estimates leave out what cannot fit without a trial, and a batch
-whose candidates all fail together costs about one trial per candidate (a halving of the first
-prefix, then one each) instead of one per half down to single kernels (the blind halving this
-replaces tried ``2n − 1`` sets on a batch of ``n`` that all fail). With one candidate per
+Where the budget binds, what cannot fit is kept without a trial, and a batch whose candidates
+all fail together costs about one trial per candidate, not the ``2n − 1`` sets on ``n`` of
+halving each failed set down to single kernels (the rule before). With one candidate per
 forward pass this is ACDC's sequential rule exactly. With ``ablation="mean"`` a removed kernel
 contributes its mean over the images (per position) instead of 0.
 """

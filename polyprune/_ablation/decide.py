@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import torch
 from torch import Tensor, nn
 
 from . import chained
@@ -38,8 +37,7 @@ def visit(run: Ablator, name: str, rows: Tensor, cols: Tensor, now: float, tau: 
     means = run._mean_now if run.mean else None
     deltas = losses - now
     run.effects[name][rows, cols] = deltas.float()
-    allowed = ((deltas <= tau) & (losses - run.best <= run.budget)).nonzero().squeeze(1)
-    chosen = allowed[torch.argsort(deltas[allowed], stable=True)].tolist()  # smallest first
+    chosen = ((deltas <= tau) & (losses - run.best <= run.budget)).nonzero().squeeze(1).tolist()
     return _split(run, name, rows, cols, chosen, deltas, means, now, tau)
 
 
@@ -69,9 +67,9 @@ def _split(
     run: Ablator, name: str, rows: Tensor, cols: Tensor, ks: list[int], deltas: Tensor,
     means: Tensor | None, now: float, tau: float,
 ) -> float:  # fmt: skip
-    """Remove what can be removed of ``ks`` (ordered by their single effects ``deltas``,
-    smallest first), guided by those effects (the package docstring, "Stopping early"): the
-    longest prefix whose summed effects fit the budget left, together, else that prefix halved;
+    """Remove what can be removed of ``ks`` (in the batch's order), guided by their single
+    effects ``deltas`` (the package docstring, "Stopping early"): the longest prefix whose
+    summed effects fit the budget left, together, else that prefix halved;
     a candidate that fails alone is kept, and the prefixes after it start from one candidate
     again, twice as long after each one taken."""
     measured = True  # nothing removed since ``deltas`` were measured
