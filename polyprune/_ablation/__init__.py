@@ -149,23 +149,7 @@ class _Ablator:
     @contextmanager
     def masked(self) -> Iterator[None]:
         dtype, device = model_dtype_device(self.model)
-
-        def mask_of(name: str) -> Callable[[], Tensor]:
-            def mask() -> Tensor:
-                leaf = self._leaf.get(name)
-                return leaf if leaf is not None else self.kept[name].to(device, dtype)
-
-            return mask
-
-        def key_of(name: str) -> Callable[[], tuple[int, int] | None]:
-            def key() -> tuple[int, int] | None:  # None: a float mask stands in (not kept)
-                if not self.cache_weights or name in self._leaf:
-                    return None
-                return id(self.kept[name]), self._changes[name]
-
-            return key
-
-        params = {n: MaskedWeight(mask_of(n), key_of(n)) for n in self.shapes}
+        params = {n: MaskedWeight(self, n, dtype, device) for n in self.shapes}
         handles = []
         try:
             for name in self.shapes:
