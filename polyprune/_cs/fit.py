@@ -68,7 +68,7 @@ def _warn_if_silent(model: nn.Module, unit: Unit, images: Tensor, members: Tenso
             f"{unit.layer}[{unit.channel}] is exactly 0 on all {len(idx)} member images: no "
             "gradient reaches the masks and the fit will keep (almost) nothing. The unit is "
             "probably gated by a threshold; use method 'ablation', or a larger CSConfig(init=...) "
-            "(the default start, init=0.95 with fade=0.8, keeps most gates open)",
+            "(the default start, init=0.95 faded out over training, keeps most gates open)",
             UserWarning,
             stacklevel=2,
         )
@@ -77,9 +77,9 @@ def _warn_if_silent(model: nn.Module, unit: Unit, images: Tensor, members: Tenso
 def _offset(config: CSConfig) -> tuple[float, float]:
     """The starting offset ``logit(init)`` of the masks ``σ(t·m + b)`` and the number of epochs
     over which it falls linearly to 0 (``(0, 1)`` when the fit does not fade: ``fade == 0``)."""
-    if config.fade == 0:
+    if config.fade_fraction == 0:
         return 0.0, 1.0
-    return math.log(config.init / (1.0 - config.init)), config.fade * config.epochs
+    return math.log(config.init / (1.0 - config.init)), config.fade_fraction * config.epochs
 
 
 def _check_finite(dense: Tensor, unit: Unit) -> None:
@@ -127,7 +127,7 @@ def fit_cs(
                 model,
                 up_to=unit,
                 granularity=granularity,
-                init=0.5 if config.fade else config.init,
+                init=0.5 if config.fade_fraction else config.init,
                 temperature=t0,
             ) as cs,  # fmt: skip
             stage(f"CS {unit}", config.epochs, unit="epoch", show=progress) as bar,

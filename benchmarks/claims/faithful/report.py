@@ -219,7 +219,8 @@ def header(cfg: FaithfulConfig, argv: Sequence[str], seconds: float, parts: int 
     command = shlex.join([*COMMAND, *argv])
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     defaults = "; ".join(
-        f"`{loss}`: λ = {c.penalty_weight:g}, lr {c.learning_rate:g}, {c.epochs} epochs"
+        f"`{loss}`: λ = {c.penalty_weight:g}, lr {c.learning_rate:g}, fade {c.fade_fraction:g}, "
+        f"{c.epochs} epochs"
         for loss in cfg.objectives
         for c in [cfg.cs_config(loss)]
     )
