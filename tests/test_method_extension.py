@@ -155,7 +155,7 @@ def test_study_cs_keyword_is_a_deprecated_alias_of_config() -> None:
 def test_a_cs_loss_registers_by_name_and_trains() -> None:
     from polyprune.sparsify import CSLoss, LossContext
 
-    class Louder(CSLoss, name="louder_on_members", lam=0.2, lr=2e-3):
+    class Louder(CSLoss, name="louder_on_members", lam=0.2, lr=2e-3, fade=0.5):
         def __call__(
             self, a: torch.Tensor, d: torch.Tensor, y: torch.Tensor, shift: torch.Tensor,
             ctx: LossContext,
@@ -165,7 +165,7 @@ def test_a_cs_loss_registers_by_name_and_trains() -> None:
     assert "louder_on_members" in pp.sparsify.losses()
     config = pp.CSConfig(loss="louder_on_members", epochs=3)
     assert (config.penalty_weight, config.learning_rate) == (0.2, 2e-3)
-    assert config.fade_fraction == 0.8  # CSLoss's default: no fade= in the class statement
+    assert config.fade_fraction == 0.5  # the class statement's fade=
     net, members = _cluster()
     sub = pp.fit_subnetwork(net.model, net.unit, net.images, members, config=config, progress=False)
     assert len(sub.history["objective"]) == 3 and sub.calibration is None  # no BCE shift
@@ -174,19 +174,19 @@ def test_a_cs_loss_registers_by_name_and_trains() -> None:
 
 
 def test_cs_defaults_follow_the_objective_unless_given() -> None:
-    # issue 23's tuning (seeds 0-4) set both's lr and fade; the others keep theirs
-    both, preserve = pp.CSConfig(), pp.CSConfig(loss="preserve")
-    assert (both.learning_rate, both.fade_fraction) == (3e-3, 0.95)
-    assert (preserve.learning_rate, preserve.fade_fraction) == (1e-3, 0.8)
+    # lam, lr and fade: the objective's own (CSLoss class attributes) unless given
+    both, separate = pp.CSConfig(), pp.CSConfig(loss="separate")
+    assert (both.learning_rate, both.fade_fraction) == (1e-3, 0.8)
+    assert (separate.learning_rate, separate.fade_fraction) == (5e-3, 0.8)
     assert pp.CSConfig(fade=0.0).fade_fraction == 0.0 and pp.CSConfig.paper().fade_fraction == 0.0
-    assert pp.CSConfig(fade=None, loss="separate").fade_fraction == 0.8
+    assert pp.CSConfig(fade=0.95).fade_fraction == 0.95
     with pytest.raises(ValueError, match="fade"):
         pp.CSConfig(fade=1.5)
     # the default and the same values given explicitly fit the same subnetwork
     net, members = _cluster()
     fits = [
         pp.fit_subnetwork(net.model, net.unit, net.images, members, config=c, progress=False)
-        for c in (pp.CSConfig(epochs=4), pp.CSConfig(epochs=4, lr=3e-3, fade=0.95))
+        for c in (pp.CSConfig(epochs=4), pp.CSConfig(epochs=4, lr=1e-3, fade=0.8))
     ]
     assert all(torch.equal(fits[0].masks[n], fits[1].masks[n]) for n in fits[0].masks)
     assert fits[0].history["objective"] == fits[1].history["objective"]

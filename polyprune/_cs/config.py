@@ -59,9 +59,9 @@ class CSConfig:
         ``"mean"``: the mean mask value σ(t·m) over the learned elements, in [0, 1], so ``lam``
         means the same for any network; ``"sum"``: the paper's raw Σσ(t·m) (its λ = 1e-6).
     lr : float or None
-        SGD learning rate in (0, 1e6]. ``None`` (default): the loss's own, 3e-3 for
-        ``"both"``, 1e-3 for ``"preserve"`` and 5e-3 for ``"separate"``, with
-        ``lr_scale="elements"`` (:attr:`learning_rate`).
+        SGD learning rate in (0, 1e6]. ``None`` (default): the loss's own, 1e-3 for
+        ``"both"``/``"preserve"`` and 5e-3 for ``"separate"``, with ``lr_scale="elements"``
+        (:attr:`learning_rate`).
     lr_scale : {"elements", "none"}
         ``"elements"``: each masked weight's logits use ``lr × (its number of learned mask
         elements)``. Every element's share of the unit's activation is about 1/(elements in its
@@ -96,20 +96,20 @@ class CSConfig:
     fade : float or None
         In [0, 1]: the fraction of the epochs over which the starting mask value fades, while
         the logits that decide the subnetwork start undecided at 0. ``None`` (default): the
-        loss's own, 0.95 for ``"both"`` and 0.8 for the others (:attr:`fade_fraction`). A mask whose
+        loss's own, 0.8 for the built-in ones (:attr:`fade_fraction`). A mask whose
         objective gradient is 0 (a kernel that does not matter, or one behind a closed gate)
         is then decided by the sparsity penalty alone, as at the paper's ``init = 0.5``; with
         ``fade = 0`` the logits start at ``logit(init)`` and such a kernel stays kept unless the
-        penalty moves it across 0. Chosen with ``init`` on planted seeds 0–4, and for
-        ``"both"`` with its ``lr`` (``docs/faithfulness.md`` measures them on other seeds).
+        penalty moves it across 0. Chosen with ``init`` on planted seeds 0–4
+        (``docs/faithfulness.md`` measures it on other seeds).
 
     Examples
     --------
     >>> import polyprune as pp
     >>> pp.CSConfig(epochs=25).penalty_weight, pp.CSConfig(loss="separate").penalty_weight
     (0.1, 1.0)
-    >>> pp.CSConfig().fade_fraction, pp.CSConfig(loss="preserve").fade_fraction
-    (0.95, 0.8)
+    >>> pp.CSConfig().fade_fraction, pp.CSConfig(fade=0.5).fade_fraction
+    (0.8, 0.5)
     >>> pp.CSConfig.paper().loss, pp.CSConfig.paper().epochs, pp.CSConfig.paper().milestones
     ('separate', 160, (130, 150))
     >>> pp.CSConfig(epochs=1)

@@ -189,9 +189,8 @@ class CSLoss:
 _LOSSES: Registry[type[CSLoss]] = Registry("CS loss")
 
 
-# Defaults tuned on planted networks (seeds 0–2; "both"'s lr and fade on seeds 0–4 for issue 23,
-# CHANGELOG 0.3); "separate" keeps fit_subnetwork's earlier defaults (λ = 1, lr 5e-3).
-# Registration order is the order losses() lists.
+# Defaults tuned on planted networks (seeds 0–2); "separate" keeps fit_subnetwork's earlier
+# defaults (λ = 1, lr 5e-3). Registration order is the order losses() lists.
 class _Separate(CSLoss, name="separate", lam=1.0, lr=5e-3):
     __doc__ = separate.__doc__
     uses_shift = True
@@ -207,7 +206,7 @@ class _Preserve(CSLoss, name="preserve", lam=0.1, lr=1e-3):
         return preserve(a, d, y, shift, ctx)
 
 
-class _Both(CSLoss, name="both", lam=0.1, lr=3e-3, fade=0.95):
+class _Both(CSLoss, name="both", lam=0.1, lr=1e-3):
     __doc__ = both.__doc__
 
     def __call__(self, a: Tensor, d: Tensor, y: Tensor, shift: Tensor, ctx: LossContext) -> Tensor:
