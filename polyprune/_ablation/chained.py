@@ -82,30 +82,13 @@ def prefixes(
     return torch.cat(parts, 1)
 
 
-def _since(run: Ablator) -> tuple[tuple[Tensor, Tensor, Tensor], list[list[Tensor]]] | None:
+def _differing(
+    run: Ablator,
+) -> tuple[tuple[Tensor, Tensor, Tensor], Tensor, list[list[Tensor]]] | None:
     """The kernels of the ablated layer that differ from the last state the chain computed
-    (rows, cols, +1 where put back and −1 where removed since) and that state's outputs; None
-    where there is none, none differ, more than :data:`MAX_CHANGED` do or mean corrections
-    are in play."""
-    chain, name = run._chain, run._name
-    if chain is None or name is None or not chain.cached or name in run.corrections:
-        return None
-    (kept_then, corr_then), outs = chain.cached[-1]
-    if corr_then.numel():
-        return None
-    kept = run.kept[name]
-    changed = (kept != kept_then).nonzero()
-    if not 0 < len(changed) <= MAX_CHANGED:
-        return None
-    rows, cols = changed[:, 0], changed[:, 1]
-    return (rows, cols, kept[rows, cols].float() * 2 - 1), outs
-
-
-def trial(run: Ablator) -> Tensor | None:
-    """The unit now ``(N,)``, from the last state the chain computed plus the change of the
-    kernels that differ from it (removed: ``−w ∗ x``; put back: ``+w ∗ x``; and the change of
-    the mean corrections), all of them as one candidate of several channels; None where that
-    state is missing or more than :data:`MAX_CHANGED` kernels differ."""
+    (rows, cols, +1 where put back and −1 where removed since), that state's mean corrections
+    and its outputs; None where there is no such state, none differ or more than
+    :data:`MAX_CHANGED` do."""
     chain, name = run._chain, run._name
     if chain is None or name is None or not chain.cached:
         return None
@@ -115,7 +98,32 @@ def trial(run: Ablator) -> Tensor | None:
     if not 0 < len(changed) <= MAX_CHANGED:
         return None
     rows, cols = changed[:, 0], changed[:, 1]
-    signs = kept[rows, cols].float() * 2 - 1  # +1: put back, −1: removed
+    return (rows, cols, kept[rows, cols].float() * 2 - 1), corr_then, outs
+
+
+def _since(run: Ablator) -> tuple[tuple[Tensor, Tensor, Tensor], list[list[Tensor]]] | None:
+    """:func:`_differing` without mean corrections: None also where they are in play, now or in
+    the last state computed."""
+    if run._name in run.corrections:
+        return None
+    found = _differing(run)
+    if found is None or found[1].numel():
+        return None
+    return found[0], found[2]
+
+
+def trial(run: Ablator) -> Tensor | None:
+    """The unit now ``(N,)``, from the last state the chain computed plus the change of the
+    kernels that differ from it (removed: ``−w ∗ x``; put back: ``+w ∗ x``; and the change of
+    the mean corrections), all of them as one candidate of several channels; None where that
+    state is missing or more than :data:`MAX_CHANGED` kernels differ."""
+    found = _differing(run)
+    if found is None:
+        return None
+    (rows, cols, signs), corr_then, outs = found  # signs +1: put back, −1: removed
+    chain, name = run._chain, run._name
+    assert chain is not None and name is not None  # _differing found a state
+    kept = run.kept[name]
     corr = run.corrections.get(name)
     shift = None
     if corr is not None or corr_then.numel():
