@@ -77,14 +77,23 @@ def _pct(mean: float, std: float) -> str:
     return f"{100 * mean:.1f} %" if math.isnan(std) else f"{100 * mean:.1f} ± {100 * std:.1f} %"
 
 
-def per_case(rows: Sequence[FitRow], value: Callable[[FitRow], float | None]) -> list[float]:
-    """The mean of ``value`` over each case's subnetworks (NaN and None left out)."""
+def case_means(
+    rows: Sequence[FitRow],
+    value: Callable[[FitRow], float | None],
+    key: Callable[[FitRow], str] = lambda r: r.case,
+) -> dict[str, float]:
+    """The mean of ``value`` over each case's subnetworks, by ``key`` (NaN and None left out)."""
     cases: dict[str, list[float]] = {}
     for r in rows:
         got = value(r)
         if got is not None and not math.isnan(got):
-            cases.setdefault(r.case, []).append(float(got))
-    return [float(np.mean(v)) for v in cases.values()]
+            cases.setdefault(key(r), []).append(float(got))
+    return {k: float(np.mean(v)) for k, v in cases.items()}
+
+
+def per_case(rows: Sequence[FitRow], value: Callable[[FitRow], float | None]) -> list[float]:
+    """The mean of ``value`` over each case's subnetworks (NaN and None left out)."""
+    return list(case_means(rows, value).values())
 
 
 def _pooled(rows: Sequence[FitRow], value: Callable[[FitRow], float | None]) -> str:

@@ -34,6 +34,7 @@ from ..rows import FitRow
 from ..stats import select
 from ..tables import table
 from .config import Rows
+from .report import case_means
 
 SE_FACTOR = 2.0
 IDENT_F1 = 0.97
@@ -60,12 +61,7 @@ class Summary:
 
 def _cases(rows: Sequence[FitRow], value: Callable[[FitRow], float | None]) -> dict[str, float]:
     """The mean of ``value`` over each (setting, case)'s subnetworks."""
-    cases: dict[str, list[float]] = {}
-    for r in rows:
-        got = value(r)
-        if got is not None and not math.isnan(got):
-            cases.setdefault(f"{r.family}/{r.case}", []).append(float(got))
-    return {k: float(np.mean(v)) for k, v in cases.items()}
+    return case_means(rows, value, key=lambda r: f"{r.family}/{r.case}")
 
 
 def _setting_mean(rows: Sequence[FitRow], family: str, value: Callable[[FitRow], Any]) -> float:
