@@ -19,6 +19,7 @@ import polyprune as pp
 from benchmarks.claims import faithful
 from benchmarks.claims.cases import planted_case
 from benchmarks.claims.config import OBJECTIVES
+from benchmarks.claims.faithful import context
 from benchmarks.claims.faithful.methods import BACKGROUND_ARM, background, background_indices
 from benchmarks.claims.faithful.run import merge, parse
 from benchmarks.claims.run import prepare
@@ -64,8 +65,10 @@ def test_quick_run_writes_every_table(quick):
     assert (quick.out.parent / "img" / "faithfulness_roc.png").stat().st_size > 0
     ident = _table(text, "Identifiability of the planted circuits")
     assert ident[1][:2] == ["default pairs", "2"]
+    assert ident[0][-4:] == list(context.HEADER) and "–" not in ident[1][-4:]
     goals23 = text.split("## Circuit recovery: goals (issue 23)\n", 1)[1].split("\n## ", 1)[0]
     assert "best method's kernel ROC AUC ≥ 0.95" in goals23 and "within 3×" in goals23
+    assert "on default pairs, in the context of CS both's own subnetwork S" in goals23
     goals = _table(text, "Goals met (subnetworks)")
     assert goals[0][2:] == ["F1 ≥ 0.9", "held-out AUROC ≥ 0.95", "r ≥ 0.9", "kept ≤ 1.2 × true",
                             "all four"]  # fmt: skip
@@ -94,6 +97,12 @@ def test_quick_rows_hold_every_objective_and_the_truth(quick):
         assert len(r.roc_tpr) == 21 and r.roc_tpr[-1] == 1.0 and r.seconds > 0
     ident = quick.rows.identifiability
     assert len(ident) == 2 and all(0 <= r.free <= r.weak <= r.kernels for r in ident)
+    both = {r.cluster: r for r in planted if r.loss == "both"}
+    for r in ident:  # in the context of CS both's subnetwork: its own F1 from the counts
+        assert r.context == "CS both" and 0 <= r.inert <= r.substituted <= r.missed
+        assert r.needed <= r.extras and r.oracle_tp + r.oracle_fn == r.kernels
+        own = context.f1(r.kernels - r.missed, r.extras, r.missed)
+        assert own == pytest.approx(both[r.cluster].f1)
 
 
 def test_report_renders_again_from_the_json(quick, tmp_path):

@@ -19,6 +19,7 @@ from polyprune.results import Subnetwork
 
 from ..rows import _JSONRow
 from ..run import CaseResult, Runner
+from .context import in_context
 
 #: The FPR grid of the stored ROC curves.
 FPR = np.linspace(0.0, 1.0, 21)
@@ -46,6 +47,14 @@ class IdentRow(_JSONRow):
     mask logit; ``paper_silent``: the same under the paper's start (every weight × σ(0) = 0.5,
     ``CSConfig.paper().init``), which polyprune's default start (``CSConfig().init``, faded out
     over training) replaced because of this.
+
+    In the context of the default method's own subnetwork ``S`` (``context``: its arm, ``""``
+    when it was not fitted and the rest are 0; :mod:`~benchmarks.claims.faithful.context`):
+    ``missed`` circuit kernels ``S`` lacks, of which ``substituted`` (putting one back alone
+    does not lower the objective) and ``inert`` (changes it not at all); ``extras`` it keeps off
+    the circuit, of which ``needed`` (removing one alone raises the objective); the kernel
+    counts after the single-kernel moves the objective rewards, restricted to the circuit's side
+    (``oracle_*``) and all of them (``rewarded_*``).
     """
 
     case: str
@@ -62,6 +71,18 @@ class IdentRow(_JSONRow):
     min_effect: float
     init_silent: float = math.nan
     paper_silent: float = math.nan
+    context: str = ""
+    missed: int = 0
+    substituted: int = 0
+    inert: int = 0
+    extras: int = 0
+    needed: int = 0
+    oracle_tp: int = 0
+    oracle_fp: int = 0
+    oracle_fn: int = 0
+    rewarded_tp: int = 0
+    rewarded_fp: int = 0
+    rewarded_fn: int = 0
 
 
 def roc_tpr(scores: Mapping[str, Tensor], truth: pp.Masks) -> tuple[float, ...]:
@@ -168,7 +189,8 @@ def complete(
 
 def identifiability(run: Runner, fitted: Mapping[str, Mapping[int, Subnetwork]]) -> list[IdentRow]:
     """Per cluster with a planted circuit: the truth's objective against the best fitted one,
-    and the effect of removing each of the truth's kernels alone."""
+    the effect of removing each of the truth's kernels alone, and the single-kernel moves the
+    objective rewards in the default method's subnetwork (:func:`.context.in_context`)."""
     x, y = run.fit_x[run.clean], run.fit_y[run.clean]
     model, case = run.case.model, run.case
     rows = []
@@ -194,6 +216,7 @@ def identifiability(run: Runner, fitted: Mapping[str, Mapping[int, Subnetwork]])
             min_effect=float(e.min()) if e.numel() else math.nan,
             init_silent=float((at_init[members] == 0).float().mean()),
             paper_silent=float((at_paper[members] == 0).float().mean()),
+            **in_context(run, fitted, c, truth),
         )  # fmt: skip
         rows.append(row)
     return rows

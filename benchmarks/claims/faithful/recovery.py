@@ -14,6 +14,7 @@ import polyprune as pp
 from ..rows import FitRow
 from ..stats import fmt, fmt_stats, select
 from ..tables import table
+from . import context
 from .methods import FPR, WEAK, IdentRow
 
 Selection = Callable[[Sequence[FitRow]], list[FitRow]]
@@ -92,12 +93,13 @@ def identifiability_table(rows: Sequence[IdentRow], settings: Sequence[str]) -> 
             f"{sum(r.free == 0 for r in mine)}/{len(mine)}",
             f"{np.mean(paper):.0%}" if paper else "–",
             f"{np.mean(silent):.0%}" if silent else "–",
+            *context.cells(mine),
         ])  # fmt: skip
     return table(["setting", "clusters", "truth's objective", "best found", "found < truth",
                   "circuit kernels free (effect ≤ 0)", f"weak (effect < {WEAK:g})",
                   "clusters with no free kernel",
                   f"crops silent at the paper's CS start (× {pp.CSConfig.paper().init:g})",
-                  f"at polyprune's (× {pp.CSConfig().init:g})"], out)  # fmt: skip
+                  f"at polyprune's (× {pp.CSConfig().init:g})", *context.HEADER], out)  # fmt: skip
 
 
 def ceiling(idents: Sequence[IdentRow]) -> float:
@@ -197,6 +199,8 @@ def goal_lines(
             if not math.isnan(f1):
                 lines.append(f"default method ({default}) F1 ≥ {goal:g} on {setting}: {f1:.3f} "
                              f"— {verdict(f1 >= goal)}")  # fmt: skip
+            why = context.line(idents, setting) if goal == GOAL_F1_CROSS1 else None
+            lines += [] if why is None else [why]
         rows = chosen(fits)
         held = _mean(rows, lambda r: r.auroc_held)
         margin = _mean(rows, lambda r: r.rel_err_held) - _mean(

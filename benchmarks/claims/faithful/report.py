@@ -316,7 +316,12 @@ def recovery_section(rows: Rows, settings: Sequence[str], figure: Path | None) -
                   "(lower is better) of the true circuit, and the lowest any fitted subnetwork "
                   "reached; the effect of removing each circuit kernel alone. A *free* kernel's "
                   "removal does not worsen the objective: no method that optimizes it can be "
-                  "asked to keep it, so it bounds the recall any method can reach.", "",
+                  "asked to keep it, so it bounds the recall any method can reach. The last "
+                  "four columns measure the same in the context of the default method's own "
+                  "subnetwork S instead of the true circuit's: each kernel's marginal effect in "
+                  "S (the gain of putting a missed kernel back alone, the cost of removing a kept "
+                  "one alone); the F1 that the single-kernel moves the objective rewards reach, "
+                  "an oracle taking only those on the circuit's side, and all of them.", "",
                   *identifiability_table(rows.identifiability, settings), ""]  # fmt: skip
         lines += ["## Whose gap: the method's or the ground truth's", "",
                   "The default method's F1 gap 1 − F1, split: the ground truth's part is what "
