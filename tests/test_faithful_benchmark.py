@@ -100,6 +100,7 @@ def test_quick_rows_hold_every_objective_and_the_truth(quick):
     both = {r.cluster: r for r in planted if r.loss == "both"}
     for r in ident:  # in the context of CS both's subnetwork: its own F1 from the counts
         assert r.context == "CS both" and 0 <= r.inert <= r.substituted <= r.missed
+        assert 0 <= r.cut <= r.missed
         assert r.needed <= r.extras and r.oracle_tp + r.oracle_fn == r.kernels
         own = context.f1(r.kernels - r.missed, r.extras, r.missed)
         assert own == pytest.approx(both[r.cluster].f1)

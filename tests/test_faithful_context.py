@@ -68,8 +68,21 @@ def test_a_duplicated_paths_missing_copy_is_substituted_and_its_substitute_neede
         "oracle_tp": 3, "oracle_fp": 2, "oracle_fn": 1,  # no rewarded move helps the circuit
         "rewarded_tp": 2, "rewarded_fp": 2, "rewarded_fn": 2,  # drops A[1, 0]: effect 0
     }  # fmt: skip
+    assert context.cut_off(model, s, truth, unit) == 0  # A[1, 0] feeds channel 1: on a path
     own = context.f1(4 - got["missed"], got["extras"], got["missed"])
     assert own == pytest.approx(pp.evaluation.circuit_scores(s, truth).f1) == 0.6
+
+
+def test_a_missed_kernel_whose_neighbour_is_missing_too_is_cut_off_and_inert() -> None:
+    model, images, members = _duplicated()
+    truth = _masks([(0, 0), (1, 0)], [0, 1])
+    s = _masks([(0, 0), (2, 0)], [0, 2])  # the circuit's path through channel 1 missing whole
+    unit = pp.Unit("2", 0, (1, 1))
+    got = context.counts(s, truth, context.effects_in(model, unit, images, members, s))
+    assert (got["missed"], got["substituted"], got["inert"]) == (2, 2, 2)
+    assert context.cut_off(model, s, truth, unit) == 2
+    with_a = _masks([(0, 0), (1, 0), (2, 0)], [0, 2])  # its A kernel back: B[0, 1] has a path
+    assert context.cut_off(model, with_a, truth, unit) == 0
 
 
 def test_counts_follow_the_signs_of_the_effects_inside_the_region_only() -> None:
@@ -97,7 +110,7 @@ def _row(**changes: object) -> IdentRow:
 
 def test_rows_without_the_counts_load_and_render_without_them() -> None:
     old = _row().to_dict()  # a row as runs before these counts wrote it
-    for name in ("context", *context.FIELDS):
+    for name in ("context", "cut", *context.FIELDS):
         del old[name]
     data = {**Rows(FaithfulConfig()).to_dict(), "identifiability": [old, old]}
     rows = Rows.from_dict(json.loads(json.dumps(data)))
@@ -109,15 +122,17 @@ def test_rows_without_the_counts_load_and_render_without_them() -> None:
 
 
 def test_measured_rows_render_shares_and_mean_f1() -> None:
-    counts = {"missed": 4, "substituted": 3, "inert": 1, "extras": 2, "needed": 1,
+    counts = {"missed": 4, "substituted": 3, "inert": 1, "cut": 2, "extras": 2, "needed": 1,
               "oracle_tp": 8, "oracle_fp": 1, "oracle_fn": 3,
               "rewarded_tp": 6, "rewarded_fp": 4, "rewarded_fn": 5}  # fmt: skip
     rows = [_row(context="CS both", **counts), _row()]
     cells = identifiability_table(rows, ["default pairs"])[2].strip("|").split("|")
     # S: tp 6 fp 2 fn 4 → 12/18; oracle 16/20; every rewarded move 12/21
-    assert [c.strip() for c in cells[-4:]] == ["75% of 4", "25% of 4", "50% of 2",
+    assert [c.strip() for c in cells[-4:]] == ["75% of 4", "25% / 50%", "50% of 2",
                                                "0.67 / 0.80 / 0.57"]  # fmt: skip
     line = context.line(rows, "default pairs")
     assert line is not None and "(mean over 1 clusters): S's F1 is 0.667" in line
     assert "reach 0.800" in line and "gives 0.571" in line and "75% would not" in line
+    assert "25% change it not at all, and putting back the other 50% raises" in line
+    assert "; 50% of the missed lie on no input→unit path through S even when put back" in line
     assert context.line(rows, "cross=0") is None

@@ -9,7 +9,9 @@ counts them:
 
 - *missed*: circuit kernels ``S`` lacks; *substituted*: those whose gain is ≤ 0 (``S`` already
   does their work: putting one back alone does not lower the objective); *inert*: those whose
-  gain is exactly 0 (putting one back alone changes nothing, e.g. its path is cut in ``S``);
+  gain is exactly 0 (putting one back alone changes nothing); *cut*: those on no path from
+  the input to the unit through ``S`` with them (:meth:`polyprune.Masks.effective` drops them):
+  a missing neighbour would have to come back too, which no single-kernel move does;
 - *extras*: kernels ``S`` keeps off the circuit; *needed*: those whose removal alone raises the
   objective (effect > 0);
 - *oracle* moves: put back the missed circuit kernels with gain > 0 and drop the extras with
@@ -38,7 +40,8 @@ if TYPE_CHECKING:
 
 #: The arm whose subnetwork is the context (the default method: CS with ``both``).
 CONTEXT_ARM = "CS both"
-#: The counts :func:`counts` returns, in :class:`~.methods.IdentRow`'s field order.
+#: The counts :func:`counts` returns (fields of :class:`~.methods.IdentRow`; :func:`in_context`
+#: adds ``cut``).
 FIELDS = (
     "missed", "substituted", "inert", "extras", "needed",
     "oracle_tp", "oracle_fp", "oracle_fn", "rewarded_tp", "rewarded_fp", "rewarded_fn",
@@ -92,6 +95,20 @@ def counts(kept: pp.Masks, truth: pp.Masks, effects: Mapping[str, Tensor]) -> di
     return total
 
 
+def cut_off(model: torch.nn.Module, kept: pp.Masks, truth: pp.Masks, unit: pp.Unit) -> int:
+    """The circuit kernels of ``truth``'s region that ``kept`` lacks and that would lie on no
+    input→unit path through ``kept`` with them added, one at a time."""
+    n = 0
+    for name, want in truth.items():
+        for o, i in (want & truth.regions[name] & ~kept[name].bool()).nonzero().tolist():
+            plus = {k: kept[k].clone() for k in kept}
+            plus[name][o, i] = True
+            masks = pp.Masks(plus, "kernel", weight_shapes=kept.weight_shapes,
+                             regions=kept.regions)  # fmt: skip
+            n += not bool(masks.effective(model, unit)[name][o, i])
+    return n
+
+
 def in_context(
     run: Runner, fitted: Mapping[str, Mapping[int, pp.Subnetwork]], cluster: int, truth: pp.Masks
 ) -> dict[str, Any]:
@@ -102,7 +119,8 @@ def in_context(
         return {}
     x, y = run.fit_x[run.clean], run.fit_y[run.clean]
     effects = effects_in(run.case.model, run.unit, x, y == cluster, sub.masks)
-    return {"context": CONTEXT_ARM, **counts(sub.masks, truth, effects)}
+    cut = cut_off(run.case.model, sub.masks, truth, run.unit)
+    return {"context": CONTEXT_ARM, **counts(sub.masks, truth, effects), "cut": cut}
 
 
 def f1(tp: int, fp: int, fn: int) -> float:
@@ -126,14 +144,18 @@ def _mean(values: Sequence[float]) -> float:
     return float(sum(values) / len(values))
 
 
+def _pct(part: int, whole: int) -> str:
+    return f"{part / whole:.0%}" if whole else "–"
+
+
 def _share(part: int, whole: int) -> str:
-    return f"{part / whole:.0%} of {whole}" if whole else "–"
+    return f"{_pct(part, whole)} of {whole}" if whole else "–"
 
 
 #: The identifiability table's columns of this context.
 HEADER = (
     f"missed circuit kernels {CONTEXT_ARM}'s S substitutes (gain ≤ 0)",
-    "of them inert (gain 0)",
+    "missed: inert (gain 0) / on no path through S with it",
     "extras the objective needs (effect > 0)",
     "F1 of S / reachable by rewarded moves, oracle / all (mean)",
 )
@@ -147,7 +169,7 @@ def cells(rows: Sequence[IdentRow]) -> list[str]:
     missed, extras = sum(r.missed for r in mine), sum(r.extras for r in mine)
     return [
         _share(sum(r.substituted for r in mine), missed),
-        _share(sum(r.inert for r in mine), missed),
+        f"{_pct(sum(r.inert for r in mine), missed)} / {_pct(sum(r.cut for r in mine), missed)}",
         _share(sum(r.needed for r in mine), extras),
         " / ".join(f"{v:.2f}" for v in f1s(mine)),
     ]
@@ -159,17 +181,21 @@ def line(rows: Sequence[IdentRow], setting: str) -> str | None:
     if not mine:
         return None
     own, oracle, every = f1s(mine)
-    missed, extras = sum(r.missed for r in mine), sum(r.extras for r in mine)
+    missed, extras = max(sum(r.missed for r in mine), 1), sum(r.extras for r in mine)
+    substituted, inert = sum(r.substituted for r in mine), sum(r.inert for r in mine)
     return (
         f"on {setting}, in the context of {CONTEXT_ARM}'s own subnetwork S (mean over "
         f"{len(mine)} clusters): S's F1 is {own:.3f}; the single-kernel moves the objective "
         f"rewards, an oracle taking only the circuit's side (put back each missed circuit kernel "
         f"whose return alone lowers the objective, drop each extra whose removal alone does not "
         f"raise it), reach {oracle:.3f}; every rewarded move, circuit or not, gives "
-        f"{every:.3f}. Of the {missed} circuit kernels S misses, "
-        f"{sum(r.substituted for r in mine) / max(missed, 1):.0%} would not lower the objective "
-        f"if put back alone (S already does their work; "
-        f"{sum(r.inert for r in mine) / max(missed, 1):.0%} change it not at all), and "
-        f"{sum(r.needed for r in mine) / max(extras, 1):.0%} of its {extras} extra kernels "
-        f"raise it when removed alone"
+        f"{every:.3f}. Of the {sum(r.missed for r in mine)} circuit kernels S misses, "
+        f"{substituted / missed:.0%} would not lower the objective if put back alone: "
+        f"{inert / missed:.0%} change it not at all, and putting back the other "
+        f"{(substituted - inert) / missed:.0%} raises it (S already does their work); "
+        f"{sum(r.cut for r in mine) / missed:.0%} of the missed lie on no input→unit path "
+        f"through S "
+        f"even when put back (a missing neighbour would have to come back too). "
+        f"{sum(r.needed for r in mine) / max(extras, 1):.0%} of S's {extras} extra kernels "
+        f"raise the objective when removed alone"
     )

@@ -51,7 +51,8 @@ class IdentRow(_JSONRow):
     In the context of the default method's own subnetwork ``S`` (``context``: its arm, ``""``
     when it was not fitted and the rest are 0; :mod:`~benchmarks.claims.faithful.context`):
     ``missed`` circuit kernels ``S`` lacks, of which ``substituted`` (putting one back alone
-    does not lower the objective) and ``inert`` (changes it not at all); ``extras`` it keeps off
+    does not lower the objective), ``inert`` (changes it not at all) and ``cut`` (on no path to
+    the unit through ``S`` with it); ``extras`` it keeps off
     the circuit, of which ``needed`` (removing one alone raises the objective); the kernel
     counts after the single-kernel moves the objective rewards, restricted to the circuit's side
     (``oracle_*``) and all of them (``rewarded_*``).
@@ -75,6 +76,7 @@ class IdentRow(_JSONRow):
     missed: int = 0
     substituted: int = 0
     inert: int = 0
+    cut: int = 0
     extras: int = 0
     needed: int = 0
     oracle_tp: int = 0
