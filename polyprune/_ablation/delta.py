@@ -9,8 +9,10 @@ channel (``f(x_o + Δ) − f(x_o)``); a convolution spreads it to every output c
 one-input-channel convolution ``conv(Δ, W[:, o])`` (it is linear; bias and mean corrections are
 constants), and from there the change is carried over all channels (``f(x + Δ) − f(x)`` for any
 other operation). The convolution that makes the unit's channel, when only such channel-alike
-operations follow it, computes that one channel. The same result as running the graph on each
-candidate's images (floats aside), at a fraction of the work.
+operations follow it, computes that one channel at the unit's position; every map before it is
+then computed only on the window the unit reads of it, as far back as each step can run on a
+window (:mod:`polyprune._ablation.windows`; on AlexNet's ``features.3`` half the work). The same
+result as running the graph on each candidate's images (floats aside), at a fraction of the work.
 """
 
 from __future__ import annotations
@@ -33,10 +35,10 @@ from .steps import (
     out_size,
     pointwise,
     reads,
-    segment,
     split,
     windowed,
 )
+from .windows import Window, cut, step_reads
 
 __all__ = ["Chain"]
 
@@ -68,14 +70,22 @@ class Chain:
         #: the unit's position, where its conv is computed only there (None: the whole map)
         self.at: tuple[int, ...] | None = None
         self._unit_module: nn.Module | None = None
-        #: the conv whose output is computed only where the unit's conv reads, and the
-        #: elementwise steps between them (indices into the steps; None: no such conv)
-        self._narrow: int | None = None
+        #: per map of :meth:`forward` (the layer's output, then each step's), the window the
+        #: unit reads (None: the whole map), and how each step runs there (windows.py);
+        #: computed for the first input size seen (one run: one size)
+        self._plan: tuple[tuple[int, ...], list[Window | None], list[str | None]] | None = None
+        self.model = model
         rest = set(partial.rest)
         calls = [n for n in partial.rest if n.op == "call_module" and n.target == module]
         if len(calls) != 1:
             return
         node = self.first = calls[0]
+        layer0 = model.get_submodule(module)
+        #: the ablated layer, where it can be computed on a window of its output (a plain conv
+        #: with numeric padding, only our hook on it); None: computed whole, then cropped
+        self._layer: Any = (
+            layer0 if conv_step(layer0, 1) and _numeric(Step(node, "conv", layer0)) else None
+        )
         steps: list[Step] = []
         while node is not partial.target:
             users = [u for u in node.users if u in rest]
@@ -101,7 +111,6 @@ class Chain:
                 self._unit_module = step.module
                 if pointwise(after, model) and windowed(step.module, unit.position):
                     self.at = unit.position
-                    self._narrow = segment(steps[:k], model)
         self.steps, self.ok = steps, True
         # the outputs for the last two states of the layer's kernels: a trial that is undone
         # (a batch removed together, then restored) finds the state before it still there
@@ -217,33 +226,81 @@ class Chain:
         return ranges if all(a <= b for a, b in ranges) else None
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        """The layer's output and every node's after it on the layer's input ``x`` (the unit's
-        conv: its channel only)."""
-        outs = [self._run(None, x)]
-        region = None
+        """The layer's output and every node's after it on the layer's input ``x``, each on the
+        window the unit reads of it (the unit's conv: its channel only)."""
+        wins, modes = self._windows(x)
+        if wins[0] is not None and self._layer is not None:  # only where the unit reads
+            layer = self._layer
+            out = self._conv(layer, x, layer.weight, layer.bias, 1, wins[0])
+            corr = self.correction(str(self.first.target))
+            outs = [out if corr is None else out + crop(corr[None], wins[0]).to(out)]
+        else:
+            outs = [self._run(None, x)]
+            if wins[0] is not None:
+                outs[0] = crop(outs[0], wins[0])
         for i, step in enumerate(self.steps):
-            if i == self._narrow:
-                region = self._region(outs)[1]
+            src, dst = wins[i], wins[i + 1]
+            at = None if src is None else tuple(a for a, _ in src)
             if step.kind == "unit":
-                at = None if region is None else tuple(a for a, _ in region)
                 outs.append(self._unit_conv(step, outs[-1], True, at))
-            elif i == self._narrow and region is not None:  # only where the unit's conv reads
+            elif step.kind == "conv" and _numeric(step) and dst is not None:  # where read
                 module: Any = step.module
-                out = self._conv(module, outs[-1], module.weight, module.bias, 1, region)
+                out = self._conv(module, outs[-1], module.weight, module.bias, 1, dst, at)
                 corr = self.correction(str(step.node.target))
-                outs.append(out if corr is None else out + crop(corr[None], region).to(out))
+                outs.append(out if corr is None else out + crop(corr[None], dst).to(out))
             else:  # a copy: an in-place op (ReLU(inplace=True)) must not change the cache
-                outs.append(self._run(step, outs[-1].clone()))
+                outs.append(self._apply(i, outs[-1].clone(), modes[i], src, dst))
         return outs
 
-    def _region(self, outs: list[Tensor]) -> tuple[int | None, list[tuple[int, int]] | None]:
-        """The conv computed only where the unit's conv reads, and that region of its output
-        map (first, last per dimension; None: the whole map)."""
-        narrow = self._narrow
-        if narrow is None:
-            return None, None
-        module: Any = self.steps[narrow].module
-        return narrow, self._window(tuple(out_size(module, outs[narrow].shape[2:])))
+    def _apply(
+        self, i: int, x: Tensor, mode: str | None, src: Window | None, dst: Window | None
+    ) -> Tensor:
+        """Step ``i`` on ``x`` (on the window ``src`` of its input map; None: all of it), its
+        outputs on the window ``dst``: a ``"valid"`` step's cut, a whole map's cropped."""
+        y = self._run(self.steps[i], x)
+        if dst is None:
+            return y
+        return crop(y, dst) if src is None else cut(y, dst) if mode == "valid" else y
+
+    def _windows(self, x: Tensor) -> tuple[list[Window | None], list[str | None]]:
+        """The window of each map :meth:`forward` computes on the layer's input ``x`` (None:
+        the whole map) and how each step runs on it (:mod:`~polyprune._ablation.windows`):
+        from the unit's conv back, as long as each step can run on a window."""
+        key = tuple(x.shape[1:])
+        if self._plan is not None and self._plan[0] == key:
+            return self._plan[1], self._plan[2]
+        n = len(self.steps)
+        wins: list[Window | None] = [None] * (n + 1)
+        modes: list[str | None] = [None] * n
+        unit = [i for i, s in enumerate(self.steps) if s.kind == "unit"]
+        if self.at is not None and unit:
+            with torch.no_grad():  # whole maps, on one image
+                full = [self._run(None, x[:1])]
+                for step in self.steps[: unit[0]]:
+                    full.append(self._run(step, full[-1].clone()))
+            wins[unit[0]] = self._window(tuple(full[unit[0]].shape[2:]))
+            for i in reversed(range(unit[0])):
+                after = wins[i + 1]
+                if after is None:
+                    break
+                args, kwargs = self._args(self.steps[i], full[i])
+                found = step_reads(self.steps[i], self.model, args, kwargs, full[i],
+                                   full[i + 1], after)  # fmt: skip
+                if found is None:
+                    break
+                wins[i], modes[i] = found
+        self._plan = (key, wins, modes)
+        return wins, modes
+
+    def _args(self, step: Step, x: Tensor) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """``step``'s node's evaluated arguments with ``x`` as its input."""
+        interpreter = self.partial.interpreter
+        interpreter.env = {step.node.all_input_nodes[0]: x}
+        try:
+            args, kwargs = interpreter.fetch_args_kwargs_from_env(step.node)
+            return tuple(args), dict(kwargs)
+        finally:
+            interpreter.env = {}
 
     def read(self, outs: list[Tensor]) -> Tensor:
         """The unit from :meth:`forward`'s outputs: ``(N,)``."""
@@ -257,22 +314,27 @@ class Chain:
         k, n = change.shape[:2]
         d: Tensor = change  # (K, N, m, *map): m channels each (sparse) ...
         idx: Tensor | None = channels.to(change.device)  # ... or None: all channels (dense)
-        # from the conv ``self._narrow`` on, only where the unit's conv reads (``region``)
-        narrow, region = self._region(outs)  # forward() computed the rest there only
-        offset = None if region is None else tuple(a for a, _ in region)
+        assert self._plan is not None  # forward() made ``outs``
+        wins, modes = self._plan[1], self._plan[2]
+        if wins[0] is not None:  # on the window the unit reads of the layer's output
+            d = crop(d.flatten(0, 1), wins[0]).reshape(k, n, *d.shape[2:3], *outs[0].shape[2:])
         for i, (step, before, after) in enumerate(
             zip(self.steps, outs[:-1], outs[1:], strict=True)
         ):
-            ranges = region if i == narrow else None
-            at = offset if region is not None and narrow is not None and i > narrow else None
+            src, dst = wins[i], wins[i + 1]
+            at = None if src is None else tuple(a for a, _ in src)
             if idx is not None and step.kind == "alike":
-                new = self._run(step, (_gather(before, idx) + d).flatten(0, 1))
+                new = self._apply(i, (_gather(before, idx) + d).flatten(0, 1), modes[i], src,
+                                  dst)  # fmt: skip
                 d = split(new, k, n) - _gather(after, idx)
             elif idx is not None and step.kind in ("conv", "unit"):
                 module: Any = step.module
                 c = self.unit.channel
                 w = module.weight[:, idx] if step.kind == "conv" else module.weight[c, idx][None]
+                ranges = dst if _numeric(step) else None
                 d = self._sparse_conv(module, d, w.transpose(0, 1), ranges, at)
+                if ranges is None and dst is not None and step.kind == "conv":
+                    d = crop(d.flatten(0, 1), dst).reshape(k, n, *d.shape[2:3], *after.shape[2:])
                 idx = None if step.kind == "conv" else torch.zeros_like(idx[:, :1])
             else:
                 if idx is not None:  # the change over every channel from here on
@@ -286,10 +348,12 @@ class Chain:
                     idx = torch.zeros(k, 1, dtype=torch.long, device=d.device)
                 elif step.kind == "conv":
                     module = step.module
-                    new = self._conv(module, d.flatten(0, 1), module.weight, None, 1, ranges)
-                    d = split(new, k, n)
+                    ranges = dst if _numeric(step) else None
+                    new = self._conv(module, d.flatten(0, 1), module.weight, None, 1, ranges, at)
+                    d = split(new if ranges is not None or dst is None else crop(new, dst), k, n)
                 else:
-                    new = self._run(step, (before.unsqueeze(0) + d).flatten(0, 1))
+                    new = self._apply(i, (before.unsqueeze(0) + d).flatten(0, 1), modes[i], src,
+                                      dst)  # fmt: skip
                     d = split(new, k, n) - after.unsqueeze(0)
         base = self.read(outs)
         unit = any(s.kind == "unit" for s in self.steps)
@@ -300,6 +364,11 @@ class Chain:
             delta = read_unit(d.flatten(0, 1), None, self._position)
             delta = (split(delta, k, n) * (idx == channel)[:, None].to(delta)).sum(2).flatten()
         return base + split(delta, k, n)
+
+
+def _numeric(step: Step) -> bool:
+    """Whether a conv step can be computed on a window of its output (numeric padding)."""
+    return not isinstance(getattr(step.module, "padding", ""), str)
 
 
 def _gather(t: Tensor, idx: Tensor) -> Tensor:
