@@ -99,3 +99,29 @@ def test_step_reads_refuses_what_it_cannot_window() -> None:
     # a strided conv reads its taps, clipped to the map (the rest is padding)
     strided = nn.Conv2d(3, 3, 3, stride=2, padding=1)
     assert conv_reads(strided, [(0, 1), (3, 4)], (9, 9)) == [(0, 3), (5, 8)]
+
+
+def test_a_hook_of_the_users_on_the_ablated_layer_still_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the layer's output is computed on a window only where nothing but ablation's own hook
+    # is on it: a user's hook (here +1 on every output) must change the result as it does
+    # when the graph runs
+    model = integer(Pooled(0, False))
+    x, members = images()
+    unit = placed(model, pp.Unit("c2", 1, (0, 4)), x)
+    handle = model.get_submodule("c0").register_forward_hook(lambda m, args, out: out + 1)
+    try:
+        runs = []
+        for on in (True, False):
+            with monkeypatch.context() as m:
+                if not on:
+                    plain_path(m)
+                runs.append(ablate(model, unit, x, members, tau=0.05, objective=both,
+                                   max_batch=10_000, budget=0.5))  # fmt: skip
+        same_run(*runs)
+    finally:
+        handle.remove()
+    plain = ablate(model, unit, x, members, tau=0.05, objective=both, max_batch=10_000,
+                   budget=0.5)  # fmt: skip
+    assert plain.history["objective"] != runs[0].history["objective"]  # the hook mattered

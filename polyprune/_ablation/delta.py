@@ -82,10 +82,10 @@ class Chain:
         node = self.first = calls[0]
         layer0 = model.get_submodule(module)
         #: the ablated layer, where it can be computed on a window of its output (a plain conv
-        #: with numeric padding, only our hook on it); None: computed whole, then cropped
-        self._layer: Any = (
-            layer0 if conv_step(layer0, 1) and _numeric(Step(node, "conv", layer0)) else None
-        )
+        #: with numeric padding, no hook on it but ours); None: computed whole, then cropped
+        ours = 1 if module in masked else 0
+        plain = conv_step(layer0, ours) and _numeric(Step(node, "conv", layer0))
+        self._layer: Any = layer0 if plain else None
         steps: list[Step] = []
         while node is not partial.target:
             users = [u for u in node.users if u in rest]
