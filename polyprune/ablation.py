@@ -15,6 +15,7 @@ ACDC's rule. See :mod:`polyprune._ablation` for how.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -23,7 +24,7 @@ from torch import Tensor, nn
 from . import _ablation
 from . import _validate as valid
 from ._ablation.effects import removal_effects as _removal_effects
-from ._ablation.marginal import marginal_effects
+from ._ablation.marginal import marginal_effects as _marginal_effects
 from ._cs.loss import loss_class
 from ._data import as_images, check_members
 from ._graph.trace import check_layer
@@ -33,7 +34,7 @@ from .masks import Masks
 from .methods import FitJob, Method, Subnetwork
 from .targets import Unit
 
-__all__ = ["DEFAULT_BUDGET", "DEFAULT_TAU", "Ablation", "removal_effects"]
+__all__ = ["DEFAULT_BUDGET", "DEFAULT_TAU", "Ablation", "marginal_effects", "removal_effects"]
 
 #: The default threshold, chosen on planted seeds 0–4 (``docs/faithfulness.md``).
 DEFAULT_TAU = 1e-3
@@ -172,7 +173,7 @@ class Ablation(Method, name="ablation"):
         )  # fmt: skip
         effects = found.effects
         if self.scores == "final":
-            effects = marginal_effects(
+            effects = _marginal_effects(
                 job.model, job.unit, job.images, job.members, found.kernels,
                 objective=loss_class(self.loss)(), batch_size=job.batch_size,
                 max_batch=self.max_batch,
@@ -220,6 +221,69 @@ def removal_effects(
     ...           for n, e in effects.items())
     (0.0, True)
     """
+    objective, at, images, members, kernels = _checked(
+        model, unit, images, members, masks, loss, batch_size
+    )
+    with eval_mode(model), torch.no_grad():
+        return _removal_effects(
+            model, at, images, members, kernels, objective=objective, batch_size=batch_size,
+            effects=effects,
+        )  # fmt: skip
+
+
+def marginal_effects(
+    model: nn.Module,
+    unit: Unit,
+    images: Tensor,
+    members: Tensor,
+    masks: Masks,
+    *,
+    loss: str = "both",
+    batch_size: int = 256,
+) -> dict[str, Tensor]:
+    """Each kernel's marginal effect in a subnetwork: what removing it alone costs, or what
+    putting it back alone gains.
+
+    For a subnetwork ``S`` (``masks`` at kernel granularity: a fitted subnetwork's, a planted
+    circuit), per weight: ``L(S − k) − L(S)`` for each kept kernel ``k`` and ``L(S) − L(S + k)``
+    for each removed one, in the region that can reach the unit (0 elsewhere); higher is more
+    important to the objective either way, so a kept kernel with effect ≤ 0 is one the
+    objective does not need and a removed kernel with effect > 0 one it would take back. The
+    objective is the CS loss ``loss`` on ``images`` with ``members`` the cluster (hard masks,
+    lower is better), as :func:`removal_effects`; ``Ablation(scores="final")`` scores its own
+    subnetwork this way. One batched evaluation per kernel of the region; the model is left as
+    found.
+
+    Examples
+    --------
+    On the hand-built network, every kernel of the true circuit is needed, and no kernel off it
+    would help:
+
+    >>> import torch, polyprune as pp
+    >>> net = pp.zoo.handbuilt()
+    >>> effects = pp.ablation.marginal_effects(
+    ...     net.model, net.unit, net.images, torch.arange(6) < 3, net.truth, loss="preserve")
+    >>> all(bool((e[net.truth[n] & net.truth.regions[n]] > 0).all()) for n, e in effects.items())
+    True
+    >>> all(bool((e[~net.truth[n] & net.truth.regions[n]] <= 0).all())
+    ...     for n, e in effects.items())
+    True
+    """
+    objective, at, images, members, kernels = _checked(
+        model, unit, images, members, masks, loss, batch_size
+    )
+    with eval_mode(model), torch.no_grad():
+        return _marginal_effects(
+            model, at, images, members, kernels, objective=objective, batch_size=batch_size
+        )  # fmt: skip
+
+
+def _checked(
+    model: nn.Module, unit: Unit, images: Tensor, members: Tensor, masks: Masks, loss: str,
+    batch_size: int,
+) -> tuple[Callable[..., Tensor], Unit, Tensor, Tensor, dict[str, Tensor]]:  # fmt: skip
+    """The arguments of :func:`removal_effects` and :func:`marginal_effects`, checked before
+    any work: the objective, the placed unit, the images, the members and the kept kernels."""
     valid.model("model", model)
     valid.instance("unit", unit, Unit, "a polyprune.Unit")
     valid.integer("batch_size", batch_size, low=1)
@@ -230,9 +294,4 @@ def removal_effects(
     check_layer(model, unit.layer, "unit")  # an unknown layer: the closest names
     at = placed(model, unit, images)  # images the model cannot run on: one error naming them
     members = check_members(members, images.shape[0])
-    kernels = {n: masks[n] for n in masks}
-    with eval_mode(model), torch.no_grad():
-        return _removal_effects(
-            model, at, images, members, kernels, objective=objective, batch_size=batch_size,
-            effects=effects,
-        )  # fmt: skip
+    return objective, at, images, members, {n: masks[n] for n in masks}

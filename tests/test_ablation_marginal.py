@@ -148,3 +148,25 @@ def test_sequential_prefix_passes_decide_as_one_candidate_per_forward(
                                    rtol=1e-4, atol=1e-5)  # fmt: skip
     if net == "chain":
         assert passes < 0.8 * (calls["n"] - passes)
+
+
+def test_public_marginal_effects_score_any_subnetwork_as_final_scores_do() -> None:
+    # pp.ablation.marginal_effects on ablation's own subnetwork gives its final scores, and on
+    # any kernel masks; the model comes back as found; bad masks and objectives are refused
+    net = zoo.handbuilt()
+    y = torch.arange(6) < 3
+    sub = pp.fit_subnetwork(net.model, net.unit, net.images, y,
+                            Ablation(loss="preserve", scores="final", progress=False))  # fmt: skip
+    before = snapshot(net.model)
+    got = pp.ablation.marginal_effects(net.model, net.unit, net.images, y, sub.masks,
+                                       loss="preserve")  # fmt: skip
+    assert_restored(net.model, before)
+    assert sub.state is not None and set(got) == set(sub.state["effects"])
+    for name, effects in got.items():
+        torch.testing.assert_close(effects, sub.state["effects"][name], rtol=0, atol=1e-6)
+    masks = pp.Masks({n: torch.ones(s, dtype=torch.bool) for n, s in
+                      net.truth.weight_shapes.items()}, "weight")  # fmt: skip
+    with pytest.raises(ValueError, match="kernel granularity"):
+        pp.ablation.marginal_effects(net.model, net.unit, net.images, y, masks)
+    with pytest.raises(ValueError, match="nope"):
+        pp.ablation.marginal_effects(net.model, net.unit, net.images, y, net.truth, loss="nope")

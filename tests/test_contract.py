@@ -328,6 +328,23 @@ ROWS: dict[str, Row] = {
             "batch_size": POSITIVE,
         },
     ),
+    "polyprune.ablation.marginal_effects": Row(
+        call(
+            ablation.marginal_effects,
+            model=M,
+            unit=UNIT,
+            images=images(),
+            members=labels() == 0,
+            masks=Fresh(masks),
+        ),
+        {
+            "model": MODEL,
+            "unit": UNIT_ARG,
+            "images": IMAGES,
+            "masks": MASKS,
+            "batch_size": POSITIVE,
+        },
+    ),
     "polyprune.clustering.significance": Row(
         call(pp.clustering.significance, codes=np.random.default_rng(0).normal(size=(30, 3))),
         {"codes": CODES, "seed": SEED, "max_draws": POSITIVE},

@@ -1,7 +1,7 @@
 """The planted circuit in the context of the default method's own subnetwork ``S``: which
 single-kernel moves the objective rewards there, and how far they take kernel F1.
 
-Each kernel's marginal effect in ``S`` (``polyprune._ablation.marginal.marginal_effects``):
+Each kernel's marginal effect in ``S`` (:func:`polyprune.ablation.marginal_effects`):
 ``L(S − k) − L(S)`` for a kept kernel (what removing it alone costs), ``L(S) − L(S + k)`` for a
 removed one (what putting it back alone gains); higher is more important to the objective.
 Counted over the kernels inside the truth's region, as :func:`polyprune.evaluation.circuit_scores`
@@ -30,8 +30,6 @@ import torch
 from torch import Tensor
 
 import polyprune as pp
-from polyprune._ablation.marginal import marginal_effects
-from polyprune._cs.loss import loss_class
 
 from ..run import Runner
 
@@ -57,14 +55,9 @@ def effects_in(
     loss: str = "both",
 ) -> dict[str, Tensor]:
     """Each kernel's marginal effect (module docstring) in the subnetwork ``masks`` (kernel
-    granularity), on ``images`` with ``members`` the cluster, under the CS objective ``loss``."""
-    if masks.granularity != "kernel":
-        raise ValueError(f"masks must be at kernel granularity, got {masks.granularity!r}")
-    kernels = {n: masks[n].clone() for n in masks}
-    with torch.no_grad():
-        return marginal_effects(
-            model, unit, images, members, kernels, objective=loss_class(loss)()
-        )  # fmt: skip
+    granularity), on ``images`` with ``members`` the cluster, under the CS objective ``loss``
+    (:func:`polyprune.ablation.marginal_effects`)."""
+    return pp.ablation.marginal_effects(model, unit, images, members, masks, loss=loss)
 
 
 def counts(kept: pp.Masks, truth: pp.Masks, effects: Mapping[str, Tensor]) -> dict[str, int]:
