@@ -51,6 +51,21 @@ def plan(
         return run._chain._plan[1], run._chain._plan[2]
 
 
+def both_paths(
+    monkeypatch: pytest.MonkeyPatch, model: nn.Module, unit: pp.Unit, x: Tensor,
+    members: Tensor, sequential: bool = False,
+) -> tuple[ablation_core.AblationResult, ablation_core.AblationResult]:  # fmt: skip
+    """One ablation run on the chained path (windows), and one running the graph."""
+    runs = []
+    for on in (True, False):
+        with monkeypatch.context() as m:
+            if not on:
+                plain_path(m)
+            runs.append(ablate(model, unit, x, members, tau=0.05, objective=both,
+                               max_batch=10_000, sequential=sequential, budget=0.5))  # fmt: skip
+    return runs[0], runs[1]
+
+
 @pytest.mark.parametrize(("padding", "ceil"), [(0, False), (0, True), (1, False)])
 @pytest.mark.parametrize("position", [None, (0, 4)])
 @pytest.mark.parametrize("sequential", [False, True])
@@ -64,14 +79,7 @@ def test_windowed_chain_decides_exactly_as_running_the_graph(
     model = integer(Pooled(padding, ceil))
     x, members = images()
     unit = placed(model, pp.Unit("c2", 1, position), x)
-    runs = []
-    for on in (True, False):
-        with monkeypatch.context() as m:
-            if not on:
-                plain_path(m)
-            runs.append(ablate(model, unit, x, members, tau=0.05, objective=both,
-                               max_batch=10_000, sequential=sequential, budget=0.5))  # fmt: skip
-    same_run(*runs)
+    same_run(*both_paths(monkeypatch, model, unit, x, members, sequential))
 
 
 def test_windows_are_what_the_unit_reads() -> None:
@@ -112,16 +120,10 @@ def test_a_hook_of_the_users_on_the_ablated_layer_still_runs(
     unit = placed(model, pp.Unit("c2", 1, (0, 4)), x)
     handle = model.get_submodule("c0").register_forward_hook(lambda m, args, out: out + 1)
     try:
-        runs = []
-        for on in (True, False):
-            with monkeypatch.context() as m:
-                if not on:
-                    plain_path(m)
-                runs.append(ablate(model, unit, x, members, tau=0.05, objective=both,
-                                   max_batch=10_000, budget=0.5))  # fmt: skip
-        same_run(*runs)
+        chained, graph = both_paths(monkeypatch, model, unit, x, members)
+        same_run(chained, graph)
     finally:
         handle.remove()
     plain = ablate(model, unit, x, members, tau=0.05, objective=both, max_batch=10_000,
                    budget=0.5)  # fmt: skip
-    assert plain.history["objective"] != runs[0].history["objective"]  # the hook mattered
+    assert plain.history["objective"] != chained.history["objective"]  # the hook mattered
