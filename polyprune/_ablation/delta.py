@@ -32,13 +32,14 @@ from .steps import (
     alike,
     conv_step,
     crop,
+    numeric,
     out_size,
     pointwise,
     reads,
     split,
     windowed,
 )
-from .windows import Window, cut, step_reads
+from .windows import Window, conv_reads, cut, step_reads
 
 __all__ = ["Chain"]
 
@@ -84,7 +85,7 @@ class Chain:
         #: the ablated layer, where it can be computed on a window of its output (a plain conv
         #: with numeric padding, no hook on it but ours); None: computed whole, then cropped
         ours = 1 if module in masked else 0
-        plain = conv_step(layer0, ours) and _numeric(Step(node, "conv", layer0))
+        plain = conv_step(layer0, ours) and numeric(layer0)
         self._layer: Any = layer0 if plain else None
         steps: list[Step] = []
         while node is not partial.target:
@@ -213,18 +214,6 @@ class Chain:
         y = torch.bmm(w.flatten(2), patches)  # (K, out, N·L)
         return y.reshape(k, w.shape[1], n, *size).transpose(1, 2).contiguous()
 
-    def _window(self, size: tuple[int, ...]) -> list[tuple[int, int]] | None:
-        """What the unit's conv reads of its input map of ``size``, inside the map (first, last
-        per dimension; None: nothing)."""
-        assert self.at is not None
-        module: Any = self._unit_module
-        ranges = []
-        for dim, (i, n) in enumerate(zip(self.at, size, strict=True)):
-            lo = i * module.stride[dim] - module.padding[dim]
-            hi = lo + (module.kernel_size[dim] - 1) * module.dilation[dim]
-            ranges.append((max(lo, 0), min(hi, n - 1)))
-        return ranges if all(a <= b for a, b in ranges) else None
-
     def forward(self, x: Tensor) -> list[Tensor]:
         """The layer's output and every node's after it on the layer's input ``x``, each on the
         window the unit reads of it (the unit's conv: its channel only)."""
@@ -243,7 +232,7 @@ class Chain:
             at = None if src is None else tuple(a for a, _ in src)
             if step.kind == "unit":
                 outs.append(self._unit_conv(step, outs[-1], True, at))
-            elif step.kind == "conv" and _numeric(step) and dst is not None:  # where read
+            elif step.kind == "conv" and numeric(step.module) and dst is not None:  # where read
                 module: Any = step.module
                 out = self._conv(module, outs[-1], module.weight, module.bias, 1, dst, at)
                 corr = self.correction(str(step.node.target))
@@ -278,7 +267,9 @@ class Chain:
                 full = [self._run(None, x[:1])]
                 for step in self.steps[: unit[0]]:
                     full.append(self._run(step, full[-1].clone()))
-            wins[unit[0]] = self._window(tuple(full[unit[0]].shape[2:]))
+            # what the unit's conv reads of its input map (None where only padding)
+            read = conv_reads(self._unit_module, [(p, p) for p in self.at], full[unit[0]].shape[2:])
+            wins[unit[0]] = read if all(a <= b for a, b in read) else None
             for i in reversed(range(unit[0])):
                 after = wins[i + 1]
                 if after is None:
@@ -317,7 +308,7 @@ class Chain:
         assert self._plan is not None  # forward() made ``outs``
         wins, modes = self._plan[1], self._plan[2]
         if wins[0] is not None:  # on the window the unit reads of the layer's output
-            d = crop(d.flatten(0, 1), wins[0]).reshape(k, n, *d.shape[2:3], *outs[0].shape[2:])
+            d = split(crop(d.flatten(0, 1), wins[0]), k, n)
         for i, (step, before, after) in enumerate(
             zip(self.steps, outs[:-1], outs[1:], strict=True)
         ):
@@ -331,10 +322,10 @@ class Chain:
                 module: Any = step.module
                 c = self.unit.channel
                 w = module.weight[:, idx] if step.kind == "conv" else module.weight[c, idx][None]
-                ranges = dst if _numeric(step) else None
+                ranges = dst if numeric(step.module) else None
                 d = self._sparse_conv(module, d, w.transpose(0, 1), ranges, at)
                 if ranges is None and dst is not None and step.kind == "conv":
-                    d = crop(d.flatten(0, 1), dst).reshape(k, n, *d.shape[2:3], *after.shape[2:])
+                    d = split(crop(d.flatten(0, 1), dst), k, n)
                 idx = None if step.kind == "conv" else torch.zeros_like(idx[:, :1])
             else:
                 if idx is not None:  # the change over every channel from here on
@@ -348,7 +339,7 @@ class Chain:
                     idx = torch.zeros(k, 1, dtype=torch.long, device=d.device)
                 elif step.kind == "conv":
                     module = step.module
-                    ranges = dst if _numeric(step) else None
+                    ranges = dst if numeric(step.module) else None
                     new = self._conv(module, d.flatten(0, 1), module.weight, None, 1, ranges, at)
                     d = split(new if ranges is not None or dst is None else crop(new, dst), k, n)
                 else:
@@ -364,11 +355,6 @@ class Chain:
             delta = read_unit(d.flatten(0, 1), None, self._position)
             delta = (split(delta, k, n) * (idx == channel)[:, None].to(delta)).sum(2).flatten()
         return base + split(delta, k, n)
-
-
-def _numeric(step: Step) -> bool:
-    """Whether a conv step can be computed on a window of its output (numeric padding)."""
-    return not isinstance(getattr(step.module, "padding", ""), str)
 
 
 def _gather(t: Tensor, idx: Tensor) -> Tensor:

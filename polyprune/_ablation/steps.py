@@ -18,10 +18,10 @@ __all__ = [
     "alike",
     "conv_step",
     "crop",
+    "numeric",
     "out_size",
     "pointwise",
     "reads",
-    "segment",
     "split",
     "windowed",
 ]
@@ -68,14 +68,15 @@ def pointwise(steps: list[Step], model: nn.Module) -> bool:
     return all(op is not None and op.spatial is rules.pointwise for op in ops)
 
 
+def numeric(module: Any) -> bool:
+    """Whether the conv ``module`` pads by numbers (not ``"same"``/``"valid"``), so that it can
+    be computed on a window of its output map."""
+    return not isinstance(getattr(module, "padding", ""), str)
+
+
 def windowed(module: Any, position: tuple[int, ...] | None) -> bool:
     """Whether the conv ``module`` can be computed at ``position`` alone (numeric padding)."""
-    padding = module.padding
-    return (
-        position is not None
-        and not isinstance(padding, str)
-        and len(position) == len(module.kernel_size)
-    )
+    return position is not None and numeric(module) and len(position) == len(module.kernel_size)
 
 
 def reads(module: Any, ranges: list[tuple[int, int]], x: Tensor, offset: tuple[int, ...]) -> Tensor:
@@ -94,15 +95,6 @@ def reads(module: Any, ranges: list[tuple[int, int]], x: Tensor, offset: tuple[i
         x = x.narrow(2 + dim, a, length)
         pads = [a - lo, hi - a - length + 1, *pads]
     return F.pad(x, pads) if any(pads) else x
-
-
-def segment(steps: list[Step], model: nn.Module) -> int | None:
-    """The last conv of ``steps`` if only elementwise steps follow it (None: none)."""
-    for k in reversed(range(len(steps))):
-        if steps[k].kind == "conv":
-            numeric = not isinstance(getattr(steps[k].module, "padding", ""), str)
-            return k if numeric and pointwise(steps[k + 1 :], model) else None
-    return None
 
 
 def out_size(module: Any, size: Any, padding: Any = None) -> list[int]:

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from .._graph.field import Call, Field
 from .._graph.ops import lookup
-from .steps import Step
+from .steps import Step, numeric
 
 __all__ = ["Window", "conv_reads", "cut", "step_reads"]
 
@@ -56,7 +56,7 @@ def step_reads(
     evaluated arguments on ``x``."""
     size = x.shape[2:]
     if step.kind in ("conv", "unit"):
-        if isinstance(getattr(step.module, "padding", ""), str):  # "same": no numeric window
+        if not numeric(step.module):  # "same": no numeric window
             return None
         return conv_reads(step.module, out, size), "conv"
     op = lookup(step.node, model)
